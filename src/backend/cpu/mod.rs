@@ -1,0 +1,173 @@
+//! The pure-Rust CPU backend: the correctness oracle for every other backend, and a fast
+//! engine in its own right (im2col + a BLIS-style matrix product, threads via rayon).
+//! Kernels are generic over f32/f64 so that their backward passes can be checked against
+//! finite differences in f64.
+
+pub mod cam;
+pub mod conv;
+pub mod elementwise;
+pub mod linear;
+pub mod matmul;
+pub mod pool;
+pub mod real;
+
+use super::Backend;
+use crate::error::Result;
+use crate::ops::*;
+
+/// The CPU backend. With `poison`, every output buffer starts as NaN, so a kernel that fails to
+/// write an element is caught by the tests.
+#[derive(Clone, Debug, Default)]
+pub struct CpuBackend {
+    pub poison: bool,
+}
+
+impl CpuBackend {
+    fn out(&self, len: usize) -> Vec<f32> {
+        vec![if self.poison { f32::NAN } else { 0.0 }; len]
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Idx = Vec<u32>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+
+    fn conv2d(
+        &self,
+        p: &Conv2dParams,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.out(p.output_len());
+        conv::conv2d_forward(p, x, w, bias.map(|b| b.as_slice()), &mut y);
+        Ok(y)
+    }
+
+    fn conv2d_grad_input(&self, p: &Conv2dParams, dy: &Vec<f32>, w: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.input_len());
+        conv::conv2d_backward_input(p, dy, w, &mut dx);
+        Ok(dx)
+    }
+
+    fn channel_affine(
+        &self,
+        p: &ChannelAffineParams,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        shift: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.out(p.len());
+        elementwise::channel_affine_forward(p, x, scale, shift, &mut y);
+        Ok(y)
+    }
+
+    fn channel_affine_grad_input(
+        &self,
+        p: &ChannelAffineParams,
+        dy: &Vec<f32>,
+        scale: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.len());
+        elementwise::channel_affine_backward_input(p, dy, scale, &mut dx);
+        Ok(dx)
+    }
+
+    fn relu(&self, x: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        let mut y = self.out(len);
+        elementwise::relu_forward(&x[..len], &mut y);
+        Ok(y)
+    }
+
+    fn relu_grad_input(&self, y: &Vec<f32>, dy: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        let mut dx = self.out(len);
+        elementwise::relu_backward_input(&y[..len], &dy[..len], &mut dx);
+        Ok(dx)
+    }
+
+    fn max_pool2d(&self, p: &MaxPool2dParams, x: &Vec<f32>) -> Result<(Vec<f32>, Vec<u32>)> {
+        let mut y = self.out(p.output_len());
+        let mut idx = vec![u32::MAX; p.output_len()];
+        pool::max_pool2d_forward(p, x, &mut y, &mut idx);
+        Ok((y, idx))
+    }
+
+    fn max_pool2d_grad_input(
+        &self,
+        p: &MaxPool2dParams,
+        argmax: &Vec<u32>,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.input_len());
+        pool::max_pool2d_backward_input(p, argmax, dy, &mut dx);
+        Ok(dx)
+    }
+
+    fn adaptive_avg_pool2d(&self, p: &AdaptiveAvgPool2dParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut y = self.out(p.output_len());
+        pool::adaptive_avg_pool2d_forward(p, x, &mut y);
+        Ok(y)
+    }
+
+    fn adaptive_avg_pool2d_grad_input(
+        &self,
+        p: &AdaptiveAvgPool2dParams,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.input_len());
+        pool::adaptive_avg_pool2d_backward_input(p, dy, &mut dx);
+        Ok(dx)
+    }
+
+    fn add(&self, a: &Vec<f32>, b: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        let mut y = self.out(len);
+        elementwise::add(&a[..len], &b[..len], &mut y);
+        Ok(y)
+    }
+
+    fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>, len: usize) -> Result<()> {
+        elementwise::add_assign(&mut acc[..len], &x[..len]);
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        p: &LinearParams,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.out(p.n * p.out_f);
+        linear::linear_forward(p, x, w, bias.map(|b| b.as_slice()), &mut y);
+        Ok(y)
+    }
+
+    fn linear_grad_input(&self, p: &LinearParams, dy: &Vec<f32>, w: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.n * p.in_f);
+        linear::linear_backward_input(p, dy, w, &mut dx);
+        Ok(dx)
+    }
+
+    fn grad_cam(
+        &self,
+        p: &GradCamParams,
+        activation: &Vec<f32>,
+        gradient: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut cam = self.out(p.n * p.out_h * p.out_w);
+        cam::grad_cam(p, activation, gradient, &mut cam);
+        Ok(cam)
+    }
+}

@@ -1,0 +1,149 @@
+//! A benchmark, not a test: medians of repeated runs, reported as images/s.
+
+use super::{parse_size, BackendKind};
+use crate::backend::{cpu::CpuBackend, Backend};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::model::{weights::WeightStore, zoo, Model};
+use crate::tensor::Tensor;
+use rand::{rngs::StdRng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Weights to benchmark; without them, random weights for --arch.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Architecture (random weights when --weights is not given).
+    #[arg(long, default_value = "resnet50")]
+    arch: String,
+    /// Classes of the random model.
+    #[arg(long, default_value_t = 1000)]
+    classes: usize,
+    /// Input size HxW or N.
+    #[arg(long, value_parser = parse_size, default_value = "224")]
+    size: (usize, usize),
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Target layer (default: the architecture's default).
+    #[arg(long)]
+    layer: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendKind,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (model, source) = match &a.weights {
+        Some(w) => (Model::load(w, None)?, w.display().to_string()),
+        None => {
+            let store = WeightStore::from_tensors(
+                "random weights",
+                zoo::random_state_dict(&a.arch, a.classes, 0)?,
+            );
+            (
+                Model::from_store(&store, Some(&a.arch))?,
+                "random weights".into(),
+            )
+        }
+    };
+    let arch = model.arch.clone();
+    let layer = a
+        .layer
+        .clone()
+        .unwrap_or_else(|| model.default_layer.clone());
+    let mut engine = match a.backend {
+        BackendKind::Auto | BackendKind::Cpu => Engine::new(CpuBackend::default(), model)?,
+    };
+    let (h, w) = a.size;
+    let shape = vec![a.batch, engine.model.graph.in_channels, h, w];
+    let mut rng = StdRng::seed_from_u64(1);
+    let n = shape.iter().product();
+    let x = Tensor::new(
+        shape,
+        (0..n).map(|_| StandardNormal.sample(&mut rng)).collect(),
+    );
+    let iters = a.iters.max(1);
+
+    engine.explain(&x, Some(&layer), None)?; // warm-up
+    let mut cam_s = vec![];
+    for _ in 0..iters {
+        let t = Instant::now();
+        engine.explain(&x, Some(&layer), None)?;
+        cam_s.push(t.elapsed().as_secs_f64());
+    }
+    let mut fwd_s = vec![];
+    for _ in 0..iters {
+        let t = Instant::now();
+        engine.forward(&x)?;
+        fwd_s.push(t.elapsed().as_secs_f64());
+    }
+    engine.enable_profile();
+    engine.explain(&x, Some(&layer), None)?;
+    let profile = engine.take_profile();
+
+    let (cam, fwd) = (median(cam_s), median(fwd_s));
+    let ips = |s: f64| a.batch as f64 / s;
+    if a.json {
+        let kernels: serde_json::Map<String, serde_json::Value> = profile
+            .iter()
+            .map(|(k, (d, c))| {
+                (
+                    k.clone(),
+                    serde_json::json!({"seconds": d.as_secs_f64(), "calls": c}),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "arch": arch, "weights": source, "backend": engine.backend.name(),
+                "batch": a.batch, "height": h, "width": w, "layer": layer, "iters": iters,
+                "gradcam_images_per_s": ips(cam), "forward_images_per_s": ips(fwd),
+                "gradcam_median_s": cam, "forward_median_s": fwd, "kernels": kernels,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{arch} ({source}) | backend {} | input {}x{}x{h}x{w} | layer {layer}",
+        engine.backend.name(),
+        a.batch,
+        engine.model.graph.in_channels
+    );
+    println!(
+        "grad-cam: {:8.2} images/s  (median {cam:.3} s per batch of {}, {iters} runs)",
+        ips(cam),
+        a.batch
+    );
+    println!(
+        "forward:  {:8.2} images/s  (median {fwd:.3} s per batch of {}, {iters} runs)",
+        ips(fwd),
+        a.batch
+    );
+    let total: f64 = profile.values().map(|(d, _)| d.as_secs_f64()).sum();
+    println!("time per kernel, one Grad-CAM batch:");
+    let mut rows: Vec<_> = profile.iter().collect();
+    rows.sort_by(|x, y| y.1 .0.cmp(&x.1 .0));
+    for (k, (d, c)) in rows {
+        let s = d.as_secs_f64();
+        println!(
+            "  {k:28} {:9.2} ms  {c:4} calls  {:5.1}%",
+            s * 1e3,
+            100.0 * s / total
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+use super::{parse_size, ModelArgs};
+use crate::error::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input size HxW for the output shapes (default: 32x32 for seed-cnn, 224x224 otherwise).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(usize, usize)>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = a.model.load()?;
+    let g = &model.graph;
+    let (h, w) = a.size.unwrap_or(if model.arch == "seed-cnn" {
+        (32, 32)
+    } else {
+        (224, 224)
+    });
+    let plan = g.plan(&[1, g.in_channels, h, w])?;
+    println!("architecture: {}", model.arch);
+    println!("classes: {}", model.num_classes);
+    println!("input: [N, {}, {h}, {w}]", g.in_channels);
+    println!("default layer: {}", model.default_layer);
+    println!("layers (Grad-CAM targets are those with a [N, C, H, W] output):");
+    let width = g.modules.iter().map(|m| m.name.len()).max().unwrap_or(0);
+    for m in &g.modules {
+        let mut shape = plan.shapes[m.value].clone();
+        shape[0] = 0;
+        let dims: Vec<String> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if i == 0 { "N".into() } else { d.to_string() })
+            .collect();
+        println!("  {:width$}  {:18}  [{}]", m.name, m.kind, dims.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Runs a model on a backend: a forward pass that keeps only what the backward pass will need,
+//! and a backward pass that starts at the logits, visits only the ops downstream of the target
+//! layer, computes input gradients only (no weight gradients), and stops at the target.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::graph::{Op, Plan, Planned};
+use crate::model::Model;
+use crate::ops::GradCamParams;
+use crate::tensor::Tensor;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Time spent per kernel, keyed by op kind ("conv2d", "conv2d.backward", …).
+pub type Profile = BTreeMap<String, (Duration, usize)>;
+
+pub struct Engine<B: Backend> {
+    pub backend: B,
+    pub model: Model,
+    params: Vec<B::Buf>,
+    /// For each value, the index of the last node that reads it.
+    last_use: Vec<usize>,
+    profile: Option<RefCell<Profile>>,
+}
+
+/// What one Grad-CAM run returns, all on the host.
+pub struct Explanation {
+    /// [N, classes]
+    pub logits: Tensor,
+    /// The class explained for each image.
+    pub classes: Vec<usize>,
+    /// Softmax probability of that class.
+    pub scores: Vec<f32>,
+    /// [N, H, W], normalized to [0, 1].
+    pub cams: Tensor,
+}
+
+struct Forward<B: Backend> {
+    values: Vec<Option<Rc<B::Buf>>>,
+    argmax: Vec<Option<B::Idx>>,
+}
+
+impl<B: Backend> Engine<B> {
+    /// Uploads the weights once; they stay on the backend for every later call.
+    pub fn new(backend: B, model: Model) -> Result<Self> {
+        let params = model
+            .graph
+            .params
+            .iter()
+            .map(|t| backend.upload(&t.data))
+            .collect::<Result<Vec<_>>>()?;
+        let g = &model.graph;
+        let mut last_use = vec![usize::MAX; g.num_values];
+        for (i, n) in g.nodes.iter().enumerate() {
+            for &v in &n.inputs {
+                last_use[v] = i;
+            }
+        }
+        Ok(Self {
+            backend,
+            model,
+            params,
+            last_use,
+            profile: None,
+        })
+    }
+
+    /// Starts recording time per kernel (host-side timing: exact for synchronous backends).
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(RefCell::default());
+    }
+
+    pub fn take_profile(&self) -> Profile {
+        self.profile
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.borrow_mut()))
+            .unwrap_or_default()
+    }
+
+    fn timed<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(profile) = &self.profile else {
+            return f();
+        };
+        let start = Instant::now();
+        let out = f()?;
+        let mut p = profile.borrow_mut();
+        let e = p.entry(key.to_owned()).or_default();
+        e.0 += start.elapsed();
+        e.1 += 1;
+        Ok(out)
+    }
+
+    fn bias(&self, b: &Option<usize>) -> Option<&B::Buf> {
+        b.map(|i| &self.params[i])
+    }
+
+    /// Logits [N, classes] for input [N, C, H, W].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let plan = self.model.graph.plan(&x.shape)?;
+        let mut keep = vec![false; self.model.graph.num_values];
+        keep[self.model.graph.output] = true;
+        let fw = self.run_forward(x, &plan, &keep, &[])?;
+        self.logits(&fw, &plan)
+    }
+
+    fn logits(&self, fw: &Forward<B>, plan: &Plan) -> Result<Tensor> {
+        let out = self.model.graph.output;
+        let buf = fw.values[out].as_ref().expect("logits kept");
+        let data = self.backend.download(buf)?;
+        Ok(Tensor::new(plan.shapes[out].clone(), data))
+    }
+
+    fn run_forward(
+        &self,
+        x: &Tensor,
+        plan: &Plan,
+        keep: &[bool],
+        keep_argmax: &[bool],
+    ) -> Result<Forward<B>> {
+        let g = &self.model.graph;
+        let be = &self.backend;
+        let mut values: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+        let mut argmax: Vec<Option<B::Idx>> = (0..g.nodes.len()).map(|_| None).collect();
+        values[g.input] = Some(Rc::new(be.upload(&x.data)?));
+        for (i, node) in g.nodes.iter().enumerate() {
+            let x = values[node.inputs[0]].clone().expect("input computed");
+            let kind = node.op.kind();
+            let out = match (&node.op, &plan.nodes[i]) {
+                (_, Planned::Alias) => x,
+                (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) => {
+                    Rc::new(self.timed(kind, || {
+                        be.conv2d(p, &x, &self.params[*weight], self.bias(bias))
+                    })?)
+                }
+                (Op::BatchNorm { scale, shift }, Planned::Affine(p)) => {
+                    Rc::new(self.timed(kind, || {
+                        be.channel_affine(p, &x, &self.params[*scale], &self.params[*shift])
+                    })?)
+                }
+                (Op::Relu, Planned::Elementwise(len)) => {
+                    Rc::new(self.timed(kind, || be.relu(&x, *len))?)
+                }
+                (Op::Add, Planned::Elementwise(len)) => {
+                    let y = values[node.inputs[1]].clone().expect("input computed");
+                    Rc::new(self.timed(kind, || be.add(&x, &y, *len))?)
+                }
+                (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
+                    let (y, idx) = self.timed(kind, || be.max_pool2d(p, &x))?;
+                    if keep_argmax.get(i).copied().unwrap_or(false) {
+                        argmax[i] = Some(idx);
+                    }
+                    Rc::new(y)
+                }
+                (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
+                    Rc::new(self.timed(kind, || be.adaptive_avg_pool2d(p, &x))?)
+                }
+                (Op::Linear { weight, bias }, Planned::Linear(p)) => {
+                    Rc::new(self.timed(kind, || {
+                        be.linear(p, &x, &self.params[*weight], self.bias(bias))
+                    })?)
+                }
+                (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
+            };
+            values[node.output] = Some(out);
+            for &v in &node.inputs {
+                if self.last_use[v] == i && !keep[v] {
+                    values[v] = None;
+                }
+            }
+        }
+        Ok(Forward { values, argmax })
+    }
+
+    /// Grad-CAM of layer `layer` (default: the architecture's usual target) for class `class`
+    /// (default: each image's top-1 prediction).
+    pub fn explain(
+        &self,
+        x: &Tensor,
+        layer: Option<&str>,
+        class: Option<usize>,
+    ) -> Result<Explanation> {
+        let g = &self.model.graph;
+        let be = &self.backend;
+        let layer = layer.unwrap_or(&self.model.default_layer);
+        let target = self.model.module(layer)?.value;
+        if let Some(c) = class {
+            if c >= self.model.num_classes {
+                return Err(Error::ClassOutOfRange {
+                    class: c,
+                    classes: self.model.num_classes,
+                });
+            }
+        }
+        let plan = g.plan(&x.shape)?;
+        let t_shape = plan.shapes[target].clone();
+        if t_shape.len() != 4 {
+            return Err(Error::NotSpatial {
+                name: layer.to_owned(),
+                shape: t_shape,
+            });
+        }
+
+        // Which values lie downstream of the target, and so need a gradient.
+        let mut needs = vec![false; g.num_values];
+        needs[target] = true;
+        let mut downstream = vec![false; g.nodes.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            if n.inputs.iter().any(|&v| needs[v]) {
+                downstream[i] = true;
+                needs[n.output] = true;
+            }
+        }
+        let mut keep = vec![false; g.num_values];
+        keep[target] = true;
+        keep[g.output] = true;
+        for (i, n) in g.nodes.iter().enumerate() {
+            if downstream[i] && matches!(n.op, Op::Relu) {
+                keep[n.output] = true;
+            }
+        }
+        let keep_argmax: Vec<bool> = g
+            .nodes
+            .iter()
+            .zip(&downstream)
+            .map(|(n, &d)| d && matches!(n.op, Op::MaxPool { .. }))
+            .collect();
+        let mut fw = self.run_forward(x, &plan, &keep, &keep_argmax)?;
+        let logits = self.logits(&fw, &plan)?;
+        let (n, k) = (logits.shape[0], logits.shape[1]);
+        let classes: Vec<usize> = (0..n)
+            .map(|i| class.unwrap_or_else(|| argmax(&logits.data[i * k..(i + 1) * k])))
+            .collect();
+        let scores = (0..n)
+            .map(|i| softmax_at(&logits.data[i * k..(i + 1) * k], classes[i]))
+            .collect();
+
+        // d(Σ_i logit[i, class_i]) / d logits, as pytorch-grad-cam's ClassifierOutputTarget.
+        let mut seed = vec![0f32; n * k];
+        for (i, &c) in classes.iter().enumerate() {
+            seed[i * k + c] = 1.0;
+        }
+        let mut grads: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+        grads[g.output] = Some(Rc::new(be.upload(&seed)?));
+        for (i, node) in g.nodes.iter().enumerate().rev() {
+            if !downstream[i] {
+                continue;
+            }
+            let Some(dy) = grads[node.output].take() else {
+                continue;
+            };
+            let kind = format!("{}.backward", node.op.kind());
+            let dx: Rc<B::Buf> = match (&node.op, &plan.nodes[i]) {
+                (_, Planned::Alias) => dy,
+                (Op::Add, _) => dy,
+                (Op::Conv2d { weight, .. }, Planned::Conv2d(p)) => {
+                    Rc::new(self.timed(&kind, || {
+                        be.conv2d_grad_input(p, &dy, &self.params[*weight])
+                    })?)
+                }
+                (Op::BatchNorm { scale, .. }, Planned::Affine(p)) => {
+                    Rc::new(self.timed(&kind, || {
+                        be.channel_affine_grad_input(p, &dy, &self.params[*scale])
+                    })?)
+                }
+                (Op::Relu, Planned::Elementwise(len)) => {
+                    let y = fw.values[node.output].as_ref().expect("relu output kept");
+                    Rc::new(self.timed(&kind, || be.relu_grad_input(y, &dy, *len))?)
+                }
+                (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
+                    let idx = fw.argmax[i].take().expect("argmax kept");
+                    Rc::new(self.timed(&kind, || be.max_pool2d_grad_input(p, &idx, &dy))?)
+                }
+                (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
+                    Rc::new(self.timed(&kind, || be.adaptive_avg_pool2d_grad_input(p, &dy))?)
+                }
+                (Op::Linear { weight, .. }, Planned::Linear(p)) => {
+                    Rc::new(self.timed(&kind, || {
+                        be.linear_grad_input(p, &dy, &self.params[*weight])
+                    })?)
+                }
+                (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
+            };
+            for &v in &node.inputs {
+                if !needs[v] {
+                    continue;
+                }
+                grads[v] = Some(match grads[v].take() {
+                    None => dx.clone(),
+                    Some(acc) => {
+                        let len = plan.shapes[v].iter().product();
+                        Rc::new(self.timed("add.backward", || be.add(&acc, &dx, len))?)
+                    }
+                });
+            }
+            if node.output != target {
+                fw.values[node.output] = None;
+            }
+        }
+        let grad = grads[target].take().expect("gradient reaches the target");
+        let act = fw.values[target].take().expect("target activation kept");
+        let p = GradCamParams {
+            n: t_shape[0],
+            c: t_shape[1],
+            h: t_shape[2],
+            w: t_shape[3],
+            out_h: x.shape[2],
+            out_w: x.shape[3],
+        };
+        let cam = self.timed("grad_cam", || be.grad_cam(&p, &act, &grad))?;
+        let cams = Tensor::new(vec![p.n, p.out_h, p.out_w], be.download(&cam)?);
+        Ok(Explanation {
+            logits,
+            classes,
+            scores,
+            cams,
+        })
+    }
+}
+
+/// Index of the first maximum, like numpy's argmax.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+pub fn softmax_at(logits: &[f32], i: usize) -> f32 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
+    ((logits[i] as f64 - m).exp() / z) as f32
+}

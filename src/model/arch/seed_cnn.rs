@@ -1,0 +1,38 @@
+//! The small CIFAR-10 CNN of the article this project grew from, with padding 2 so that it
+//! runs on 32×32 input. Reference PyTorch definition: `scripts/models.py::SeedCNN`.
+
+use super::Built;
+use crate::error::Result;
+use crate::model::builder::Builder;
+
+pub fn matches(names: &[&str]) -> bool {
+    [
+        "conv1.weight",
+        "conv2.weight",
+        "conv3.weight",
+        "fc1.weight",
+        "fc2.weight",
+    ]
+    .iter()
+    .all(|n| names.contains(n))
+}
+
+pub fn build(b: &mut Builder) -> Result<Built> {
+    let mut x = Builder::INPUT;
+    let mut c = None;
+    for i in 1..=3 {
+        let (v, ch) = b.conv(&format!("conv{i}"), x, c, 1, None)?;
+        let v = b.relu(Some(&format!("relu{i}")), v);
+        x = b.max_pool(&format!("pool{i}"), v, 3, 3, 0);
+        c = Some(ch);
+    }
+    let x = b.flatten(x);
+    let (x, f) = b.linear("fc1", x, None)?;
+    let x = b.relu(Some("relu4"), x);
+    let (output, _) = b.linear("fc2", x, Some(f))?;
+    Ok(Built {
+        output,
+        default_layer: "conv3".into(),
+        variant: "seed-cnn".into(),
+    })
+}

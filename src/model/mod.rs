@@ -1,0 +1,101 @@
+//! Models: weights from safetensors, the architecture read off their names and shapes, and
+//! the resulting graph with PyTorch's module paths.
+
+pub mod arch;
+pub mod builder;
+pub mod graph;
+pub mod weights;
+pub mod zoo;
+
+use crate::error::{Error, Result};
+use arch::Family;
+use builder::Builder;
+use graph::{Graph, Module};
+use std::path::Path;
+use weights::WeightStore;
+
+pub struct Model {
+    /// `vgg16_bn`, `resnet50`, `seed-cnn`, or a description of a custom layout.
+    pub arch: String,
+    pub graph: Graph,
+    pub num_classes: usize,
+    pub default_layer: String,
+}
+
+impl Model {
+    pub fn load(path: &Path, arch: Option<&str>) -> Result<Model> {
+        Self::from_store(&WeightStore::load(path)?, arch)
+    }
+
+    pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
+        let known = arch::KNOWN.join(", ");
+        let names: Vec<&str> = store.names().collect();
+        let family = match arch {
+            Some(a) => Family::of_arch(a).ok_or_else(|| {
+                Error::Usage(format!("unknown architecture '{a}'; known: {known}"))
+            })?,
+            None => Family::detect(&names).ok_or_else(|| Error::UnknownArch {
+                path: store.path().to_owned(),
+                reason: if names.is_empty() {
+                    "it holds no float tensors".into()
+                } else {
+                    format!(
+                        "tensor names such as '{}' match no supported layout",
+                        names[0]
+                    )
+                },
+                known: known.clone(),
+            })?,
+        };
+        let mut b = Builder::new(
+            store,
+            arch.unwrap_or(match family {
+                Family::SeedCnn => "seed-cnn",
+                Family::Vgg => "vgg",
+                Family::ResNet => "resnet",
+            }),
+        );
+        let built = family.build(&mut b)?;
+        if let Some(a) = arch {
+            if a != built.variant && family != Family::SeedCnn {
+                return Err(Error::UnknownArch {
+                    path: store.path().to_owned(),
+                    reason: format!(
+                        "--arch {a} was given but the weights have the layout of {}",
+                        built.variant
+                    ),
+                    known,
+                });
+            }
+        }
+        let graph = b.finish(built.output)?;
+        let num_classes = match &graph.nodes.last().map(|n| &n.op) {
+            Some(graph::Op::Linear { weight, .. }) => graph.params[*weight].shape[0],
+            _ => unreachable!("every architecture ends with a linear layer"),
+        };
+        Ok(Model {
+            arch: built.variant,
+            graph,
+            num_classes,
+            default_layer: built.default_layer,
+        })
+    }
+
+    /// The module called `name`, or an error listing the closest valid names.
+    pub fn module(&self, name: &str) -> Result<&Module> {
+        self.graph.module(name).ok_or_else(|| {
+            let mut names: Vec<(usize, &str)> = self
+                .graph
+                .modules
+                .iter()
+                .map(|m| (strsim::levenshtein(name, &m.name), m.name.as_str()))
+                .collect();
+            names.sort();
+            let closest: Vec<&str> = names.iter().take(5).map(|(_, n)| *n).collect();
+            Error::UnknownLayer {
+                name: name.to_owned(),
+                suggestions: closest.join(", "),
+            }
+        })
+    }
+}
