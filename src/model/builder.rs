@@ -94,6 +94,7 @@ impl<'a> Builder<'a> {
 
     /// `nn.Conv2d` named `name` taking `c_in` channels (None: any, for the first layer);
     /// padding `pad`, or k/2 ("same") when None. Returns its output and channel count.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &mut self,
         name: &str,
@@ -101,15 +102,14 @@ impl<'a> Builder<'a> {
         c_in: Option<usize>,
         stride: usize,
         pad: Option<usize>,
+        bias: bool,
     ) -> Result<(ValueId, usize)> {
         let weight = self.take(&format!("{name}.weight"), &[None, c_in, None, None])?;
         let shape = self.params[weight].shape.clone();
         let c_out = shape[0];
-        let bias_name = format!("{name}.bias");
-        let bias = if self.store.contains(&bias_name) {
-            Some(self.take(&bias_name, &[Some(c_out)])?)
-        } else {
-            None
+        let bias = match bias {
+            true => Some(self.take(&format!("{name}.bias"), &[Some(c_out)])?),
+            false => None,
         };
         let (ph, pw) = match pad {
             Some(p) => (p, p),
@@ -191,12 +191,7 @@ impl<'a> Builder<'a> {
     ) -> Result<(ValueId, usize)> {
         let weight = self.take(&format!("{name}.weight"), &[None, in_f])?;
         let out_f = self.params[weight].shape[0];
-        let bias_name = format!("{name}.bias");
-        let bias = if self.store.contains(&bias_name) {
-            Some(self.take(&bias_name, &[Some(out_f)])?)
-        } else {
-            None
-        };
+        let bias = Some(self.take(&format!("{name}.bias"), &[Some(out_f)])?);
         let op = Op::Linear { weight, bias };
         Ok((self.leaf(name, "Linear", op, vec![x]), out_f))
     }

@@ -21,7 +21,7 @@ const VARIANTS: [(&str, bool, [usize; 4]); 5] = [
 pub fn build(b: &mut Builder) -> Result<Built> {
     let store = b.store;
     let bottleneck = store.contains("layer1.0.conv3.weight");
-    let (x, c) = b.conv("conv1", Builder::INPUT, None, 2, Some(3))?;
+    let (x, c) = b.conv("conv1", Builder::INPUT, None, 2, Some(3), false)?;
     let x = b.batch_norm("bn1", x, c)?;
     let x = b.relu(Some("relu"), x);
     let mut x = b.max_pool("maxpool", x, 3, 2, 1);
@@ -84,7 +84,7 @@ fn conv_bn(
     c: usize,
     stride: usize,
 ) -> Result<(ValueId, usize)> {
-    let (v, ch) = b.conv(&format!("{block}.conv{i}"), x, Some(c), stride, None)?;
+    let (v, ch) = b.conv(&format!("{block}.conv{i}"), x, Some(c), stride, None, false)?;
     Ok((b.batch_norm(&format!("{block}.bn{i}"), v, ch)?, ch))
 }
 
@@ -102,7 +102,7 @@ fn join(
     let ds = format!("{block}.downsample");
     let identity = if b.store.contains(&format!("{ds}.0.weight")) {
         let m = b.begin(&ds, "Sequential");
-        let (v, ch) = b.conv(&format!("{ds}.0"), x, Some(c_in), stride, Some(0))?;
+        let (v, ch) = b.conv(&format!("{ds}.0"), x, Some(c_in), stride, Some(0), false)?;
         let v = b.batch_norm(&format!("{ds}.1"), v, ch)?;
         b.end(m, v);
         v

@@ -50,7 +50,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let mut last_relu = String::new();
     while i <= last {
         if is_conv(i) {
-            let (v, ch) = b.conv(&format!("features.{i}"), x, c, 1, None)?;
+            let (v, ch) = b.conv(&format!("features.{i}"), x, c, 1, None, true)?;
             x = v;
             c = Some(ch);
             if bn {
