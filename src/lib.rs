@@ -11,6 +11,7 @@ pub mod error;
 pub mod model;
 pub mod npy;
 pub mod ops;
+pub mod runner;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -32,7 +32,11 @@ fn vgg_variants_are_detected_with_torchvision_paths() {
         assert_eq!(m.default_layer, last_relu, "{arch}");
         assert_eq!(shape(&m, last_conv, 224), vec![2, 512, 14, 14], "{arch}");
         assert_eq!(shape(&m, "features", 224), vec![2, 512, 7, 7], "{arch}");
-        assert_eq!(shape(&m, "avgpool", 64), vec![2, 512, 7, 7], "{arch} at 64x64");
+        assert_eq!(
+            shape(&m, "avgpool", 64),
+            vec![2, 512, 7, 7],
+            "{arch} at 64x64"
+        );
         assert_eq!(shape(&m, "classifier", 64), vec![2, 10], "{arch}");
         assert_eq!(shape(&m, "classifier.2", 64), vec![2, 4096], "{arch}");
     }
@@ -54,8 +58,14 @@ fn resnet_variants_are_detected_with_torchvision_paths() {
         assert_eq!(shape(&m, "layer4", 224), vec![2, 512 * expansion, 7, 7]);
         assert_eq!(shape(&m, "layer4.1.conv2", 224), vec![2, 512, 7, 7]);
         assert_eq!(shape(&m, "layer4.1.bn2", 224), vec![2, 512, 7, 7]);
-        assert_eq!(shape(&m, "layer3.0.downsample.0", 224), vec![2, 256 * expansion, 14, 14]);
-        assert_eq!(shape(&m, "layer3.0.downsample", 224), vec![2, 256 * expansion, 14, 14]);
+        assert_eq!(
+            shape(&m, "layer3.0.downsample.0", 224),
+            vec![2, 256 * expansion, 14, 14]
+        );
+        assert_eq!(
+            shape(&m, "layer3.0.downsample", 224),
+            vec![2, 256 * expansion, 14, 14]
+        );
         assert_eq!(shape(&m, "maxpool", 224), vec![2, 64, 56, 56]);
         assert_eq!(shape(&m, "fc", 224), vec![2, 1000]);
     }
@@ -66,9 +76,23 @@ fn named_modules_are_listed_in_pytorch_order() {
     let m = build("resnet50", 10);
     let names: Vec<&str> = m.graph.modules.iter().map(|m| m.name.as_str()).collect();
     let expected = [
-        "conv1", "bn1", "relu", "maxpool", "layer1", "layer1.0", "layer1.0.conv1", "layer1.0.bn1",
-        "layer1.0.conv2", "layer1.0.bn2", "layer1.0.conv3", "layer1.0.bn3", "layer1.0.relu",
-        "layer1.0.downsample", "layer1.0.downsample.0", "layer1.0.downsample.1", "layer1.1",
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer1.0",
+        "layer1.0.conv1",
+        "layer1.0.bn1",
+        "layer1.0.conv2",
+        "layer1.0.bn2",
+        "layer1.0.conv3",
+        "layer1.0.bn3",
+        "layer1.0.relu",
+        "layer1.0.downsample",
+        "layer1.0.downsample.0",
+        "layer1.0.downsample.1",
+        "layer1.1",
     ];
     assert_eq!(&names[..expected.len()], expected);
     assert_eq!(&names[names.len() - 2..], ["avgpool", "fc"]);
@@ -76,7 +100,10 @@ fn named_modules_are_listed_in_pytorch_order() {
     let names: Vec<&str> = m.graph.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
-        ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "pool3", "fc1", "relu4", "fc2"]
+        [
+            "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "pool3", "fc1",
+            "relu4", "fc2"
+        ]
     );
     assert_eq!(m.default_layer, "conv3");
     assert_eq!(shape(&m, "conv3", 32), vec![2, 16, 3, 3]);
@@ -86,14 +113,23 @@ fn named_modules_are_listed_in_pytorch_order() {
 fn unknown_layers_suggest_the_closest_names() {
     let m = build("resnet18", 10);
     let e = m.module("layer4.1.conv").unwrap_err().to_string();
-    assert!(e.contains("layer4.1.conv1") && e.contains("layer4.1.conv2"), "{e}");
+    assert!(
+        e.contains("layer4.1.conv1") && e.contains("layer4.1.conv2"),
+        "{e}"
+    );
 }
 
 #[test]
 fn arch_override_must_match_the_weights() {
     let store = WeightStore::from_tensors("w", zoo::random_state_dict("resnet18", 10, 0).unwrap());
-    let e = Model::from_store(&store, Some("resnet34")).err().unwrap().to_string();
+    let e = Model::from_store(&store, Some("resnet34"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("resnet18"), "{e}");
     let store = WeightStore::from_tensors("w", zoo::random_state_dict("resnet18", 10, 0).unwrap());
-    assert_eq!(Model::from_store(&store, Some("resnet18")).unwrap().arch, "resnet18");
+    assert_eq!(
+        Model::from_store(&store, Some("resnet18")).unwrap().arch,
+        "resnet18"
+    );
 }

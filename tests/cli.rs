@@ -20,8 +20,17 @@ fn gradcam(args: &[&str]) -> Output {
 
 fn input(dir: &Path, shape: Vec<usize>) -> PathBuf {
     let n = shape.iter().product();
-    let path = dir.join(format!("x{}.npy", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("_")));
-    let data = (0..n).map(|i| ((i * 7919) % 103) as f32 / 51.0 - 1.0).collect();
+    let path = dir.join(format!(
+        "x{}.npy",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("_")
+    ));
+    let data = (0..n)
+        .map(|i| ((i * 7919) % 103) as f32 / 51.0 - 1.0)
+        .collect();
     npy::write_f32(&path, &Tensor::new(shape, data)).unwrap();
     path
 }
@@ -65,14 +74,21 @@ fn fails_with(weights: &Path, x: &Path, extra: &[&str], needles: &[&str]) {
     args.extend_from_slice(extra);
     let o = gradcam(&args);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "exit status for {needles:?}; stderr: {stderr}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit status for {needles:?}; stderr: {stderr}"
+    );
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     for n in needles {
         assert!(stderr.contains(n), "expected '{n}' in: {stderr}");
     }
-    assert!(!out_path.join("cams.npy").exists(), "no result after an error");
+    assert!(
+        !out_path.join("cams.npy").exists(),
+        "no result after an error"
+    );
     assert!(o.stdout.is_empty(), "no JSON lines after an error");
 }
 
@@ -83,8 +99,17 @@ fn explain_writes_cams_logits_and_json_lines() {
     let out = tmp.path().join("nested/out");
     let w = seed_dir().join("model.safetensors");
     let o = gradcam(&[
-        "explain", "--weights", w.to_str().unwrap(), "--input-tensor", x.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--layer", "conv2", "--class", "4",
+        "explain",
+        "--weights",
+        w.to_str().unwrap(),
+        "--input-tensor",
+        x.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--layer",
+        "conv2",
+        "--class",
+        "4",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cams = npy::read_f32(&out.join("cams.npy")).unwrap();
@@ -104,8 +129,15 @@ fn explain_writes_cams_logits_and_json_lines() {
         let s = l["score"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&s));
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 2, "only the two results, no temporary files: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "only the two results, no temporary files: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -124,34 +156,63 @@ fn bad_weight_files_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let x = input(d, vec![2, 3, 32, 32]);
-    fails_with(&d.join("nope.safetensors"), &x, &[], &["cannot read", "nope.safetensors"]);
+    fails_with(
+        &d.join("nope.safetensors"),
+        &x,
+        &[],
+        &["cannot read", "nope.safetensors"],
+    );
 
     let corrupt = d.join("corrupt.safetensors");
     std::fs::write(&corrupt, b"this is not a safetensors file at all").unwrap();
-    fails_with(&corrupt, &x, &[], &["not a valid safetensors file", "corrupt.safetensors"]);
+    fails_with(
+        &corrupt,
+        &x,
+        &[],
+        &["not a valid safetensors file", "corrupt.safetensors"],
+    );
 
     let bytes = std::fs::read(seed_dir().join("model.safetensors")).unwrap();
     let truncated = d.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     fails_with(&truncated, &x, &[], &["not a valid safetensors file"]);
 
-    let missing = edited_weights(d, "missing.safetensors", |t| t.retain(|e| e.0 != "conv3.weight"));
-    fails_with(&missing, &x, &[], &["missing tensor 'conv3.weight'", "seed-cnn"]);
+    let missing = edited_weights(d, "missing.safetensors", |t| {
+        t.retain(|e| e.0 != "conv3.weight")
+    });
+    fails_with(
+        &missing,
+        &x,
+        &[],
+        &["missing tensor 'conv3.weight'", "seed-cnn"],
+    );
 
-    let missing_bias = edited_weights(d, "nobias.safetensors", |t| t.retain(|e| e.0 != "conv2.bias"));
+    let missing_bias = edited_weights(d, "nobias.safetensors", |t| {
+        t.retain(|e| e.0 != "conv2.bias")
+    });
     fails_with(&missing_bias, &x, &[], &["missing tensor 'conv2.bias'"]);
 
     let extra = edited_weights(d, "extra.safetensors", |t| {
         t.push(("extra.weight".into(), Dtype::F32, vec![2], vec![0; 8]))
     });
-    fails_with(&extra, &x, &[], &["unexpected tensor 'extra.weight'", "[2]"]);
+    fails_with(
+        &extra,
+        &x,
+        &[],
+        &["unexpected tensor 'extra.weight'", "[2]"],
+    );
 
     let shape = edited_weights(d, "shape.safetensors", |t| {
         let e = t.iter_mut().find(|e| e.0 == "conv2.weight").unwrap();
         e.2 = vec![32, 60, 5, 5];
         e.3.truncate(32 * 60 * 25 * 4);
     });
-    fails_with(&shape, &x, &[], &["'conv2.weight'", "[32, 60, 5, 5]", "[?, 64, ?, ?]"]);
+    fails_with(
+        &shape,
+        &x,
+        &[],
+        &["'conv2.weight'", "[32, 60, 5, 5]", "[?, 64, ?, ?]"],
+    );
 
     let dtype = edited_weights(d, "f64.safetensors", |t| {
         let e = t.iter_mut().find(|e| e.0 == "fc2.bias").unwrap();
@@ -161,7 +222,12 @@ fn bad_weight_files_are_clear_errors() {
     fails_with(&dtype, &x, &[], &["'fc2.bias'", "unsupported dtype F64"]);
 
     let nothing = edited_weights(d, "empty.safetensors", |t| t.clear());
-    fails_with(&nothing, &x, &[], &["cannot detect the architecture", "--arch"]);
+    fails_with(
+        &nothing,
+        &x,
+        &[],
+        &["cannot detect the architecture", "--arch"],
+    );
 }
 
 #[test]
@@ -171,23 +237,65 @@ fn bad_inputs_and_options_are_clear_errors() {
     let w = seed_dir().join("model.safetensors");
     let good = input(d, vec![2, 3, 32, 32]);
 
-    fails_with(&w, &input(d, vec![3, 32, 32]), &[], &["expected [N, C, H, W]"]);
-    fails_with(&w, &input(d, vec![2, 1, 32, 32]), &[], &["3 input channels", "has 1"]);
-    fails_with(&w, &input(d, vec![1, 3, 4, 4]), &[], &["too small", "pool2"]);
-    fails_with(&w, &input(d, vec![1, 3, 64, 64]), &[], &["fc1 takes 16 features but gets 64"]);
-    fails_with(&w, &good, &["--class", "10"], &["class 10 is out of range", "10 classes"]);
-    fails_with(&w, &good, &["--layer", "conv4"], &["unknown layer 'conv4'", "conv1"]);
+    fails_with(
+        &w,
+        &input(d, vec![3, 32, 32]),
+        &[],
+        &["expected [N, C, H, W]"],
+    );
+    fails_with(
+        &w,
+        &input(d, vec![2, 1, 32, 32]),
+        &[],
+        &["3 input channels", "has 1"],
+    );
+    fails_with(
+        &w,
+        &input(d, vec![1, 3, 4, 4]),
+        &[],
+        &["too small", "pool2"],
+    );
+    fails_with(
+        &w,
+        &input(d, vec![1, 3, 64, 64]),
+        &[],
+        &["fc1 takes 16 features but gets 64"],
+    );
+    fails_with(
+        &w,
+        &good,
+        &["--class", "10"],
+        &["class 10 is out of range", "10 classes"],
+    );
+    fails_with(
+        &w,
+        &good,
+        &["--layer", "conv4"],
+        &["unknown layer 'conv4'", "conv1"],
+    );
     fails_with(&w, &good, &["--layer", "fc1"], &["'fc1'", "[N, C, H, W]"]);
-    fails_with(&w, &good, &["--arch", "alexnet"], &["unknown architecture 'alexnet'"]);
-    fails_with(&w, &d.join("missing.npy"), &[], &["cannot read", "missing.npy"]);
+    fails_with(
+        &w,
+        &good,
+        &["--arch", "alexnet"],
+        &["unknown architecture 'alexnet'"],
+    );
+    fails_with(
+        &w,
+        &d.join("missing.npy"),
+        &[],
+        &["cannot read", "missing.npy"],
+    );
 
     let not_npy = d.join("bad.npy");
     std::fs::write(&not_npy, b"garbage").unwrap();
     fails_with(&w, &not_npy, &[], &["not a valid .npy file"]);
 
     let f64_npy = d.join("f64.npy");
-    let mut bytes = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 2, 2), }".to_vec();
-    while (bytes.len() + 1) % 64 != 0 {
+    let mut bytes =
+        b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 2, 2), }"
+            .to_vec();
+    while !(bytes.len() + 1).is_multiple_of(64) {
         bytes.push(b' ');
     }
     bytes.push(b'\n');

@@ -9,13 +9,25 @@ use gradcam::tensor::Tensor;
 use std::path::Path;
 
 fn engine(fixture: &str) -> Engine<CpuBackend> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture).join("model.safetensors");
-    Engine::new(CpuBackend { poison: true }, Model::load(&path, None).unwrap()).unwrap()
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture)
+        .join("model.safetensors");
+    Engine::new(
+        CpuBackend { poison: true },
+        Model::load(&path, None).unwrap(),
+    )
+    .unwrap()
 }
 
 fn input(shape: Vec<usize>) -> Tensor {
     let n = shape.iter().product();
-    Tensor::new(shape, (0..n).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect())
+    Tensor::new(
+        shape,
+        (0..n)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect(),
+    )
 }
 
 #[test]
@@ -25,7 +37,10 @@ fn backward_pass_stops_at_the_target_layer() {
     let x = input(vec![2, 3, 64, 48]);
     e.explain(&x, None, None).unwrap();
     let p = e.take_profile();
-    assert!(!p.contains_key("conv2d.backward"), "default target is after the last conv: {p:?}");
+    assert!(
+        !p.contains_key("conv2d.backward"),
+        "default target is after the last conv: {p:?}"
+    );
     assert_eq!(p["linear.backward"].1, 3);
     assert_eq!(p["conv2d"].1, 8, "the forward pass runs every conv");
 
@@ -41,7 +56,8 @@ fn residual_gradients_from_both_branches_are_summed() {
     // Target layer1: its output feeds layer2.0's main branch and its downsample branch.
     let mut e = engine("resnet_basic_narrow");
     e.enable_profile();
-    e.explain(&input(vec![2, 3, 64, 48]), Some("layer1"), None).unwrap();
+    e.explain(&input(vec![2, 3, 64, 48]), Some("layer1"), None)
+        .unwrap();
     let p = e.take_profile();
     assert!(p.contains_key("add.backward"), "{p:?}");
 }
@@ -56,17 +72,36 @@ fn results_are_deterministic_and_independent_of_batching() {
     assert_eq!(a.logits.data, b.logits.data);
     let per_image = 3 * 40 * 56;
     for i in 0..3 {
-        let xi = Tensor::new(vec![1, 3, 40, 56], x.data[i * per_image..(i + 1) * per_image].to_vec());
+        let xi = Tensor::new(
+            vec![1, 3, 40, 56],
+            x.data[i * per_image..(i + 1) * per_image].to_vec(),
+        );
         let one = e.explain(&xi, Some("layer3"), Some(2)).unwrap();
         let cam = &a.cams.data[i * 40 * 56..(i + 1) * 40 * 56];
-        let diff = one.cams.data.iter().zip(cam).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
-        assert!(diff <= 1e-5, "image {i}: batch vs single CAM differ by {diff}");
+        let diff = one
+            .cams
+            .data
+            .iter()
+            .zip(cam)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "image {i}: batch vs single CAM differ by {diff}"
+        );
     }
 }
 
 #[test]
 fn degenerate_cams_are_zero_not_nan() {
-    let p = GradCamParams { n: 2, c: 3, h: 2, w: 3, out_h: 5, out_w: 7 };
+    let p = GradCamParams {
+        n: 2,
+        c: 3,
+        h: 2,
+        w: 3,
+        out_h: 5,
+        out_w: 7,
+    };
     let act = vec![1.0f32; 36];
     // Image 0: all-negative weights (ReLU zeroes the CAM); image 1: a constant CAM.
     let grad: Vec<f32> = (0..36).map(|i| if i < 18 { -1.0 } else { 0.5 }).collect();
@@ -79,7 +114,14 @@ fn degenerate_cams_are_zero_not_nan() {
 fn cam_upsampling_uses_half_pixel_centers() {
     // A 1×2 CAM [0, 1] upsampled to width 4 with align_corners=False: source x = (i+0.5)/2-0.5
     // = -0.25, 0.25, 0.75, 1.25 → clamped weights 0, 0.25, 0.75, 1.
-    let p = GradCamParams { n: 1, c: 1, h: 1, w: 2, out_h: 1, out_w: 4 };
+    let p = GradCamParams {
+        n: 1,
+        c: 1,
+        h: 1,
+        w: 2,
+        out_h: 1,
+        out_w: 4,
+    };
     let mut cam = vec![f32::NAN; 4];
     grad_cam(&p, &[0.0, 1.0], &[1.0, 1.0], &mut cam);
     let expected = [0.0, 0.25, 0.75, 1.0];

@@ -25,7 +25,9 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn tensor(st: &SafeTensors, name: &str) -> Tensor {
-    let v = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
+    let v = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
     let data = v
         .data()
         .chunks_exact(4)
@@ -41,7 +43,10 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -80,7 +85,10 @@ fn cpu_engine_matches_pytorch_grad_cam() {
             assert_eq!(out.classes, classes, "{name} {layer}: classes");
             let cam = tensor(&expected, case["cam"].as_str().unwrap());
             assert_eq!(out.cams.shape, cam.shape, "{name} {layer}: CAM shape");
-            assert!(out.cams.data.iter().all(|v| v.is_finite()), "{name} {layer}: non-finite CAM");
+            assert!(
+                out.cams.data.iter().all(|v| v.is_finite()),
+                "{name} {layer}: non-finite CAM"
+            );
             let err = max_abs(&out.cams.data, &cam.data);
             assert!(err <= 1e-3, "{name} {layer}: CAM max abs difference {err}");
             let err = rel_l2(&out.logits.data, &logits.data);
@@ -103,6 +111,9 @@ fn fixtures_cover_every_weight_dtype() {
         })
         .collect();
     for dt in ["float32", "float16", "bfloat16"] {
-        assert!(dtypes.iter().any(|d| d == dt), "no fixture with {dt} weights");
+        assert!(
+            dtypes.iter().any(|d| d == dt),
+            "no fixture with {dt} weights"
+        );
     }
 }

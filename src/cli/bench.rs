@@ -1,10 +1,9 @@
 //! A benchmark, not a test: medians of repeated runs, reported as images/s.
 
 use super::{parse_size, BackendKind};
-use crate::backend::{cpu::CpuBackend, Backend};
-use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{weights::WeightStore, zoo, Model};
+use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -64,11 +63,9 @@ pub fn run(a: Args) -> Result<()> {
         .layer
         .clone()
         .unwrap_or_else(|| model.default_layer.clone());
-    let mut engine = match a.backend {
-        BackendKind::Auto | BackendKind::Cpu => Engine::new(CpuBackend::default(), model)?,
-    };
+    let mut engine = AnyEngine::new(a.backend, model)?;
     let (h, w) = a.size;
-    let shape = vec![a.batch, engine.model.graph.in_channels, h, w];
+    let shape = vec![a.batch, engine.model().graph.in_channels, h, w];
     let mut rng = StdRng::seed_from_u64(1);
     let n = shape.iter().product();
     let x = Tensor::new(
@@ -109,7 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "arch": arch, "weights": source, "backend": engine.backend.name(),
+                "arch": arch, "weights": source, "backend": engine.backend_name(),
                 "batch": a.batch, "height": h, "width": w, "layer": layer, "iters": iters,
                 "gradcam_images_per_s": ips(cam), "forward_images_per_s": ips(fwd),
                 "gradcam_median_s": cam, "forward_median_s": fwd, "kernels": kernels,
@@ -119,9 +116,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!(
         "{arch} ({source}) | backend {} | input {}x{}x{h}x{w} | layer {layer}",
-        engine.backend.name(),
+        engine.backend_name(),
         a.batch,
-        engine.model.graph.in_channels
+        engine.model().graph.in_channels
     );
     println!(
         "grad-cam: {:8.2} images/s  (median {cam:.3} s per batch of {}, {iters} runs)",
@@ -136,7 +133,7 @@ pub fn run(a: Args) -> Result<()> {
     let total: f64 = profile.values().map(|(d, _)| d.as_secs_f64()).sum();
     println!("time per kernel, one Grad-CAM batch:");
     let mut rows: Vec<_> = profile.iter().collect();
-    rows.sort_by(|x, y| y.1 .0.cmp(&x.1 .0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     for (k, (d, c)) in rows {
         let s = d.as_secs_f64();
         println!(

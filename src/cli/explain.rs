@@ -1,7 +1,6 @@
 use super::{BackendKind, Method, ModelArgs};
-use crate::backend::cpu::CpuBackend;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::runner::AnyEngine;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -37,9 +36,7 @@ pub fn run(a: Args) -> Result<()> {
             reason: format!("shape {:?}, expected [N, C, H, W]", x.shape),
         });
     }
-    let engine = match a.backend {
-        BackendKind::Auto | BackendKind::Cpu => Engine::new(CpuBackend::default(), model)?,
-    };
+    let engine = AnyEngine::new(a.backend, model)?;
     let out = engine.explain(&x, a.layer.as_deref(), a.class)?;
     std::fs::create_dir_all(&a.out).map_err(|source| Error::Write {
         path: a.out.clone(),

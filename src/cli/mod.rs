@@ -5,6 +5,7 @@ mod bench;
 mod explain;
 mod inspect;
 
+pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,14 +32,6 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure images/s of Grad-CAM and of the plain forward pass, and time per kernel.
     Bench(bench::Args),
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum BackendKind {
-    /// The best available backend (today: cpu).
-    Auto,
-    /// The pure-Rust CPU backend.
-    Cpu,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
