@@ -268,3 +268,27 @@ fn resample_vertical(data: Vec<u8>, w: usize, in_h: usize, out_h: usize) -> Vec<
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_offsets_round_half_to_even_like_python() {
+        // int(round((size - crop) / 2)): 0.5 → 0, 1.5 → 2, 2.5 → 2, 3.5 → 4.
+        assert_eq!(crop_offset(21, 20), 0);
+        assert_eq!(crop_offset(23, 20), 2);
+        assert_eq!(crop_offset(25, 20), 2);
+        assert_eq!(crop_offset(27, 20), 4);
+        assert_eq!(crop_offset(24, 20), 2);
+        // Larger crop: minus the left/top padding (crop - size) // 2.
+        assert_eq!(crop_offset(10, 13), -1);
+    }
+
+    #[test]
+    fn shorter_side_truncates_the_longer_like_torchvision() {
+        assert_eq!(shorter_side(480, 640, 256), (256, 341)); // 341.33
+        assert_eq!(shorter_side(640, 427, 256), (383, 256)); // 383.7
+        assert_eq!(shorter_side(300, 300, 256), (256, 256));
+    }
+}
