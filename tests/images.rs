@@ -491,3 +491,34 @@ fn image_paths_and_input_tensor_are_alternatives() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The tensor path with --method guided-backprop: guided.npy [N, 3, H, W] equal to PyTorch's
+/// (same tolerance as above, both images in one batch), and no CAM.
+#[test]
+fn guided_backprop_from_an_input_tensor() {
+    let bytes = guided_fixture();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let x = f32s(&st, "seed_cnn.input");
+    let want = f32s(&st, "seed_cnn.grad");
+    let tmp = tempfile::tempdir().unwrap();
+    let xp = tmp.path().join("x.npy");
+    gradcam::npy::write_f32(&xp, &x).unwrap();
+    let out = tmp.path().join("out");
+    let o = explain(
+        &out,
+        &[
+            "--input-tensor",
+            xp.to_str().unwrap(),
+            "--method",
+            "guided-backprop",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("cams.npy").exists());
+    let got = gradcam::npy::read_f32(&out.join("guided.npy")).unwrap();
+    assert_eq!(got.shape, want.shape);
+    let scale = want.data.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    for (a, b) in got.data.iter().zip(&want.data) {
+        assert!((a - b).abs() <= 1e-4 * scale);
+    }
+}
