@@ -66,7 +66,7 @@ def main():
         t_fwd = median_time(forward, args.iters)
         layer = model.get_submodule(DEFAULT_LAYER[arch])
         with GradCAM(model=model, target_layers=[layer]) as cam:
-            t_pgc = median_time(lambda: cam(input_tensor=x), args.iters)
+            t_pgc = median_time(lambda: cam(input_tensor=x, targets=None), args.iters)
         out = subprocess.run(
             [args.bin, "--threads", str(args.threads), "bench", "--weights", str(weights),
              "--batch", str(args.batch), "--size", str(args.size), "--iters", str(args.iters), "--json"],
