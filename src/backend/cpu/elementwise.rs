@@ -1,5 +1,6 @@
 //! ReLU, the per-channel affine map of eval-mode BatchNorm, and addition.
 
+use super::pages::prefer_huge_pages;
 use super::real::Real;
 use crate::ops::ChannelAffineParams;
 use rayon::prelude::*;
@@ -8,6 +9,7 @@ const CHUNK: usize = 1 << 14;
 
 pub fn relu_forward<T: Real>(x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), y.len());
+    prefer_huge_pages(y);
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(yc, xc)| {
@@ -20,6 +22,7 @@ pub fn relu_forward<T: Real>(x: &[T], y: &mut [T]) {
 /// dx = dy where the ReLU's output is positive, else 0 (PyTorch's threshold_backward).
 pub fn relu_backward_input<T: Real>(y: &[T], dy: &[T], dx: &mut [T]) {
     assert!(y.len() == dy.len() && dy.len() == dx.len());
+    prefer_huge_pages(dx);
     dx.par_chunks_mut(CHUNK)
         .zip(dy.par_chunks(CHUNK))
         .zip(y.par_chunks(CHUNK))
@@ -40,6 +43,7 @@ pub fn channel_affine_forward<T: Real>(
 ) {
     assert!(x.len() == p.len() && y.len() == p.len());
     assert!(scale.len() == p.c && shift.len() == p.c);
+    prefer_huge_pages(y);
     y.par_chunks_mut(p.hw)
         .zip(x.par_chunks(p.hw))
         .enumerate()
@@ -59,6 +63,7 @@ pub fn channel_affine_backward_input<T: Real>(
     dx: &mut [T],
 ) {
     assert!(dy.len() == p.len() && dx.len() == p.len() && scale.len() == p.c);
+    prefer_huge_pages(dx);
     dx.par_chunks_mut(p.hw)
         .zip(dy.par_chunks(p.hw))
         .enumerate()
@@ -72,6 +77,7 @@ pub fn channel_affine_backward_input<T: Real>(
 
 pub fn add<T: Real>(a: &[T], b: &[T], y: &mut [T]) {
     assert!(a.len() == b.len() && b.len() == y.len());
+    prefer_huge_pages(y);
     y.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(yc, (ac, bc))| {

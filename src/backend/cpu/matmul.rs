@@ -42,14 +42,37 @@ pub fn matmul<T: Real>(
     accumulate: bool,
     par: Parallelism,
 ) {
-    assert!(dst.len() >= m * n, "matmul destination too small");
+    matmul_strided(dst, n, (m, n, k), a, b, accumulate, par);
+}
+
+/// Like [`matmul`], but row i of dst starts at `dst[i * dst_rs]`: the product can fill a
+/// column block of a wider row-major matrix (the conv kernels write a few hundred output
+/// pixels of every channel at a time).
+pub fn matmul_strided<T: Real>(
+    dst: &mut [T],
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    a: View<T>,
+    b: View<T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(dst_rs >= n, "matmul destination rows overlap");
+    let dst_len = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * dst_rs + n
+    };
+    assert!(dst.len() >= dst_len, "matmul destination too small");
     assert!(a.fits(m, k) && b.fits(k, n), "matmul operand too small");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(T::zero());
+            dst.chunks_mut(dst_rs)
+                .take(m)
+                .for_each(|row| row[..n].fill(T::zero()));
         }
         return;
     }
@@ -62,7 +85,7 @@ pub fn matmul<T: Real>(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

@@ -8,6 +8,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod linear;
 pub mod matmul;
+mod pages;
 pub mod pool;
 pub mod real;
 

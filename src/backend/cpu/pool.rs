@@ -1,50 +1,144 @@
 //! Max pooling (with argmax for the backward pass) and adaptive average pooling.
 
+use super::pages::prefer_huge_pages;
 use super::real::Real;
 use crate::ops::{adaptive_window, AdaptiveAvgPool2dParams, MaxPool2dParams};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// y = max over each window; argmax = flat in-plane index of the first maximum in row-major
-/// window order (PyTorch's tie rule). x: [N, C, H, W], y and argmax: [N, C, Ho, Wo].
+/// window order (PyTorch's tie rule; a NaN wins over everything and the first NaN is kept).
+/// x: [N, C, H, W], y and argmax: [N, C, Ho, Wo].
+///
+/// Windows that lie wholly inside the input (all but a border of the output, all of it without
+/// padding) take a branch-free, vectorizable fast path; the rest clip the window to the input.
 pub fn max_pool2d_forward<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut [T], argmax: &mut [u32]) {
     assert_eq!(x.len(), p.input_len());
     assert_eq!(y.len(), p.output_len());
     assert_eq!(argmax.len(), p.output_len());
+    assert!(
+        p.h_in * p.w_in <= u32::MAX as usize,
+        "plane too large for u32 argmax"
+    );
+    prefer_huge_pages(y);
     let (ho, wo) = (p.h_out(), p.w_out());
-    let plane_in = p.h_in * p.w_in;
-    y.par_chunks_mut(ho * wo)
-        .zip(argmax.par_chunks_mut(ho * wo))
-        .zip(x.par_chunks(plane_in))
+    let inner_y = inner_outputs(p.k_h, p.stride_h, p.pad_h, p.h_in, ho);
+    let inner_x = inner_outputs(p.k_w, p.stride_w, p.pad_w, p.w_in, wo);
+    y.par_chunks_mut((ho * wo).max(1))
+        .zip(argmax.par_chunks_mut((ho * wo).max(1)))
+        .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
         .for_each(|((yp, ap), xp)| {
             for oy in 0..ho {
-                let y0 = (oy * p.stride_h) as isize - p.pad_h as isize;
-                for ox in 0..wo {
-                    let x0 = (ox * p.stride_w) as isize - p.pad_w as isize;
-                    let mut best = T::neg_infinity();
-                    let mut best_i = u32::MAX;
-                    for ky in 0..p.k_h as isize {
-                        let iy = y0 + ky;
-                        if iy < 0 || iy >= p.h_in as isize {
-                            continue;
-                        }
-                        for kx in 0..p.k_w as isize {
-                            let ix = x0 + kx;
-                            if ix < 0 || ix >= p.w_in as isize {
-                                continue;
-                            }
-                            let i = iy as usize * p.w_in + ix as usize;
-                            let v = xp[i];
-                            if best_i == u32::MAX || v > best || v.is_nan() && !best.is_nan() {
-                                best = v;
-                                best_i = i as u32;
-                            }
+                let (yr, ar) = (
+                    &mut yp[oy * wo..(oy + 1) * wo],
+                    &mut ap[oy * wo..(oy + 1) * wo],
+                );
+                let fast = if inner_y.contains(&oy) {
+                    inner_x.clone()
+                } else {
+                    0..0
+                };
+                for ox in (0..fast.start).chain(fast.end..wo) {
+                    (yr[ox], ar[ox]) = clipped_window_max(p, xp, oy, ox);
+                }
+                if fast.is_empty() {
+                    continue;
+                }
+                // Window position by window position, in row-major order, across the whole
+                // run of interior outputs: the inner loop is branch-free and vectorizes, and
+                // each output still sees its window's elements in row-major order.
+                let (yf, af) = (&mut yr[fast.clone()], &mut ar[fast.clone()]);
+                let first_col = fast.start * p.stride_w - p.pad_w;
+                for ky in 0..p.k_h {
+                    let line = (oy * p.stride_h - p.pad_h + ky) * p.w_in;
+                    for kx in 0..p.k_w {
+                        let start = line + first_col + kx;
+                        let first = ky == 0 && kx == 0;
+                        match p.stride_w {
+                            1 => scan_position::<T, 1>(yf, af, xp, start, first),
+                            2 => scan_position::<T, 2>(yf, af, xp, start, first),
+                            s => scan_position_strided(yf, af, xp, start, s, first),
                         }
                     }
-                    yp[oy * wo + ox] = best;
-                    ap[oy * wo + ox] = best_i;
                 }
             }
         });
+}
+
+/// Folds x[start + j·S] into the running max y[j] and argmax idx[j] of interior output j (or
+/// starts them, for the window's first element). S is a constant so the strided loads
+/// vectorize.
+#[inline(always)]
+fn scan_position<T: Real, const S: usize>(
+    y: &mut [T],
+    idx: &mut [u32],
+    x: &[T],
+    start: usize,
+    first: bool,
+) {
+    let n = y.len();
+    let src = &x[start..start + (n - 1) * S + 1];
+    for (j, (yv, iv)) in y.iter_mut().zip(idx.iter_mut()).enumerate() {
+        let v = src[j * S];
+        let take = first || takes_over(v, *yv);
+        *yv = if take { v } else { *yv };
+        *iv = if take { (start + j * S) as u32 } else { *iv };
+    }
+}
+
+/// [`scan_position`] for strides other than 1 and 2.
+fn scan_position_strided<T: Real>(
+    y: &mut [T],
+    idx: &mut [u32],
+    x: &[T],
+    start: usize,
+    stride: usize,
+    first: bool,
+) {
+    let positions = (start..).step_by(stride);
+    for ((yv, iv), i) in y.iter_mut().zip(idx.iter_mut()).zip(positions) {
+        let v = x[i];
+        if first || takes_over(v, *yv) {
+            (*yv, *iv) = (v, i as u32);
+        }
+    }
+}
+
+/// Whether v replaces the running maximum: larger, or the first NaN.
+#[inline(always)]
+fn takes_over<T: Real>(v: T, best: T) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// The outputs o whose window [o·stride − pad, o·stride − pad + k) lies inside [0, len).
+fn inner_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) -> Range<usize> {
+    let lo = pad.div_ceil(stride);
+    let hi = if len + pad >= k {
+        ((len + pad - k) / stride + 1).min(n_out)
+    } else {
+        0
+    };
+    lo.min(hi)..hi
+}
+
+/// Max and argmax of output (oy, ox)'s window clipped to the input; (-inf, u32::MAX) when the
+/// window holds only padding.
+fn clipped_window_max<T: Real>(p: &MaxPool2dParams, xp: &[T], oy: usize, ox: usize) -> (T, u32) {
+    let y0 = (oy * p.stride_h) as isize - p.pad_h as isize;
+    let x0 = (ox * p.stride_w) as isize - p.pad_w as isize;
+    let mut best = T::neg_infinity();
+    let mut best_i = u32::MAX;
+    for iy in y0.max(0)..(y0 + p.k_h as isize).min(p.h_in as isize) {
+        for ix in x0.max(0)..(x0 + p.k_w as isize).min(p.w_in as isize) {
+            let i = iy as usize * p.w_in + ix as usize;
+            let v = xp[i];
+            if best_i == u32::MAX || takes_over(v, best) {
+                best = v;
+                best_i = i as u32;
+            }
+        }
+    }
+    (best, best_i)
 }
 
 /// dx[argmax[o]] += dy[o]; every input element not chosen by a window gets 0.
@@ -57,6 +151,7 @@ pub fn max_pool2d_backward_input<T: Real>(
     assert_eq!(dy.len(), p.output_len());
     assert_eq!(argmax.len(), p.output_len());
     assert_eq!(dx.len(), p.input_len());
+    prefer_huge_pages(dx);
     let plane_out = p.h_out() * p.w_out();
     dx.par_chunks_mut(p.h_in * p.w_in)
         .zip(dy.par_chunks(plane_out))
@@ -117,4 +212,105 @@ pub fn adaptive_avg_pool2d_backward_input<T: Real>(
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast max-pool path against a direct scan of every window, with many ties and NaNs.
+
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// The plain definition: every window clipped to the input, scanned in row-major order.
+    fn reference<T: Real>(p: &MaxPool2dParams, x: &[T]) -> (Vec<T>, Vec<u32>) {
+        let (ho, wo) = (p.h_out(), p.w_out());
+        let (mut y, mut a) = (vec![], vec![]);
+        for xp in x.chunks(p.h_in * p.w_in) {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut best = T::neg_infinity();
+                    let mut best_i = u32::MAX;
+                    for ky in 0..p.k_h {
+                        for kx in 0..p.k_w {
+                            let iy = (oy * p.stride_h + ky) as isize - p.pad_h as isize;
+                            let ix = (ox * p.stride_w + kx) as isize - p.pad_w as isize;
+                            if iy < 0 || ix < 0 || iy >= p.h_in as isize || ix >= p.w_in as isize {
+                                continue;
+                            }
+                            let i = iy as usize * p.w_in + ix as usize;
+                            let v = xp[i];
+                            if best_i == u32::MAX || v > best || v.is_nan() && !best.is_nan() {
+                                best = v;
+                                best_i = i as u32;
+                            }
+                        }
+                    }
+                    y.push(best);
+                    a.push(best_i);
+                }
+            }
+        }
+        (y, a)
+    }
+
+    fn check<T: Real>(p: &MaxPool2dParams, rng: &mut StdRng) {
+        // Few distinct values, so most windows hold ties; some NaNs and infinities.
+        let x: Vec<T> = (0..p.input_len())
+            .map(|_| match rng.random_range(0..40) {
+                0 => T::nan(),
+                1 => T::neg_infinity(),
+                2 => T::infinity(),
+                r => T::of((r % 5) as f64 - 2.0),
+            })
+            .collect();
+        let (y_ref, a_ref) = reference(p, &x);
+        let mut y = vec![T::zero(); p.output_len()];
+        let mut a = vec![0; p.output_len()];
+        max_pool2d_forward(p, &x, &mut y, &mut a);
+        assert_eq!(a, a_ref, "argmax {p:?}");
+        for (i, (u, v)) in y.iter().zip(&y_ref).enumerate() {
+            assert!(
+                u == v || u.is_nan() && v.is_nan(),
+                "max {p:?} [{i}]: {u:?} vs {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fast_max_pool_matches_reference() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let pool = |n, c, (h_in, w_in), (k_h, k_w), (stride_h, stride_w), (pad_h, pad_w)| {
+            MaxPool2dParams {
+                n,
+                c,
+                h_in,
+                w_in,
+                k_h,
+                k_w,
+                stride_h,
+                stride_w,
+                pad_h,
+                pad_w,
+            }
+        };
+        // VGG (2, 2, 0) and ResNet (3, 2, 1) on odd and even sizes, then random shapes.
+        let mut cases = vec![
+            pool(2, 3, (8, 8), (2, 2), (2, 2), (0, 0)),
+            pool(1, 2, (9, 7), (2, 2), (2, 2), (0, 0)),
+            pool(2, 3, (12, 12), (3, 3), (2, 2), (1, 1)),
+            pool(1, 2, (11, 9), (3, 3), (2, 2), (1, 1)),
+        ];
+        for _ in 0..60 {
+            let k = (rng.random_range(1..=4), rng.random_range(1..=4));
+            let size = (rng.random_range(k.0..=12), rng.random_range(k.1..=12));
+            let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
+            let pad = (rng.random_range(0..=k.0 / 2), rng.random_range(0..=k.1 / 2));
+            let (n, c) = (rng.random_range(1..=3), rng.random_range(1..=3));
+            cases.push(pool(n, c, size, k, stride, pad));
+        }
+        for p in cases {
+            check::<f32>(&p, &mut rng);
+            check::<f64>(&p, &mut rng);
+        }
+    }
 }
