@@ -17,14 +17,6 @@ impl Tensor {
         Self { shape, data }
     }
 
-    pub fn zeros(shape: Vec<usize>) -> Self {
-        let n = shape.iter().product();
-        Self {
-            shape,
-            data: vec![0.0; n],
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.data.len()
     }

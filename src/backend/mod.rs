@@ -68,8 +68,6 @@ pub trait Backend {
     ) -> Result<Self::Buf>;
 
     fn add(&self, a: &Self::Buf, b: &Self::Buf, len: usize) -> Result<Self::Buf>;
-    /// acc += x, for gradients that reach a value along several paths.
-    fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf, len: usize) -> Result<()>;
 
     /// x: [N, in], w: [out, in], bias: [out] → [N, out].
     fn linear(

@@ -86,14 +86,3 @@ pub fn add<T: Real>(a: &[T], b: &[T], y: &mut [T]) {
             }
         });
 }
-
-pub fn add_assign<T: Real>(acc: &mut [T], x: &[T]) {
-    assert_eq!(acc.len(), x.len());
-    acc.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(ac, xc)| {
-            for (o, &v) in ac.iter_mut().zip(xc) {
-                *o += v;
-            }
-        });
-}

@@ -138,11 +138,6 @@ impl Backend for CpuBackend {
         Ok(y)
     }
 
-    fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>, len: usize) -> Result<()> {
-        elementwise::add_assign(&mut acc[..len], &x[..len]);
-        Ok(())
-    }
-
     fn linear(
         &self,
         p: &LinearParams,
