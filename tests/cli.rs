@@ -5,17 +5,12 @@ use gradcam::npy;
 use gradcam::tensor::Tensor;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod common;
+use common::gradcam;
 
 fn seed_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_cnn")
-}
-
-fn gradcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradcam"))
-        .args(args)
-        .output()
-        .expect("run gradcam")
+    common::fixture("seed_cnn")
 }
 
 fn input(dir: &Path, shape: Vec<usize>) -> PathBuf {

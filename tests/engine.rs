@@ -6,13 +6,11 @@ use gradcam::engine::Engine;
 use gradcam::model::Model;
 use gradcam::ops::GradCamParams;
 use gradcam::tensor::Tensor;
-use std::path::Path;
+
+mod common;
 
 fn engine(fixture: &str) -> Engine<CpuBackend> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(fixture)
-        .join("model.safetensors");
+    let path = common::fixture(fixture).join("model.safetensors");
     Engine::new(
         CpuBackend { poison: true },
         Model::load(&path, None).unwrap(),

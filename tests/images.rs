@@ -12,21 +12,17 @@ use gradcam::tensor::Tensor;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{fixture_tensor as f32s, gradcam};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
+    common::fixture("images")
 }
 
 fn seed_weights() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_cnn/model.safetensors")
-}
-
-fn gradcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradcam"))
-        .args(args)
-        .output()
-        .expect("run gradcam")
+    common::fixture("seed_cnn/model.safetensors")
 }
 
 /// `gradcam explain --weights seed-cnn --out OUT extra...`
@@ -48,16 +44,6 @@ fn json_lines(o: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
-}
-
-fn f32s(st: &SafeTensors, name: &str) -> Tensor {
-    let v = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
-    let data = v
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Tensor::new(v.shape().to_vec(), data)
 }
 
 fn i64s(st: &SafeTensors, name: &str) -> Vec<usize> {
@@ -393,10 +379,7 @@ fn guided_backprop_matches_pytorch() {
         guided: true,
     };
     for (fixture, prefix) in [("seed_cnn", "seed_cnn"), ("resnet_basic_narrow", "resnet")] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(fixture)
-            .join("model.safetensors");
+        let path = common::fixture(fixture).join("model.safetensors");
         let e = Engine::new(
             CpuBackend { poison: true },
             Model::load(&path, None).unwrap(),

@@ -8,12 +8,14 @@
 use gradcam::backend::cpu::CpuBackend;
 use gradcam::engine::Engine;
 use gradcam::model::Model;
-use gradcam::tensor::Tensor;
 use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod common;
+use common::fixture_tensor as tensor;
 
 fn fixtures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let root = common::fixture("");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("tests/fixtures exists")
         .map(|e| e.expect("dir entry").path())
@@ -22,18 +24,6 @@ fn fixtures() -> Vec<PathBuf> {
     dirs.sort();
     assert!(dirs.len() >= 4, "expected the four parity fixtures");
     dirs
-}
-
-fn tensor(st: &SafeTensors, name: &str) -> Tensor {
-    let v = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
-    let data = v
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Tensor::new(v.shape().to_vec(), data)
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
