@@ -1,6 +1,7 @@
-//! Runs a model on a backend: a forward pass that keeps only what the backward pass will need,
-//! and a backward pass that starts at the logits, visits only the ops downstream of the target
-//! layer, computes input gradients only (no weight gradients), and stops at the target.
+//! Runs a model on a backend: a forward pass that keeps only what the backward passes will
+//! need, and backward passes that start at the logits, visit only the ops downstream of their
+//! target (a layer for Grad-CAM, the input for guided backpropagation), compute input gradients
+//! only (no weight gradients), and stop at the target.
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -181,28 +182,130 @@ impl<B: Backend> Engine<B> {
         layer: Option<&str>,
         class: Option<usize>,
     ) -> Result<Explanation> {
+        let choice = match class {
+            Some(c) => Classes::Fixed(c),
+            None => Classes::TopK(1),
+        };
+        let mut a = self.attribute(x, layer, choice, Outputs::CAM)?;
+        let t = a.targets.remove(0);
+        Ok(Explanation {
+            logits: a.logits,
+            classes: t.classes,
+            scores: t.scores,
+            cams: t.cams.expect("CAM requested"),
+        })
+    }
+
+    /// One forward pass, then one backward pass per target rank and per requested output:
+    /// Grad-CAM (a partial backward pass to `layer`) and/or guided backpropagation (a full
+    /// backward pass to the input with guided ReLUs, as kazuto1011/grad-cam-pytorch).
+    pub fn attribute(
+        &self,
+        x: &Tensor,
+        layer: Option<&str>,
+        classes: Classes,
+        outputs: Outputs,
+    ) -> Result<Attribution> {
         let g = &self.model.graph;
-        let be = &self.backend;
-        let layer = layer.unwrap_or(&self.model.default_layer);
-        let target = self.model.module(layer)?.value;
-        if let Some(c) = class {
-            if c >= self.model.num_classes {
+        let cam_layer = if outputs.cam {
+            let layer = layer.unwrap_or(&self.model.default_layer);
+            Some((layer, self.model.module(layer)?.value))
+        } else {
+            None
+        };
+        match classes {
+            Classes::Fixed(c) if c >= self.model.num_classes => {
                 return Err(Error::ClassOutOfRange {
                     class: c,
                     classes: self.model.num_classes,
                 });
             }
+            Classes::TopK(0) => return Err(Error::Usage("--top-k must be at least 1".into())),
+            _ => {}
         }
         let plan = g.plan(&x.shape)?;
-        let t_shape = plan.shapes[target].clone();
-        if t_shape.len() != 4 {
-            return Err(Error::NotSpatial {
-                name: layer.to_owned(),
-                shape: t_shape,
+        if let Some((layer, target)) = cam_layer {
+            let t_shape = &plan.shapes[target];
+            if t_shape.len() != 4 {
+                return Err(Error::NotSpatial {
+                    name: layer.to_owned(),
+                    shape: t_shape.clone(),
+                });
+            }
+        }
+        let cam_target = cam_layer.map(|(_, t)| t);
+        let cam_pass = cam_target.map(|t| self.backward_scope(t));
+        let guided_pass = outputs.guided.then(|| self.backward_scope(g.input));
+
+        // Keep what the chosen backward passes need: ReLU outputs, max-pool argmaxes, the
+        // target activation and the logits.
+        let mut keep = vec![false; g.num_values];
+        keep[g.output] = true;
+        if let Some(t) = cam_target {
+            keep[t] = true;
+        }
+        let mut keep_argmax = vec![false; g.nodes.len()];
+        for scope in cam_pass.iter().chain(&guided_pass) {
+            for (i, n) in g.nodes.iter().enumerate() {
+                if scope.downstream[i] {
+                    match n.op {
+                        Op::Relu => keep[n.output] = true,
+                        Op::MaxPool { .. } => keep_argmax[i] = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let fw = self.run_forward(x, &plan, &keep, &keep_argmax)?;
+        let logits = self.logits(&fw, &plan)?;
+        let (n, k) = (logits.shape[0], logits.shape[1]);
+        let ranks = match classes {
+            Classes::Fixed(_) => 1,
+            Classes::TopK(r) => r.min(k),
+        };
+        let mut targets = Vec::with_capacity(ranks);
+        for rank in 0..ranks {
+            let classes: Vec<usize> = (0..n)
+                .map(|i| match classes {
+                    Classes::Fixed(c) => c,
+                    Classes::TopK(_) => ranked(&logits.data[i * k..(i + 1) * k])[rank],
+                })
+                .collect();
+            let scores = (0..n)
+                .map(|i| softmax_at(&logits.data[i * k..(i + 1) * k], classes[i]))
+                .collect();
+            // d(Σ_i logit[i, class_i]) / d logits, as pytorch-grad-cam's ClassifierOutputTarget.
+            let mut seed = vec![0f32; n * k];
+            for (i, &c) in classes.iter().enumerate() {
+                seed[i * k + c] = 1.0;
+            }
+            let cams = match (&cam_pass, cam_target) {
+                (Some(scope), Some(target)) => {
+                    let grad = self.backward(&plan, &fw, scope, &seed, false)?;
+                    Some(self.grad_cam(&plan, &fw, target, &grad, x)?)
+                }
+                _ => None,
+            };
+            let guided = match &guided_pass {
+                Some(scope) => {
+                    let grad = self.backward(&plan, &fw, scope, &seed, true)?;
+                    Some(Tensor::new(x.shape.clone(), self.backend.download(&grad)?))
+                }
+                None => None,
+            };
+            targets.push(Target {
+                classes,
+                scores,
+                cams,
+                guided,
             });
         }
+        Ok(Attribution { logits, targets })
+    }
 
-        // Which values lie downstream of the target, and so need a gradient.
+    /// The ops a backward pass to `target` visits, and the values that receive a gradient.
+    fn backward_scope(&self, target: usize) -> Scope {
+        let g = &self.model.graph;
         let mut needs = vec![false; g.num_values];
         needs[target] = true;
         let mut downstream = vec![false; g.nodes.len()];
@@ -212,39 +315,31 @@ impl<B: Backend> Engine<B> {
                 needs[n.output] = true;
             }
         }
-        let mut keep = vec![false; g.num_values];
-        keep[target] = true;
-        keep[g.output] = true;
-        for (i, n) in g.nodes.iter().enumerate() {
-            if downstream[i] && matches!(n.op, Op::Relu) {
-                keep[n.output] = true;
-            }
+        Scope {
+            target,
+            needs,
+            downstream,
         }
-        let keep_argmax: Vec<bool> = g
-            .nodes
-            .iter()
-            .zip(&downstream)
-            .map(|(n, &d)| d && matches!(n.op, Op::MaxPool { .. }))
-            .collect();
-        let mut fw = self.run_forward(x, &plan, &keep, &keep_argmax)?;
-        let logits = self.logits(&fw, &plan)?;
-        let (n, k) = (logits.shape[0], logits.shape[1]);
-        let classes: Vec<usize> = (0..n)
-            .map(|i| class.unwrap_or_else(|| argmax(&logits.data[i * k..(i + 1) * k])))
-            .collect();
-        let scores = (0..n)
-            .map(|i| softmax_at(&logits.data[i * k..(i + 1) * k], classes[i]))
-            .collect();
+    }
 
-        // d(Σ_i logit[i, class_i]) / d logits, as pytorch-grad-cam's ClassifierOutputTarget.
-        let mut seed = vec![0f32; n * k];
-        for (i, &c) in classes.iter().enumerate() {
-            seed[i * k + c] = 1.0;
-        }
+    /// Walks back from the logits (gradient `seed`) through the ops of `scope` only, computing
+    /// input gradients only, and returns the gradient at `scope.target`. With `guided`, every
+    /// ReLU passes back only positive gradients where its output was positive
+    /// (dx = dy·[y>0]·[dy>0]), which is relu_grad_input(y, relu(dy)): no new backend op.
+    fn backward(
+        &self,
+        plan: &Plan,
+        fw: &Forward<B>,
+        scope: &Scope,
+        seed: &[f32],
+        guided: bool,
+    ) -> Result<Rc<B::Buf>> {
+        let g = &self.model.graph;
+        let be = &self.backend;
         let mut grads: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
-        grads[g.output] = Some(Rc::new(be.upload(&seed)?));
+        grads[g.output] = Some(Rc::new(be.upload(seed)?));
         for (i, node) in g.nodes.iter().enumerate().rev() {
-            if !downstream[i] {
+            if !scope.downstream[i] {
                 continue;
             }
             let Some(dy) = grads[node.output].take() else {
@@ -266,11 +361,16 @@ impl<B: Backend> Engine<B> {
                 }
                 (Op::Relu, Planned::Elementwise(len)) => {
                     let y = fw.values[node.output].as_ref().expect("relu output kept");
-                    Rc::new(self.timed(&kind, || be.relu_grad_input(y, &dy, *len))?)
+                    if guided {
+                        let pos = self.timed("relu.guided", || be.relu(&dy, *len))?;
+                        Rc::new(self.timed(&kind, || be.relu_grad_input(y, &pos, *len))?)
+                    } else {
+                        Rc::new(self.timed(&kind, || be.relu_grad_input(y, &dy, *len))?)
+                    }
                 }
                 (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
-                    let idx = fw.argmax[i].take().expect("argmax kept");
-                    Rc::new(self.timed(&kind, || be.max_pool2d_grad_input(p, &idx, &dy))?)
+                    let idx = fw.argmax[i].as_ref().expect("argmax kept");
+                    Rc::new(self.timed(&kind, || be.max_pool2d_grad_input(p, idx, &dy))?)
                 }
                 (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
                     Rc::new(self.timed(&kind, || be.adaptive_avg_pool2d_grad_input(p, &dy))?)
@@ -283,7 +383,7 @@ impl<B: Backend> Engine<B> {
                 (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
             };
             for &v in &node.inputs {
-                if !needs[v] {
+                if !scope.needs[v] {
                     continue;
                 }
                 grads[v] = Some(match grads[v].take() {
@@ -294,12 +394,23 @@ impl<B: Backend> Engine<B> {
                     }
                 });
             }
-            if node.output != target {
-                fw.values[node.output] = None;
-            }
         }
-        let grad = grads[target].take().expect("gradient reaches the target");
-        let act = fw.values[target].take().expect("target activation kept");
+        Ok(grads[scope.target]
+            .take()
+            .expect("gradient reaches the target"))
+    }
+
+    /// The fused Grad-CAM step on the target's activation and gradient, upsampled to the input.
+    fn grad_cam(
+        &self,
+        plan: &Plan,
+        fw: &Forward<B>,
+        target: usize,
+        grad: &B::Buf,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let t_shape = &plan.shapes[target];
+        let act = fw.values[target].as_ref().expect("target activation kept");
         let p = GradCamParams {
             n: t_shape[0],
             c: t_shape[1],
@@ -308,15 +419,75 @@ impl<B: Backend> Engine<B> {
             out_h: x.shape[2],
             out_w: x.shape[3],
         };
-        let cam = self.timed("grad_cam", || be.grad_cam(&p, &act, &grad))?;
-        let cams = Tensor::new(vec![p.n, p.out_h, p.out_w], be.download(&cam)?);
-        Ok(Explanation {
-            logits,
-            classes,
-            scores,
-            cams,
-        })
+        let cam = self.timed("grad_cam", || self.backend.grad_cam(&p, act, grad))?;
+        Ok(Tensor::new(
+            vec![p.n, p.out_h, p.out_w],
+            self.backend.download(&cam)?,
+        ))
     }
+}
+
+/// Which classes to explain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classes {
+    /// The same class for every image.
+    Fixed(usize),
+    /// Each image's K most probable classes, most probable first.
+    TopK(usize),
+}
+
+/// Which attributions to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outputs {
+    pub cam: bool,
+    pub guided: bool,
+}
+
+impl Outputs {
+    pub const CAM: Outputs = Outputs {
+        cam: true,
+        guided: false,
+    };
+}
+
+/// What `attribute` returns: the logits, and per target rank the classes and attributions.
+pub struct Attribution {
+    /// [N, classes]
+    pub logits: Tensor,
+    /// One per rank (one for a fixed class).
+    pub targets: Vec<Target>,
+}
+
+pub struct Target {
+    /// The class explained for each image.
+    pub classes: Vec<usize>,
+    /// Softmax probability of that class.
+    pub scores: Vec<f32>,
+    /// [N, H, W], normalized to [0, 1], when a CAM was requested.
+    pub cams: Option<Tensor>,
+    /// [N, C, H, W]: d class score / d input with guided ReLUs, when requested.
+    pub guided: Option<Tensor>,
+}
+
+/// The part of the graph one backward pass visits.
+struct Scope {
+    target: usize,
+    needs: Vec<bool>,
+    downstream: Vec<bool>,
+}
+
+/// Class indices sorted by descending logit, ties to the lower index (stable, like argmax).
+pub fn ranked(v: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    let key = |i: usize| {
+        if v[i].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            v[i]
+        }
+    };
+    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+    idx
 }
 
 /// Index of the first maximum, like numpy's argmax.

@@ -8,9 +8,11 @@ pub mod backend;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod image;
 pub mod model;
 pub mod npy;
 pub mod ops;
+pub mod pipeline;
 pub mod runner;
 pub mod tensor;
 

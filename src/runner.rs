@@ -3,7 +3,7 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
-use crate::engine::{Engine, Explanation, Profile};
+use crate::engine::{Attribution, Classes, Engine, Explanation, Outputs, Profile};
 use crate::error::Result;
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -57,6 +57,16 @@ impl AnyEngine {
         class: Option<usize>,
     ) -> Result<Explanation> {
         dispatch!(self, e => e.explain(x, layer, class))
+    }
+
+    pub fn attribute(
+        &self,
+        x: &Tensor,
+        layer: Option<&str>,
+        classes: Classes,
+        outputs: Outputs,
+    ) -> Result<Attribution> {
+        dispatch!(self, e => e.attribute(x, layer, classes, outputs))
     }
 
     pub fn enable_profile(&mut self) {

@@ -2,7 +2,7 @@
 //! status for anything that goes wrong.
 
 mod bench;
-mod explain;
+pub mod explain;
 mod inspect;
 
 pub use crate::runner::BackendKind;
@@ -38,6 +38,11 @@ enum Command {
 pub enum Method {
     /// Grad-CAM, as pytorch-grad-cam's `GradCAM`.
     Gradcam,
+    /// Guided backpropagation (kazuto1011/grad-cam-pytorch): d class score / d input, with
+    /// ReLUs passing back only positive gradients.
+    GuidedBackprop,
+    /// Guided backpropagation times the upsampled Grad-CAM (kazuto1011/grad-cam-pytorch).
+    GuidedGradcam,
 }
 
 /// Weights and architecture, shared by every subcommand.
@@ -83,11 +88,11 @@ pub fn run() -> ExitCode {
     }
     let result = match cli.command {
         Command::Explain(a) => explain::run(a),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
