@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::graph::{Op, Plan, Planned};
 use crate::model::Model;
-use crate::ops::GradCamParams;
+use crate::ops::{ranks_before, ClassPick, ClassSeedParams, GradCamParams};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -257,40 +257,62 @@ impl<B: Backend> Engine<B> {
             }
         }
         let fw = self.run_forward(x, &plan, &keep, &keep_argmax)?;
-        let logits = self.logits(&fw, &plan)?;
-        let (n, k) = (logits.shape[0], logits.shape[1]);
+        let logits_shape = &plan.shapes[g.output];
+        let (n, k) = (logits_shape[0], logits_shape[1]);
         let ranks = match classes {
             Classes::Fixed(_) => 1,
             Classes::TopK(r) => r.min(k),
         };
-        let mut targets = Vec::with_capacity(ranks);
+        // All device work first (the seeds come from the logits on the device), then the
+        // read-backs, so a GPU runs forward and backward passes without waiting for the host.
+        let mut results = Vec::with_capacity(ranks);
         for rank in 0..ranks {
-            let classes: Vec<usize> = (0..n)
-                .map(|i| match classes {
-                    Classes::Fixed(c) => c,
-                    Classes::TopK(_) => ranked(&logits.data[i * k..(i + 1) * k])[rank],
-                })
-                .collect();
-            let scores = (0..n)
-                .map(|i| softmax_at(&logits.data[i * k..(i + 1) * k], classes[i]))
-                .collect();
-            // d(Σ_i logit[i, class_i]) / d logits, as pytorch-grad-cam's ClassifierOutputTarget.
-            let mut seed = vec![0f32; n * k];
-            for (i, &c) in classes.iter().enumerate() {
-                seed[i * k + c] = 1.0;
-            }
-            let cams = match (&cam_pass, cam_target) {
+            let pick = match classes {
+                Classes::Fixed(c) => ClassPick::Fixed(c),
+                Classes::TopK(_) => ClassPick::Rank(rank),
+            };
+            let logits = fw.values[g.output].as_ref().expect("logits kept");
+            let p = ClassSeedParams { n, k, pick };
+            let seed = Rc::new(self.timed("class_seed", || self.backend.class_seed(&p, logits))?);
+            let cam = match (&cam_pass, cam_target) {
                 (Some(scope), Some(target)) => {
-                    let grad = self.backward(&plan, &fw, scope, &seed, false)?;
+                    let grad = self.backward(&plan, &fw, scope, seed.clone(), false)?;
                     Some(self.grad_cam(&plan, &fw, target, &grad, x)?)
                 }
                 _ => None,
             };
             let guided = match &guided_pass {
-                Some(scope) => {
-                    let grad = self.backward(&plan, &fw, scope, &seed, true)?;
-                    Some(Tensor::new(x.shape.clone(), self.backend.download(&grad)?))
-                }
+                Some(scope) => Some(self.backward(&plan, &fw, scope, seed, true)?),
+                None => None,
+            };
+            results.push((pick, cam, guided));
+        }
+        let logits = self.logits(&fw, &plan)?;
+        let mut targets = Vec::with_capacity(ranks);
+        for (pick, cam, guided) in results {
+            let classes: Vec<usize> = logits
+                .data
+                .chunks(k)
+                .map(|row| match pick {
+                    ClassPick::Fixed(c) => c,
+                    ClassPick::Rank(r) => ranked(row)[r],
+                })
+                .collect();
+            let scores = logits
+                .data
+                .chunks(k)
+                .zip(&classes)
+                .map(|(row, &c)| softmax_at(row, c))
+                .collect();
+            let cams = match cam {
+                Some(buf) => Some(Tensor::new(
+                    vec![n, x.shape[2], x.shape[3]],
+                    self.backend.download(&buf)?,
+                )),
+                None => None,
+            };
+            let guided = match guided {
+                Some(buf) => Some(Tensor::new(x.shape.clone(), self.backend.download(&buf)?)),
                 None => None,
             };
             targets.push(Target {
@@ -331,13 +353,13 @@ impl<B: Backend> Engine<B> {
         plan: &Plan,
         fw: &Forward<B>,
         scope: &Scope,
-        seed: &[f32],
+        seed: Rc<B::Buf>,
         guided: bool,
     ) -> Result<Rc<B::Buf>> {
         let g = &self.model.graph;
         let be = &self.backend;
         let mut grads: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
-        grads[g.output] = Some(Rc::new(be.upload(seed)?));
+        grads[g.output] = Some(seed);
         for (i, node) in g.nodes.iter().enumerate().rev() {
             if !scope.downstream[i] {
                 continue;
@@ -400,7 +422,8 @@ impl<B: Backend> Engine<B> {
             .expect("gradient reaches the target"))
     }
 
-    /// The fused Grad-CAM step on the target's activation and gradient, upsampled to the input.
+    /// The fused Grad-CAM step on the target's activation and gradient, upsampled to the input:
+    /// [N, H, W] on the device.
     fn grad_cam(
         &self,
         plan: &Plan,
@@ -408,7 +431,7 @@ impl<B: Backend> Engine<B> {
         target: usize,
         grad: &B::Buf,
         x: &Tensor,
-    ) -> Result<Tensor> {
+    ) -> Result<B::Buf> {
         let t_shape = &plan.shapes[target];
         let act = fw.values[target].as_ref().expect("target activation kept");
         let p = GradCamParams {
@@ -419,11 +442,7 @@ impl<B: Backend> Engine<B> {
             out_h: x.shape[2],
             out_w: x.shape[3],
         };
-        let cam = self.timed("grad_cam", || self.backend.grad_cam(&p, act, grad))?;
-        Ok(Tensor::new(
-            vec![p.n, p.out_h, p.out_w],
-            self.backend.download(&cam)?,
-        ))
+        self.timed("grad_cam", || self.backend.grad_cam(&p, act, grad))
     }
 }
 
@@ -476,29 +495,19 @@ struct Scope {
     downstream: Vec<bool>,
 }
 
-/// Class indices sorted by descending logit, ties to the lower index (stable, like argmax).
+/// Class indices in the order of `ranks_before`: descending logit, ties to the lower index.
 pub fn ranked(v: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
-    let key = |i: usize| {
-        if v[i].is_nan() {
-            f32::NEG_INFINITY
+    idx.sort_by(|&a, &b| {
+        if ranks_before(v[a], a, v[b], b) {
+            std::cmp::Ordering::Less
+        } else if a == b {
+            std::cmp::Ordering::Equal
         } else {
-            v[i]
+            std::cmp::Ordering::Greater
         }
-    };
-    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+    });
     idx
-}
-
-/// Index of the first maximum, like numpy's argmax.
-pub fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 pub fn softmax_at(logits: &[f32], i: usize) -> f32 {

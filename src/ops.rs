@@ -147,6 +147,38 @@ pub struct GradCamParams {
     pub out_w: usize,
 }
 
+/// Which class of each image seeds a backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassPick {
+    /// The same class for every image.
+    Fixed(usize),
+    /// The class at this rank of each image's logits (0 = the top prediction), in the order of
+    /// [`ranks_before`].
+    Rank(usize),
+}
+
+/// The gradient that starts a backward pass: d(Σ_i logit[i, class_i]) / d logits, a one-hot
+/// row per image, as pytorch-grad-cam's ClassifierOutputTarget. Computed on the device from
+/// the logits there, so the backward pass follows the forward pass without a host round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassSeedParams {
+    /// Images.
+    pub n: usize,
+    /// Classes.
+    pub k: usize,
+    pub pick: ClassPick,
+}
+
+/// Whether logit `a` (class `ia`) ranks before logit `b` (class `ib`): larger first, ties to
+/// the lower class index (numpy's argmax picks the first maximum), NaN last. A strict total
+/// order, so every backend finds the same class at each rank.
+pub fn ranks_before(a: f32, ia: usize, b: f32, ib: usize) -> bool {
+    match (a.is_nan(), b.is_nan()) {
+        (false, false) => a > b || (a == b && ia < ib),
+        (nan_a, nan_b) => nan_b && (!nan_a || ia < ib),
+    }
+}
+
 /// The epsilon pytorch-grad-cam adds to the maximum when it normalizes a CAM.
 pub const CAM_EPS: f32 = 1e-7;
 
@@ -164,4 +196,36 @@ pub fn bilinear_source(dst: usize, len_in: usize, len_out: usize) -> (usize, usi
         src - i0 as f32
     };
     (i0, i1, w1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_order_is_strict_and_total() {
+        let v = [
+            0.5,
+            f32::NAN,
+            1.0,
+            -0.0,
+            0.0,
+            1.0,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        // Larger first, ties to the lower index (-0.0 == 0.0), NaN after -inf.
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| {
+            if ranks_before(v[a], a, v[b], b) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        assert_eq!(idx, [2, 5, 0, 3, 4, 6, 1, 7]);
+        for i in 0..v.len() {
+            assert!(!ranks_before(v[i], i, v[i], i), "irreflexive at {i}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! interface. Each backend adds a variant here and an arm in `AnyEngine::new`.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::wgpu::{AdapterChoice, WgpuBackend};
 use crate::backend::Backend;
 use crate::engine::{Attribution, Classes, Engine, Explanation, Outputs, Profile};
 use crate::error::Result;
@@ -10,14 +11,24 @@ use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// The best available backend (today: cpu).
+    /// A hardware GPU through wgpu when there is one, else the CPU backend.
     Auto,
     /// The pure-Rust CPU backend.
     Cpu,
+    /// WGSL kernels on wgpu: the best adapter there is, a software one (lavapipe) included.
+    Wgpu,
 }
 
+/// Engines are boxed: they are created once and differ widely in size between backends.
 pub enum AnyEngine {
-    Cpu(Engine<CpuBackend>),
+    Cpu(Box<Engine<CpuBackend>>),
+    Wgpu(Box<Engine<WgpuBackend>>),
+}
+
+/// Time per kernel of one run, and how it was measured.
+pub struct KernelTiming {
+    pub profile: Profile,
+    pub source: String,
 }
 
 /// Runs `$body` with `$e` bound to the engine, whatever its backend.
@@ -25,6 +36,7 @@ macro_rules! dispatch {
     ($self:expr, $e:ident => $body:expr) => {
         match $self {
             AnyEngine::Cpu($e) => $body,
+            AnyEngine::Wgpu($e) => $body,
         }
     };
 }
@@ -32,9 +44,22 @@ macro_rules! dispatch {
 impl AnyEngine {
     pub fn new(kind: BackendKind, model: Model) -> Result<Self> {
         match kind {
-            BackendKind::Auto | BackendKind::Cpu => {
-                Ok(AnyEngine::Cpu(Engine::new(CpuBackend::default(), model)?))
-            }
+            BackendKind::Auto => match WgpuBackend::new(AdapterChoice::RealGpu) {
+                Ok(be) => Ok(AnyEngine::Wgpu(Box::new(Engine::new(be, model)?))),
+                // No hardware GPU: a software rasterizer would be slower than the CPU backend.
+                Err(_) => Ok(AnyEngine::Cpu(Box::new(Engine::new(
+                    CpuBackend::default(),
+                    model,
+                )?))),
+            },
+            BackendKind::Cpu => Ok(AnyEngine::Cpu(Box::new(Engine::new(
+                CpuBackend::default(),
+                model,
+            )?))),
+            BackendKind::Wgpu => Ok(AnyEngine::Wgpu(Box::new(Engine::new(
+                WgpuBackend::new(AdapterChoice::Any)?,
+                model,
+            )?))),
         }
     }
 
@@ -75,5 +100,28 @@ impl AnyEngine {
 
     pub fn take_profile(&self) -> Profile {
         dispatch!(self, e => e.take_profile())
+    }
+
+    /// Starts timing every kernel: on the CPU the engine's host timing per op; on wgpu the
+    /// backend's per-dispatch timing (GPU timestamps where the adapter has them), since host
+    /// time around an asynchronous dispatch only measures its recording.
+    pub fn start_kernel_timing(&mut self) {
+        match self {
+            AnyEngine::Cpu(e) => e.enable_profile(),
+            AnyEngine::Wgpu(e) => e.backend.start_timing(),
+        }
+    }
+
+    pub fn take_kernel_timing(&self) -> Result<KernelTiming> {
+        Ok(match self {
+            AnyEngine::Cpu(e) => KernelTiming {
+                profile: e.take_profile(),
+                source: "host time per op".into(),
+            },
+            AnyEngine::Wgpu(e) => {
+                let (profile, source) = e.backend.take_timing()?;
+                KernelTiming { profile, source }
+            }
+        })
     }
 }

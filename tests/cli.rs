@@ -5,6 +5,7 @@ use gradcam::npy;
 use gradcam::tensor::Tensor;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 mod common;
 use common::gradcam;
@@ -303,4 +304,83 @@ fn bad_inputs_and_options_are_clear_errors() {
 fn usage_errors_exit_with_status_2() {
     let o = gradcam(&["explain", "--backend", "tpu"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// `explain` on the command line, with `env` set for the child process.
+fn explain_with(env: &[(&str, &str)], x: &Path, out: &Path, backend: &str) -> Output {
+    let w = seed_dir().join("model.safetensors");
+    common::gradcam_env(
+        env,
+        &[
+            "explain",
+            "--weights",
+            w.to_str().unwrap(),
+            "--input-tensor",
+            x.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ],
+    )
+}
+
+#[test]
+fn explain_with_wgpu_matches_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let x = input(tmp.path(), vec![2, 3, 32, 32]);
+    let mut results = vec![];
+    for backend in ["cpu", "wgpu"] {
+        let out = tmp.path().join(backend);
+        let o = explain_with(&[], &x, &out, backend);
+        assert!(
+            o.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        results.push((
+            npy::read_f32(&out.join("cams.npy")).unwrap(),
+            npy::read_f32(&out.join("logits.npy")).unwrap(),
+            o.stdout,
+        ));
+    }
+    let ((cam_c, log_c, _), (cam_g, log_g, _)) = (&results[0], &results[1]);
+    assert_eq!(cam_c.shape, cam_g.shape);
+    let cam_err = cam_c
+        .data
+        .iter()
+        .zip(&cam_g.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(cam_err <= 1e-3, "CAM max abs difference {cam_err}");
+    let log_err = log_c
+        .data
+        .iter()
+        .zip(&log_g.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(log_err <= 1e-4, "logits max abs difference {log_err}");
+}
+
+#[test]
+fn wgpu_without_an_adapter_is_a_clear_error_and_auto_falls_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let x = input(tmp.path(), vec![1, 3, 32, 32]);
+    // WGPU_BACKEND=gl asks for OpenGL only, which this build leaves out: no adapter at all.
+    let no_gpu = [("WGPU_BACKEND", "gl")];
+    let out = tmp.path().join("wgpu");
+    let o = explain_with(&no_gpu, &x, &out, "wgpu");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: backend wgpu: no GPU adapter found"),
+        "{stderr}"
+    );
+    assert!(!out.join("cams.npy").exists());
+
+    let out = tmp.path().join("auto");
+    let o = explain_with(&no_gpu, &x, &out, "auto");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("cams.npy").exists());
 }

@@ -1,11 +1,11 @@
-//! The CPU engine against PyTorch and pytorch-grad-cam, on the fixtures that
+//! The engine, on every backend, against PyTorch and pytorch-grad-cam, on the fixtures that
 //! scripts/make_fixtures.py writes (seed-cnn; narrow VGG11-BN, ResNet-BasicBlock and
 //! ResNet-Bottleneck with torchvision's layouts; f32, f16 and bf16 weights).
 //! Tolerances, from the issue: logits relative L2 ≤ 1e-4 (f32 sums in another order differ by
 //! ~1e-7 relative; 1e-4 leaves room for deep nets), CAM max abs difference ≤ 1e-3 (CAMs are
 //! normalized to [0, 1]; OpenCV's and our bilinear weights differ in the last bits).
 
-use gradcam::backend::cpu::CpuBackend;
+use gradcam::backend::Backend;
 use gradcam::engine::Engine;
 use gradcam::model::Model;
 use safetensors::SafeTensors;
@@ -39,8 +39,8 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-#[test]
-fn cpu_engine_matches_pytorch_grad_cam() {
+/// Runs every fixture case on a fresh backend from `make` (poisoning outputs with NaN).
+fn engine_matches_pytorch_grad_cam<B: Backend>(make: impl Fn() -> B) {
     let mut checked = 0;
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
@@ -53,7 +53,7 @@ fn cpu_engine_matches_pytorch_grad_cam() {
         let logits = tensor(&expected, "logits");
         let model = Model::load(&dir.join("model.safetensors"), None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let engine = Engine::new(CpuBackend { poison: true }, model).unwrap();
+        let engine = Engine::new(make(), model).unwrap();
 
         let fw = engine.forward(&x).unwrap();
         assert_eq!(fw.shape, logits.shape, "{name}: logits shape");
@@ -87,6 +87,16 @@ fn cpu_engine_matches_pytorch_grad_cam() {
         }
     }
     assert!(checked >= 20, "only {checked} cases checked");
+}
+
+#[test]
+fn cpu_engine_matches_pytorch_grad_cam() {
+    engine_matches_pytorch_grad_cam(common::cpu);
+}
+
+#[test]
+fn wgpu_engine_matches_pytorch_grad_cam() {
+    engine_matches_pytorch_grad_cam(common::wgpu);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! are checked against it.
 
 pub mod cpu;
+pub mod wgpu;
 
 use crate::error::Result;
 use crate::ops::*;
@@ -85,6 +86,9 @@ pub trait Backend {
     ) -> Result<Self::Buf>;
 
     /// The fused Grad-CAM step: activation, gradient [N, C, h, w] → normalized CAMs [N, H, W].
+    /// One-hot gradients [N, K] of the picked class of each image, from logits [N, K].
+    fn class_seed(&self, p: &ClassSeedParams, logits: &Self::Buf) -> Result<Self::Buf>;
+
     fn grad_cam(
         &self,
         p: &GradCamParams,

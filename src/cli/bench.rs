@@ -87,9 +87,10 @@ pub fn run(a: Args) -> Result<()> {
         engine.forward(&x)?;
         fwd_s.push(t.elapsed().as_secs_f64());
     }
-    engine.enable_profile();
+    engine.start_kernel_timing();
     engine.explain(&x, Some(&layer), None)?;
-    let profile = engine.take_profile();
+    let timing = engine.take_kernel_timing()?;
+    let profile = timing.profile;
 
     let (cam, fwd) = (median(cam_s), median(fwd_s));
     let ips = |s: f64| a.batch as f64 / s;
@@ -110,6 +111,7 @@ pub fn run(a: Args) -> Result<()> {
                 "batch": a.batch, "height": h, "width": w, "layer": layer, "iters": iters,
                 "gradcam_images_per_s": ips(cam), "forward_images_per_s": ips(fwd),
                 "gradcam_median_s": cam, "forward_median_s": fwd, "kernels": kernels,
+                "kernel_timing": timing.source,
             })
         );
         return Ok(());
@@ -131,7 +133,7 @@ pub fn run(a: Args) -> Result<()> {
         a.batch
     );
     let total: f64 = profile.values().map(|(d, _)| d.as_secs_f64()).sum();
-    println!("time per kernel, one Grad-CAM batch:");
+    println!("time per kernel, one Grad-CAM batch ({}):", timing.source);
     let mut rows: Vec<_> = profile.iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     for (k, (d, c)) in rows {

@@ -1,6 +1,9 @@
-//! Helpers shared by the integration tests: fixture paths, fixture tensors, running the CLI.
+//! Helpers shared by the integration tests: fixture paths, fixture tensors, running the CLI,
+//! and the backends that run the same tests (CPU and wgpu, both poisoning outputs with NaN).
 #![allow(dead_code)] // each test crate uses its own subset
 
+use gradcam::backend::cpu::CpuBackend;
+use gradcam::backend::wgpu::{AdapterChoice, ConvVariant, WgpuBackend};
 use gradcam::tensor::Tensor;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -28,8 +31,35 @@ pub fn fixture_tensor(st: &SafeTensors, name: &str) -> Tensor {
 
 /// Runs the `gradcam` binary built for the tests.
 pub fn gradcam(args: &[&str]) -> Output {
+    gradcam_env(&[], args)
+}
+
+/// Runs the `gradcam` binary with extra environment variables set for it.
+pub fn gradcam_env(env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("run gradcam")
+}
+
+pub fn cpu() -> CpuBackend {
+    CpuBackend { poison: true }
+}
+
+/// The wgpu backend on any adapter. No adapter is a test failure, not a skip: CI installs
+/// Mesa's lavapipe (`mesa-vulkan-drivers`) precisely so that these tests run everywhere.
+pub fn wgpu() -> WgpuBackend {
+    let mut be = WgpuBackend::new(AdapterChoice::Any).unwrap_or_else(|e| {
+        panic!("{e} (the wgpu tests need an adapter; CI installs mesa-vulkan-drivers)")
+    });
+    be.poison = true;
+    be
+}
+
+/// The wgpu backend with the naive v1 convolution kernels.
+pub fn wgpu_v1() -> WgpuBackend {
+    let mut be = wgpu();
+    be.conv = ConvVariant::V1Naive;
+    be
 }

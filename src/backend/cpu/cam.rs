@@ -5,7 +5,9 @@
 //! resizing is what pytorch-grad-cam does; it only matters for CAMs whose range is near 1e-7,
 //! but then it matters, so we do the same.
 
-use crate::ops::{bilinear_source, GradCamParams, CAM_EPS};
+use crate::ops::{
+    bilinear_source, ranks_before, ClassPick, ClassSeedParams, GradCamParams, CAM_EPS,
+};
 use rayon::prelude::*;
 
 /// activation, gradient: [N, C, h, w]; cam: [N, out_h, out_w].
@@ -50,5 +52,25 @@ fn normalize(v: &mut [f32]) {
     let hi = v.iter().map(|&x| x - lo).fold(0.0f32, f32::max);
     for x in v.iter_mut() {
         *x = (*x - lo) / (hi + CAM_EPS);
+    }
+}
+
+/// logits, seed: [N, K]. Each image's row of `seed` is one-hot at its picked class.
+pub fn class_seed(p: &ClassSeedParams, logits: &[f32], seed: &mut [f32]) {
+    assert_eq!(logits.len(), p.n * p.k);
+    assert_eq!(seed.len(), p.n * p.k);
+    for (row, out) in logits.chunks(p.k).zip(seed.chunks_mut(p.k)) {
+        for (j, o) in out.iter_mut().enumerate() {
+            let picked = match p.pick {
+                ClassPick::Fixed(c) => j == c,
+                ClassPick::Rank(r) => {
+                    let rank = (0..p.k)
+                        .filter(|&i| ranks_before(row[i], i, row[j], j))
+                        .count();
+                    rank == r
+                }
+            };
+            *o = if picked { 1.0 } else { 0.0 };
+        }
     }
 }

@@ -156,6 +156,12 @@ impl Backend for CpuBackend {
         Ok(dx)
     }
 
+    fn class_seed(&self, p: &ClassSeedParams, logits: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut seed = self.out(p.n * p.k);
+        cam::class_seed(p, logits, &mut seed);
+        Ok(seed)
+    }
+
     fn grad_cam(
         &self,
         p: &GradCamParams,

@@ -1,0 +1,183 @@
+// Two kernels: `class_seed` starts the backward pass from the logits; `grad_cam` is the fused
+// Grad-CAM step at its end.
+//
+// The fused Grad-CAM step, one dispatch, one 256-thread workgroup per image:
+//
+//   1. w[c] = mean over (y, x) of grad[c, y, x]                 threads split the channels
+//   2. s[p] = ReLU(Σ_c w[c]·act[c, p]) and its min/max           threads split the pixels
+//   3. out[q] = bilinear(normalize(s))[q] and its min/max        threads split output pixels
+//   4. out[q] = normalize(out[q])                                each thread its own pixels
+//
+// Why one workgroup per image: every phase needs the whole previous phase of the same image
+// (the weights before the sum, the min and max before the upsampling, the upsampled min and max
+// before the final scaling). Inside one workgroup those are barriers and workgroup-memory
+// reductions; across workgroups they would need one dispatch per phase. The CAM is tiny next to
+// the network (h·w·C multiply-adds per image), so one workgroup per image costs little.
+// What is written: w and s go to `scratch`, a storage buffer of N·(C + h·w) floats, because
+// neither has a size bound that fits workgroup memory (C = 2048 for ResNet-50, h·w up to the
+// input size for an early layer). The normalized small CAM is never stored: each sample
+// normalizes the two-to-four values it reads. Phase 3 writes the unnormalized upsampled value to
+// the output itself and phase 4 rescales it in place, each thread touching only its own pixels.
+// Min-max normalization is (v - min) / (max - min + 1e-7), twice, as pytorch-grad-cam does.
+
+struct GradCam {
+    n: u32, c: u32, h: u32, w: u32,
+    out_h: u32, out_w: u32,
+    scale_h: f32,  // h / out_h, computed on the host exactly as the CPU backend does
+    scale_w: f32,  // w / out_w
+}
+
+const EPS: f32 = 1e-7;
+const BIG: f32 = 3.0e38;
+
+@group(0) @binding(0) var<uniform> u: GradCam;
+@group(0) @binding(1) var<storage, read> act: array<f32>;             // [N, C, h, w]
+@group(0) @binding(2) var<storage, read> grad: array<f32>;            // [N, C, h, w]
+@group(0) @binding(3) var<storage, read_write> scratch: array<f32>;   // [N, C + h·w]
+@group(0) @binding(4) var<storage, read_write> cam: array<f32>;       // [N, out_h, out_w]
+
+var<workgroup> red_lo: array<f32, 256>;
+var<workgroup> red_hi: array<f32, 256>;
+
+// Workgroup-wide (min, max) of each thread's (lo, hi).
+fn reduce_min_max(lid: u32, lo: f32, hi: f32) -> vec2<f32> {
+    red_lo[lid] = lo;
+    red_hi[lid] = hi;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_lo[lid] = min(red_lo[lid], red_lo[lid + s]);
+            red_hi[lid] = max(red_hi[lid], red_hi[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red_lo[0], red_hi[0]);
+    workgroupBarrier();
+    return r;
+}
+
+// Source index pair and weight of bilinear sampling with half-pixel centers.
+fn source(dst: u32, len_in: u32, scale: f32) -> vec3<f32> {
+    let src = max((f32(dst) + 0.5) * scale - 0.5, 0.0);
+    let i0 = min(u32(src), len_in - 1u);
+    let i1 = min(i0 + 1u, len_in - 1u);
+    var w1 = src - f32(i0);
+    if i0 == len_in - 1u {
+        w1 = 0.0;
+    }
+    return vec3<f32>(f32(i0), f32(i1), w1);
+}
+
+@compute @workgroup_size(256)
+fn grad_cam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let img = flat_group(wg, nwg);
+    if img >= u.n { return; }
+    let hw = u.h * u.w;
+    let a0 = img * u.c * hw;
+    let wts = img * (u.c + hw);
+    let small = wts + u.c;
+
+    // 1. channel weights
+    for (var ch = lid; ch < u.c; ch += 256u) {
+        var s = 0.0;
+        for (var p = 0u; p < hw; p++) {
+            s += grad[a0 + ch * hw + p];
+        }
+        scratch[wts + ch] = s / f32(hw);
+    }
+    storageBarrier();
+
+    // 2. weighted channel sum, ReLU, min and max
+    var lo = BIG;
+    var hi = -BIG;
+    for (var p = lid; p < hw; p += 256u) {
+        var s = 0.0;
+        for (var ch = 0u; ch < u.c; ch++) {
+            s += scratch[wts + ch] * act[a0 + ch * hw + p];
+        }
+        s = max(s, 0.0);
+        scratch[small + p] = s;
+        lo = min(lo, s);
+        hi = max(hi, s);
+    }
+    let r1 = reduce_min_max(lid, lo, hi);
+    storageBarrier();
+    let lo1 = r1.x;
+    let den1 = r1.y - lo1 + EPS;
+
+    // 3. bilinear upsampling of the normalized small CAM, min and max
+    let out_len = u.out_h * u.out_w;
+    let o0 = img * out_len;
+    lo = BIG;
+    hi = -BIG;
+    for (var q = lid; q < out_len; q += 256u) {
+        let sy = source(q / u.out_w, u.h, u.scale_h);
+        let sx = source(q % u.out_w, u.w, u.scale_w);
+        let row0 = small + u32(sy.x) * u.w;
+        let row1 = small + u32(sy.y) * u.w;
+        let x0 = u32(sx.x);
+        let x1 = u32(sx.y);
+        let v00 = (scratch[row0 + x0] - lo1) / den1;
+        let v01 = (scratch[row0 + x1] - lo1) / den1;
+        let v10 = (scratch[row1 + x0] - lo1) / den1;
+        let v11 = (scratch[row1 + x1] - lo1) / den1;
+        let top = v00 * (1.0 - sx.z) + v01 * sx.z;
+        let bottom = v10 * (1.0 - sx.z) + v11 * sx.z;
+        let v = top * (1.0 - sy.z) + bottom * sy.z;
+        cam[o0 + q] = v;
+        lo = min(lo, v);
+        hi = max(hi, v);
+    }
+    let r2 = reduce_min_max(lid, lo, hi);
+    let den2 = r2.y - r2.x + EPS;
+
+    // 4. normalize again, in place (each thread rewrites the pixels it wrote)
+    for (var q = lid; q < out_len; q += 256u) {
+        cam[o0 + q] = (cam[o0 + q] - r2.x) / den2;
+    }
+}
+
+// class_seed: the one-hot gradient d(Σ_i logit[i, class_i]) / d logits that starts the backward
+// pass, made here from the logits on the device, so the backward pass follows the forward pass
+// without reading the logits back first. One invocation per (image, class) writes its own
+// element: with a fixed class, 1 where the class matches; by rank, 1 where the number of
+// classes ranking before this one equals the rank. The order is the CPU's `ranks_before`:
+// larger logit first, ties to the lower index, NaN last (where the device keeps NaNs).
+
+struct ClassSeed {
+    n: u32, k: u32,
+    mode: u32,   // 0: fixed class, 1: by rank
+    value: u32,  // the class, or the rank (0 = top prediction)
+}
+
+@group(0) @binding(0) var<uniform> seed_u: ClassSeed;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;          // [N, K]
+@group(0) @binding(2) var<storage, read_write> seed: array<f32>;      // [N, K]
+
+fn ranks_before(a: f32, ia: u32, b: f32, ib: u32) -> bool {
+    let nan_a = a != a;
+    let nan_b = b != b;
+    if !nan_a && !nan_b { return a > b || (a == b && ia < ib); }
+    return nan_b && (!nan_a || ia < ib);
+}
+
+@compute @workgroup_size(256)
+fn class_seed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wg, nwg, lid);
+    if t >= seed_u.n * seed_u.k { return; }
+    let row = (t / seed_u.k) * seed_u.k;
+    let j = t % seed_u.k;
+    var picked: bool;
+    if seed_u.mode == 0u {
+        picked = j == seed_u.value;
+    } else {
+        var rank = 0u;
+        for (var i = 0u; i < seed_u.k; i++) {
+            if ranks_before(logits[row + i], i, logits[t], j) { rank++; }
+        }
+        picked = rank == seed_u.value;
+    }
+    seed[t] = select(0.0, 1.0, picked);
+}

@@ -1,0 +1,69 @@
+// Fully connected layers: y = x·Wᵀ + b and its input gradient dx = dy·W.
+
+struct Linear {
+    n: u32,
+    in_f: u32,
+    out_f: u32,
+    has_bias: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: Linear;
+
+// linear_fwd: x [N, in_f], w [out_f, in_f], bias [out_f] (a 1-element dummy when has_bias = 0)
+// -> y [N, out_f]. One 64-wide workgroup per output element: the dot products are long
+// (25,088 for VGG's first classifier layer) and the batch is small, so splitting each one over
+// a workgroup and reducing in workgroup memory keeps the GPU busy.
+@group(0) @binding(1) var<storage, read> fx: array<f32>;
+@group(0) @binding(2) var<storage, read> fw: array<f32>;
+@group(0) @binding(3) var<storage, read> fbias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn linear_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let g = flat_group(wg, nwg);
+    if g >= u.n * u.out_f { return; }
+    let row = g / u.out_f;
+    let o = g % u.out_f;
+    var acc = 0.0;
+    for (var k = lid; k < u.in_f; k += 64u) {
+        acc += fx[row * u.in_f + k] * fw[o * u.in_f + k];
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if lid < s {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        var y = partial[0];
+        if u.has_bias != 0u {
+            y += fbias[o];
+        }
+        fy[g] = y;
+    }
+}
+
+// linear_bwd: dy [N, out_f], w [out_f, in_f] -> dx [N, in_f]; one invocation per dx element
+// (a gather over out_f; neighbouring invocations read neighbouring weights).
+@group(0) @binding(1) var<storage, read> bdy: array<f32>;
+@group(0) @binding(2) var<storage, read> bw: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bdx: array<f32>;
+
+@compute @workgroup_size(256)
+fn linear_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= u.n * u.in_f { return; }
+    let row = i / u.in_f;
+    let k = i % u.in_f;
+    var acc = 0.0;
+    for (var o = 0u; o < u.out_f; o++) {
+        acc += bdy[row * u.out_f + o] * bw[o * u.in_f + k];
+    }
+    bdx[i] = acc;
+}

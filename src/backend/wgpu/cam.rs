@@ -1,0 +1,66 @@
+//! Glue for shaders/gradcam.wgsl: the class seed of the backward pass, and the fused Grad-CAM
+//! step (its design is explained there).
+
+use super::kernels::{kernel, Kernel, Shader::GradCam};
+use super::{buffer, groups_1d, u, GpuBuffer, WgpuBackend};
+use crate::error::Result;
+use crate::ops::{ClassPick, ClassSeedParams, GradCamParams};
+
+const GRAD_CAM: Kernel = kernel(GradCam, "grad_cam");
+const CLASS_SEED: Kernel = kernel(GradCam, "class_seed");
+
+pub fn class_seed(be: &WgpuBackend, p: &ClassSeedParams, logits: &GpuBuffer) -> Result<GpuBuffer> {
+    be.need(logits, p.n * p.k, "class_seed logits")?;
+    let seed = be.output(p.n * p.k)?;
+    if seed.is_empty() {
+        return Ok(seed);
+    }
+    let (mode, value) = match p.pick {
+        ClassPick::Fixed(c) => (0, c),
+        ClassPick::Rank(r) => (1, r),
+    };
+    be.run(
+        CLASS_SEED,
+        &[u(p.n), u(p.k), mode, u(value)],
+        &[logits.raw(), seed.raw()],
+        groups_1d(p.n * p.k, 256)?,
+    )?;
+    Ok(seed)
+}
+
+pub fn grad_cam(
+    be: &WgpuBackend,
+    p: &GradCamParams,
+    activation: &GpuBuffer,
+    gradient: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    let len = p.n * p.c * p.h * p.w;
+    be.need(activation, len, "grad_cam activation")?;
+    be.need(gradient, len, "grad_cam gradient")?;
+    let cam = be.output(p.n * p.out_h * p.out_w)?;
+    if cam.is_empty() {
+        return Ok(cam);
+    }
+    // Channel weights and the small CAM of each image: [N, C + h·w], written and read only by
+    // the kernel.
+    let scratch = buffer::alloc(&be.ctx, &be.pool, p.n * (p.c + p.h * p.w))?;
+    // The same f32 scale the CPU backend's `bilinear_source` computes.
+    let scale_h = p.h as f32 / p.out_h as f32;
+    let scale_w = p.w as f32 / p.out_w as f32;
+    be.run(
+        GRAD_CAM,
+        &[
+            u(p.n),
+            u(p.c),
+            u(p.h),
+            u(p.w),
+            u(p.out_h),
+            u(p.out_w),
+            scale_h.to_bits(),
+            scale_w.to_bits(),
+        ],
+        &[activation.raw(), gradient.raw(), scratch.raw(), cam.raw()],
+        groups_1d(p.n, 1)?,
+    )?;
+    Ok(cam)
+}

@@ -1,0 +1,87 @@
+//! Glue for shaders/conv2d.wgsl: forward and input gradient, v1 (direct) or v2 (tiled).
+
+use super::kernels::{kernel, Kernel, Shader::Conv2d};
+use super::{groups_1d, u, ConvVariant, GpuBuffer, WgpuBackend};
+use crate::error::Result;
+use crate::ops::Conv2dParams;
+
+const FWD_V1: Kernel = kernel(Conv2d, "conv2d_fwd_v1");
+const FWD_V2: Kernel = kernel(Conv2d, "conv2d_fwd_v2");
+const BWD_V1: Kernel = kernel(Conv2d, "conv2d_bwd_v1");
+const BWD_V2: Kernel = kernel(Conv2d, "conv2d_bwd_v2");
+
+/// Output tile edge of the v2 kernels (TILE in conv2d.wgsl).
+const TILE: usize = 64;
+
+fn params(p: &Conv2dParams, has_bias: bool) -> [u32; 14] {
+    [
+        u(p.n),
+        u(p.c_in),
+        u(p.h_in),
+        u(p.w_in),
+        u(p.c_out),
+        u(p.k_h),
+        u(p.k_w),
+        u(p.stride_h),
+        u(p.stride_w),
+        u(p.pad_h),
+        u(p.pad_w),
+        u(p.h_out()),
+        u(p.w_out()),
+        has_bias as u32,
+    ]
+}
+
+/// Workgroups of a v2 kernel: x (folded into z past 65,535) over column tiles, y over row tiles.
+fn tiled_groups(rows: usize, cols: usize) -> Result<[u32; 3]> {
+    let [x, z, _] = groups_1d(cols, TILE)?;
+    let y = rows.div_ceil(TILE).max(1);
+    Ok([x, u(y), z])
+}
+
+pub fn forward(
+    be: &WgpuBackend,
+    p: &Conv2dParams,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+) -> Result<GpuBuffer> {
+    be.need(x, p.input_len(), "conv2d input")?;
+    be.need(w, p.weight_len(), "conv2d weight")?;
+    if let Some(b) = bias {
+        be.need(b, p.c_out, "conv2d bias")?;
+    }
+    let y = be.output(p.output_len())?;
+    let b = bias.map(|b| b.raw()).unwrap_or(&be.dummy);
+    let bufs = [x.raw(), w.raw(), b, y.raw()];
+    let prm = params(p, bias.is_some());
+    match be.conv {
+        ConvVariant::V1Naive => be.run(FWD_V1, &prm, &bufs, groups_1d(p.output_len(), 256)?)?,
+        ConvVariant::V2Tiled => {
+            let cols = p.n * p.h_out() * p.w_out();
+            be.run(FWD_V2, &prm, &bufs, tiled_groups(p.c_out, cols)?)?
+        }
+    }
+    Ok(y)
+}
+
+pub fn backward_input(
+    be: &WgpuBackend,
+    p: &Conv2dParams,
+    dy: &GpuBuffer,
+    w: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(dy, p.output_len(), "conv2d output gradient")?;
+    be.need(w, p.weight_len(), "conv2d weight")?;
+    let dx = be.output(p.input_len())?;
+    let bufs = [dy.raw(), w.raw(), dx.raw()];
+    let prm = params(p, false);
+    match be.conv {
+        ConvVariant::V1Naive => be.run(BWD_V1, &prm, &bufs, groups_1d(p.input_len(), 256)?)?,
+        ConvVariant::V2Tiled => {
+            let cols = p.n * p.h_in * p.w_in;
+            be.run(BWD_V2, &prm, &bufs, tiled_groups(p.c_in, cols)?)?
+        }
+    }
+    Ok(dx)
+}

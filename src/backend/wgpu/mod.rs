@@ -1,0 +1,259 @@
+//! The WGSL backend on wgpu: every op of the engine as a hand-written compute shader
+//! (`shaders/*.wgsl`), on Vulkan, Metal or DX12, any vendor, or Mesa's lavapipe without a GPU.
+//!
+//! Everything stays on the device: weights are uploaded once by `Engine::new`, activations and
+//! gradients live in pooled storage buffers, each op is one dispatch submitted in queue order
+//! without waiting, and only what the engine downloads (logits, CAMs) is read back.
+//!
+//! Modules: `context` (adapter and device, error capture), `buffer` (pool, upload, download),
+//! `kernels` (shader sources, pipeline cache, dispatch, timing), and one file of glue per op
+//! family (`conv`, `pool`, `elementwise`, `linear`, `cam`).
+
+mod buffer;
+mod cam;
+mod context;
+mod conv;
+mod elementwise;
+mod kernels;
+mod linear;
+mod pool;
+
+pub use buffer::GpuBuffer;
+pub use context::AdapterChoice;
+
+use super::Backend;
+use crate::engine::Profile;
+use crate::error::Result;
+use crate::ops::*;
+use buffer::Pool;
+use context::{backend_error, Context};
+use kernels::{groups_1d, Kernel, Kernels};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Which convolution kernels to run: both are kept and tested; v2 is the default because it is
+/// the faster one (README, "wgpu backend").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvVariant {
+    /// One invocation per output element, direct loops.
+    V1Naive,
+    /// Implicit GEMM with 64×64 tiles in workgroup memory.
+    #[default]
+    V2Tiled,
+}
+
+pub struct WgpuBackend {
+    ctx: Context,
+    pool: Rc<RefCell<Pool>>,
+    kernels: Kernels,
+    /// Stands in for an absent bias (a binding cannot be left empty).
+    dummy: wgpu::Buffer,
+    /// Fill every output with NaN before its kernel runs, so tests catch unwritten elements.
+    pub poison: bool,
+    pub conv: ConvVariant,
+}
+
+impl WgpuBackend {
+    /// Opens the best adapter allowed by `choice`; `Error::Backend` when there is none.
+    pub fn new(choice: AdapterChoice) -> Result<Self> {
+        let ctx = Context::new(choice)?;
+        let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("no bias"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            ctx,
+            pool: Rc::default(),
+            kernels: Kernels::new(),
+            dummy,
+            poison: false,
+            conv: ConvVariant::default(),
+        })
+    }
+
+    /// The adapter's name, type and graphics API.
+    pub fn adapter(&self) -> &wgpu::AdapterInfo {
+        &self.ctx.info
+    }
+
+    /// Whether the adapter can time kernels with timestamp queries.
+    pub fn has_timestamps(&self) -> bool {
+        self.ctx.timestamps
+    }
+
+    /// Starts recording the time of every kernel dispatched from now on.
+    pub fn start_timing(&self) {
+        self.kernels.start_timing();
+    }
+
+    /// Time per kernel (by WGSL entry point) since `start_timing`, and how it was measured.
+    pub fn take_timing(&self) -> Result<(Profile, String)> {
+        self.ctx.wait()?;
+        self.kernels.take_timing(&self.ctx)
+    }
+
+    fn run(
+        &self,
+        k: Kernel,
+        params: &[u32],
+        bufs: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.kernels.dispatch(&self.ctx, k, params, bufs, groups)
+    }
+
+    /// A buffer for a kernel's output: uninitialized, or NaN when poisoning.
+    fn output(&self, len: usize) -> Result<GpuBuffer> {
+        let b = buffer::alloc(&self.ctx, &self.pool, len)?;
+        if self.poison && len > 0 {
+            elementwise::fill(self, &b, f32::NAN)?;
+        }
+        Ok(b)
+    }
+
+    /// Errors out when a buffer holds fewer elements than an op reads.
+    fn need(&self, buf: &GpuBuffer, len: usize, what: &str) -> Result<()> {
+        if buf.len() < len {
+            return Err(backend_error(format!(
+                "{what}: buffer of {} elements, op needs {len}",
+                buf.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+impl Backend for WgpuBackend {
+    type Buf = GpuBuffer;
+    type Idx = GpuBuffer;
+
+    fn name(&self) -> String {
+        let i = &self.ctx.info;
+        format!("wgpu ({}, {:?}, {:?})", i.name, i.device_type, i.backend)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<GpuBuffer> {
+        buffer::upload(&self.ctx, &self.pool, data)
+    }
+
+    fn download(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        let bytes = buffer::download_bytes(&self.ctx, buf.raw(), buf.len())?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    fn conv2d(
+        &self,
+        p: &Conv2dParams,
+        x: &GpuBuffer,
+        w: &GpuBuffer,
+        bias: Option<&GpuBuffer>,
+    ) -> Result<GpuBuffer> {
+        conv::forward(self, p, x, w, bias)
+    }
+
+    fn conv2d_grad_input(
+        &self,
+        p: &Conv2dParams,
+        dy: &GpuBuffer,
+        w: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        conv::backward_input(self, p, dy, w)
+    }
+
+    fn channel_affine(
+        &self,
+        p: &ChannelAffineParams,
+        x: &GpuBuffer,
+        scale: &GpuBuffer,
+        shift: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        elementwise::affine(self, p, x, scale, shift)
+    }
+
+    fn channel_affine_grad_input(
+        &self,
+        p: &ChannelAffineParams,
+        dy: &GpuBuffer,
+        scale: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        elementwise::affine_backward(self, p, dy, scale)
+    }
+
+    fn relu(&self, x: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+        elementwise::relu(self, x, len)
+    }
+
+    fn relu_grad_input(&self, y: &GpuBuffer, dy: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+        elementwise::relu_backward(self, y, dy, len)
+    }
+
+    fn max_pool2d(&self, p: &MaxPool2dParams, x: &GpuBuffer) -> Result<(GpuBuffer, GpuBuffer)> {
+        pool::max_pool(self, p, x)
+    }
+
+    fn max_pool2d_grad_input(
+        &self,
+        p: &MaxPool2dParams,
+        argmax: &GpuBuffer,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        pool::max_pool_backward(self, p, argmax, dy)
+    }
+
+    fn adaptive_avg_pool2d(&self, p: &AdaptiveAvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+        pool::avg_pool(self, p, x)
+    }
+
+    fn adaptive_avg_pool2d_grad_input(
+        &self,
+        p: &AdaptiveAvgPool2dParams,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        pool::avg_pool_backward(self, p, dy)
+    }
+
+    fn add(&self, a: &GpuBuffer, b: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+        elementwise::add(self, a, b, len)
+    }
+
+    fn linear(
+        &self,
+        p: &LinearParams,
+        x: &GpuBuffer,
+        w: &GpuBuffer,
+        bias: Option<&GpuBuffer>,
+    ) -> Result<GpuBuffer> {
+        linear::forward(self, p, x, w, bias)
+    }
+
+    fn linear_grad_input(
+        &self,
+        p: &LinearParams,
+        dy: &GpuBuffer,
+        w: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        linear::backward_input(self, p, dy, w)
+    }
+
+    fn class_seed(&self, p: &ClassSeedParams, logits: &GpuBuffer) -> Result<GpuBuffer> {
+        cam::class_seed(self, p, logits)
+    }
+
+    fn grad_cam(
+        &self,
+        p: &GradCamParams,
+        activation: &GpuBuffer,
+        gradient: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        cam::grad_cam(self, p, activation, gradient)
+    }
+}

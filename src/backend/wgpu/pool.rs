@@ -1,0 +1,96 @@
+//! Glue for shaders/pool.wgsl: max pooling with argmax, adaptive average pooling, and their
+//! backward gathers.
+
+use super::kernels::{kernel, Kernel, Shader::Pool};
+use super::{groups_1d, u, GpuBuffer, WgpuBackend};
+use crate::error::Result;
+use crate::ops::{AdaptiveAvgPool2dParams, MaxPool2dParams};
+
+const MAX_FWD: Kernel = kernel(Pool, "max_pool_fwd");
+const MAX_BWD: Kernel = kernel(Pool, "max_pool_bwd");
+const AVG_FWD: Kernel = kernel(Pool, "avg_pool_fwd");
+const AVG_BWD: Kernel = kernel(Pool, "avg_pool_bwd");
+
+fn max_params(p: &MaxPool2dParams) -> [u32; 12] {
+    [
+        u(p.n),
+        u(p.c),
+        u(p.h_in),
+        u(p.w_in),
+        u(p.k_h),
+        u(p.k_w),
+        u(p.stride_h),
+        u(p.stride_w),
+        u(p.pad_h),
+        u(p.pad_w),
+        u(p.h_out()),
+        u(p.w_out()),
+    ]
+}
+
+fn avg_params(p: &AdaptiveAvgPool2dParams) -> [u32; 6] {
+    [u(p.n), u(p.c), u(p.h_in), u(p.w_in), u(p.h_out), u(p.w_out)]
+}
+
+pub fn max_pool(
+    be: &WgpuBackend,
+    p: &MaxPool2dParams,
+    x: &GpuBuffer,
+) -> Result<(GpuBuffer, GpuBuffer)> {
+    be.need(x, p.input_len(), "max_pool input")?;
+    let y = be.output(p.output_len())?;
+    let idx = be.output(p.output_len())?;
+    be.run(
+        MAX_FWD,
+        &max_params(p),
+        &[x.raw(), y.raw(), idx.raw()],
+        groups_1d(p.output_len(), 256)?,
+    )?;
+    Ok((y, idx))
+}
+
+pub fn max_pool_backward(
+    be: &WgpuBackend,
+    p: &MaxPool2dParams,
+    argmax: &GpuBuffer,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(argmax, p.output_len(), "max_pool argmax")?;
+    be.need(dy, p.output_len(), "max_pool output gradient")?;
+    let dx = be.output(p.input_len())?;
+    be.run(
+        MAX_BWD,
+        &max_params(p),
+        &[argmax.raw(), dy.raw(), dx.raw()],
+        groups_1d(p.input_len(), 256)?,
+    )?;
+    Ok(dx)
+}
+
+pub fn avg_pool(be: &WgpuBackend, p: &AdaptiveAvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+    be.need(x, p.input_len(), "adaptive_avg_pool input")?;
+    let y = be.output(p.output_len())?;
+    be.run(
+        AVG_FWD,
+        &avg_params(p),
+        &[x.raw(), y.raw()],
+        groups_1d(p.output_len(), 256)?,
+    )?;
+    Ok(y)
+}
+
+pub fn avg_pool_backward(
+    be: &WgpuBackend,
+    p: &AdaptiveAvgPool2dParams,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(dy, p.output_len(), "adaptive_avg_pool output gradient")?;
+    let dx = be.output(p.input_len())?;
+    be.run(
+        AVG_BWD,
+        &avg_params(p),
+        &[dy.raw(), dx.raw()],
+        groups_1d(p.input_len(), 256)?,
+    )?;
+    Ok(dx)
+}

@@ -1,0 +1,505 @@
+//! Every op of the Backend trait, run on every backend against the CPU kernels in f64 (the
+//! oracle: the same code generic over f32/f64, checked against finite differences in
+//! gradcheck.rs). One test body per op, instantiated by `on_backends!` as `_cpu`, `_wgpu` (and
+//! `_wgpu_v1` for the two convolution variants). Seeded random inputs, odd shapes, batch > 1,
+//! and outputs poisoned with NaN before each kernel runs.
+//!
+//! Tolerances are |got - ref| ≤ atol + rtol·|ref|, per op:
+//! - conv2d, linear: atol 1e-5, rtol 1e-4. f32 sums of K ≤ 630 products of values in [-1, 1],
+//!   in another order than the reference: the error grows like √K·2⁻²⁴·Σ|terms| ≈ 1e-5.
+//! - relu, add, the affine map, max-pool values: atol 1e-6, rtol 1e-6. One f32
+//!   operation (or none) per element: the only difference to f64 is the final rounding.
+//! - max-pool backward: atol 1e-6, rtol 1e-6; each input sums the few dy of the windows that
+//!   chose it, in the same order; on inputs with many ties, so a different tie rule fails.
+//! - adaptive average pool: atol 1e-6, rtol 1e-5 (sums of ≤ 16 values and one division).
+//! - class_seed: exact (0s and 1s).
+//! - grad_cam: atol 1e-4 against the CPU step (which accumulates in f64): the f32 channel sum's
+//!   error, relative to the CAM's range after normalization to [0, 1].
+
+mod common;
+
+use gradcam::backend::cpu::{cam, conv, elementwise, linear, pool};
+use gradcam::backend::Backend;
+use gradcam::ops::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+macro_rules! on_backends {
+    ($body:ident: $($name:ident => $make:expr),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $body(&$make);
+            }
+        )+
+    };
+}
+
+fn random(n: usize, rng: &mut StdRng) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            g.is_finite() && err <= atol + rtol * w.abs(),
+            "{what}: element {i} is {g}, expected {w} (error {err:e})"
+        );
+    }
+}
+
+fn conv_cases() -> Vec<Conv2dParams> {
+    // (n, c_in, h, w, c_out, kh, kw, stride, pad); the last two span several 64×64 tiles.
+    [
+        (2, 3, 7, 9, 4, 3, 3, 2, 1),
+        (3, 2, 5, 6, 3, 1, 1, 1, 0),
+        (2, 3, 9, 7, 5, 5, 5, 1, 2),
+        (2, 4, 6, 5, 3, 3, 1, 1, 1),
+        (2, 3, 5, 7, 2, 1, 1, 2, 0),
+        (2, 5, 11, 10, 70, 3, 3, 1, 1),
+        (3, 70, 6, 5, 9, 3, 3, 2, 1),
+    ]
+    .into_iter()
+    .map(|(n, c_in, h, w, c_out, k_h, k_w, s, p)| Conv2dParams {
+        n,
+        c_in,
+        h_in: h,
+        w_in: w,
+        c_out,
+        k_h,
+        k_w,
+        stride_h: s,
+        stride_w: s,
+        pad_h: p.min(k_h / 2),
+        pad_w: p.min(k_w / 2),
+    })
+    .collect()
+}
+
+fn conv2d_forward<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(11);
+    for p in conv_cases() {
+        let x = random(p.input_len(), &mut rng);
+        let w = random(p.weight_len(), &mut rng);
+        let b = random(p.c_out, &mut rng);
+        for bias in [true, false] {
+            let mut want = vec![0f64; p.output_len()];
+            let b64 = f64s(&b);
+            conv::conv2d_forward(
+                &p,
+                &f64s(&x),
+                &f64s(&w),
+                bias.then_some(&b64[..]),
+                &mut want,
+            );
+            let (xb, wb, bb) = (
+                be.upload(&x).unwrap(),
+                be.upload(&w).unwrap(),
+                be.upload(&b).unwrap(),
+            );
+            let y = be.conv2d(&p, &xb, &wb, bias.then_some(&bb)).unwrap();
+            let got = be.download(&y).unwrap();
+            assert_close(
+                &format!("{} conv2d {p:?} bias {bias}", be.name()),
+                &got,
+                &want,
+                1e-5,
+                1e-4,
+            );
+        }
+    }
+}
+
+on_backends!(conv2d_forward:
+    conv2d_forward_cpu => common::cpu(),
+    conv2d_forward_wgpu => common::wgpu(),
+    conv2d_forward_wgpu_v1 => common::wgpu_v1(),
+);
+
+fn conv2d_backward<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(12);
+    for p in conv_cases() {
+        let dy = random(p.output_len(), &mut rng);
+        let w = random(p.weight_len(), &mut rng);
+        let mut want = vec![0f64; p.input_len()];
+        conv::conv2d_backward_input(&p, &f64s(&dy), &f64s(&w), &mut want);
+        let dx = be
+            .conv2d_grad_input(&p, &be.upload(&dy).unwrap(), &be.upload(&w).unwrap())
+            .unwrap();
+        let got = be.download(&dx).unwrap();
+        assert_close(
+            &format!("{} conv2d backward {p:?}", be.name()),
+            &got,
+            &want,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+on_backends!(conv2d_backward:
+    conv2d_backward_cpu => common::cpu(),
+    conv2d_backward_wgpu => common::wgpu(),
+    conv2d_backward_wgpu_v1 => common::wgpu_v1(),
+);
+
+fn max_pool<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(13);
+    // (n, c, h, w, k, stride, pad)
+    let cases = [
+        (2, 3, 7, 9, 3, 2, 1),
+        (3, 2, 8, 8, 2, 2, 0),
+        (2, 2, 6, 7, 3, 1, 1),
+        (2, 3, 11, 5, 2, 1, 0),
+    ];
+    for (n, c, h, w, k, s, pad) in cases {
+        let p = MaxPool2dParams {
+            n,
+            c,
+            h_in: h,
+            w_in: w,
+            k_h: k,
+            k_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: pad,
+            pad_w: pad,
+        };
+        // Values on a coarse grid: many ties, which must go to the first maximum.
+        let x: Vec<f32> = (0..p.input_len())
+            .map(|_| rng.random_range(-2i32..=2) as f32 * 0.5)
+            .collect();
+        let dy = random(p.output_len(), &mut rng);
+        let mut want_y = vec![0f64; p.output_len()];
+        let mut idx = vec![0u32; p.output_len()];
+        pool::max_pool2d_forward(&p, &f64s(&x), &mut want_y, &mut idx);
+        let mut want_dx = vec![0f64; p.input_len()];
+        pool::max_pool2d_backward_input(&p, &idx, &f64s(&dy), &mut want_dx);
+
+        let (y, argmax) = be.max_pool2d(&p, &be.upload(&x).unwrap()).unwrap();
+        let what = format!("{} max_pool {p:?}", be.name());
+        assert_close(&what, &be.download(&y).unwrap(), &want_y, 1e-6, 1e-6);
+        let dx = be
+            .max_pool2d_grad_input(&p, &argmax, &be.upload(&dy).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+on_backends!(max_pool:
+    max_pool_cpu => common::cpu(),
+    max_pool_wgpu => common::wgpu(),
+);
+
+fn adaptive_avg_pool<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(14);
+    // (n, c, h_in, w_in, h_out, w_out): shrinking, growing (overlapping windows), global.
+    let cases = [
+        (2, 3, 7, 9, 3, 4),
+        (2, 2, 5, 5, 7, 7),
+        (3, 2, 6, 6, 1, 1),
+        (2, 3, 13, 11, 7, 7),
+        (2, 2, 3, 2, 7, 7),
+    ];
+    for (n, c, h_in, w_in, h_out, w_out) in cases {
+        let p = AdaptiveAvgPool2dParams {
+            n,
+            c,
+            h_in,
+            w_in,
+            h_out,
+            w_out,
+        };
+        let x = random(p.input_len(), &mut rng);
+        let dy = random(p.output_len(), &mut rng);
+        let mut want_y = vec![0f64; p.output_len()];
+        pool::adaptive_avg_pool2d_forward(&p, &f64s(&x), &mut want_y);
+        let mut want_dx = vec![0f64; p.input_len()];
+        pool::adaptive_avg_pool2d_backward_input(&p, &f64s(&dy), &mut want_dx);
+        let what = format!("{} adaptive_avg_pool {p:?}", be.name());
+        let y = be.adaptive_avg_pool2d(&p, &be.upload(&x).unwrap()).unwrap();
+        assert_close(&what, &be.download(&y).unwrap(), &want_y, 1e-6, 1e-5);
+        let dx = be
+            .adaptive_avg_pool2d_grad_input(&p, &be.upload(&dy).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+on_backends!(adaptive_avg_pool:
+    adaptive_avg_pool_cpu => common::cpu(),
+    adaptive_avg_pool_wgpu => common::wgpu(),
+);
+
+fn relu<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(15);
+    for len in [1, 255, 2 * 3 * 7 * 5] {
+        let x = random(len, &mut rng);
+        let dy = random(len, &mut rng);
+        let mut want = vec![0f64; len];
+        elementwise::relu_forward(&f64s(&x), &mut want);
+        let y = be.relu(&be.upload(&x).unwrap(), len).unwrap();
+        let got = be.download(&y).unwrap();
+        assert_close(
+            &format!("{} relu {len}", be.name()),
+            &got,
+            &want,
+            1e-6,
+            1e-6,
+        );
+        let mut want_dx = vec![0f64; len];
+        elementwise::relu_backward_input(&want, &f64s(&dy), &mut want_dx);
+        let dx = be
+            .relu_grad_input(&y, &be.upload(&dy).unwrap(), len)
+            .unwrap();
+        let got = be.download(&dx).unwrap();
+        assert_close(
+            &format!("{} relu backward {len}", be.name()),
+            &got,
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+on_backends!(relu:
+    relu_cpu => common::cpu(),
+    relu_wgpu => common::wgpu(),
+);
+
+/// More elements than 65,535 workgroups of 256 hold: the dispatch must fold into 2-D and
+/// still write every element exactly once.
+fn relu_past_the_dispatch_limit<B: Backend>(be: &B) {
+    let len = 256 * 65_535 + 1000;
+    let x: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
+    let got = be
+        .download(&be.relu(&be.upload(&x).unwrap(), len).unwrap())
+        .unwrap();
+    assert_eq!(got.len(), len);
+    for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+        assert!(g == v.max(0.0), "{}: element {i} is {g}", be.name());
+    }
+}
+
+on_backends!(relu_past_the_dispatch_limit:
+    relu_past_the_dispatch_limit_cpu => common::cpu(),
+    relu_past_the_dispatch_limit_wgpu => common::wgpu(),
+);
+
+fn channel_affine<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(16);
+    for (n, c, hw) in [(2, 3, 35), (3, 5, 1), (2, 7, 13)] {
+        let p = ChannelAffineParams { n, c, hw };
+        let x = random(p.len(), &mut rng);
+        let scale = random(c, &mut rng);
+        let shift = random(c, &mut rng);
+        let mut want = vec![0f64; p.len()];
+        elementwise::channel_affine_forward(&p, &f64s(&x), &f64s(&scale), &f64s(&shift), &mut want);
+        let sb = be.upload(&scale).unwrap();
+        let y = be
+            .channel_affine(
+                &p,
+                &be.upload(&x).unwrap(),
+                &sb,
+                &be.upload(&shift).unwrap(),
+            )
+            .unwrap();
+        assert_close(
+            &format!("{} affine {p:?}", be.name()),
+            &be.download(&y).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
+        let mut want_dx = vec![0f64; p.len()];
+        elementwise::channel_affine_backward_input(&p, &f64s(&x), &f64s(&scale), &mut want_dx);
+        let dx = be
+            .channel_affine_grad_input(&p, &be.upload(&x).unwrap(), &sb)
+            .unwrap();
+        assert_close(
+            &format!("{} affine backward {p:?}", be.name()),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+on_backends!(channel_affine:
+    channel_affine_cpu => common::cpu(),
+    channel_affine_wgpu => common::wgpu(),
+);
+
+fn add<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(17);
+    for len in [3, 257, 1001] {
+        let a = random(len, &mut rng);
+        let b = random(len, &mut rng);
+        let mut want = vec![0f64; len];
+        elementwise::add(&f64s(&a), &f64s(&b), &mut want);
+        let (ab, bb) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+        let y = be.add(&ab, &bb, len).unwrap();
+        assert_close(
+            &format!("{} add {len}", be.name()),
+            &be.download(&y).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+on_backends!(add:
+    add_cpu => common::cpu(),
+    add_wgpu => common::wgpu(),
+);
+
+fn linear_layer<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(18);
+    for (n, in_f, out_f) in [(3, 37, 11), (2, 300, 5), (5, 1, 3)] {
+        let p = LinearParams { n, in_f, out_f };
+        let x = random(n * in_f, &mut rng);
+        let w = random(out_f * in_f, &mut rng);
+        let b = random(out_f, &mut rng);
+        let wb = be.upload(&w).unwrap();
+        for bias in [true, false] {
+            let b64 = f64s(&b);
+            let mut want = vec![0f64; n * out_f];
+            linear::linear_forward(
+                &p,
+                &f64s(&x),
+                &f64s(&w),
+                bias.then_some(&b64[..]),
+                &mut want,
+            );
+            let bb = be.upload(&b).unwrap();
+            let y = be
+                .linear(&p, &be.upload(&x).unwrap(), &wb, bias.then_some(&bb))
+                .unwrap();
+            assert_close(
+                &format!("{} linear {p:?} bias {bias}", be.name()),
+                &be.download(&y).unwrap(),
+                &want,
+                1e-5,
+                1e-4,
+            );
+        }
+        let dy = random(n * out_f, &mut rng);
+        let mut want_dx = vec![0f64; n * in_f];
+        linear::linear_backward_input(&p, &f64s(&dy), &f64s(&w), &mut want_dx);
+        let dx = be
+            .linear_grad_input(&p, &be.upload(&dy).unwrap(), &wb)
+            .unwrap();
+        assert_close(
+            &format!("{} linear backward {p:?}", be.name()),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+on_backends!(linear_layer:
+    linear_cpu => common::cpu(),
+    linear_wgpu => common::wgpu(),
+);
+
+fn grad_cam<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(19);
+    // (n, c, h, w, out_h, out_w): upsampling by odd factors, C above one workgroup (300),
+    // same size, a 1×1 map (a constant CAM: normalizes to zeros), downsampling.
+    for (n, c, h, w, out_h, out_w) in [
+        (3, 5, 4, 3, 13, 11),
+        (2, 300, 7, 7, 32, 29),
+        (2, 4, 5, 6, 5, 6),
+        (2, 3, 1, 1, 5, 4),
+        (2, 6, 9, 8, 4, 3),
+    ] {
+        let p = GradCamParams {
+            n,
+            c,
+            h,
+            w,
+            out_h,
+            out_w,
+        };
+        let len = n * c * h * w;
+        let act: Vec<f32> = (0..len).map(|_| rng.random_range(0.0f32..1.0)).collect();
+        let grad = random(len, &mut rng);
+        let mut want = vec![0f32; n * out_h * out_w];
+        cam::grad_cam(&p, &act, &grad, &mut want);
+        let got = be
+            .grad_cam(&p, &be.upload(&act).unwrap(), &be.upload(&grad).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{} grad_cam {p:?}", be.name()),
+            &be.download(&got).unwrap(),
+            &f64s(&want),
+            1e-4,
+            0.0,
+        );
+    }
+}
+
+on_backends!(grad_cam:
+    grad_cam_cpu => common::cpu(),
+    grad_cam_wgpu => common::wgpu(),
+);
+
+/// Exact: a seed is 0s and 1s. The expected class of each rank comes from the engine's host
+/// ranking (`engine::ranked`), on logits with many ties (and -0.0 next to 0.0) so that a
+/// different tie rule fails.
+fn class_seed<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(23);
+    for (n, k) in [(3, 7), (2, 300), (5, 1)] {
+        let logits: Vec<f32> = (0..n * k)
+            .map(|_| [-1.0, -0.5, -0.0, 0.0, 0.5, 1.0][rng.random_range(0..6)])
+            .collect();
+        let picks = [
+            ClassPick::Fixed(k - 1),
+            ClassPick::Rank(0),
+            ClassPick::Rank(k / 2),
+            ClassPick::Rank(k - 1),
+        ];
+        for pick in picks {
+            let p = ClassSeedParams { n, k, pick };
+            let mut want = vec![0f64; n * k];
+            for (i, row) in logits.chunks(k).enumerate() {
+                let class = match pick {
+                    ClassPick::Fixed(c) => c,
+                    ClassPick::Rank(r) => gradcam::engine::ranked(row)[r],
+                };
+                want[i * k + class] = 1.0;
+            }
+            let got = be.class_seed(&p, &be.upload(&logits).unwrap()).unwrap();
+            let what = format!("{} class_seed {p:?}", be.name());
+            assert_close(&what, &be.download(&got).unwrap(), &want, 0.0, 0.0);
+        }
+    }
+}
+
+on_backends!(class_seed:
+    class_seed_cpu => common::cpu(),
+    class_seed_wgpu => common::wgpu(),
+);
