@@ -224,8 +224,8 @@ mod tests {
             }
         });
         assert_eq!(idx, [2, 5, 0, 3, 4, 6, 1, 7]);
-        for i in 0..v.len() {
-            assert!(!ranks_before(v[i], i, v[i], i), "irreflexive at {i}");
+        for (i, &x) in v.iter().enumerate() {
+            assert!(!ranks_before(x, i, x, i), "irreflexive at {i}");
         }
     }
 }
