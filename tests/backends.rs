@@ -90,11 +90,27 @@ fn conv2d_forward<B: Backend>(be: &B) {
         for bias in [true, false] {
             let mut want = vec![0f64; p.output_len()];
             let b64 = f64s(&b);
-            conv::conv2d_forward(&p, &f64s(&x), &f64s(&w), bias.then_some(&b64[..]), &mut want);
-            let (xb, wb, bb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&b).unwrap());
+            conv::conv2d_forward(
+                &p,
+                &f64s(&x),
+                &f64s(&w),
+                bias.then_some(&b64[..]),
+                &mut want,
+            );
+            let (xb, wb, bb) = (
+                be.upload(&x).unwrap(),
+                be.upload(&w).unwrap(),
+                be.upload(&b).unwrap(),
+            );
             let y = be.conv2d(&p, &xb, &wb, bias.then_some(&bb)).unwrap();
             let got = be.download(&y).unwrap();
-            assert_close(&format!("{} conv2d {p:?} bias {bias}", be.name()), &got, &want, 1e-5, 1e-4);
+            assert_close(
+                &format!("{} conv2d {p:?} bias {bias}", be.name()),
+                &got,
+                &want,
+                1e-5,
+                1e-4,
+            );
         }
     }
 }
@@ -116,7 +132,13 @@ fn conv2d_backward<B: Backend>(be: &B) {
             .conv2d_grad_input(&p, &be.upload(&dy).unwrap(), &be.upload(&w).unwrap())
             .unwrap();
         let got = be.download(&dx).unwrap();
-        assert_close(&format!("{} conv2d backward {p:?}", be.name()), &got, &want, 1e-5, 1e-4);
+        assert_close(
+            &format!("{} conv2d backward {p:?}", be.name()),
+            &got,
+            &want,
+            1e-5,
+            1e-4,
+        );
     }
 }
 
@@ -165,7 +187,13 @@ fn max_pool<B: Backend>(be: &B) {
         let dx = be
             .max_pool2d_grad_input(&p, &argmax, &be.upload(&dy).unwrap())
             .unwrap();
-        assert_close(&format!("{what} backward"), &be.download(&dx).unwrap(), &want_dx, 1e-6, 1e-6);
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -205,7 +233,13 @@ fn adaptive_avg_pool<B: Backend>(be: &B) {
         let dx = be
             .adaptive_avg_pool2d_grad_input(&p, &be.upload(&dy).unwrap())
             .unwrap();
-        assert_close(&format!("{what} backward"), &be.download(&dx).unwrap(), &want_dx, 1e-6, 1e-5);
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-5,
+        );
     }
 }
 
@@ -223,12 +257,26 @@ fn relu<B: Backend>(be: &B) {
         elementwise::relu_forward(&f64s(&x), &mut want);
         let y = be.relu(&be.upload(&x).unwrap(), len).unwrap();
         let got = be.download(&y).unwrap();
-        assert_close(&format!("{} relu {len}", be.name()), &got, &want, 1e-6, 1e-6);
+        assert_close(
+            &format!("{} relu {len}", be.name()),
+            &got,
+            &want,
+            1e-6,
+            1e-6,
+        );
         let mut want_dx = vec![0f64; len];
         elementwise::relu_backward_input(&want, &f64s(&dy), &mut want_dx);
-        let dx = be.relu_grad_input(&y, &be.upload(&dy).unwrap(), len).unwrap();
+        let dx = be
+            .relu_grad_input(&y, &be.upload(&dy).unwrap(), len)
+            .unwrap();
         let got = be.download(&dx).unwrap();
-        assert_close(&format!("{} relu backward {len}", be.name()), &got, &want_dx, 1e-6, 1e-6);
+        assert_close(
+            &format!("{} relu backward {len}", be.name()),
+            &got,
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -242,7 +290,9 @@ on_backends!(relu:
 fn relu_past_the_dispatch_limit<B: Backend>(be: &B) {
     let len = 256 * 65_535 + 1000;
     let x: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
-    let got = be.download(&be.relu(&be.upload(&x).unwrap(), len).unwrap()).unwrap();
+    let got = be
+        .download(&be.relu(&be.upload(&x).unwrap(), len).unwrap())
+        .unwrap();
     assert_eq!(got.len(), len);
     for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
         assert!(g == v.max(0.0), "{}: element {i} is {g}", be.name());
@@ -265,15 +315,32 @@ fn channel_affine<B: Backend>(be: &B) {
         elementwise::channel_affine_forward(&p, &f64s(&x), &f64s(&scale), &f64s(&shift), &mut want);
         let sb = be.upload(&scale).unwrap();
         let y = be
-            .channel_affine(&p, &be.upload(&x).unwrap(), &sb, &be.upload(&shift).unwrap())
+            .channel_affine(
+                &p,
+                &be.upload(&x).unwrap(),
+                &sb,
+                &be.upload(&shift).unwrap(),
+            )
             .unwrap();
-        assert_close(&format!("{} affine {p:?}", be.name()), &be.download(&y).unwrap(), &want, 1e-6, 1e-6);
+        assert_close(
+            &format!("{} affine {p:?}", be.name()),
+            &be.download(&y).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
         let mut want_dx = vec![0f64; p.len()];
         elementwise::channel_affine_backward_input(&p, &f64s(&x), &f64s(&scale), &mut want_dx);
         let dx = be
             .channel_affine_grad_input(&p, &be.upload(&x).unwrap(), &sb)
             .unwrap();
-        assert_close(&format!("{} affine backward {p:?}", be.name()), &be.download(&dx).unwrap(), &want_dx, 1e-6, 1e-6);
+        assert_close(
+            &format!("{} affine backward {p:?}", be.name()),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -291,10 +358,22 @@ fn add_and_add_assign<B: Backend>(be: &B) {
         elementwise::add(&f64s(&a), &f64s(&b), &mut want);
         let (ab, bb) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
         let y = be.add(&ab, &bb, len).unwrap();
-        assert_close(&format!("{} add {len}", be.name()), &be.download(&y).unwrap(), &want, 1e-6, 1e-6);
+        assert_close(
+            &format!("{} add {len}", be.name()),
+            &be.download(&y).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
         let mut acc = be.upload(&a).unwrap();
         be.add_assign(&mut acc, &bb, len).unwrap();
-        assert_close(&format!("{} add_assign {len}", be.name()), &be.download(&acc).unwrap(), &want, 1e-6, 1e-6);
+        assert_close(
+            &format!("{} add_assign {len}", be.name()),
+            &be.download(&acc).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -314,18 +393,38 @@ fn linear_layer<B: Backend>(be: &B) {
         for bias in [true, false] {
             let b64 = f64s(&b);
             let mut want = vec![0f64; n * out_f];
-            linear::linear_forward(&p, &f64s(&x), &f64s(&w), bias.then_some(&b64[..]), &mut want);
+            linear::linear_forward(
+                &p,
+                &f64s(&x),
+                &f64s(&w),
+                bias.then_some(&b64[..]),
+                &mut want,
+            );
             let bb = be.upload(&b).unwrap();
             let y = be
                 .linear(&p, &be.upload(&x).unwrap(), &wb, bias.then_some(&bb))
                 .unwrap();
-            assert_close(&format!("{} linear {p:?} bias {bias}", be.name()), &be.download(&y).unwrap(), &want, 1e-5, 1e-4);
+            assert_close(
+                &format!("{} linear {p:?} bias {bias}", be.name()),
+                &be.download(&y).unwrap(),
+                &want,
+                1e-5,
+                1e-4,
+            );
         }
         let dy = random(n * out_f, &mut rng);
         let mut want_dx = vec![0f64; n * in_f];
         linear::linear_backward_input(&p, &f64s(&dy), &f64s(&w), &mut want_dx);
-        let dx = be.linear_grad_input(&p, &be.upload(&dy).unwrap(), &wb).unwrap();
-        assert_close(&format!("{} linear backward {p:?}", be.name()), &be.download(&dx).unwrap(), &want_dx, 1e-5, 1e-4);
+        let dx = be
+            .linear_grad_input(&p, &be.upload(&dy).unwrap(), &wb)
+            .unwrap();
+        assert_close(
+            &format!("{} linear backward {p:?}", be.name()),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-5,
+            1e-4,
+        );
     }
 }
 
@@ -361,7 +460,13 @@ fn grad_cam<B: Backend>(be: &B) {
         let got = be
             .grad_cam(&p, &be.upload(&act).unwrap(), &be.upload(&grad).unwrap())
             .unwrap();
-        assert_close(&format!("{} grad_cam {p:?}", be.name()), &be.download(&got).unwrap(), &f64s(&want), 1e-4, 0.0);
+        assert_close(
+            &format!("{} grad_cam {p:?}", be.name()),
+            &be.download(&got).unwrap(),
+            &f64s(&want),
+            1e-4,
+            0.0,
+        );
     }
 }
 

@@ -49,7 +49,8 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 impl Context {
     pub fn new(choice: AdapterChoice) -> Result<Self> {
         // WGPU_BACKEND (e.g. "vulkan") narrows the APIs searched, as in every wgpu program.
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         adapters.sort_by_key(|a| rank(a.get_info().device_type));
         let found: Vec<String> = adapters
@@ -66,14 +67,13 @@ impl Context {
             })
             .ok_or_else(|| {
                 backend_error(match (choice, found.is_empty()) {
-                    (_, true) => "no GPU adapter found (Vulkan, Metal or DX12); on Linux without a \
+                    (_, true) => {
+                        "no GPU adapter found (Vulkan, Metal or DX12); on Linux without a \
                                   GPU install Mesa's software driver (Debian: mesa-vulkan-drivers) \
                                   or use --backend cpu"
-                        .to_string(),
-                    (_, false) => format!(
-                        "no hardware GPU adapter among: {}",
-                        found.join(", ")
-                    ),
+                            .to_string()
+                    }
+                    (_, false) => format!("no hardware GPU adapter among: {}", found.join(", ")),
                 })
             })?;
         let info = adapter.get_info();

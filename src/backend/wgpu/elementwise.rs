@@ -20,17 +20,32 @@ fn params(len: usize, c: usize, hw: usize, value: f32) -> [u32; 4] {
 
 pub fn fill(be: &WgpuBackend, y: &GpuBuffer, value: f32) -> Result<()> {
     let len = y.len();
-    be.run(FILL, &params(len, 1, 1, value), &[y.raw()], groups_1d(len, 256)?)
+    be.run(
+        FILL,
+        &params(len, 1, 1, value),
+        &[y.raw()],
+        groups_1d(len, 256)?,
+    )
 }
 
 pub fn relu(be: &WgpuBackend, x: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
     be.need(x, len, "relu input")?;
     let y = be.output(len)?;
-    be.run(RELU_FWD, &params(len, 1, 1, 0.0), &[x.raw(), y.raw()], groups_1d(len, 256)?)?;
+    be.run(
+        RELU_FWD,
+        &params(len, 1, 1, 0.0),
+        &[x.raw(), y.raw()],
+        groups_1d(len, 256)?,
+    )?;
     Ok(y)
 }
 
-pub fn relu_backward(be: &WgpuBackend, y: &GpuBuffer, dy: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+pub fn relu_backward(
+    be: &WgpuBackend,
+    y: &GpuBuffer,
+    dy: &GpuBuffer,
+    len: usize,
+) -> Result<GpuBuffer> {
     be.need(y, len, "relu output")?;
     be.need(dy, len, "relu gradient")?;
     let dx = be.output(len)?;
@@ -47,14 +62,24 @@ pub fn add(be: &WgpuBackend, a: &GpuBuffer, b: &GpuBuffer, len: usize) -> Result
     be.need(a, len, "add input")?;
     be.need(b, len, "add input")?;
     let y = be.output(len)?;
-    be.run(ADD, &params(len, 1, 1, 0.0), &[a.raw(), b.raw(), y.raw()], groups_1d(len, 256)?)?;
+    be.run(
+        ADD,
+        &params(len, 1, 1, 0.0),
+        &[a.raw(), b.raw(), y.raw()],
+        groups_1d(len, 256)?,
+    )?;
     Ok(y)
 }
 
 pub fn add_assign(be: &WgpuBackend, acc: &mut GpuBuffer, x: &GpuBuffer, len: usize) -> Result<()> {
     be.need(acc, len, "add_assign accumulator")?;
     be.need(x, len, "add_assign input")?;
-    be.run(ADD_ASSIGN, &params(len, 1, 1, 0.0), &[acc.raw(), x.raw()], groups_1d(len, 256)?)
+    be.run(
+        ADD_ASSIGN,
+        &params(len, 1, 1, 0.0),
+        &[acc.raw(), x.raw()],
+        groups_1d(len, 256)?,
+    )
 }
 
 pub fn affine(

@@ -115,10 +115,13 @@ impl Kernels {
                 .entry(k.shader)
                 .or_insert_with(|| {
                     let src = format!("{COMMON}\n{}", k.shader.source());
-                    Rc::new(ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(k.shader.file()),
-                        source: wgpu::ShaderSource::Wgsl(src.into()),
-                    }))
+                    Rc::new(
+                        ctx.device
+                            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                                label: Some(k.shader.file()),
+                                source: wgpu::ShaderSource::Wgsl(src.into()),
+                            }),
+                    )
                 })
                 .clone()
         };
@@ -190,11 +193,12 @@ impl Kernels {
                 Some(t) if ctx.timestamps => {
                     let q = 2 * t.labels.len() as u32;
                     if q / QUERIES_PER_SET >= t.sets.len() as u32 {
-                        t.sets.push(ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-                            label: Some("kernel timestamps"),
-                            ty: wgpu::QueryType::Timestamp,
-                            count: QUERIES_PER_SET,
-                        }));
+                        t.sets
+                            .push(ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                                label: Some("kernel timestamps"),
+                                ty: wgpu::QueryType::Timestamp,
+                                count: QUERIES_PER_SET,
+                            }));
                     }
                     t.labels.push(k.entry);
                     Some(wgpu::ComputePassTimestampWrites {

@@ -94,7 +94,13 @@ impl WgpuBackend {
         self.kernels.take_timing(&self.ctx)
     }
 
-    fn run(&self, k: Kernel, params: &[u32], bufs: &[&wgpu::Buffer], groups: [u32; 3]) -> Result<()> {
+    fn run(
+        &self,
+        k: Kernel,
+        params: &[u32],
+        bufs: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
         self.kernels.dispatch(&self.ctx, k, params, bufs, groups)
     }
 
@@ -154,7 +160,12 @@ impl Backend for WgpuBackend {
         conv::forward(self, p, x, w, bias)
     }
 
-    fn conv2d_grad_input(&self, p: &Conv2dParams, dy: &GpuBuffer, w: &GpuBuffer) -> Result<GpuBuffer> {
+    fn conv2d_grad_input(
+        &self,
+        p: &Conv2dParams,
+        dy: &GpuBuffer,
+        w: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
         conv::backward_input(self, p, dy, w)
     }
 
@@ -228,7 +239,12 @@ impl Backend for WgpuBackend {
         linear::forward(self, p, x, w, bias)
     }
 
-    fn linear_grad_input(&self, p: &LinearParams, dy: &GpuBuffer, w: &GpuBuffer) -> Result<GpuBuffer> {
+    fn linear_grad_input(
+        &self,
+        p: &LinearParams,
+        dy: &GpuBuffer,
+        w: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
         linear::backward_input(self, p, dy, w)
     }
 

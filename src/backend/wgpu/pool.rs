@@ -32,7 +32,11 @@ fn avg_params(p: &AdaptiveAvgPool2dParams) -> [u32; 6] {
     [u(p.n), u(p.c), u(p.h_in), u(p.w_in), u(p.h_out), u(p.w_out)]
 }
 
-pub fn max_pool(be: &WgpuBackend, p: &MaxPool2dParams, x: &GpuBuffer) -> Result<(GpuBuffer, GpuBuffer)> {
+pub fn max_pool(
+    be: &WgpuBackend,
+    p: &MaxPool2dParams,
+    x: &GpuBuffer,
+) -> Result<(GpuBuffer, GpuBuffer)> {
     be.need(x, p.input_len(), "max_pool input")?;
     let y = be.output(p.output_len())?;
     let idx = be.output(p.output_len())?;
@@ -66,7 +70,12 @@ pub fn max_pool_backward(
 pub fn avg_pool(be: &WgpuBackend, p: &AdaptiveAvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
     be.need(x, p.input_len(), "adaptive_avg_pool input")?;
     let y = be.output(p.output_len())?;
-    be.run(AVG_FWD, &avg_params(p), &[x.raw(), y.raw()], groups_1d(p.output_len(), 256)?)?;
+    be.run(
+        AVG_FWD,
+        &avg_params(p),
+        &[x.raw(), y.raw()],
+        groups_1d(p.output_len(), 256)?,
+    )?;
     Ok(y)
 }
 
@@ -77,6 +86,11 @@ pub fn avg_pool_backward(
 ) -> Result<GpuBuffer> {
     be.need(dy, p.output_len(), "adaptive_avg_pool output gradient")?;
     let dx = be.output(p.input_len())?;
-    be.run(AVG_BWD, &avg_params(p), &[dy.raw(), dx.raw()], groups_1d(p.input_len(), 256)?)?;
+    be.run(
+        AVG_BWD,
+        &avg_params(p),
+        &[dy.raw(), dx.raw()],
+        groups_1d(p.input_len(), 256)?,
+    )?;
     Ok(dx)
 }
