@@ -12,6 +12,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod runner;
+pub mod selftest;
 pub mod tensor;
 
 pub use error::{Error, Result};

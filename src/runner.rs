@@ -2,6 +2,7 @@
 //! interface. Each backend adds a variant here and an arm in `AnyEngine::new`.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{self, ConvKernel, CudaBackend};
 use crate::backend::Backend;
 use crate::engine::{Engine, Explanation, Profile};
 use crate::error::Result;
@@ -10,14 +11,25 @@ use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// The best available backend (today: cpu).
+    /// The best available backend: cuda when a CUDA device, its driver and NVRTC are all
+    /// present, else cpu.
     Auto,
     /// The pure-Rust CPU backend.
     Cpu,
+    /// NVIDIA GPUs: CUDA kernels compiled at run time with NVRTC.
+    Cuda,
+}
+
+/// Backend-specific settings; each backend reads the fields that concern it.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// CUDA: convolution kernel variant (default: v2 on sm_80+, else v1).
+    pub conv_kernel: Option<ConvKernel>,
 }
 
 pub enum AnyEngine {
     Cpu(Engine<CpuBackend>),
+    Cuda(Engine<CudaBackend>),
 }
 
 /// Runs `$body` with `$e` bound to the engine, whatever its backend.
@@ -25,13 +37,28 @@ macro_rules! dispatch {
     ($self:expr, $e:ident => $body:expr) => {
         match $self {
             AnyEngine::Cpu($e) => $body,
+            AnyEngine::Cuda($e) => $body,
         }
     };
 }
 
 impl AnyEngine {
     pub fn new(kind: BackendKind, model: Model) -> Result<Self> {
+        Self::with_options(kind, model, &BackendOptions::default())
+    }
+
+    pub fn with_options(kind: BackendKind, model: Model, opts: &BackendOptions) -> Result<Self> {
         match kind {
+            BackendKind::Cuda => Ok(AnyEngine::Cuda(Engine::new(
+                CudaBackend::new(0, opts.conv_kernel)?,
+                model,
+            )?)),
+            BackendKind::Auto if cuda::is_available() => {
+                match CudaBackend::new(0, opts.conv_kernel) {
+                    Ok(b) => Ok(AnyEngine::Cuda(Engine::new(b, model)?)),
+                    Err(_) => Ok(AnyEngine::Cpu(Engine::new(CpuBackend::default(), model)?)),
+                }
+            }
             BackendKind::Auto | BackendKind::Cpu => {
                 Ok(AnyEngine::Cpu(Engine::new(CpuBackend::default(), model)?))
             }

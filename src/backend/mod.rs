@@ -3,6 +3,7 @@
 //! are checked against it.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::Result;
 use crate::ops::*;

@@ -4,6 +4,7 @@
 mod bench;
 mod explain;
 mod inspect;
+mod selftest;
 
 pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure images/s of Grad-CAM and of the plain forward pass, and time per kernel.
     Bench(bench::Args),
+    /// Check every kernel of a backend against naive loops on seeded random inputs.
+    Selftest(selftest::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,6 +88,7 @@ pub fn run() -> ExitCode {
         Command::Explain(a) => explain::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Selftest(a) => selftest::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
