@@ -4,6 +4,9 @@
 // each as (v - min) / (max - min + 1e-7). Sums are in double, like the oracle: they are tiny
 // next to the network, and the CAM is what users look at.
 
+// +infinity; NVRTC has no <math.h>, so INFINITY is not defined.
+#define GC_INF __int_as_float(0x7f800000)
+
 #define CAM_THREADS 256
 #define CAM_EPS 1e-7f
 
@@ -18,7 +21,7 @@ __device__ float block_reduce(float v, bool is_max, float* shared) {
     if (lane == 0) shared[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        v = lane < CAM_THREADS / 32 ? shared[lane] : (is_max ? -INFINITY : INFINITY);
+        v = lane < CAM_THREADS / 32 ? shared[lane] : (is_max ? -GC_INF : GC_INF);
         for (int off = 16; off > 0; off /= 2) {
             float o = __shfl_down_sync(0xffffffffu, v, off);
             v = is_max ? fmaxf(v, o) : fminf(v, o);
@@ -32,7 +35,7 @@ __device__ float block_reduce(float v, bool is_max, float* shared) {
 // Normalizes v[0..len) in place to (v - min) / (max - min + eps), with max - min computed as
 // the oracle does (the largest v - min, starting from 0).
 __device__ void normalize(float* v, int len, float* shared) {
-    float lo = INFINITY;
+    float lo = GC_INF;
     for (int i = threadIdx.x; i < len; i += blockDim.x) lo = fminf(lo, v[i]);
     lo = block_reduce(lo, false, shared);
     float hi = 0.0f;

@@ -3,6 +3,9 @@
 // output window that covers it, in the same (row-major window) order as the CPU oracle, so
 // results are deterministic and need no float atomics.
 
+// +infinity; NVRTC has no <math.h>, so INFINITY is not defined.
+#define GC_INF __int_as_float(0x7f800000)
+
 // Max pooling, floor mode, implicit -inf padding. One thread per output element.
 // x: [n, c, h_in, w_in]; y, argmax: [n, c, h_out, w_out] (total = n*c*h_out*w_out).
 // argmax holds iy*w_in + ix of the first maximum in row-major window order (PyTorch's tie
@@ -17,7 +20,7 @@ extern "C" __global__ void max_pool2d_fwd(float* __restrict__ y, unsigned int* _
         long long plane = o / ((long long)w_out * h_out);
         const float* xp = x + plane * (long long)h_in * w_in;
         int y0 = oy * stride_h - pad_h, x0 = ox * stride_w - pad_w;
-        float best = -INFINITY;
+        float best = -GC_INF;
         unsigned int best_i = 0xffffffffu;
         for (int ky = 0; ky < k_h; ++ky) {
             int iy = y0 + ky;
