@@ -90,7 +90,13 @@ struct Checker {
 }
 
 impl Checker {
-    fn check(&mut self, kernel: String, tol: f64, result: crate::Result<Vec<f32>>, reference: &[f64]) {
+    fn check(
+        &mut self,
+        kernel: String,
+        tol: f64,
+        result: crate::Result<Vec<f32>>,
+        reference: &[f64],
+    ) {
         let (max_err, note) = match result {
             Ok(out) => (error(&out, reference), String::new()),
             Err(e) => (f64::INFINITY, e.to_string()),
@@ -111,7 +117,10 @@ fn randn(rng: &mut StdRng, n: usize) -> Vec<f32> {
 
 /// Values on a coarse grid, so max-pool windows contain ties.
 fn coarse(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    randn(rng, n).into_iter().map(|v| (v * 2.0).round() / 2.0).collect()
+    randn(rng, n)
+        .into_iter()
+        .map(|v| (v * 2.0).round() / 2.0)
+        .collect()
 }
 
 fn f64s(v: &[f32]) -> Vec<f64> {
@@ -140,11 +149,20 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
     ];
     for (n, c_in, h_in, w_in, c_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w) in convs {
         let p = Conv2dParams {
-            n, c_in, h_in, w_in, c_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w,
+            n,
+            c_in,
+            h_in,
+            w_in,
+            c_out,
+            k_h,
+            k_w,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
         };
-        let shape = format!(
-            "n{n} c{c_in}->{c_out} {h_in}x{w_in} k{k_h}x{k_w} s{stride_h} p{pad_h}"
-        );
+        let shape =
+            format!("n{n} c{c_in}->{c_out} {h_in}x{w_in} k{k_h}x{k_w} s{stride_h} p{pad_h}");
         let x = randn(&mut rng, p.input_len());
         let w = randn(&mut rng, p.weight_len());
         let bias = randn(&mut rng, c_out);
@@ -157,25 +175,57 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         c.check(format!("conv2d {shape}"), tol.conv, out, &reference);
         let reference = conv_bwd_ref(&p, &dy, &w);
         let out = (|| b.download(&b.conv2d_grad_input(&p, &up(&dy)?, &up(&w)?)?))();
-        c.check(format!("conv2d_grad_input {shape}"), tol.conv, out, &reference);
+        c.check(
+            format!("conv2d_grad_input {shape}"),
+            tol.conv,
+            out,
+            &reference,
+        );
     }
     // Without bias.
     {
         let p = Conv2dParams {
-            n: 2, c_in: 4, h_in: 6, w_in: 5, c_out: 3, k_h: 3, k_w: 3, stride_h: 1, stride_w: 1,
-            pad_h: 1, pad_w: 1,
+            n: 2,
+            c_in: 4,
+            h_in: 6,
+            w_in: 5,
+            c_out: 3,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
         };
         let x = randn(&mut rng, p.input_len());
         let w = randn(&mut rng, p.weight_len());
         let reference = conv_ref(&p, &x, &w, &vec![0.0; p.c_out]);
         let out = (|| b.download(&b.conv2d(&p, &up(&x)?, &up(&w)?, None)?))();
-        c.check("conv2d no bias n2 c4->3 6x5 k3x3 s1 p1".into(), tol.conv, out, &reference);
+        c.check(
+            "conv2d no bias n2 c4->3 6x5 k3x3 s1 p1".into(),
+            tol.conv,
+            out,
+            &reference,
+        );
     }
 
     // Max pooling with ties, and its gather backward.
-    for (n, ch, h_in, w_in, k, s, pad) in [(2, 3, 11, 10, 3, 2, 1), (3, 2, 9, 7, 2, 2, 0), (1, 4, 6, 6, 3, 1, 1)] {
+    for (n, ch, h_in, w_in, k, s, pad) in [
+        (2, 3, 11, 10, 3, 2, 1),
+        (3, 2, 9, 7, 2, 2, 0),
+        (1, 4, 6, 6, 3, 1, 1),
+    ] {
         let p = MaxPool2dParams {
-            n, c: ch, h_in, w_in, k_h: k, k_w: k, stride_h: s, stride_w: s, pad_h: pad, pad_w: pad,
+            n,
+            c: ch,
+            h_in,
+            w_in,
+            k_h: k,
+            k_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: pad,
+            pad_w: pad,
         };
         let shape = format!("n{n} c{ch} {h_in}x{w_in} k{k} s{s} p{pad}");
         let x = coarse(&mut rng, p.input_len());
@@ -196,15 +246,29 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
                 }
                 // The argmax (ties to the first maximum) is checked through the gradient: a
                 // wrong index moves dy to another element.
-                c.check(format!("max_pool2d_grad_input (argmax, ties) {shape}"), tol.exact, Ok(dx), &rdx);
+                c.check(
+                    format!("max_pool2d_grad_input (argmax, ties) {shape}"),
+                    tol.exact,
+                    Ok(dx),
+                    &rdx,
+                );
             }
             Err(e) => c.check(format!("max_pool2d {shape}"), tol.exact, Err(e), &ry),
         }
     }
 
     // Adaptive average pooling: downsampling, upsampling (overlapping windows), identity.
-    for (n, ch, h_in, w_in, h_out, w_out) in [(2, 3, 13, 11, 4, 3), (2, 2, 5, 3, 7, 7), (1, 3, 7, 7, 7, 7)] {
-        let p = AdaptiveAvgPool2dParams { n, c: ch, h_in, w_in, h_out, w_out };
+    for (n, ch, h_in, w_in, h_out, w_out) in
+        [(2, 3, 13, 11, 4, 3), (2, 2, 5, 3, 7, 7), (1, 3, 7, 7, 7, 7)]
+    {
+        let p = AdaptiveAvgPool2dParams {
+            n,
+            c: ch,
+            h_in,
+            w_in,
+            h_out,
+            w_out,
+        };
         let shape = format!("n{n} c{ch} {h_in}x{w_in}->{h_out}x{w_out}");
         let x = randn(&mut rng, p.input_len());
         let dy = randn(&mut rng, p.output_len());
@@ -212,7 +276,12 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         let out = (|| b.download(&b.adaptive_avg_pool2d(&p, &up(&x)?)?))();
         c.check(format!("adaptive_avg_pool2d {shape}"), tol.exact, out, &ry);
         let out = (|| b.download(&b.adaptive_avg_pool2d_grad_input(&p, &up(&dy)?)?))();
-        c.check(format!("adaptive_avg_pool2d_grad_input {shape}"), tol.exact, out, &rdx);
+        c.check(
+            format!("adaptive_avg_pool2d_grad_input {shape}"),
+            tol.exact,
+            out,
+            &rdx,
+        );
     }
 
     // Elementwise.
@@ -221,12 +290,25 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
     let y2 = randn(&mut rng, len);
     let dy = randn(&mut rng, len);
     let relu: Vec<f64> = x.iter().map(|&v| (v as f64).max(0.0)).collect();
-    c.check(format!("relu len {len}"), tol.exact, (|| b.download(&b.relu(&up(&x)?, len)?))(), &relu);
+    c.check(
+        format!("relu len {len}"),
+        tol.exact,
+        (|| b.download(&b.relu(&up(&x)?, len)?))(),
+        &relu,
+    );
     let relu_f32: Vec<f32> = x.iter().map(|&v| v.max(0.0)).collect();
-    let rdx: Vec<f64> = relu_f32.iter().zip(&dy).map(|(&y, &g)| if y > 0.0 { g as f64 } else { 0.0 }).collect();
+    let rdx: Vec<f64> = relu_f32
+        .iter()
+        .zip(&dy)
+        .map(|(&y, &g)| if y > 0.0 { g as f64 } else { 0.0 })
+        .collect();
     let out = (|| b.download(&b.relu_grad_input(&up(&relu_f32)?, &up(&dy)?, len)?))();
     c.check(format!("relu_grad_input len {len}"), tol.exact, out, &rdx);
-    let sum: Vec<f64> = x.iter().zip(&y2).map(|(&a, &v)| a as f64 + v as f64).collect();
+    let sum: Vec<f64> = x
+        .iter()
+        .zip(&y2)
+        .map(|(&a, &v)| a as f64 + v as f64)
+        .collect();
     let out = (|| b.download(&b.add(&up(&x)?, &up(&y2)?, len)?))();
     c.check(format!("add len {len}"), tol.exact, out, &sum);
     let out = (|| {
@@ -235,7 +317,11 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         b.download(&acc)
     })();
     c.check(format!("add_assign len {len}"), tol.exact, out, &sum);
-    let p = ChannelAffineParams { n: 3, c: 5, hw: 7 * 11 };
+    let p = ChannelAffineParams {
+        n: 3,
+        c: 5,
+        hw: 7 * 11,
+    };
     let xa = randn(&mut rng, p.len());
     let scale = randn(&mut rng, p.c);
     let shift = randn(&mut rng, p.c);
@@ -247,17 +333,31 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         .collect();
     let out = (|| b.download(&b.channel_affine(&p, &up(&xa)?, &up(&scale)?, &up(&shift)?)?))();
     c.check("channel_affine n3 c5 hw77".into(), tol.exact, out, &ry);
-    let rdx: Vec<f64> = (0..p.len()).map(|i| xa[i] as f64 * scale[i / p.hw % p.c] as f64).collect();
+    let rdx: Vec<f64> = (0..p.len())
+        .map(|i| xa[i] as f64 * scale[i / p.hw % p.c] as f64)
+        .collect();
     let out = (|| b.download(&b.channel_affine_grad_input(&p, &up(&xa)?, &up(&scale)?)?))();
-    c.check("channel_affine_grad_input n3 c5 hw77".into(), tol.exact, out, &rdx);
+    c.check(
+        "channel_affine_grad_input n3 c5 hw77".into(),
+        tol.exact,
+        out,
+        &rdx,
+    );
 
     // Linear layers: batch below and above the kernels' group of 8 images, with and without bias.
     for (n, in_f, out_f, with_bias) in [(3, 37, 19, true), (11, 300, 70, true), (9, 65, 5, false)] {
         let p = LinearParams { n, in_f, out_f };
-        let shape = format!("n{n} {in_f}->{out_f}{}", if with_bias { "" } else { " no bias" });
+        let shape = format!(
+            "n{n} {in_f}->{out_f}{}",
+            if with_bias { "" } else { " no bias" }
+        );
         let x = randn(&mut rng, n * in_f);
         let w = randn(&mut rng, out_f * in_f);
-        let bias = if with_bias { randn(&mut rng, out_f) } else { vec![0.0; out_f] };
+        let bias = if with_bias {
+            randn(&mut rng, out_f)
+        } else {
+            vec![0.0; out_f]
+        };
         let dy = randn(&mut rng, n * out_f);
         let mut ry = vec![0f64; n * out_f];
         let mut rdx = vec![0f64; n * in_f];
@@ -287,8 +387,18 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         (2, 40, 7, 7, 224, 224, false),
         (2, 3, 4, 3, 9, 8, true),
     ] {
-        let p = GradCamParams { n, c: ch, h, w, out_h, out_w };
-        let shape = format!("n{n} c{ch} {h}x{w}->{out_h}x{out_w}{}", if constant { " constant" } else { "" });
+        let p = GradCamParams {
+            n,
+            c: ch,
+            h,
+            w,
+            out_h,
+            out_w,
+        };
+        let shape = format!(
+            "n{n} c{ch} {h}x{w}->{out_h}x{out_w}{}",
+            if constant { " constant" } else { "" }
+        );
         let len = n * ch * h * w;
         let (a, g) = if constant {
             (vec![0.5; len], vec![1.0; len])
@@ -315,10 +425,15 @@ fn conv_ref(p: &Conv2dParams, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f64> {
                             for kx in 0..p.k_w {
                                 let iy = (oy * p.stride_h + ky) as isize - p.pad_h as isize;
                                 let ix = (ox * p.stride_w + kx) as isize - p.pad_w as isize;
-                                if iy < 0 || ix < 0 || iy >= p.h_in as isize || ix >= p.w_in as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= p.h_in as isize
+                                    || ix >= p.w_in as isize
+                                {
                                     continue;
                                 }
-                                let xv = x[((i * p.c_in + ci) * p.h_in + iy as usize) * p.w_in + ix as usize];
+                                let xv = x[((i * p.c_in + ci) * p.h_in + iy as usize) * p.w_in
+                                    + ix as usize];
                                 let wv = w[((co * p.c_in + ci) * p.k_h + ky) * p.k_w + kx];
                                 s += xv as f64 * wv as f64;
                             }
@@ -346,11 +461,16 @@ fn conv_bwd_ref(p: &Conv2dParams, dy: &[f32], w: &[f32]) -> Vec<f64> {
                             for kx in 0..p.k_w {
                                 let iy = (oy * p.stride_h + ky) as isize - p.pad_h as isize;
                                 let ix = (ox * p.stride_w + kx) as isize - p.pad_w as isize;
-                                if iy < 0 || ix < 0 || iy >= p.h_in as isize || ix >= p.w_in as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= p.h_in as isize
+                                    || ix >= p.w_in as isize
+                                {
                                     continue;
                                 }
                                 let wv = w[((co * p.c_in + ci) * p.k_h + ky) * p.k_w + kx] as f64;
-                                dx[((i * p.c_in + ci) * p.h_in + iy as usize) * p.w_in + ix as usize] += g * wv;
+                                dx[((i * p.c_in + ci) * p.h_in + iy as usize) * p.w_in
+                                    + ix as usize] += g * wv;
                             }
                         }
                     }

@@ -23,16 +23,28 @@ fn every_kernel_file_compiles_with_nvrtc() {
         .filter(|n| n.ends_with(".cu"))
         .collect();
     on_disk.sort();
-    let mut embedded: Vec<String> = kernels::SOURCES.iter().map(|(n, _)| n.to_string()).collect();
+    let mut embedded: Vec<String> = kernels::SOURCES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     embedded.sort();
-    assert_eq!(on_disk, embedded, "every kernels/*.cu file must be embedded");
+    assert_eq!(
+        on_disk, embedded,
+        "every kernels/*.cu file must be embedded"
+    );
     for arch in ARCHS {
         for (name, src) in kernels::SOURCES {
             let ptx = kernels::compile(name, src, arch).unwrap_or_else(|e| panic!("{e}"));
             let text = ptx.to_src();
-            assert!(text.contains(".entry"), "{name} for {arch}: no kernel in the PTX");
+            assert!(
+                text.contains(".entry"),
+                "{name} for {arch}: no kernel in the PTX"
+            );
             if *name == "conv2d.cu" && *arch != "sm_75" {
-                assert!(text.contains("mma.sync"), "{name} for {arch}: no tensor-core mma");
+                assert!(
+                    text.contains("mma.sync"),
+                    "{name} for {arch}: no tensor-core mma"
+                );
             }
         }
     }

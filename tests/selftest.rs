@@ -14,15 +14,37 @@ fn gradcam(args: &[&str]) -> std::process::Output {
 fn cpu_selftest_passes_with_one_line_per_kernel() {
     let out = gradcam(&["selftest", "--backend", "cpu"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for kernel in [
-        "conv2d ", "conv2d_grad_input", "max_pool2d ", "max_pool2d_grad_input", "adaptive_avg_pool2d ",
-        "adaptive_avg_pool2d_grad_input", "relu ", "relu_grad_input", "add ", "add_assign", "channel_affine ",
-        "channel_affine_grad_input", "linear ", "linear_grad_input", "grad_cam",
+        "conv2d ",
+        "conv2d_grad_input",
+        "max_pool2d ",
+        "max_pool2d_grad_input",
+        "adaptive_avg_pool2d ",
+        "adaptive_avg_pool2d_grad_input",
+        "relu ",
+        "relu_grad_input",
+        "add ",
+        "add_assign",
+        "channel_affine ",
+        "channel_affine_grad_input",
+        "linear ",
+        "linear_grad_input",
+        "grad_cam",
     ] {
         assert!(stdout.contains(kernel), "no line for {kernel}: {stdout}");
     }
-    assert!(stdout.lines().filter(|l| l.trim_start().starts_with("ok ")).count() >= 30);
+    assert!(
+        stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with("ok "))
+            .count()
+            >= 30
+    );
     assert!(!stdout.contains("FAIL"));
     assert!(stdout.contains("selftest: all"));
 }
@@ -31,7 +53,10 @@ fn cpu_selftest_passes_with_one_line_per_kernel() {
 fn library_selftest_on_the_cpu_backend() {
     let b = gradcam::backend::cpu::CpuBackend { poison: true };
     let lines = gradcam::selftest::run(&b);
-    assert!(lines.iter().all(|l| l.ok && l.max_err.is_finite()), "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l.ok && l.max_err.is_finite()),
+        "{lines:#?}"
+    );
 }
 
 #[test]
@@ -45,7 +70,10 @@ fn cuda_selftest_without_a_device_is_one_error_line() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: backend cuda: "), "{stderr}");
-    assert!(!stderr.contains("panic") && !stderr.contains("internal error"), "{stderr}");
+    assert!(
+        !stderr.contains("panic") && !stderr.contains("internal error"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -37,7 +37,10 @@ pub fn run(a: Args) -> Result<()> {
             let b = CpuBackend { poison: true };
             let lines = run_with(&b, Tolerances::FP32);
             checked += lines.len();
-            failed += print(&format!("backend {}", crate::backend::Backend::name(&b)), &lines);
+            failed += print(
+                &format!("backend {}", crate::backend::Backend::name(&b)),
+                &lines,
+            );
         }
         BackendKind::Cuda => {
             let variants = match a.conv_kernel {
@@ -48,7 +51,11 @@ pub fn run(a: Args) -> Result<()> {
                 let mut b = match CudaBackend::new(0, Some(conv)) {
                     Ok(b) => b,
                     // v2 on a device without TF32 tensor cores: say so, check the rest.
-                    Err(e) if conv == ConvKernel::V2 && a.conv_kernel.is_none() && cuda::is_available() => {
+                    Err(e)
+                        if conv == ConvKernel::V2
+                            && a.conv_kernel.is_none()
+                            && cuda::is_available() =>
+                    {
                         println!("conv kernel v2 skipped: {e}");
                         continue;
                     }
@@ -61,12 +68,17 @@ pub fn run(a: Args) -> Result<()> {
                 };
                 let lines = run_with(&b, tol);
                 checked += lines.len();
-                failed += print(&format!("backend {}", crate::backend::Backend::name(&b)), &lines);
+                failed += print(
+                    &format!("backend {}", crate::backend::Backend::name(&b)),
+                    &lines,
+                );
             }
         }
     }
     if failed > 0 {
-        return Err(Error::Usage(format!("selftest: {failed} of {checked} checks failed")));
+        return Err(Error::Usage(format!(
+            "selftest: {failed} of {checked} checks failed"
+        )));
     }
     println!("selftest: all {checked} checks passed");
     Ok(())

@@ -13,7 +13,10 @@ use std::sync::{Mutex, OnceLock};
 pub const SOURCES: &[(&str, &str)] = &[
     ("conv2d.cu", include_str!("../../../kernels/conv2d.cu")),
     ("pool.cu", include_str!("../../../kernels/pool.cu")),
-    ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
+    (
+        "elementwise.cu",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
     ("linear.cu", include_str!("../../../kernels/linear.cu")),
     ("gradcam.cu", include_str!("../../../kernels/gradcam.cu")),
 ];

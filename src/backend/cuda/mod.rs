@@ -17,8 +17,7 @@ use super::Backend;
 use crate::error::Result;
 use crate::ops::*;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use kernels::backend_error;
 use std::cell::RefCell;
@@ -85,6 +84,16 @@ fn flat(total: usize) -> LaunchConfig {
     let blocks = total.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A launch configuration with exactly one thread per item (for kernels without a grid-stride
+/// loop: the linear layers, whose warps each own an output).
+fn exact(items: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (items.div_ceil(THREADS as usize).max(1) as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -160,7 +169,9 @@ impl CudaBackend {
             }
         }
         if let Some(missing) = KERNEL_NAMES.iter().find(|n| !funcs.contains_key(*n)) {
-            return Err(backend_error(format!("kernel {missing} not found in kernels/*.cu")));
+            return Err(backend_error(format!(
+                "kernel {missing} not found in kernels/*.cu"
+            )));
         }
         let stream = ctx
             .new_stream()
@@ -202,8 +213,19 @@ impl CudaBackend {
 
     fn conv_shape(p: &Conv2dParams) -> [i32; 13] {
         [
-            p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out(), p.w_out(), p.k_h, p.k_w, p.stride_h,
-            p.stride_w, p.pad_h, p.pad_w,
+            p.n,
+            p.c_in,
+            p.h_in,
+            p.w_in,
+            p.c_out,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
+            p.pad_w,
         ]
         .map(|v| v as i32)
     }
@@ -362,7 +384,15 @@ impl Backend for CudaBackend {
         let mut idx = unsafe { self.stream.alloc::<u32>(p.output_len()) }
             .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))?;
         let d = [
-            p.h_in, p.w_in, p.h_out(), p.w_out(), p.k_h, p.k_w, p.stride_h, p.stride_w, p.pad_h,
+            p.h_in,
+            p.w_in,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
             p.pad_w,
         ]
         .map(|v| v as i32);
@@ -380,7 +410,15 @@ impl Backend for CudaBackend {
     ) -> Result<CudaSlice<f32>> {
         let mut dx = self.out(p.input_len())?;
         let d = [
-            p.h_in, p.w_in, p.h_out(), p.w_out(), p.k_h, p.k_w, p.stride_h, p.stride_w, p.pad_h,
+            p.h_in,
+            p.w_in,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
             p.pad_w,
         ]
         .map(|v| v as i32);
@@ -441,7 +479,7 @@ impl Backend for CudaBackend {
         let b = bias.unwrap_or(w);
         let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
         let warps = p.out_f * p.n.div_ceil(8);
-        launch!(self, "linear_fwd", flat(warps * 32); &mut y, x, w, b, &has_bias, &n, &i, &o);
+        launch!(self, "linear_fwd", exact(warps * 32); &mut y, x, w, b, &has_bias, &n, &i, &o);
         Ok(y)
     }
 
@@ -454,7 +492,7 @@ impl Backend for CudaBackend {
         let mut dx = self.out(p.n * p.in_f)?;
         let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
         let threads = p.in_f * p.n.div_ceil(8);
-        launch!(self, "linear_bwd_input", flat(threads); &mut dx, dy, w, &n, &i, &o);
+        launch!(self, "linear_bwd_input", exact(threads); &mut dx, dy, w, &n, &i, &o);
         Ok(dx)
     }
 
