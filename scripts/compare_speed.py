@@ -87,7 +87,7 @@ def main():
         t_fwd = median_time(forward, args.iters)
         layer = model.get_submodule(DEFAULT_LAYER[arch])
         with GradCAM(model=model, target_layers=[layer]) as cam:
-            t_pgc = median_time(lambda: (cam(input_tensor=x), sync()), args.iters)
+            t_pgc = median_time(lambda: (cam(input_tensor=x, targets=None), sync()), args.iters)
         del model, x
         if args.device == "cuda":
             torch.cuda.empty_cache()  # leave the GPU's memory to the next process

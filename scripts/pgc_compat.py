@@ -4,6 +4,7 @@ network). Its package __init__ imports every method; GradCAM itself needs only c
 which is replaced here by PyTorch's bilinear interpolation with half-pixel centers (the same
 definition as OpenCV's INTER_LINEAR when upsampling). Every stand-in is reported."""
 import importlib
+import importlib.machinery
 import sys
 import types
 
@@ -43,6 +44,7 @@ def import_gradcam():
             importlib.import_module(name)
         except ImportError:
             mod = _Stub(name)
+            mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
             if name == "cv2":
                 mod.resize = _cv2_resize
             sys.modules[name] = mod
