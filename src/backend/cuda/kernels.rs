@@ -70,10 +70,13 @@ pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {
     })
 }
 
+/// Compiled kernel files: (file name, PTX).
+pub type Compiled = Vec<(&'static str, Ptx)>;
+
 /// Every source compiled for `arch`, compiled on first use and cached for the process: a
 /// second backend (the selftest builds one per conv variant) pays nothing.
-pub fn compile_all_cached(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Vec<(&'static str, Ptx)>>>> = OnceLock::new();
+pub fn compile_all_cached(arch: &str) -> Result<Compiled> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(hit) = cache.get(arch) {
