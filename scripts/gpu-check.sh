@@ -4,7 +4,7 @@
 #
 # Prepare on a machine with Rust and network, from the repository root:
 #   cargo build --release                                   # -> target/release/gradcam
-#   pip download --no-deps grad-cam ttach -d wheels/        # pure-Python wheels, not committed
+#   pip wheel --no-deps grad-cam ttach -w wheels/           # pure-Python wheels, not committed
 # then carry `target/release/gradcam` and `wheels/` along with the working tree (the device
 # tool's `carry`), and run on the GPU machine:
 #   bash scripts/gpu-check.sh
@@ -58,8 +58,13 @@ timeout 120 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kerne
 timeout 120 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kernel v1 | tail -1 || status=1
 
 section "pytorch-grad-cam wheels"
-if ls wheels/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet --no-index --no-deps wheels/*.whl || echo "warning: wheel install failed"
+# grad-cam is published as a source archive: `pip wheel` (above) turns it into a wheel; a
+# carried .tar.gz from `pip download` is built here without network.
+pkgs=$(ls wheels/*.whl 2>/dev/null || ls wheels/*.tar.gz 2>/dev/null)
+if [ -n "$pkgs" ]; then
+    # shellcheck disable=SC2086
+    "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation $pkgs ||
+        echo "warning: installing the carried wheels failed"
 else
     echo "warning: no wheels/ carried; pytorch-grad-cam must already be installed"
 fi
