@@ -60,6 +60,8 @@ def main():
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if r.returncode != 0:
                 print(f"FAIL {d.name:26} {case['layer']:24} {r.stderr.strip()}")
+                if checked == 0 and "error: backend" in r.stderr:
+                    sys.exit(1)  # the backend cannot start: every case would say the same
                 failures += 1
                 continue
             classes = [json.loads(l)["class"] for l in r.stdout.splitlines()]
