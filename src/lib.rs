@@ -14,6 +14,7 @@ pub mod npy;
 pub mod ops;
 pub mod pipeline;
 pub mod runner;
+pub mod selftest;
 pub mod tensor;
 
 pub use error::{Error, Result};

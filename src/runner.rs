@@ -2,8 +2,10 @@
 //! interface. Each backend adds a variant here and an arm in `AnyEngine::new`.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{self, CudaBackend};
 use crate::backend::wgpu::{AdapterChoice, WgpuBackend};
 use crate::backend::Backend;
+use crate::backend::ConvKernel;
 use crate::engine::{Attribution, Classes, Engine, Explanation, Outputs, Profile};
 use crate::error::Result;
 use crate::model::Model;
@@ -11,18 +13,30 @@ use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// A hardware GPU through wgpu when there is one, else the CPU backend.
+    /// The best backend there is: CUDA when a CUDA device, its driver and NVRTC are all
+    /// present; else a hardware GPU through wgpu; else the CPU backend.
     Auto,
     /// The pure-Rust CPU backend.
     Cpu,
     /// WGSL kernels on wgpu: the best adapter there is, a software one (lavapipe) included.
     Wgpu,
+    /// NVIDIA GPUs: CUDA kernels compiled at run time with NVRTC.
+    Cuda,
+}
+
+/// Backend-specific settings; each backend reads the fields that concern it.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// GPU backends: convolution kernel variant (default: `GRADCAM_CONV_KERNEL`, else the
+    /// backend's fastest for the device).
+    pub conv_kernel: Option<ConvKernel>,
 }
 
 /// Engines are boxed: they are created once and differ widely in size between backends.
 pub enum AnyEngine {
     Cpu(Box<Engine<CpuBackend>>),
     Wgpu(Box<Engine<WgpuBackend>>),
+    Cuda(Box<Engine<CudaBackend>>),
 }
 
 /// Time per kernel of one run, and how it was measured.
@@ -37,30 +51,56 @@ macro_rules! dispatch {
         match $self {
             AnyEngine::Cpu($e) => $body,
             AnyEngine::Wgpu($e) => $body,
+            AnyEngine::Cuda($e) => $body,
         }
     };
 }
 
 impl AnyEngine {
     pub fn new(kind: BackendKind, model: Model) -> Result<Self> {
+        Self::with_options(kind, model, &BackendOptions::default())
+    }
+
+    pub fn with_options(kind: BackendKind, model: Model, opts: &BackendOptions) -> Result<Self> {
+        let conv = match opts.conv_kernel {
+            Some(k) => Some(k),
+            None => ConvKernel::from_env()?,
+        };
         match kind {
-            BackendKind::Auto => match WgpuBackend::new(AdapterChoice::RealGpu) {
-                Ok(be) => Ok(AnyEngine::Wgpu(Box::new(Engine::new(be, model)?))),
-                // No hardware GPU: a software rasterizer would be slower than the CPU backend.
-                Err(_) => Ok(AnyEngine::Cpu(Box::new(Engine::new(
-                    CpuBackend::default(),
-                    model,
-                )?))),
-            },
-            BackendKind::Cpu => Ok(AnyEngine::Cpu(Box::new(Engine::new(
-                CpuBackend::default(),
-                model,
-            )?))),
-            BackendKind::Wgpu => Ok(AnyEngine::Wgpu(Box::new(Engine::new(
-                WgpuBackend::new(AdapterChoice::Any)?,
-                model,
-            )?))),
+            BackendKind::Cpu => Self::cpu(model),
+            BackendKind::Wgpu => Self::wgpu(WgpuBackend::new(AdapterChoice::Any)?, model, conv),
+            BackendKind::Cuda => Self::cuda(CudaBackend::new(0, conv)?, model),
+            BackendKind::Auto => {
+                if cuda::is_available() {
+                    if let Ok(be) = CudaBackend::new(0, conv) {
+                        return Self::cuda(be, model);
+                    }
+                }
+                match WgpuBackend::new(AdapterChoice::RealGpu) {
+                    Ok(be) => Self::wgpu(be, model, conv),
+                    // No hardware GPU: a software rasterizer is slower than the CPU backend.
+                    Err(_) => Self::cpu(model),
+                }
+            }
         }
+    }
+
+    fn cpu(model: Model) -> Result<Self> {
+        Ok(AnyEngine::Cpu(Box::new(Engine::new(
+            CpuBackend::default(),
+            model,
+        )?)))
+    }
+
+    fn wgpu(mut be: WgpuBackend, model: Model, conv: Option<ConvKernel>) -> Result<Self> {
+        if let Some(k) = conv {
+            be.conv = k;
+        }
+        Ok(AnyEngine::Wgpu(Box::new(Engine::new(be, model)?)))
+    }
+
+    fn cuda(be: CudaBackend, model: Model) -> Result<Self> {
+        Ok(AnyEngine::Cuda(Box::new(Engine::new(be, model)?)))
     }
 
     pub fn model(&self) -> &Model {
@@ -109,6 +149,7 @@ impl AnyEngine {
         match self {
             AnyEngine::Cpu(e) => e.enable_profile(),
             AnyEngine::Wgpu(e) => e.backend.start_timing(),
+            AnyEngine::Cuda(e) => e.enable_profile(),
         }
     }
 
@@ -122,6 +163,10 @@ impl AnyEngine {
                 let (profile, source) = e.backend.take_timing()?;
                 KernelTiming { profile, source }
             }
+            AnyEngine::Cuda(e) => KernelTiming {
+                profile: e.take_profile(),
+                source: "host time per op: kernel launches, not GPU time".into(),
+            },
         })
     }
 }

@@ -3,10 +3,43 @@
 //! are checked against it.
 
 pub mod cpu;
+pub mod cuda;
 pub mod wgpu;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::*;
+
+/// Convolution kernel variant of the GPU backends. Both are kept side by side, tested against
+/// the CPU oracle and selectable for benchmarking (`--conv-kernel`, `GRADCAM_CONV_KERNEL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvKernel {
+    /// Plain FP32, one invocation per output (or input-gradient) element: the GPU reference.
+    V1,
+    /// Tiled implicit GEMM: 64×64 tiles in workgroup memory (wgpu, FP32); TF32 tensor-core
+    /// `mma` with FP32 accumulation (CUDA, sm_80+).
+    V2,
+}
+
+impl ConvKernel {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConvKernel::V1 => "v1",
+            ConvKernel::V2 => "v2",
+        }
+    }
+
+    /// From `GRADCAM_CONV_KERNEL` (v1 or v2), if set.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var("GRADCAM_CONV_KERNEL") {
+            Err(_) => Ok(None),
+            Ok(v) if v.eq_ignore_ascii_case("v1") => Ok(Some(ConvKernel::V1)),
+            Ok(v) if v.eq_ignore_ascii_case("v2") => Ok(Some(ConvKernel::V2)),
+            Ok(v) => Err(Error::Usage(format!(
+                "GRADCAM_CONV_KERNEL='{v}' is not a conv kernel; use v1 or v2"
+            ))),
+        }
+    }
+}
 
 pub trait Backend {
     /// A device buffer of f32.

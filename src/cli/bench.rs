@@ -34,6 +34,10 @@ pub struct Args {
     layer: Option<String>,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
+    /// GPU backends: convolution kernel variant to time (v1 plain FP32; v2 tiled: FP32 on wgpu,
+    /// TF32 tensor cores on CUDA).
+    #[arg(long, value_enum)]
+    conv_kernel: Option<crate::backend::ConvKernel>,
     /// Print one JSON line instead of the table.
     #[arg(long)]
     json: bool,
@@ -63,7 +67,10 @@ pub fn run(a: Args) -> Result<()> {
         .layer
         .clone()
         .unwrap_or_else(|| model.default_layer.clone());
-    let mut engine = AnyEngine::new(a.backend, model)?;
+    let opts = crate::runner::BackendOptions {
+        conv_kernel: a.conv_kernel,
+    };
+    let mut engine = AnyEngine::with_options(a.backend, model, &opts)?;
     let (h, w) = a.size;
     let shape = vec![a.batch, engine.model().graph.in_channels, h, w];
     let mut rng = StdRng::seed_from_u64(1);

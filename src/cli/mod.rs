@@ -2,8 +2,10 @@
 //! status for anything that goes wrong.
 
 mod bench;
+mod devices;
 pub mod explain;
 mod inspect;
+mod selftest;
 
 pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,6 +34,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure images/s of Grad-CAM and of the plain forward pass, and time per kernel.
     Bench(bench::Args),
+    /// Check every kernel of a backend against naive loops on seeded random inputs.
+    Selftest(selftest::Args),
+    /// List the CUDA devices and wgpu adapters found, and what --backend auto would use.
+    Devices,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -90,6 +96,8 @@ pub fn run() -> ExitCode {
         Command::Explain(a) => explain::run(a),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Selftest(a) => selftest::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Devices => devices::run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 use gradcam::backend::cpu::CpuBackend;
-use gradcam::backend::wgpu::{AdapterChoice, ConvVariant, WgpuBackend};
+use gradcam::backend::wgpu::{AdapterChoice, WgpuBackend};
+use gradcam::backend::ConvKernel;
 use gradcam::tensor::Tensor;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,6 @@ pub fn wgpu() -> WgpuBackend {
 /// The wgpu backend with the naive v1 convolution kernels.
 pub fn wgpu_v1() -> WgpuBackend {
     let mut be = wgpu();
-    be.conv = ConvVariant::V1Naive;
+    be.conv = ConvKernel::V1;
     be
 }

@@ -46,20 +46,36 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// Every adapter wgpu finds, most wanted first.
+fn ranked_adapters() -> Vec<wgpu::Adapter> {
+    // WGPU_BACKEND (e.g. "vulkan") narrows the APIs searched, as in every wgpu program.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    adapters
+}
+
+fn describe(i: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+}
+
+/// The adapters wgpu finds, most wanted first, each with whether it is a hardware GPU (what
+/// `--backend auto` would use).
+pub fn adapters() -> Vec<(String, bool)> {
+    ranked_adapters()
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            (describe(&i), i.device_type != wgpu::DeviceType::Cpu)
+        })
+        .collect()
+}
+
 impl Context {
     pub fn new(choice: AdapterChoice) -> Result<Self> {
-        // WGPU_BACKEND (e.g. "vulkan") narrows the APIs searched, as in every wgpu program.
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        adapters.sort_by_key(|a| rank(a.get_info().device_type));
-        let found: Vec<String> = adapters
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
-            })
-            .collect();
+        let adapters = ranked_adapters();
+        let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         let adapter = adapters
             .into_iter()
             .find(|a| {

@@ -1,7 +1,8 @@
 //! Glue for shaders/conv2d.wgsl: forward and input gradient, v1 (direct) or v2 (tiled).
 
 use super::kernels::{kernel, Kernel, Shader::Conv2d};
-use super::{groups_1d, u, ConvVariant, GpuBuffer, WgpuBackend};
+use super::{groups_1d, u, GpuBuffer, WgpuBackend};
+use crate::backend::ConvKernel;
 use crate::error::Result;
 use crate::ops::Conv2dParams;
 
@@ -56,8 +57,8 @@ pub fn forward(
     let bufs = [x.raw(), w.raw(), b, y.raw()];
     let prm = params(p, bias.is_some());
     match be.conv {
-        ConvVariant::V1Naive => be.run(FWD_V1, &prm, &bufs, groups_1d(p.output_len(), 256)?)?,
-        ConvVariant::V2Tiled => {
+        ConvKernel::V1 => be.run(FWD_V1, &prm, &bufs, groups_1d(p.output_len(), 256)?)?,
+        ConvKernel::V2 => {
             let cols = p.n * p.h_out() * p.w_out();
             be.run(FWD_V2, &prm, &bufs, tiled_groups(p.c_out, cols)?)?
         }
@@ -77,8 +78,8 @@ pub fn backward_input(
     let bufs = [dy.raw(), w.raw(), dx.raw()];
     let prm = params(p, false);
     match be.conv {
-        ConvVariant::V1Naive => be.run(BWD_V1, &prm, &bufs, groups_1d(p.input_len(), 256)?)?,
-        ConvVariant::V2Tiled => {
+        ConvKernel::V1 => be.run(BWD_V1, &prm, &bufs, groups_1d(p.input_len(), 256)?)?,
+        ConvKernel::V2 => {
             let cols = p.n * p.h_in * p.w_in;
             be.run(BWD_V2, &prm, &bufs, tiled_groups(p.c_in, cols)?)?
         }

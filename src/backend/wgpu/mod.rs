@@ -19,9 +19,9 @@ mod linear;
 mod pool;
 
 pub use buffer::GpuBuffer;
-pub use context::AdapterChoice;
+pub use context::{adapters, AdapterChoice};
 
-use super::Backend;
+use super::{Backend, ConvKernel};
 use crate::engine::Profile;
 use crate::error::Result;
 use crate::ops::*;
@@ -31,17 +31,6 @@ use kernels::{groups_1d, Kernel, Kernels};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Which convolution kernels to run: both are kept and tested; v2 is the default because it is
-/// the faster one (README, "wgpu backend").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ConvVariant {
-    /// One invocation per output element, direct loops.
-    V1Naive,
-    /// Implicit GEMM with 64×64 tiles in workgroup memory.
-    #[default]
-    V2Tiled,
-}
-
 pub struct WgpuBackend {
     ctx: Context,
     pool: Rc<RefCell<Pool>>,
@@ -50,7 +39,7 @@ pub struct WgpuBackend {
     dummy: wgpu::Buffer,
     /// Fill every output with NaN before its kernel runs, so tests catch unwritten elements.
     pub poison: bool,
-    pub conv: ConvVariant,
+    pub conv: ConvKernel,
 }
 
 impl WgpuBackend {
@@ -69,7 +58,7 @@ impl WgpuBackend {
             kernels: Kernels::new(),
             dummy,
             poison: false,
-            conv: ConvVariant::default(),
+            conv: ConvKernel::V2,
         })
     }
 
@@ -135,7 +124,13 @@ impl Backend for WgpuBackend {
 
     fn name(&self) -> String {
         let i = &self.ctx.info;
-        format!("wgpu ({}, {:?}, {:?})", i.name, i.device_type, i.backend)
+        format!(
+            "wgpu ({}, {:?}, {:?}, conv {})",
+            i.name,
+            i.device_type,
+            i.backend,
+            self.conv.label()
+        )
     }
 
     fn upload(&self, data: &[f32]) -> Result<GpuBuffer> {

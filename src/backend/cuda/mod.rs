@@ -1,0 +1,495 @@
+//! The CUDA backend: hand-written kernels (`kernels/*.cu`) compiled at run time with NVRTC for
+//! the device's own compute capability, launched through cudarc on one stream. Everything
+//! stays on the device between layers; weights are uploaded once by the engine.
+//!
+//! cudarc loads `libcuda` and `libnvrtc` dynamically, so the crate builds and its tests run on
+//! machines without CUDA; [`CudaBackend::new`] probes for both libraries and a device first and
+//! turns their absence into one error line (cudarc itself would panic).
+//!
+//! Convolution has two kernel variants kept side by side (see `kernels/conv2d.cu`): `v1`, plain
+//! FP32, and `v2`, TF32 tensor cores with FP32 accumulation (sm_80+). Choose with
+//! `--conv-kernel` on `bench`/`selftest` or `GRADCAM_CONV_KERNEL=v1|v2`; the default is `v2`
+//! where the device supports it.
+
+pub mod kernels;
+
+use super::{Backend, ConvKernel};
+use crate::error::Result;
+use crate::ops::*;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
+use kernels::backend_error;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
+const KERNEL_NAMES: &[&str] = &[
+    "conv2d_fwd_v1",
+    "conv2d_bwd_input_v1",
+    "conv2d_fwd_v2",
+    "conv2d_bwd_input_v2",
+    "max_pool2d_fwd",
+    "max_pool2d_bwd_input",
+    "adaptive_avg_pool2d_fwd",
+    "adaptive_avg_pool2d_bwd_input",
+    "relu_fwd",
+    "relu_bwd_input",
+    "channel_affine_fwd",
+    "channel_affine_bwd_input",
+    "add",
+    "fill",
+    "linear_fwd",
+    "linear_bwd_input",
+    "grad_cam",
+    "class_seed",
+];
+
+/// Threads per block of the elementwise-style kernels (grid-stride loops).
+const THREADS: u32 = 256;
+
+/// A launch configuration for `total` independent elements with grid-stride loops.
+fn flat(total: usize) -> LaunchConfig {
+    let blocks = total.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A launch configuration with exactly one thread per item (for kernels without a grid-stride
+/// loop: the linear layers, whose warps each own an output).
+fn exact(items: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (items.div_ceil(THREADS as usize).max(1) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Checks that the CUDA driver, NVRTC and a device are all there, without letting cudarc
+/// panic: the error says which one is missing.
+pub fn probe() -> Result<()> {
+    if !kernels::driver_available() {
+        return Err(backend_error(
+            "no CUDA driver (libcuda.so) on this machine; use --backend cpu",
+        ));
+    }
+    kernels::require_nvrtc()?;
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err(backend_error("no CUDA device found; use --backend cpu")),
+        Err(e) => Err(backend_error(format!(
+            "the CUDA driver reports no usable device ({e}); use --backend cpu"
+        ))),
+    }
+}
+
+/// True when `probe` succeeds: what `--backend auto` asks before choosing CUDA.
+pub fn is_available() -> bool {
+    probe().is_ok()
+}
+
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    conv: ConvKernel,
+    arch: String,
+    /// Fill every output with NaN before its kernel runs, so unwritten elements are caught.
+    pub poison: bool,
+    /// Pinned staging buffer for uploads that repeat the previous upload's size (the input
+    /// batch): page-locked memory copies at full bus speed, asynchronously on the stream.
+    staging: RefCell<(usize, Option<PinnedHostSlice<f32>>)>,
+}
+
+impl CudaBackend {
+    /// Device `ordinal`; `conv` overrides the conv kernel variant (else v2 on sm_80+ and v1
+    /// below).
+    pub fn new(ordinal: usize, conv: Option<ConvKernel>) -> Result<Self> {
+        probe()?;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| backend_error(format!("cannot open CUDA device {ordinal}: {e}")))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| backend_error(format!("cannot read the compute capability: {e}")))?;
+        let arch = format!("sm_{major}{minor}");
+        let tensor_cores = major >= 8;
+        let conv = match conv {
+            Some(ConvKernel::V2) if !tensor_cores => {
+                return Err(backend_error(format!(
+                    "conv kernel v2 needs TF32 tensor cores (sm_80 or newer); this device is {arch}"
+                )))
+            }
+            Some(k) => k,
+            None if tensor_cores => ConvKernel::V2,
+            None => ConvKernel::V1,
+        };
+        let mut funcs = HashMap::new();
+        for (file, ptx) in kernels::compile_all_cached(&arch)? {
+            let module = ctx
+                .load_module(ptx)
+                .map_err(|e| backend_error(format!("cannot load {file} for {arch}: {e}")))?;
+            for name in KERNEL_NAMES {
+                if let Ok(f) = module.load_function(name) {
+                    funcs.insert(*name, f);
+                }
+            }
+        }
+        if let Some(missing) = KERNEL_NAMES.iter().find(|n| !funcs.contains_key(*n)) {
+            return Err(backend_error(format!(
+                "kernel {missing} not found in kernels/*.cu"
+            )));
+        }
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| backend_error(format!("cannot create a stream: {e}")))?;
+        Ok(Self {
+            ctx,
+            stream,
+            funcs,
+            conv,
+            arch,
+            poison: false,
+            staging: RefCell::new((0, None)),
+        })
+    }
+
+    pub fn conv_kernel(&self) -> ConvKernel {
+        self.conv
+    }
+
+    fn func(&self, name: &str) -> &CudaFunction {
+        &self.funcs[name]
+    }
+
+    /// An output buffer of `len` floats: uninitialized (every kernel writes all of its
+    /// output), or NaN with `poison`.
+    fn out(&self, len: usize) -> Result<CudaSlice<f32>> {
+        // SAFETY: the memory is written by a kernel (or the fill below) before it is read.
+        let mut y = unsafe { self.stream.alloc::<f32>(len) }
+            .map_err(|e| backend_error(format!("cannot allocate {len} floats: {e}")))?;
+        if self.poison && len > 0 {
+            let (nan, n) = (f32::NAN, len as i64);
+            let mut b = self.stream.launch_builder(self.func("fill"));
+            b.arg(&mut y).arg(&nan).arg(&n);
+            // SAFETY: fill(y: [len], value, len) matches the kernel's signature.
+            unsafe { b.launch(flat(len)) }.map_err(|e| backend_error(format!("fill: {e}")))?;
+        }
+        Ok(y)
+    }
+
+    fn conv_shape(p: &Conv2dParams) -> [i32; 13] {
+        [
+            p.n,
+            p.c_in,
+            p.h_in,
+            p.w_in,
+            p.c_out,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
+            p.pad_w,
+        ]
+        .map(|v| v as i32)
+    }
+
+    /// Grid of the tensor-core kernels: 64x64 tiles of C[M, N], 128 threads each.
+    fn tile_grid(m: usize, n: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+/// Launches `$name` on the backend's stream with the given arguments (references), mapping
+/// a launch failure to an error naming the kernel.
+macro_rules! launch {
+    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
+        let mut b = $self.stream.launch_builder($self.func($name));
+        $( b.arg($arg); )*
+        // SAFETY: every call site passes exactly the arguments, in order and type, that the
+        // kernel of that name declares in kernels/*.cu (shapes checked by the selftest).
+        unsafe { b.launch($cfg) }.map_err(|e| backend_error(format!("{}: {e}", $name)))?;
+    }};
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaSlice<f32>;
+    type Idx = CudaSlice<u32>;
+
+    fn name(&self) -> String {
+        let device = self.ctx.name().unwrap_or_else(|_| "unknown device".into());
+        format!("cuda ({device}, {}, conv {})", self.arch, self.conv.label())
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        let err = |e| backend_error(format!("upload of {} floats: {e}", data.len()));
+        let mut staging = self.staging.borrow_mut();
+        let repeat = staging.0 == data.len() && data.len() >= 1 << 16;
+        staging.0 = data.len();
+        if !repeat {
+            return self.stream.clone_htod(data).map_err(err);
+        }
+        if staging.1.as_ref().map(|s| s.len()) != Some(data.len()) {
+            // SAFETY: filled below before any copy reads it.
+            staging.1 = Some(unsafe { self.ctx.alloc_pinned::<f32>(data.len()) }.map_err(err)?);
+        }
+        let pinned = staging.1.as_mut().expect("staging buffer allocated");
+        // Waits for the previous copy out of this buffer, then refills it.
+        pinned.as_mut_slice().map_err(err)?.copy_from_slice(data);
+        let mut buf = unsafe { self.stream.alloc::<f32>(data.len()) }.map_err(err)?;
+        self.stream.memcpy_htod(&*pinned, &mut buf).map_err(err)?;
+        Ok(buf)
+    }
+
+    fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.stream
+            .clone_dtoh(buf)
+            .map_err(|e| backend_error(format!("download of {} floats: {e}", buf.len())))
+    }
+
+    fn conv2d(
+        &self,
+        p: &Conv2dParams,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.output_len())?;
+        let has_bias = bias.is_some() as i32;
+        let b = bias.unwrap_or(w);
+        let s = Self::conv_shape(p);
+        let (name, cfg) = match self.conv {
+            ConvKernel::V1 => ("conv2d_fwd_v1", flat(p.output_len())),
+            ConvKernel::V2 => (
+                "conv2d_fwd_v2",
+                Self::tile_grid(p.c_out, p.n * p.h_out() * p.w_out()),
+            ),
+        };
+        launch!(self, name, cfg; &mut y, x, w, b, &has_bias,
+            &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
+        Ok(y)
+    }
+
+    fn conv2d_grad_input(
+        &self,
+        p: &Conv2dParams,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.input_len())?;
+        let s = Self::conv_shape(p);
+        let (name, cfg) = match self.conv {
+            ConvKernel::V1 => ("conv2d_bwd_input_v1", flat(p.input_len())),
+            ConvKernel::V2 => (
+                "conv2d_bwd_input_v2",
+                Self::tile_grid(p.c_in, p.n * p.h_in * p.w_in),
+            ),
+        };
+        launch!(self, name, cfg; &mut dx, dy, w,
+            &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
+        Ok(dx)
+    }
+
+    fn channel_affine(
+        &self,
+        p: &ChannelAffineParams,
+        x: &CudaSlice<f32>,
+        scale: &CudaSlice<f32>,
+        shift: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.len())?;
+        let (c, hw, len) = (p.c as i32, p.hw as i64, p.len() as i64);
+        launch!(self, "channel_affine_fwd", flat(p.len()); &mut y, x, scale, shift, &c, &hw, &len);
+        Ok(y)
+    }
+
+    fn channel_affine_grad_input(
+        &self,
+        p: &ChannelAffineParams,
+        dy: &CudaSlice<f32>,
+        scale: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.len())?;
+        let (c, hw, len) = (p.c as i32, p.hw as i64, p.len() as i64);
+        launch!(self, "channel_affine_bwd_input", flat(p.len()); &mut dx, dy, scale, &c, &hw, &len);
+        Ok(dx)
+    }
+
+    fn relu(&self, x: &CudaSlice<f32>, len: usize) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(len)?;
+        let n = len as i64;
+        launch!(self, "relu_fwd", flat(len); &mut y, x, &n);
+        Ok(y)
+    }
+
+    fn relu_grad_input(
+        &self,
+        y: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        len: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(len)?;
+        let n = len as i64;
+        launch!(self, "relu_bwd_input", flat(len); &mut dx, y, dy, &n);
+        Ok(dx)
+    }
+
+    fn max_pool2d(
+        &self,
+        p: &MaxPool2dParams,
+        x: &CudaSlice<f32>,
+    ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
+        let mut y = self.out(p.output_len())?;
+        // SAFETY: every element is written by the kernel (checked by the selftest).
+        let mut idx = unsafe { self.stream.alloc::<u32>(p.output_len()) }
+            .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))?;
+        let d = [
+            p.h_in,
+            p.w_in,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
+            p.pad_w,
+        ]
+        .map(|v| v as i32);
+        let total = p.output_len() as i64;
+        launch!(self, "max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
+            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &total);
+        Ok((y, idx))
+    }
+
+    fn max_pool2d_grad_input(
+        &self,
+        p: &MaxPool2dParams,
+        argmax: &CudaSlice<u32>,
+        dy: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.input_len())?;
+        let d = [
+            p.h_in,
+            p.w_in,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
+            p.pad_w,
+        ]
+        .map(|v| v as i32);
+        let total = p.input_len() as i64;
+        launch!(self, "max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
+            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &total);
+        Ok(dx)
+    }
+
+    fn adaptive_avg_pool2d(
+        &self,
+        p: &AdaptiveAvgPool2dParams,
+        x: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.output_len())?;
+        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
+        let total = p.output_len() as i64;
+        launch!(self, "adaptive_avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
+            &d[0], &d[1], &d[2], &d[3], &total);
+        Ok(y)
+    }
+
+    fn adaptive_avg_pool2d_grad_input(
+        &self,
+        p: &AdaptiveAvgPool2dParams,
+        dy: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.input_len())?;
+        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
+        let total = p.input_len() as i64;
+        launch!(self, "adaptive_avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
+            &d[0], &d[1], &d[2], &d[3], &total);
+        Ok(dx)
+    }
+
+    fn add(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, len: usize) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(len)?;
+        let n = len as i64;
+        launch!(self, "add", flat(len); &mut y, a, b, &n);
+        Ok(y)
+    }
+
+    fn linear(
+        &self,
+        p: &LinearParams,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.n * p.out_f)?;
+        let has_bias = bias.is_some() as i32;
+        let b = bias.unwrap_or(w);
+        let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
+        let warps = p.out_f * p.n.div_ceil(8);
+        launch!(self, "linear_fwd", exact(warps * 32); &mut y, x, w, b, &has_bias, &n, &i, &o);
+        Ok(y)
+    }
+
+    fn linear_grad_input(
+        &self,
+        p: &LinearParams,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.n * p.in_f)?;
+        let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
+        let threads = p.in_f * p.n.div_ceil(8);
+        launch!(self, "linear_bwd_input", exact(threads); &mut dx, dy, w, &n, &i, &o);
+        Ok(dx)
+    }
+
+    fn class_seed(&self, p: &ClassSeedParams, logits: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut seed = self.out(p.n * p.k)?;
+        let (by_rank, value) = match p.pick {
+            ClassPick::Fixed(c) => (0i32, c as i32),
+            ClassPick::Rank(r) => (1, r as i32),
+        };
+        let (n, k) = (p.n as i32, p.k as i32);
+        launch!(self, "class_seed", flat(p.n * p.k); &mut seed, logits, &n, &k, &by_rank, &value);
+        Ok(seed)
+    }
+
+    fn grad_cam(
+        &self,
+        p: &GradCamParams,
+        activation: &CudaSlice<f32>,
+        gradient: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut cam = self.out(p.n * p.out_h * p.out_w)?;
+        let alloc_err = |e| backend_error(format!("cannot allocate Grad-CAM scratch: {e}"));
+        // SAFETY: both scratch buffers are written by the kernel before it reads them.
+        let mut weights = unsafe { self.stream.alloc::<f64>(p.n * p.c) }.map_err(alloc_err)?;
+        let mut small = unsafe { self.stream.alloc::<f32>(p.n * p.h * p.w) }.map_err(alloc_err)?;
+        let d = [p.c, p.h, p.w, p.out_h, p.out_w].map(|v| v as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (p.n as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(self, "grad_cam", cfg; &mut cam, &mut weights, &mut small, activation, gradient,
+            &d[0], &d[1], &d[2], &d[3], &d[4]);
+        Ok(cam)
+    }
+}

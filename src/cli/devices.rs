@@ -1,0 +1,34 @@
+//! `gradcam devices`: what each GPU backend finds on this machine, and what `--backend auto`
+//! would pick.
+
+use crate::backend::{cuda, wgpu};
+use crate::error::Result;
+
+pub fn run() -> Result<()> {
+    let cuda = cuda::probe();
+    match &cuda {
+        Ok(()) => println!("cuda: available"),
+        Err(e) => println!("cuda: not available ({e})"),
+    }
+    let adapters = wgpu::adapters();
+    if adapters.is_empty() {
+        println!("wgpu: no adapter");
+    }
+    for (name, hardware) in &adapters {
+        let kind = if *hardware {
+            "hardware GPU"
+        } else {
+            "software"
+        };
+        println!("wgpu: {name} [{kind}]");
+    }
+    let auto = if cuda.is_ok() {
+        "cuda"
+    } else if adapters.iter().any(|(_, hardware)| *hardware) {
+        "wgpu"
+    } else {
+        "cpu"
+    };
+    println!("--backend auto uses: {auto}");
+    Ok(())
+}
