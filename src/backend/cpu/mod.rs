@@ -10,6 +10,8 @@ pub mod linear;
 pub mod matmul;
 pub mod pool;
 pub mod real;
+pub mod training;
+pub mod weight_grad;
 
 use super::Backend;
 use crate::error::Result;
