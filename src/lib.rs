@@ -6,12 +6,15 @@
 
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod model;
 pub mod npy;
 pub mod ops;
+pub mod pointing;
 pub mod runner;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
