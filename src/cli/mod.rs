@@ -2,8 +2,11 @@
 //! status for anything that goes wrong.
 
 mod bench;
+mod eval_pointing;
 mod explain;
 mod inspect;
+mod samples;
+mod train;
 
 pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,6 +35,12 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure images/s of Grad-CAM and of the plain forward pass, and time per kernel.
     Bench(bench::Args),
+    /// Train or fine-tune a model on CIFAR-10 or the synthetic shapes set (CPU).
+    Train(train::Args),
+    /// Pointing game on held-out shapes images: how often the CAM maximum is on the object.
+    EvalPointing(eval_pointing::Args),
+    /// Write sample images of the shapes data set (PNG), their input tensor and their boxes.
+    ShapesSamples(samples::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,6 +94,9 @@ pub fn run() -> ExitCode {
         Command::Explain(a) => explain::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
+        Command::EvalPointing(a) => eval_pointing::run(a),
+        Command::ShapesSamples(a) => samples::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
