@@ -31,10 +31,9 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let boxes = set.boxes.as_ref().expect("shapes have boxes");
     let mut meta = vec![];
-    for i in 0..set.len() {
+    for (i, &BBox { x0, y0, x1, y1 }) in boxes.iter().enumerate() {
         let path = a.out.join(format!("sample_{i}.png"));
         write_png(&path, set.image(i), a.scale)?;
-        let BBox { x0, y0, x1, y1 } = boxes[i];
         meta.push(serde_json::json!({
             "file": format!("sample_{i}.png"),
             "label": set.labels[i],

@@ -53,7 +53,7 @@ pub fn parse(path: &Path, bytes: &[u8], set: &mut Dataset) -> Result<()> {
         path: path.to_owned(),
         reason,
     };
-    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_LEN) {
         return Err(bad(format!(
             "{} bytes is not a whole number of CIFAR-10 records ({RECORD_LEN} bytes each: 1 label byte + 3072 pixel bytes)",
             bytes.len()

@@ -57,7 +57,7 @@ impl Trainer {
             velocity,
             sgd,
             dropout_p: VGG_DROPOUT,
-            rng: StdRng::seed_from_u64(seed ^ 0xD209_0u64),
+            rng: StdRng::seed_from_u64(seed ^ 0x000D_2090_u64),
         })
     }
 
