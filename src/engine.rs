@@ -510,6 +510,18 @@ pub fn ranked(v: &[f32]) -> Vec<usize> {
     idx
 }
 
+/// Index of the first maximum (numpy's argmax): the top class of `ranked`, and where a CAM
+/// points.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 pub fn softmax_at(logits: &[f32], i: usize) -> f32 {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod image;
@@ -13,8 +14,10 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod pipeline;
+pub mod pointing;
 pub mod runner;
 pub mod selftest;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};

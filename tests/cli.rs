@@ -384,3 +384,39 @@ fn wgpu_without_an_adapter_is_a_clear_error_and_auto_falls_back() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("cams.npy").exists());
 }
+
+/// The demo needs no files: it explains the embedded samples with the embedded trained model,
+/// and classifies each as examples/shapes/samples.json says it is.
+#[test]
+fn demo_explains_the_bundled_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let o = gradcam(&["demo", "--backend", "cpu", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let samples: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes/samples.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for (line, sample) in lines.iter().zip(samples.as_array().unwrap()) {
+        assert_eq!(line["class_name"], sample["class"], "{line}");
+        // The heatmap at the network's input size, the overlay on the original 128×128 image.
+        for (kind, side) in [("cam", 32), ("overlay", 128)] {
+            let png = PathBuf::from(line["outputs"][kind].as_str().unwrap());
+            let img = image::open(&png).unwrap();
+            assert_eq!(
+                (img.width(), img.height()),
+                (side, side),
+                "{}",
+                png.display()
+            );
+        }
+    }
+}

@@ -2,10 +2,14 @@
 //! status for anything that goes wrong.
 
 mod bench;
+mod demo;
 mod devices;
+mod eval_pointing;
 pub mod explain;
 mod inspect;
+mod samples;
 mod selftest;
+mod train;
 
 pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -28,6 +32,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Explain the bundled shapes samples with the bundled trained seed CNN: heatmaps and
+    /// overlays in --out (default gradcam-demo/).
+    Demo(demo::Args),
     /// Explain the predictions of a model on a batch of inputs.
     Explain(explain::Args),
     /// Show a model's detected architecture and every module path with its output shape.
@@ -38,6 +45,12 @@ enum Command {
     Selftest(selftest::Args),
     /// List the CUDA devices and wgpu adapters found, and what --backend auto would use.
     Devices,
+    /// Train or fine-tune a model on CIFAR-10 or the synthetic shapes set (CPU).
+    Train(train::Args),
+    /// Pointing game on held-out shapes images: how often the CAM maximum is on the object.
+    EvalPointing(eval_pointing::Args),
+    /// Write sample images of the shapes data set (PNG), their input tensor and their boxes.
+    ShapesSamples(samples::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -93,11 +106,15 @@ pub fn run() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Selftest(a) => selftest::run(a).map(|()| ExitCode::SUCCESS),
         Command::Devices => devices::run().map(|()| ExitCode::SUCCESS),
+        Command::Train(a) => train::run(a).map(|()| ExitCode::SUCCESS),
+        Command::EvalPointing(a) => eval_pointing::run(a).map(|()| ExitCode::SUCCESS),
+        Command::ShapesSamples(a) => samples::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

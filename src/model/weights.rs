@@ -81,6 +81,11 @@ impl WeightStore {
         }
     }
 
+    /// Every float tensor, by name (a training run's starting state dict).
+    pub fn tensors(&self) -> &BTreeMap<String, Tensor> {
+        &self.tensors
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -11,6 +11,8 @@ pub mod matmul;
 mod pages;
 pub mod pool;
 pub mod real;
+pub mod training;
+pub mod weight_grad;
 
 use super::Backend;
 use crate::error::Result;

@@ -1,0 +1,119 @@
+use crate::backend::cpu::training::SgdParams;
+use crate::data::{cifar, shapes, Splits};
+use crate::error::{Error, Result};
+use crate::model::weights::WeightStore;
+use crate::model::Model;
+use crate::train::{checkpoint, fit, init, FitOptions, Trainer};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Architecture of a fresh model (seed-cnn, vgg11..vgg19[_bn]); with --init, detected
+    /// from the weights when omitted.
+    #[arg(long)]
+    arch: Option<String>,
+    /// A CIFAR-10 binary directory (data_batch_1.bin … data_batch_5.bin, test_batch.bin), or
+    /// `shapes` for the built-in synthetic data set.
+    #[arg(long)]
+    data: String,
+    #[arg(long)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Random crop with padding 4 and horizontal flip of every training batch.
+    #[arg(long)]
+    augment: bool,
+    /// Start from these weights (a PyTorch state_dict in safetensors) instead of a fresh model.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Replace the last linear layer by a fresh one with this many classes (fine-tuning).
+    #[arg(long)]
+    replace_head: Option<usize>,
+    /// Seed of initialisation, shuffling, augmentation, dropout and the shapes data.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training images generated for `--data shapes`.
+    #[arg(long, default_value_t = 20000)]
+    train_count: usize,
+    /// Test images generated for `--data shapes`.
+    #[arg(long, default_value_t = 2000)]
+    test_count: usize,
+    /// Where to save the trained weights (safetensors, PyTorch tensor names).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.epochs == 0 {
+        return Err(Error::Usage("--epochs must be at least 1".into()));
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return Err(Error::Usage(format!("--lr must be positive, got {}", a.lr)));
+    }
+    let Splits { train, test } = if a.data == "shapes" {
+        shapes::splits(a.train_count, a.test_count, a.seed)
+    } else {
+        cifar::load(std::path::Path::new(&a.data))?
+    };
+    let classes = train.classes();
+    let state = match &a.init {
+        Some(path) => {
+            let store = WeightStore::load(path)?;
+            let model = Model::from_store(&store, a.arch.as_deref())?;
+            let mut state = store.tensors().clone();
+            if let Some(c) = a.replace_head {
+                init::replace_head(&mut state, &model, c, a.seed)?;
+            }
+            state
+        }
+        None => {
+            let arch = a.arch.as_deref().ok_or_else(|| {
+                Error::Usage("give --arch for a fresh model, or --init WEIGHTS".into())
+            })?;
+            if a.replace_head.is_some() {
+                return Err(Error::Usage("--replace-head needs --init".into()));
+            }
+            init::fresh(arch, classes, a.seed)?
+        }
+    };
+    let sgd = SgdParams {
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+    };
+    let mut trainer = Trainer::new(state, a.arch.as_deref(), sgd, a.seed)?;
+    eprintln!(
+        "training {} ({} classes) on {} training and {} test images",
+        trainer.model.arch,
+        trainer.model.num_classes,
+        train.len(),
+        test.len()
+    );
+    let opts = FitOptions {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        augment: a.augment,
+        seed: a.seed,
+        progress: std::io::stderr().is_terminal(),
+    };
+    fit(&mut trainer, &train, &test, &opts, |r| {
+        println!(
+            "epoch {}/{}: loss {:.4}, train accuracy {:.2}%, test accuracy {:.2}%",
+            r.epoch,
+            a.epochs,
+            r.loss,
+            100.0 * r.train_accuracy,
+            100.0 * r.test_accuracy
+        );
+    })?;
+    checkpoint::save(&a.out, &trainer.state_dict())?;
+    eprintln!("saved {}", a.out.display());
+    Ok(())
+}
