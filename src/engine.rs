@@ -125,11 +125,40 @@ impl<B: Backend> Engine<B> {
         let mut values: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
         let mut argmax: Vec<Option<B::Idx>> = (0..g.nodes.len()).map(|_| None).collect();
         values[g.input] = Some(Rc::new(be.upload(&x.data)?));
-        for (i, node) in g.nodes.iter().enumerate() {
+        let mut i = 0;
+        while i < g.nodes.len() {
+            let node = &g.nodes[i];
             let x = values[node.inputs[0]].clone().expect("input computed");
             let kind = node.op.kind();
+            // Nodes this step computes: conv → BatchNorm (→ ReLU) go in one fused call when
+            // nothing else reads the values in between.
+            let mut last = i;
+            let fused = match node.op {
+                Op::Conv2d { .. } => self.fusable(i, keep),
+                _ => None,
+            };
             let out = match (&node.op, &plan.nodes[i]) {
                 (_, Planned::Alias) => x,
+                (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) if fused.is_some() => {
+                    let (scale, shift, relu) = fused.expect("checked");
+                    last = i + 1 + usize::from(relu);
+                    let key = if relu {
+                        "conv2d+batch_norm+relu"
+                    } else {
+                        "conv2d+batch_norm"
+                    };
+                    Rc::new(self.timed(key, || {
+                        be.conv2d_affine(
+                            p,
+                            &x,
+                            &self.params[*weight],
+                            self.bias(bias),
+                            &self.params[scale],
+                            &self.params[shift],
+                            relu,
+                        )
+                    })?)
+                }
                 (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) => {
                     Rc::new(self.timed(kind, || {
                         be.conv2d(p, &x, &self.params[*weight], self.bias(bias))
@@ -164,14 +193,34 @@ impl<B: Backend> Engine<B> {
                 }
                 (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
             };
-            values[node.output] = Some(out);
+            values[g.nodes[last].output] = Some(out);
             for &v in &node.inputs {
-                if self.last_use[v] == i && !keep[v] {
+                if self.last_use[v] <= last && !keep[v] {
                     values[v] = None;
                 }
             }
+            i = last + 1;
         }
         Ok(Forward { values, argmax })
+    }
+
+    /// Whether conv node `i` can run fused with the BatchNorm after it (and the ReLU after
+    /// that): each reads the previous node's output, which nothing else reads or keeps.
+    /// Returns the BatchNorm's scale and shift parameters and whether the ReLU is included.
+    fn fusable(&self, i: usize, keep: &[bool]) -> Option<(usize, usize, bool)> {
+        let nodes = &self.model.graph.nodes;
+        let feeds = |from: usize, to: usize| {
+            let v = nodes[from].output;
+            nodes.get(to).is_some_and(|n| n.inputs == [v]) && self.last_use[v] == to && !keep[v]
+        };
+        if !feeds(i, i + 1) {
+            return None;
+        }
+        let Op::BatchNorm { scale, shift } = nodes[i + 1].op else {
+            return None;
+        };
+        let relu = feeds(i + 1, i + 2) && matches!(nodes[i + 2].op, Op::Relu);
+        Some((scale, shift, relu))
     }
 
     /// Grad-CAM of layer `layer` (default: the architecture's usual target) for class `class`

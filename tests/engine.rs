@@ -40,13 +40,23 @@ fn backward_pass_stops_at_the_target_layer() {
         "default target is after the last conv: {p:?}"
     );
     assert_eq!(p["linear.backward"].1, 3);
-    assert_eq!(p["conv2d"].1, 8, "the forward pass runs every conv");
+    // Every conv → BatchNorm → ReLU whose inner values nothing reads runs fused.
+    assert_eq!(
+        p["conv2d+batch_norm+relu"].1,
+        8,
+        "the forward pass runs every conv, fused: {p:?}"
+    );
+    assert!(!p.contains_key("batch_norm"), "{p:?}");
 
     // features.8 is the 3rd of 8 convs: the backward pass crosses the 5 convs after it.
     e.explain(&x, Some("features.8"), None).unwrap();
     let p = e.take_profile();
     assert_eq!(p["conv2d.backward"].1, 5, "{p:?}");
     assert_eq!(p["batch_norm.backward"].1, 6, "{p:?}");
+    // features.8 (a conv output) is kept as the target, so its BatchNorm runs on its own.
+    assert_eq!(p["conv2d"].1, 1, "{p:?}");
+    assert_eq!(p["batch_norm"].1, 1, "{p:?}");
+    assert_eq!(p["conv2d+batch_norm+relu"].1, 7, "{p:?}");
 }
 
 #[test]

@@ -59,6 +59,36 @@ pub trait Backend {
         w: &Self::Buf,
         bias: Option<&Self::Buf>,
     ) -> Result<Self::Buf>;
+    /// conv2d, then eval BatchNorm (v·scale[c] + shift[c]), then ReLU when `relu`: the
+    /// conv → BatchNorm (→ ReLU) chains of VGG-BN and ResNet in one call, for when their
+    /// intermediate values are not needed. Same results as the ops one after another, which is
+    /// what this default does; a backend overrides it to apply the map while the conv's output
+    /// is still in cache.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_affine(
+        &self,
+        p: &Conv2dParams,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        scale: &Self::Buf,
+        shift: &Self::Buf,
+        relu: bool,
+    ) -> Result<Self::Buf> {
+        let y = self.conv2d(p, x, w, bias)?;
+        let a = ChannelAffineParams {
+            n: p.n,
+            c: p.c_out,
+            hw: p.h_out() * p.w_out(),
+        };
+        let z = self.channel_affine(&a, &y, scale, shift)?;
+        if relu {
+            self.relu(&z, a.len())
+        } else {
+            Ok(z)
+        }
+    }
+
     /// dy: [N, Cout, Ho, Wo], w → dx: [N, Cin, H, W].
     fn conv2d_grad_input(
         &self,

@@ -24,6 +24,47 @@ const MIN_BLOCK_BACKWARD: usize = 1024;
 
 /// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], b: [Cout], y: [N, Cout, Ho, Wo].
 pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
+    conv2d_forward_fused(p, x, w, b, None, y)
+}
+
+/// What a fused convolution applies to each output block while it is still in cache: the
+/// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then ReLU when
+/// `relu`; the same f32 operations, in the same order, as the separate ops.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a, T> {
+    /// [Cout]
+    pub scale: &'a [T],
+    /// [Cout]
+    pub shift: &'a [T],
+    pub relu: bool,
+}
+
+impl<T: Real> Epilogue<'_, T> {
+    /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len].
+    fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>) {
+        for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+            let (s, t) = (self.scale[c], self.shift[c]);
+            for v in &mut row[cols.clone()] {
+                let a = *v * s + t;
+                *v = if !self.relu || a > T::zero() {
+                    a
+                } else {
+                    T::zero()
+                };
+            }
+        }
+    }
+}
+
+/// conv2d with an optional epilogue (see [`Epilogue`]).
+pub fn conv2d_forward_fused<T: Real>(
+    p: &Conv2dParams,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    epi: Option<Epilogue<T>>,
+    y: &mut [T],
+) {
     assert_eq!(x.len(), p.input_len());
     assert_eq!(w.len(), p.weight_len());
     assert_eq!(y.len(), p.output_len());
@@ -47,6 +88,9 @@ pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T
             fill_bias(yi, pix, b, 0..pix);
             let xv = View::row_major(xi, pix);
             matmul(yi, (p.c_out, pix, k_len), wv, xv, true, par);
+            if let Some(e) = epi {
+                e.apply(yi, pix, 0..pix);
+            }
             return;
         }
         let mut col = vec![T::zero(); k_len * width];
@@ -59,6 +103,9 @@ pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T
             let dims = (p.c_out, cols, k_len);
             let pv = View::row_major(panel, cols);
             matmul_strided(&mut yi[p0..], pix, dims, wv, pv, true, par);
+            if let Some(e) = epi {
+                e.apply(yi, pix, p0..p0 + cols);
+            }
         }
     };
     if batch_parallel {
@@ -68,7 +115,7 @@ pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T
     } else if block_parallel {
         y.chunks_mut(out_img)
             .zip(x.chunks(in_img))
-            .for_each(|(yi, xi)| forward_blocks_in_parallel(p, xi, w, b, width, yi));
+            .for_each(|(yi, xi)| forward_blocks_in_parallel(p, xi, w, b, epi, width, yi));
     } else {
         y.chunks_mut(out_img)
             .zip(x.chunks(in_img))
@@ -85,6 +132,7 @@ fn forward_blocks_in_parallel<T: Real>(
     xi: &[T],
     w: &[T],
     b: Option<&[T]>,
+    epi: Option<Epilogue<T>>,
     width: usize,
     yi: &mut [T],
 ) {
@@ -111,6 +159,9 @@ fn forward_blocks_in_parallel<T: Real>(
             fill_bias(out, cols, b, 0..cols);
             let pv = View::row_major(panel, cols);
             matmul(out, (p.c_out, cols, k_len), wv, pv, true, Parallelism::None);
+            if let Some(e) = epi {
+                e.apply(out, cols, 0..cols);
+            }
             for (dst, src) in rows.into_iter().zip(out.chunks_exact(cols)) {
                 dst.copy_from_slice(src);
             }

@@ -59,6 +59,23 @@ impl Backend for CpuBackend {
         Ok(y)
     }
 
+    fn conv2d_affine(
+        &self,
+        p: &Conv2dParams,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        scale: &Vec<f32>,
+        shift: &Vec<f32>,
+        relu: bool,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.out(p.output_len());
+        let epi = conv::Epilogue { scale, shift, relu };
+        let b = bias.map(|b| b.as_slice());
+        conv::conv2d_forward_fused(p, x, w, b, Some(epi), &mut y);
+        Ok(y)
+    }
+
     fn conv2d_grad_input(&self, p: &Conv2dParams, dy: &Vec<f32>, w: &Vec<f32>) -> Result<Vec<f32>> {
         let mut dx = self.out(p.input_len());
         conv::conv2d_backward_input(p, dy, w, &mut dx);
