@@ -3,11 +3,11 @@
 //! target (a layer for Grad-CAM, the input for guided backpropagation), compute input gradients
 //! only (no weight gradients), and stop at the target.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ConvEpilogue};
 use crate::error::{Error, Result};
 use crate::model::graph::{Op, Plan, Planned};
 use crate::model::Model;
-use crate::ops::{ranks_before, ClassPick, ClassSeedParams, GradCamParams};
+use crate::ops::{rank_cmp, ClassPick, ClassSeedParams, GradCamParams};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -140,23 +140,18 @@ impl<B: Backend> Engine<B> {
             let out = match (&node.op, &plan.nodes[i]) {
                 (_, Planned::Alias) => x,
                 (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) if fused.is_some() => {
-                    let (scale, shift, relu) = fused.expect("checked");
-                    last = i + 1 + usize::from(relu);
-                    let key = if relu {
-                        "conv2d+batch_norm+relu"
-                    } else {
-                        "conv2d+batch_norm"
+                    let f = fused.expect("checked");
+                    last = f.last;
+                    let residual = f.residual.map(|v| values[v].clone().expect("computed"));
+                    let e = ConvEpilogue {
+                        scale: &self.params[f.scale],
+                        shift: &self.params[f.shift],
+                        residual: residual.as_deref(),
+                        relu: f.relu,
                     };
+                    let key = f.key();
                     Rc::new(self.timed(key, || {
-                        be.conv2d_affine(
-                            p,
-                            &x,
-                            &self.params[*weight],
-                            self.bias(bias),
-                            &self.params[scale],
-                            &self.params[shift],
-                            relu,
-                        )
+                        be.conv2d_fused(p, &x, &self.params[*weight], self.bias(bias), &e)
                     })?)
                 }
                 (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) => {
@@ -194,9 +189,11 @@ impl<B: Backend> Engine<B> {
                 (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
             };
             values[g.nodes[last].output] = Some(out);
-            for &v in &node.inputs {
-                if self.last_use[v] <= last && !keep[v] {
-                    values[v] = None;
+            for n in &g.nodes[i..=last] {
+                for &v in &n.inputs {
+                    if self.last_use[v] <= last && !keep[v] {
+                        values[v] = None;
+                    }
                 }
             }
             i = last + 1;
@@ -204,23 +201,52 @@ impl<B: Backend> Engine<B> {
         Ok(Forward { values, argmax })
     }
 
-    /// Whether conv node `i` can run fused with the BatchNorm after it (and the ReLU after
-    /// that): each reads the previous node's output, which nothing else reads or keeps.
-    /// Returns the BatchNorm's scale and shift parameters and whether the ReLU is included.
-    fn fusable(&self, i: usize, keep: &[bool]) -> Option<(usize, usize, bool)> {
+    /// Whether conv node `i` can run fused with the BatchNorm after it, then a residual add,
+    /// then a ReLU (each optional but the BatchNorm): each reads the previous one's output,
+    /// which nothing else reads or keeps; the add's other input is computed before the conv.
+    fn fusable(&self, i: usize, keep: &[bool]) -> Option<Fusion> {
         let nodes = &self.model.graph.nodes;
-        let feeds = |from: usize, to: usize| {
+        // Whether node `to` is the only reader of node `from`'s output, which is not kept.
+        let only_reader = |from: usize, to: usize| {
             let v = nodes[from].output;
-            nodes.get(to).is_some_and(|n| n.inputs == [v]) && self.last_use[v] == to && !keep[v]
+            nodes.get(to).is_some_and(|n| n.inputs.contains(&v))
+                && self.last_use[v] == to
+                && !keep[v]
         };
-        if !feeds(i, i + 1) {
+        let reads_only = |from: usize, to: usize| {
+            only_reader(from, to) && nodes[to].inputs == [nodes[from].output]
+        };
+        if !reads_only(i, i + 1) {
             return None;
         }
         let Op::BatchNorm { scale, shift } = nodes[i + 1].op else {
             return None;
         };
-        let relu = feeds(i + 1, i + 2) && matches!(nodes[i + 2].op, Op::Relu);
-        Some((scale, shift, relu))
+        let mut f = Fusion {
+            scale,
+            shift,
+            residual: None,
+            relu: false,
+            last: i + 1,
+        };
+        if only_reader(i + 1, i + 2) && matches!(nodes[i + 2].op, Op::Add) {
+            let add = &nodes[i + 2];
+            let bn_out = nodes[i + 1].output;
+            let other = add.inputs.iter().copied().find(|&v| v != bn_out);
+            // The other operand must exist before the conv runs: produced by an earlier node
+            // (or the graph input), i.e. not by the conv or its BatchNorm.
+            let g = &self.model.graph;
+            let earlier = |v: usize| v == g.input || nodes[..i].iter().any(|n| n.output == v);
+            if let Some(r) = other.filter(|&r| add.inputs.len() == 2 && earlier(r)) {
+                f.residual = Some(r);
+                f.last = i + 2;
+            }
+        }
+        if reads_only(f.last, f.last + 1) && matches!(nodes[f.last + 1].op, Op::Relu) {
+            f.relu = true;
+            f.last += 1;
+        }
+        Some(f)
     }
 
     /// Grad-CAM of layer `layer` (default: the architecture's usual target) for class `class`
@@ -495,6 +521,29 @@ impl<B: Backend> Engine<B> {
     }
 }
 
+/// A conv → BatchNorm (→ add) (→ ReLU) chain that runs as one `conv2d_fused` call.
+struct Fusion {
+    scale: usize,
+    shift: usize,
+    /// The value added after the BatchNorm.
+    residual: Option<usize>,
+    relu: bool,
+    /// The chain's last node.
+    last: usize,
+}
+
+impl Fusion {
+    /// The name its time is reported under.
+    fn key(&self) -> &'static str {
+        match (self.residual.is_some(), self.relu) {
+            (false, false) => "conv2d+batch_norm",
+            (false, true) => "conv2d+batch_norm+relu",
+            (true, false) => "conv2d+batch_norm+add",
+            (true, true) => "conv2d+batch_norm+add+relu",
+        }
+    }
+}
+
 /// Which classes to explain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Classes {
@@ -547,15 +596,7 @@ struct Scope {
 /// Class indices in the order of `ranks_before`: descending logit, ties to the lower index.
 pub fn ranked(v: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| {
-        if ranks_before(v[a], a, v[b], b) {
-            std::cmp::Ordering::Less
-        } else if a == b {
-            std::cmp::Ordering::Equal
-        } else {
-            std::cmp::Ordering::Greater
-        }
-    });
+    idx.sort_by(|&a, &b| rank_cmp(v, a, b));
     idx
 }
 

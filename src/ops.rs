@@ -179,6 +179,17 @@ pub fn ranks_before(a: f32, ia: usize, b: f32, ib: usize) -> bool {
     }
 }
 
+/// `ranks_before` as an ordering of the class indices of logits `v`, for sorting.
+pub fn rank_cmp(v: &[f32], a: usize, b: usize) -> std::cmp::Ordering {
+    if ranks_before(v[a], a, v[b], b) {
+        std::cmp::Ordering::Less
+    } else if a == b {
+        std::cmp::Ordering::Equal
+    } else {
+        std::cmp::Ordering::Greater
+    }
+}
+
 /// The epsilon pytorch-grad-cam adds to the maximum when it normalizes a CAM.
 pub const CAM_EPS: f32 = 1e-7;
 
@@ -216,13 +227,7 @@ mod tests {
         ];
         // Larger first, ties to the lower index (-0.0 == 0.0), NaN after -inf.
         let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&a, &b| {
-            if ranks_before(v[a], a, v[b], b) {
-                std::cmp::Ordering::Less
-            } else {
-                std::cmp::Ordering::Greater
-            }
-        });
+        idx.sort_by(|&a, &b| rank_cmp(&v, a, b));
         assert_eq!(idx, [2, 5, 0, 3, 4, 6, 1, 7]);
         for (i, &x) in v.iter().enumerate() {
             assert!(!ranks_before(x, i, x, i), "irreflexive at {i}");

@@ -13,14 +13,14 @@
 //!   chose it, in the same order; on inputs with many ties, so a different tie rule fails.
 //! - adaptive average pool: atol 1e-6, rtol 1e-5 (sums of ≤ 16 values and one division).
 //! - class_seed: exact (0s and 1s).
-//! - conv2d_affine (fused conv → BatchNorm → ReLU): exact against the same backend's separate ops.
+//! - conv2d_fused (conv → BatchNorm → add → ReLU): exact against the same backend's separate ops.
 //! - grad_cam: atol 1e-4 against the CPU step (which accumulates in f64): the f32 channel sum's
 //!   error, relative to the CAM's range after normalization to [0, 1].
 
 mod common;
 
 use gradcam::backend::cpu::{cam, conv, elementwise, linear, pool};
-use gradcam::backend::Backend;
+use gradcam::backend::{Backend, ConvEpilogue};
 use gradcam::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -55,10 +55,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
     }
 }
 
-/// The fused conv → BatchNorm (→ ReLU) call gives exactly what the three ops give one after
+/// The fused conv → BatchNorm (→ add) (→ ReLU) call gives exactly what the ops give one after
 /// another (same f32 operations in the same order), on every path of the CPU kernel: batch
 /// parallel, one image with its pixel blocks in parallel (64×64 output), pointwise.
-fn conv2d_affine<B: Backend>(be: &B) {
+fn conv2d_fused<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(29);
     let mut cases = conv_cases();
     for (c_in, k, pad) in [(3, 3, 1), (8, 1, 0)] {
@@ -92,25 +92,33 @@ fn conv2d_affine<B: Backend>(be: &B) {
             c: p.c_out,
             hw: p.h_out() * p.w_out(),
         };
-        for relu in [false, true] {
+        let residual = up(&random(p.output_len(), &mut rng));
+        for (add, relu) in [(false, false), (false, true), (true, false), (true, true)] {
             let y = be.conv2d(&p, &x, &w, Some(&b)).unwrap();
             let mut want = be.channel_affine(&a, &y, &scale, &shift).unwrap();
+            if add {
+                want = be.add(&want, &residual, a.len()).unwrap();
+            }
             if relu {
                 want = be.relu(&want, a.len()).unwrap();
             }
             let want: Vec<f64> = f64s(&be.download(&want).unwrap());
-            let got = be
-                .conv2d_affine(&p, &x, &w, Some(&b), &scale, &shift, relu)
-                .unwrap();
-            let what = format!("{} conv2d_affine {p:?} relu {relu}", be.name());
+            let e = ConvEpilogue {
+                scale: &scale,
+                shift: &shift,
+                residual: add.then_some(&residual),
+                relu,
+            };
+            let got = be.conv2d_fused(&p, &x, &w, Some(&b), &e).unwrap();
+            let what = format!("{} conv2d_fused {p:?} add {add} relu {relu}", be.name());
             assert_close(&what, &be.download(&got).unwrap(), &want, 0.0, 0.0);
         }
     }
 }
 
-on_backends!(conv2d_affine:
-    conv2d_affine_cpu => common::cpu(),
-    conv2d_affine_wgpu => common::wgpu(),
+on_backends!(conv2d_fused:
+    conv2d_fused_cpu => common::cpu(),
+    conv2d_fused_wgpu => common::wgpu(),
 );
 
 fn conv_cases() -> Vec<Conv2dParams> {

@@ -42,8 +42,7 @@ fn backward_pass_stops_at_the_target_layer() {
     assert_eq!(p["linear.backward"].1, 3);
     // Every conv → BatchNorm → ReLU whose inner values nothing reads runs fused.
     assert_eq!(
-        p["conv2d+batch_norm+relu"].1,
-        8,
+        p["conv2d+batch_norm+relu"].1, 8,
         "the forward pass runs every conv, fused: {p:?}"
     );
     assert!(!p.contains_key("batch_norm"), "{p:?}");

@@ -41,6 +41,19 @@ impl ConvKernel {
     }
 }
 
+/// What a fused convolution applies to its output, in this order: eval BatchNorm
+/// v·scale[c] + shift[c], then + residual (a ResNet block's identity or downsample branch) when
+/// given, then ReLU when `relu`.
+pub struct ConvEpilogue<'a, Buf> {
+    /// [Cout]
+    pub scale: &'a Buf,
+    /// [Cout]
+    pub shift: &'a Buf,
+    /// [N, Cout, Ho, Wo]
+    pub residual: Option<&'a Buf>,
+    pub relu: bool,
+}
+
 pub trait Backend {
     /// A device buffer of f32.
     type Buf;
@@ -59,21 +72,18 @@ pub trait Backend {
         w: &Self::Buf,
         bias: Option<&Self::Buf>,
     ) -> Result<Self::Buf>;
-    /// conv2d, then eval BatchNorm (v·scale[c] + shift[c]), then ReLU when `relu`: the
-    /// conv → BatchNorm (→ ReLU) chains of VGG-BN and ResNet in one call, for when their
+    /// conv2d followed by its epilogue (see [`ConvEpilogue`]) in one call: the conv →
+    /// BatchNorm (→ residual add) (→ ReLU) chains of VGG-BN and ResNet, for when their
     /// intermediate values are not needed. Same results as the ops one after another, which is
-    /// what this default does; a backend overrides it to apply the map while the conv's output
-    /// is still in cache.
-    #[allow(clippy::too_many_arguments)]
-    fn conv2d_affine(
+    /// what this default does; a backend overrides it to apply the epilogue while the conv's
+    /// output is still in cache.
+    fn conv2d_fused(
         &self,
         p: &Conv2dParams,
         x: &Self::Buf,
         w: &Self::Buf,
         bias: Option<&Self::Buf>,
-        scale: &Self::Buf,
-        shift: &Self::Buf,
-        relu: bool,
+        e: &ConvEpilogue<'_, Self::Buf>,
     ) -> Result<Self::Buf> {
         let y = self.conv2d(p, x, w, bias)?;
         let a = ChannelAffineParams {
@@ -81,12 +91,14 @@ pub trait Backend {
             c: p.c_out,
             hw: p.h_out() * p.w_out(),
         };
-        let z = self.channel_affine(&a, &y, scale, shift)?;
-        if relu {
-            self.relu(&z, a.len())
-        } else {
-            Ok(z)
+        let mut z = self.channel_affine(&a, &y, e.scale, e.shift)?;
+        if let Some(r) = e.residual {
+            z = self.add(&z, r, a.len())?;
         }
+        if e.relu {
+            z = self.relu(&z, a.len())?;
+        }
+        Ok(z)
     }
 
     /// dy: [N, Cout, Ho, Wo], w → dx: [N, Cin, H, W].

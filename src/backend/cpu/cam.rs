@@ -5,9 +5,7 @@
 //! resizing is what pytorch-grad-cam does; it only matters for CAMs whose range is near 1e-7,
 //! but then it matters, so we do the same.
 
-use crate::ops::{
-    bilinear_source, ranks_before, ClassPick, ClassSeedParams, GradCamParams, CAM_EPS,
-};
+use crate::ops::{bilinear_source, rank_cmp, ClassPick, ClassSeedParams, GradCamParams, CAM_EPS};
 use rayon::prelude::*;
 
 /// activation, gradient: [N, C, h, w]; cam: [N, out_h, out_w].
@@ -55,22 +53,27 @@ fn normalize(v: &mut [f32]) {
     }
 }
 
-/// logits, seed: [N, K]. Each image's row of `seed` is one-hot at its picked class.
+/// logits, seed: [N, K]. Each image's row of `seed` is one-hot at its picked class; the class
+/// at rank r is found by a selection in the `ranks_before` order (O(K) per row; the GPU
+/// kernels count, per class, how many classes rank before it).
 pub fn class_seed(p: &ClassSeedParams, logits: &[f32], seed: &mut [f32]) {
     assert_eq!(logits.len(), p.n * p.k);
     assert_eq!(seed.len(), p.n * p.k);
+    let mut order: Vec<usize> = Vec::with_capacity(p.k);
     for (row, out) in logits.chunks(p.k).zip(seed.chunks_mut(p.k)) {
-        for (j, o) in out.iter_mut().enumerate() {
-            let picked = match p.pick {
-                ClassPick::Fixed(c) => j == c,
-                ClassPick::Rank(r) => {
-                    let rank = (0..p.k)
-                        .filter(|&i| ranks_before(row[i], i, row[j], j))
-                        .count();
-                    rank == r
-                }
-            };
-            *o = if picked { 1.0 } else { 0.0 };
+        let class = match p.pick {
+            ClassPick::Fixed(c) => c,
+            ClassPick::Rank(r) => {
+                order.clear();
+                order.extend(0..p.k);
+                let (_, &mut nth, _) =
+                    order.select_nth_unstable_by(r, |&a, &b| rank_cmp(row, a, b));
+                nth
+            }
+        };
+        out.fill(0.0);
+        if class < p.k {
+            out[class] = 1.0;
         }
     }
 }

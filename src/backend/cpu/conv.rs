@@ -28,29 +28,51 @@ pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T
 }
 
 /// What a fused convolution applies to each output block while it is still in cache: the
-/// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then ReLU when
-/// `relu`; the same f32 operations, in the same order, as the separate ops.
+/// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then + residual
+/// when given, then ReLU when `relu`; the same f32 operations, in the same order, as the
+/// separate ops (see `Backend::conv2d_fused`).
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
     /// [Cout]
     pub scale: &'a [T],
     /// [Cout]
     pub shift: &'a [T],
+    /// [N, Cout, Ho, Wo]
+    pub residual: Option<&'a [T]>,
     pub relu: bool,
 }
 
 impl<T: Real> Epilogue<'_, T> {
-    /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len].
-    fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>) {
+    /// The epilogue of image `img`, whose output has `len` elements: its part of the residual.
+    fn for_image(self, img: usize, len: usize) -> Self {
+        Epilogue {
+            residual: self.residual.map(|r| &r[img * len..(img + 1) * len]),
+            ..self
+        }
+    }
+
+    /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len],
+    /// whose column 0 is output pixel `p0` of an image of `pix` pixels per channel.
+    fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>, pix: usize, p0: usize) {
+        let relu = |a: T| {
+            if !self.relu || a > T::zero() {
+                a
+            } else {
+                T::zero()
+            }
+        };
         for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
             let (s, t) = (self.scale[c], self.shift[c]);
-            for v in &mut row[cols.clone()] {
-                let a = *v * s + t;
-                *v = if !self.relu || a > T::zero() {
-                    a
-                } else {
-                    T::zero()
-                };
+            let row = &mut row[cols.clone()];
+            match self.residual {
+                Some(r) => {
+                    let start = c * pix + p0 + cols.start;
+                    let r = &r[start..start + row.len()];
+                    for (v, &add) in row.iter_mut().zip(r) {
+                        *v = relu(*v * s + t + add);
+                    }
+                }
+                None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
             }
         }
     }
@@ -80,7 +102,8 @@ pub fn conv2d_forward_fused<T: Real>(
     let blocks = pix.div_ceil(width);
     let block_parallel =
         !batch_parallel && !p.is_pointwise() && blocks >= 2 * rayon::current_num_threads();
-    let run = |xi: &[T], yi: &mut [T]| {
+    let run = |img: usize, xi: &[T], yi: &mut [T]| {
+        let epi = epi.map(|e| e.for_image(img, out_img));
         let par = inner_parallelism(batch_parallel);
         let wv = View::row_major(w, k_len);
         if p.is_pointwise() {
@@ -89,7 +112,7 @@ pub fn conv2d_forward_fused<T: Real>(
             let xv = View::row_major(xi, pix);
             matmul(yi, (p.c_out, pix, k_len), wv, xv, true, par);
             if let Some(e) = epi {
-                e.apply(yi, pix, 0..pix);
+                e.apply(yi, pix, 0..pix, pix, 0);
             }
             return;
         }
@@ -104,22 +127,25 @@ pub fn conv2d_forward_fused<T: Real>(
             let pv = View::row_major(panel, cols);
             matmul_strided(&mut yi[p0..], pix, dims, wv, pv, true, par);
             if let Some(e) = epi {
-                e.apply(yi, pix, p0..p0 + cols);
+                e.apply(yi, pix, p0..p0 + cols, pix, 0);
             }
         }
     };
     if batch_parallel {
         y.par_chunks_mut(out_img)
             .zip(x.par_chunks(in_img))
-            .for_each(|(yi, xi)| run(xi, yi));
+            .enumerate()
+            .for_each(|(img, (yi, xi))| run(img, xi, yi));
     } else if block_parallel {
-        y.chunks_mut(out_img)
-            .zip(x.chunks(in_img))
-            .for_each(|(yi, xi)| forward_blocks_in_parallel(p, xi, w, b, epi, width, yi));
+        for (img, (yi, xi)) in y.chunks_mut(out_img).zip(x.chunks(in_img)).enumerate() {
+            let epi = epi.map(|e| e.for_image(img, out_img));
+            forward_blocks_in_parallel(p, xi, w, b, epi, width, yi);
+        }
     } else {
         y.chunks_mut(out_img)
             .zip(x.chunks(in_img))
-            .for_each(|(yi, xi)| run(xi, yi));
+            .enumerate()
+            .for_each(|(img, (yi, xi))| run(img, xi, yi));
     }
 }
 
@@ -160,7 +186,7 @@ fn forward_blocks_in_parallel<T: Real>(
             let pv = View::row_major(panel, cols);
             matmul(out, (p.c_out, cols, k_len), wv, pv, true, Parallelism::None);
             if let Some(e) = epi {
-                e.apply(out, cols, 0..cols);
+                e.apply(out, cols, 0..cols, pix, p0);
             }
             for (dst, src) in rows.into_iter().zip(out.chunks_exact(cols)) {
                 dst.copy_from_slice(src);

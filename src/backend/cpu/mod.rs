@@ -14,7 +14,7 @@ pub mod real;
 pub mod training;
 pub mod weight_grad;
 
-use super::Backend;
+use super::{Backend, ConvEpilogue};
 use crate::error::Result;
 use crate::ops::*;
 
@@ -59,18 +59,21 @@ impl Backend for CpuBackend {
         Ok(y)
     }
 
-    fn conv2d_affine(
+    fn conv2d_fused(
         &self,
         p: &Conv2dParams,
         x: &Vec<f32>,
         w: &Vec<f32>,
         bias: Option<&Vec<f32>>,
-        scale: &Vec<f32>,
-        shift: &Vec<f32>,
-        relu: bool,
+        e: &ConvEpilogue<'_, Vec<f32>>,
     ) -> Result<Vec<f32>> {
         let mut y = self.out(p.output_len());
-        let epi = conv::Epilogue { scale, shift, relu };
+        let epi = conv::Epilogue {
+            scale: e.scale,
+            shift: e.shift,
+            residual: e.residual.map(|r| r.as_slice()),
+            relu: e.relu,
+        };
         let b = bias.map(|b| b.as_slice());
         conv::conv2d_forward_fused(p, x, w, b, Some(epi), &mut y);
         Ok(y)
