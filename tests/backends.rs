@@ -570,3 +570,25 @@ on_backends!(class_seed:
     class_seed_cpu => common::cpu(),
     class_seed_wgpu => common::wgpu(),
 );
+
+/// Pipelines, uniform buffers and bind groups are made for the first batch of a shape only:
+/// the buffer pool then holds what a batch needs and hands out the same buffers again, so the
+/// second identical batch creates no bind group (and gives the same result).
+#[test]
+fn wgpu_second_batch_reuses_every_bind_group() {
+    use gradcam::engine::Engine;
+    use gradcam::model::Model;
+    use gradcam::tensor::Tensor;
+    let model = Model::load(&common::fixture("seed_cnn/model.safetensors"), None).unwrap();
+    let mut be = common::wgpu();
+    be.poison = false; // a poisoning fill is a dispatch of its own
+    let engine = Engine::new(be, model).unwrap();
+    let mut rng = StdRng::seed_from_u64(31);
+    let x = Tensor::new(vec![3, 3, 32, 32], random(3 * 3 * 32 * 32, &mut rng));
+    let first = engine.explain(&x, None, None).unwrap();
+    let created = engine.backend.bind_groups_created();
+    let second = engine.explain(&x, None, None).unwrap();
+    assert_eq!(engine.backend.bind_groups_created(), created);
+    assert_eq!(first.cams.data, second.cams.data);
+    assert_eq!(first.logits.data, second.logits.data);
+}

@@ -8,13 +8,16 @@
 use super::context::{backend_error, Context};
 use crate::error::Result;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-/// Storage buffers no longer referenced, by size in bytes.
+/// Storage buffers no longer referenced, by size in bytes. Each size hands out its lowest
+/// buffer (wgpu orders buffers by id) rather than the last one freed, so which buffer an op
+/// gets depends on the set of free buffers, not on the order they were freed in: identical
+/// batches get identical buffers, and their cached bind groups (kernels.rs) are reused.
 #[derive(Default)]
 pub struct Pool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: HashMap<u64, BTreeSet<wgpu::Buffer>>,
 }
 
 /// A storage buffer of `len` 4-byte elements (f32, or u32 for max-pool argmaxes) that goes back
@@ -41,7 +44,7 @@ impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
             if let Ok(mut pool) = self.pool.try_borrow_mut() {
-                pool.free.entry(b.size()).or_default().push(b);
+                pool.free.entry(b.size()).or_default().insert(b);
             }
         }
     }
@@ -73,7 +76,11 @@ pub fn alloc(ctx: &Context, pool: &Rc<RefCell<Pool>>, len: usize) -> Result<GpuB
             max as f64 / 1048576.0
         )));
     }
-    let recycled = pool.borrow_mut().free.get_mut(&size).and_then(Vec::pop);
+    let recycled = pool
+        .borrow_mut()
+        .free
+        .get_mut(&size)
+        .and_then(BTreeSet::pop_first);
     let buf = recycled.unwrap_or_else(|| {
         ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,

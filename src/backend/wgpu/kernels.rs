@@ -2,9 +2,11 @@
 //!
 //! Each shader file is embedded with `include_str!` and compiled at run time the first time one
 //! of its kernels runs; each kernel (entry point) gets one compute pipeline, created once and
-//! cached for the backend's lifetime. Shapes travel in a small uniform buffer per dispatch, so
-//! the same pipeline serves every shape. Bind groups tie a dispatch to its buffers, which
-//! change on every call, so they are made per dispatch (cheap next to the work).
+//! cached for the backend's lifetime. Shapes travel in a small uniform buffer, so the same
+//! pipeline serves every shape; uniform buffers are cached by their contents. Bind groups are
+//! cached by (kernel, uniform contents, storage buffers): the buffer pool hands out the same
+//! buffers for the same shapes batch after batch, so from the second batch of a shape on a
+//! dispatch creates nothing.
 //!
 //! Binding convention of every kernel: binding 0 is its uniform parameters, bindings 1.. are
 //! its storage buffers in the order the Rust glue passes them (inputs, then outputs), and every
@@ -89,9 +91,18 @@ pub struct Timing {
 
 const QUERIES_PER_SET: u32 = 4096;
 
+/// A dispatch's bindings: its kernel, its uniform words and its storage buffers.
+type BindKey = (Kernel, Vec<u32>, Vec<wgpu::Buffer>);
+
+/// Cached bind groups keep their buffers alive; past this many the cache starts over, which
+/// bounds that memory when shapes keep changing.
+const MAX_BIND_GROUPS: usize = 4096;
+
 pub struct Kernels {
     modules: RefCell<HashMap<Shader, Rc<wgpu::ShaderModule>>>,
     pipelines: RefCell<HashMap<Kernel, Rc<wgpu::ComputePipeline>>>,
+    uniforms: RefCell<HashMap<Vec<u32>, wgpu::Buffer>>,
+    bind_groups: RefCell<HashMap<BindKey, wgpu::BindGroup>>,
     timing: RefCell<Option<Timing>>,
 }
 
@@ -100,6 +111,8 @@ impl Kernels {
         Self {
             modules: RefCell::default(),
             pipelines: RefCell::default(),
+            uniforms: RefCell::default(),
+            bind_groups: RefCell::default(),
             timing: RefCell::default(),
         }
     }
@@ -157,32 +170,11 @@ impl Kernels {
         bufs: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
-        use wgpu::util::DeviceExt;
         let pipeline = self.pipeline(ctx, k)?;
         let mut words = params.to_vec();
         words.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let uniform = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::cast_slice(&words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(k.entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let key: BindKey = (k, words, bufs.iter().map(|&b| b.clone()).collect());
+        let bind = self.bind_group(ctx, &pipeline, key);
 
         let mut timing = self.timing.borrow_mut();
         let mut enc = ctx
@@ -232,6 +224,59 @@ impl Kernels {
             }
         }
         Ok(())
+    }
+
+    pub fn bind_groups_created(&self) -> usize {
+        self.bind_groups.borrow().len()
+    }
+
+    /// The cached bind group of `key`, created (with its uniform buffer) on first use.
+    fn bind_group(
+        &self,
+        ctx: &Context,
+        pipeline: &wgpu::ComputePipeline,
+        key: BindKey,
+    ) -> wgpu::BindGroup {
+        use wgpu::util::DeviceExt;
+        if let Some(b) = self.bind_groups.borrow().get(&key) {
+            return b.clone();
+        }
+        let (k, words, bufs) = &key;
+        let uniform = self
+            .uniforms
+            .borrow_mut()
+            .entry(words.clone())
+            .or_insert_with(|| {
+                ctx.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("params"),
+                        contents: bytemuck::cast_slice(words),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    })
+            })
+            .clone();
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in bufs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(k.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut cache = self.bind_groups.borrow_mut();
+        if cache.len() >= MAX_BIND_GROUPS {
+            cache.clear();
+            self.uniforms.borrow_mut().clear();
+        }
+        cache.insert(key, bind.clone());
+        bind
     }
 
     pub fn start_timing(&self) {

@@ -72,6 +72,11 @@ impl WgpuBackend {
         self.ctx.timestamps
     }
 
+    /// Bind groups created so far (and still cached).
+    pub fn bind_groups_created(&self) -> usize {
+        self.kernels.bind_groups_created()
+    }
+
     /// Starts recording the time of every kernel dispatched from now on.
     pub fn start_timing(&self) {
         self.kernels.start_timing();
