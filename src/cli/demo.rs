@@ -39,8 +39,9 @@ const SAMPLES: [(&str, &[u8]); 6] = [
 ];
 /// The shapes set's classes, in label order (src/data/shapes.rs).
 const LABELS: &str = "circle\nsquare\ntriangle\n";
-/// conv2's map is 10×10 for a 32×32 input; conv3's is 3×3, too coarse for 10–20 px objects.
-const LAYER: &str = "conv2";
+/// relu2's map is 10×10 for a 32×32 input (conv3's is 3×3, too coarse for 10–20 px objects);
+/// it is the layer with the best pointing game for this model (README, "Training").
+const LAYER: &str = "relu2";
 
 #[derive(clap::Args)]
 pub struct Args {
