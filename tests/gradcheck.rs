@@ -6,6 +6,8 @@
 
 use gradcam::backend::cpu::{conv, elementwise, linear, pool};
 use gradcam::ops::*;
+
+mod common;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 const H: f64 = 1e-5;
@@ -65,23 +67,11 @@ fn conv2d_backward_matches_finite_differences() {
         (2, 4, 6, 5, 3, 3, 1, 1, 1),
         (2, 3, 5, 7, 2, 1, 1, 2, 0),
     ];
-    for (n, c_in, h, w, c_out, k_h, k_w, s, p) in cases {
-        let prm = Conv2dParams {
-            n,
-            c_in,
-            h_in: h,
-            w_in: w,
-            c_out,
-            k_h,
-            k_w,
-            stride_h: s,
-            stride_w: s,
-            pad_h: p.min(k_h / 2 + 1),
-            pad_w: p.min(k_w / 2 + 1),
-        };
+    for case in cases {
+        let prm = common::conv_case(case);
         let x = random(prm.input_len(), &mut rng);
         let wt = random(prm.weight_len(), &mut rng);
-        let b = random(c_out, &mut rng);
+        let b = random(prm.c_out, &mut rng);
         check(
             &format!("conv2d {prm:?}"),
             &x,

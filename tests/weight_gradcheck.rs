@@ -7,6 +7,8 @@
 
 use gradcam::backend::cpu::{conv, linear, training, weight_grad};
 use gradcam::ops::*;
+
+mod common;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 const H: f64 = 1e-5;
@@ -52,23 +54,11 @@ fn conv2d_weight_and_bias_gradients_match_finite_differences() {
         (2, 4, 6, 5, 3, 3, 1, 1, 1),
         (2, 3, 5, 7, 2, 1, 1, 2, 0),
     ];
-    for (n, c_in, h, w, c_out, k_h, k_w, s, p) in cases {
-        let prm = Conv2dParams {
-            n,
-            c_in,
-            h_in: h,
-            w_in: w,
-            c_out,
-            k_h,
-            k_w,
-            stride_h: s,
-            stride_w: s,
-            pad_h: p.min(k_h / 2 + 1),
-            pad_w: p.min(k_w / 2 + 1),
-        };
+    for case in cases {
+        let prm = common::conv_case(case);
         let x = random(prm.input_len(), &mut rng);
         let wt = random(prm.weight_len(), &mut rng);
-        let b = random(c_out, &mut rng);
+        let b = random(prm.c_out, &mut rng);
         let dy = random(prm.output_len(), &mut rng);
         let loss = |wt: &[f64], b: &[f64]| {
             let mut y = vec![f64::NAN; prm.output_len()];
@@ -84,7 +74,7 @@ fn conv2d_weight_and_bias_gradients_match_finite_differences() {
             |w| loss(w, &b),
             &mut rng,
         );
-        let mut db = vec![f64::NAN; c_out];
+        let mut db = vec![f64::NAN; prm.c_out];
         weight_grad::conv2d_backward_bias(&prm, &dy, &mut db);
         check(
             &format!("conv2d bias {prm:?}"),

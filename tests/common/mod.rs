@@ -5,6 +5,7 @@
 use gradcam::backend::cpu::CpuBackend;
 use gradcam::backend::wgpu::{AdapterChoice, WgpuBackend};
 use gradcam::backend::ConvKernel;
+use gradcam::ops::Conv2dParams;
 use gradcam::tensor::Tensor;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -63,4 +64,34 @@ pub fn wgpu_v1() -> WgpuBackend {
     let mut be = wgpu();
     be.conv = ConvKernel::V1;
     be
+}
+
+/// A convolution from (n, c_in, h, w, c_out, k_h, k_w, stride, pad), the tuple the
+/// finite-difference tests list their cases as; the padding is capped at k/2 + 1 per axis.
+pub fn conv_case(
+    (n, c_in, h, w, c_out, k_h, k_w, stride, pad): (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    ),
+) -> Conv2dParams {
+    Conv2dParams {
+        n,
+        c_in,
+        h_in: h,
+        w_in: w,
+        c_out,
+        k_h,
+        k_w,
+        stride_h: stride,
+        stride_w: stride,
+        pad_h: pad.min(k_h / 2 + 1),
+        pad_w: pad.min(k_w / 2 + 1),
+    }
 }
