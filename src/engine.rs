@@ -130,8 +130,8 @@ impl<B: Backend> Engine<B> {
             let node = &g.nodes[i];
             let x = values[node.inputs[0]].clone().expect("input computed");
             let kind = node.op.kind();
-            // Nodes this step computes: conv → BatchNorm (→ ReLU) go in one fused call when
-            // nothing else reads the values in between.
+            // Nodes this step computes: conv → BatchNorm (→ add) (→ ReLU) go in one fused call
+            // when nothing else reads the values in between.
             let mut last = i;
             let fused = match node.op {
                 Op::Conv2d { .. } => self.fusable(i, keep),
@@ -363,14 +363,17 @@ impl<B: Backend> Engine<B> {
             results.push((pick, cam, guided));
         }
         let logits = self.logits(&fw, &plan)?;
+        // Each image's classes in rank order, sorted once for all ranks.
+        let order: Vec<Vec<usize>> = match classes {
+            Classes::Fixed(_) => vec![],
+            Classes::TopK(_) => logits.data.chunks(k).map(ranked).collect(),
+        };
         let mut targets = Vec::with_capacity(ranks);
         for (pick, cam, guided) in results {
-            let classes: Vec<usize> = logits
-                .data
-                .chunks(k)
-                .map(|row| match pick {
+            let classes: Vec<usize> = (0..n)
+                .map(|i| match pick {
                     ClassPick::Fixed(c) => c,
-                    ClassPick::Rank(r) => ranked(row)[r],
+                    ClassPick::Rank(r) => order[i][r],
                 })
                 .collect();
             let scores = logits

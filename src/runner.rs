@@ -24,6 +24,22 @@ pub enum BackendKind {
     Cuda,
 }
 
+impl BackendKind {
+    /// The backend `Auto` stands for on this machine (what `selftest` checks and `devices`
+    /// reports): CUDA when a device, its driver and NVRTC are present; else wgpu when it finds
+    /// a hardware GPU adapter; else the CPU. Other kinds stand for themselves.
+    pub fn resolve(self) -> BackendKind {
+        match self {
+            BackendKind::Auto if cuda::is_available() => BackendKind::Cuda,
+            BackendKind::Auto if crate::backend::wgpu::adapters().iter().any(|(_, hw)| *hw) => {
+                BackendKind::Wgpu
+            }
+            BackendKind::Auto => BackendKind::Cpu,
+            k => k,
+        }
+    }
+}
+
 /// Backend-specific settings; each backend reads the fields that concern it.
 #[derive(Clone, Debug, Default)]
 pub struct BackendOptions {

@@ -3,6 +3,8 @@
 
 use crate::backend::{cuda, wgpu};
 use crate::error::Result;
+use crate::runner::BackendKind;
+use clap::ValueEnum;
 
 pub fn run() -> Result<()> {
     let cuda = cuda::probe();
@@ -22,13 +24,8 @@ pub fn run() -> Result<()> {
         };
         println!("wgpu: {name} [{kind}]");
     }
-    let auto = if cuda.is_ok() {
-        "cuda"
-    } else if adapters.iter().any(|(_, hardware)| *hardware) {
-        "wgpu"
-    } else {
-        "cpu"
-    };
-    println!("--backend auto uses: {auto}");
+    let auto = BackendKind::Auto.resolve();
+    let name = auto.to_possible_value().expect("every backend has a name");
+    println!("--backend auto uses: {}", name.get_name());
     Ok(())
 }

@@ -31,12 +31,7 @@ fn report<B: Backend>(b: &B, tol: Tolerances) -> (usize, usize) {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let kind = match a.backend {
-        BackendKind::Auto if cuda::is_available() => BackendKind::Cuda,
-        BackendKind::Auto if WgpuBackend::new(AdapterChoice::RealGpu).is_ok() => BackendKind::Wgpu,
-        BackendKind::Auto => BackendKind::Cpu,
-        k => k,
-    };
+    let kind = a.backend.resolve();
     let variants = match a.conv_kernel {
         Some(k) => vec![k],
         None => vec![ConvKernel::V1, ConvKernel::V2],
