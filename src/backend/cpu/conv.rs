@@ -8,6 +8,7 @@
 use super::matmul::{inner_parallelism, matmul, matmul_strided, split_batch, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
+use super::winograd;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -44,7 +45,7 @@ pub struct Epilogue<'a, T> {
 
 impl<T: Real> Epilogue<'_, T> {
     /// The epilogue of image `img`, whose output has `len` elements: its part of the residual.
-    fn for_image(self, img: usize, len: usize) -> Self {
+    pub(super) fn for_image(self, img: usize, len: usize) -> Self {
         Epilogue {
             residual: self.residual.map(|r| &r[img * len..(img + 1) * len]),
             ..self
@@ -54,6 +55,14 @@ impl<T: Real> Epilogue<'_, T> {
     /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len],
     /// whose column 0 is output pixel `p0` of an image of `pix` pixels per channel.
     fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>, pix: usize, p0: usize) {
+        for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+            self.apply_row(c, &mut row[cols.clone()], c * pix + p0 + cols.start);
+        }
+    }
+
+    /// Applies the epilogue to `row`, a run of channel `c`'s outputs that starts at element
+    /// `start` of the image's output (where its residual is read).
+    pub(super) fn apply_row(&self, c: usize, row: &mut [T], start: usize) {
         let relu = |a: T| {
             if !self.relu || a > T::zero() {
                 a
@@ -61,19 +70,15 @@ impl<T: Real> Epilogue<'_, T> {
                 T::zero()
             }
         };
-        for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
-            let (s, t) = (self.scale[c], self.shift[c]);
-            let row = &mut row[cols.clone()];
-            match self.residual {
-                Some(r) => {
-                    let start = c * pix + p0 + cols.start;
-                    let r = &r[start..start + row.len()];
-                    for (v, &add) in row.iter_mut().zip(r) {
-                        *v = relu(*v * s + t + add);
-                    }
+        let (s, t) = (self.scale[c], self.shift[c]);
+        match self.residual {
+            Some(r) => {
+                let r = &r[start..start + row.len()];
+                for (v, &add) in row.iter_mut().zip(r) {
+                    *v = relu(*v * s + t + add);
                 }
-                None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
             }
+            None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
         }
     }
 }
@@ -91,6 +96,9 @@ pub fn conv2d_forward_fused<T: Real>(
     assert_eq!(w.len(), p.weight_len());
     assert_eq!(y.len(), p.output_len());
     prefer_huge_pages(y);
+    if winograd::applies(p) {
+        return winograd::conv2d_forward(p, x, w, b, epi, y);
+    }
     let pix = p.h_out() * p.w_out();
     let in_img = p.c_in * p.h_in * p.w_in;
     let out_img = p.c_out * pix;
@@ -525,6 +533,18 @@ mod tests {
         cases.push(conv(2, 3, (61, 67), 4, (7, 7), (2, 2), (3, 3)));
         // Enough pixels for several of the input gradient's larger blocks.
         cases.push(conv(1, 8, (63, 61), 3, (3, 3), (1, 1), (1, 1)));
+        // Winograd's (3×3, stride 1, ≥ 16 input channels): odd sizes, images smaller than a
+        // tile, padding 0–2, several blocks (small in unit tests), one image or several.
+        for (n, c_in, hw, c_out, pad) in [
+            (2, 16, (1, 1), 3, 1),
+            (1, 17, (5, 6), 18, 0),
+            (3, 20, (9, 7), 5, 2),
+            (1, 16, (2, 3), 4, 2),
+            (1, 24, (31, 17), 7, 1),
+            (3, 19, (20, 21), 6, 1),
+        ] {
+            cases.push(conv(n, c_in, hw, c_out, (3, 3), (1, 1), (pad, pad)));
+        }
         // The thread count decides between image-, block- and product-level parallelism.
         for threads in [1, 2, 3] {
             let pool = rayon::ThreadPoolBuilder::new()

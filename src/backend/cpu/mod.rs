@@ -13,6 +13,7 @@ pub mod pool;
 pub mod real;
 pub mod training;
 pub mod weight_grad;
+pub mod winograd;
 
 use super::{Backend, ConvEpilogue};
 use crate::error::Result;
