@@ -210,6 +210,10 @@ pub fn conv2d_backward_input<T: Real>(p: &Conv2dParams, dy: &[T], w: &[T], dx: &
     assert_eq!(w.len(), p.weight_len());
     assert_eq!(dx.len(), p.input_len());
     prefer_huge_pages(dx);
+    if let Some(q) = winograd::backward_as_forward(p) {
+        let wt = winograd::transpose_rotate(p, w);
+        return winograd::conv2d_forward(&q, dy, &wt, None, None, dx);
+    }
     let pix = p.h_out() * p.w_out();
     let in_img = p.c_in * p.h_in * p.w_in;
     let out_img = p.c_out * pix;
@@ -542,6 +546,10 @@ mod tests {
             (1, 16, (2, 3), 4, 2),
             (1, 24, (31, 17), 7, 1),
             (3, 19, (20, 21), 6, 1),
+            // ≥ 16 output channels: the input gradient goes through Winograd too.
+            (2, 16, (7, 9), 20, 1),
+            (1, 18, (6, 5), 17, 2),
+            (1, 16, (8, 7), 16, 0),
         ] {
             cases.push(conv(n, c_in, hw, c_out, (3, 3), (1, 1), (pad, pad)));
         }

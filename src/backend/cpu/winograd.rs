@@ -102,6 +102,39 @@ pub fn conv2d_forward<T: Real>(
     }
 }
 
+/// The input gradient of a 3×3 stride-1 conv with padding ≤ 2 is itself such a conv: of dy,
+/// with padding 2 − pad and each filter transposed (Cin ↔ Cout) and rotated by 180°. Returns
+/// that conv's params when [`applies`] to it, for `conv2d_backward_input`.
+pub fn backward_as_forward(p: &Conv2dParams) -> Option<Conv2dParams> {
+    if p.k_h != 3 || p.k_w != 3 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h > 2 || p.pad_w > 2
+    {
+        return None;
+    }
+    let q = Conv2dParams {
+        c_in: p.c_out,
+        h_in: p.h_out(),
+        w_in: p.w_out(),
+        c_out: p.c_in,
+        pad_h: 2 - p.pad_h,
+        pad_w: 2 - p.pad_w,
+        ..*p
+    };
+    applies(&q).then_some(q)
+}
+
+/// w [Cout, Cin, 3, 3] → [Cin, Cout, 3, 3], each filter rotated by 180°.
+pub fn transpose_rotate<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
+    let mut out = vec![T::zero(); w.len()];
+    for (k, g) in w.chunks_exact(9).enumerate() {
+        let (co, ci) = (k / p.c_in, k % p.c_in);
+        let dst = &mut out[(ci * p.c_out + co) * 9..][..9];
+        for (d, &v) in dst.iter_mut().zip(g.iter().rev()) {
+            *d = v;
+        }
+    }
+    out
+}
+
 /// Per-block scratch: transformed inputs [16][Cin][tiles] and products [16][Cout][tiles].
 #[derive(Default)]
 struct Scratch<T> {
