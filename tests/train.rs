@@ -1,9 +1,12 @@
 //! Training against PyTorch and end to end: two torch.optim.SGD steps (momentum, weight
 //! decay) on the seed CNN and on a narrow VGG11-BN (frozen BatchNorm) from the fixtures of
-//! scripts/make_train_fixtures.py; a short run on shapes whose loss goes down; checkpoints that
-//! reload; CIFAR files of the wrong size.
+//! scripts/make_train_fixtures.py, on the CPU and on wgpu; a short run on shapes whose loss goes
+//! down; checkpoints that reload; CIFAR files of the wrong size.
+
+mod common;
 
 use gradcam::backend::cpu::training::SgdParams;
+use gradcam::backend::TrainBackend;
 use gradcam::data::{cifar, shapes, Dataset};
 use gradcam::model::weights::WeightStore;
 use gradcam::model::Model;
@@ -31,8 +34,9 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// tensor) — and, because the update itself is small next to the weights, the update
 /// (after − before) within 1e-3 relative L2 of PyTorch's: the gradients are sums of
 /// thousands of f32 products, ordered differently in the two frameworks (~1e-6 relative
-/// each), and the relative size of that noise grows where an update is small.
-fn check_two_sgd_steps(name: &str) {
+/// each), and the relative size of that noise grows where an update is small. The same bounds
+/// hold on every backend: wgpu sums in yet another order, with the same f32 precision.
+fn check_two_sgd_steps<B: TrainBackend>(be: B, name: &str) {
     let dir = fixture(name);
     let initial = load(&dir.join("model.safetensors"));
     let batches = load(&dir.join("batches.safetensors"));
@@ -44,7 +48,7 @@ fn check_two_sgd_steps(name: &str) {
         momentum: manifest["sgd"]["momentum"].as_f64().unwrap(),
         weight_decay: manifest["sgd"]["weight_decay"].as_f64().unwrap(),
     };
-    let mut trainer = Trainer::new(initial.tensors().clone(), None, sgd, 0).unwrap();
+    let mut trainer = Trainer::with_backend(be, initial.tensors().clone(), None, sgd, 0).unwrap();
     // PyTorch ran with dropout p = 0 (its mask cannot be reproduced here).
     trainer.dropout_p = 0.0;
     for i in 0..2 {
@@ -66,7 +70,7 @@ fn check_two_sgd_steps(name: &str) {
     for (pname, want) in expected.tensors() {
         let got = trainer
             .param(pname)
-            .unwrap_or_else(|| panic!("{name}: no trainable param {pname}"));
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let before = &initial.tensors()[pname].data;
         let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
         let max_diff = got
@@ -88,12 +92,22 @@ fn check_two_sgd_steps(name: &str) {
 
 #[test]
 fn two_sgd_steps_on_seed_cnn_match_pytorch() {
-    check_two_sgd_steps("seed_cnn");
+    check_two_sgd_steps(common::cpu(), "seed_cnn");
 }
 
 #[test]
 fn two_sgd_steps_on_narrow_vgg11_bn_match_pytorch() {
-    check_two_sgd_steps("vgg11_bn_narrow");
+    check_two_sgd_steps(common::cpu(), "vgg11_bn_narrow");
+}
+
+#[test]
+fn two_sgd_steps_on_seed_cnn_match_pytorch_wgpu() {
+    check_two_sgd_steps(common::wgpu(), "seed_cnn");
+}
+
+#[test]
+fn two_sgd_steps_on_narrow_vgg11_bn_match_pytorch_wgpu() {
+    check_two_sgd_steps(common::wgpu(), "vgg11_bn_narrow");
 }
 
 fn tiny_run(seed: u64, epochs: usize) -> (Vec<f64>, Trainer, Dataset) {
@@ -143,7 +157,7 @@ fn training_is_deterministic_and_checkpoints_reload() {
     assert_eq!(a, b, "same seed, same losses");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    checkpoint::save(&path, &trainer.state_dict()).unwrap();
+    checkpoint::save(&path, &trainer.state_dict().unwrap()).unwrap();
     let model = Model::load(&path, None).unwrap();
     assert_eq!(model.arch, "seed-cnn");
     let (x, _) = test.batch(&[0, 1, 2]);

@@ -113,7 +113,7 @@ pub fn run(a: Args) -> Result<()> {
             100.0 * r.test_accuracy
         );
     })?;
-    checkpoint::save(&a.out, &trainer.state_dict())?;
+    checkpoint::save(&a.out, &trainer.state_dict()?)?;
     eprintln!("saved {}", a.out.display());
     Ok(())
 }
