@@ -110,6 +110,70 @@ fn two_sgd_steps_on_narrow_vgg11_bn_match_pytorch_wgpu() {
     check_two_sgd_steps(common::wgpu(), "vgg11_bn_narrow");
 }
 
+/// Two steps of `trainer` on the fixture's batches; returns the losses.
+fn two_fixture_steps<B: TrainBackend>(trainer: &mut Trainer<B>, name: &str) -> Vec<f64> {
+    let batches = load(&fixture(name).join("batches.safetensors"));
+    (0..2)
+        .map(|i| {
+            let x = batches.tensors()[&format!("x{i}")].clone();
+            let labels: Vec<usize> = batches.tensors()[&format!("y{i}")]
+                .data
+                .iter()
+                .map(|&v| v as usize)
+                .collect();
+            trainer.step(&x, &labels).unwrap().loss
+        })
+        .collect()
+}
+
+/// With dropout active (p = 0.5 in VGG's classifier), the CPU and wgpu see the same masks (drawn
+/// on the host from the trainer's seeded stream), so two SGD steps agree as closely as the
+/// dropout-free ones agree with PyTorch: losses within 1e-5 relative, every parameter within
+/// 1e-4·(the tensor's max |value|). Different masks would change the losses by far more; the
+/// losses also differ from PyTorch's dropout-free ones, so dropout was on.
+#[test]
+fn dropout_masks_are_the_same_on_cpu_and_wgpu() {
+    let name = "vgg11_bn_narrow";
+    let dir = fixture(name);
+    let initial = load(&dir.join("model.safetensors"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let sgd = SgdParams {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 5e-3,
+    };
+    let state = initial.tensors().clone();
+    let mut cpu = Trainer::with_backend(common::cpu(), state.clone(), None, sgd, 7).unwrap();
+    let mut gpu = Trainer::with_backend(common::wgpu(), state, None, sgd, 7).unwrap();
+    assert_eq!(cpu.dropout_p, 0.5);
+    let (lc, lg) = (
+        two_fixture_steps(&mut cpu, name),
+        two_fixture_steps(&mut gpu, name),
+    );
+    for i in 0..2 {
+        assert!(
+            (lc[i] - lg[i]).abs() <= 1e-5 * lc[i].abs(),
+            "losses cpu {lc:?} wgpu {lg:?}"
+        );
+        let no_dropout = manifest["losses"][i].as_f64().unwrap();
+        assert!((lc[i] - no_dropout).abs() > 1e-3, "dropout had no effect");
+    }
+    let (sc, sg) = (cpu.state_dict().unwrap(), gpu.state_dict().unwrap());
+    for (pname, want) in &sc {
+        let got = &sg[pname].data;
+        let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max_diff = got
+            .iter()
+            .zip(&want.data)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            max_diff <= 1e-4 * scale,
+            "{pname}: max |Δ| {max_diff} vs scale {scale}"
+        );
+    }
+}
+
 fn tiny_run(seed: u64, epochs: usize) -> (Vec<f64>, Trainer, Dataset) {
     let splits = shapes::splits(48, 12, seed);
     let state = init::fresh("seed-cnn", 3, seed).unwrap();
