@@ -242,3 +242,139 @@ fn conv2d_bwd_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         }
     }
 }
+
+// ---- Weight and bias gradients (training) ----
+
+// Weight gradient: x [N, Cin, H, W], dy [N, Cout, Ho, Wo] -> dw [Cout, Cin, kh, kw],
+// dw[co, ci, ky, kx] = Σ_(n, oy, ox) dy[n, co, oy, ox] · x[n, ci, oy·s + ky - pad, ox·s + kx - pad].
+@group(0) @binding(1) var<storage, read> gx: array<f32>;
+@group(0) @binding(2) var<storage, read> gdy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gdw: array<f32>;
+
+// v1: one invocation per dw element, summing over images, output rows, output columns in order.
+@compute @workgroup_size(256)
+fn conv2d_wgrad_v1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= u.c_out * u.c_in * u.k_h * u.k_w { return; }
+    let kx = i % u.k_w;
+    let ky = (i / u.k_w) % u.k_h;
+    let ci = (i / (u.k_w * u.k_h)) % u.c_in;
+    let co = i / (u.k_w * u.k_h * u.c_in);
+    var acc = 0.0;
+    for (var img = 0u; img < u.n; img++) {
+        let xb = (img * u.c_in + ci) * u.h_in * u.w_in;
+        let db = (img * u.c_out + co) * u.h_out * u.w_out;
+        for (var oy = 0u; oy < u.h_out; oy++) {
+            let iy = i32(oy * u.stride_h + ky) - i32(u.pad_h);
+            if iy < 0 || iy >= i32(u.h_in) { continue; }
+            for (var ox = 0u; ox < u.w_out; ox++) {
+                let ix = i32(ox * u.stride_w + kx) - i32(u.pad_w);
+                if ix < 0 || ix >= i32(u.w_in) { continue; }
+                acc += gdy[db + oy * u.w_out + ox] * gx[xb + u32(iy) * u.w_in + u32(ix)];
+            }
+        }
+    }
+    gdw[i] = acc;
+}
+
+// v2, tiled: dw[co, k] = Σ_r dy[co, r] · col[k, r] with k = (ci, ky, kx) and r = (n, oy, ox) the
+// batch's output pixels, the reduced axis, in steps of TK (col is the im2col matrix, gathered
+// on the fly). Rows are output channels, columns the K axis; same tile shape and thread layout
+// as conv2d_fwd_v2. Tiles are loaded with neighbouring threads on neighbouring r (neighbouring
+// addresses of dy and x). Each dw element is one thread's sum in a fixed order: deterministic.
+@compute @workgroup_size(16, 16)
+fn conv2d_wgrad_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid3: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let pix = u.h_out * u.w_out;
+    let rlen = u.n * pix;
+    let kk = u.k_h * u.k_w;
+    let klen = u.c_in * kk;
+    let col0 = (wg.z * nwg.x + wg.x) * TILE;
+    let row0 = wg.y * TILE;
+    var acc: array<f32, 16>;
+    for (var r0 = 0u; r0 < rlen; r0 += TK) {
+        for (var t = 0u; t < 4u; t++) {
+            let e = lid + t * 256u;
+            let kr = e % TK;
+            let local = e / TK;
+            let r = r0 + kr;
+            let img = r / pix;
+            let p = r % pix;
+            let m = row0 + local;
+            var a = 0.0;
+            if m < u.c_out && r < rlen {
+                a = gdy[(img * u.c_out + m) * pix + p];
+            }
+            tile_a[kr * TILE + local] = a;
+            let k = col0 + local;
+            var b = 0.0;
+            if k < klen && r < rlen {
+                let ci = k / kk;
+                let ky = (k % kk) / u.k_w;
+                let kx = k % u.k_w;
+                let iy = i32((p / u.w_out) * u.stride_h + ky) - i32(u.pad_h);
+                let ix = i32((p % u.w_out) * u.stride_w + kx) - i32(u.pad_w);
+                if iy >= 0 && iy < i32(u.h_in) && ix >= 0 && ix < i32(u.w_in) {
+                    b = gx[((img * u.c_in + ci) * u.h_in + u32(iy)) * u.w_in + u32(ix)];
+                }
+            }
+            tile_b[kr * TILE + local] = b;
+        }
+        workgroupBarrier();
+        for (var kr = 0u; kr < TK; kr++) {
+            var av: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var t = 0u; t < 4u; t++) {
+                av[t] = tile_a[kr * TILE + lid3.y + 16u * t];
+                bv[t] = tile_b[kr * TILE + lid3.x + 16u * t];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] += av[i] * bv[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let m = row0 + lid3.y + 16u * i;
+        if m >= u.c_out { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let k = col0 + lid3.x + 16u * j;
+            if k >= klen { continue; }
+            gdw[m * klen + k] = acc[i * 4u + j];
+        }
+    }
+}
+
+// Bias gradient: dy [N, Cout, Ho, Wo] (bdy) -> db [Cout], db[co] = Σ_(n, pixel) dy[n, co, pixel].
+// One 64-wide workgroup per channel: each thread sums a fixed strided subset, then a fixed tree
+// in workgroup memory adds the 64 partial sums (deterministic, no atomics).
+@group(0) @binding(2) var<storage, read_write> gdb: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn conv2d_bgrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let co = flat_group(wg, nwg);
+    if co >= u.c_out { return; }
+    let pix = u.h_out * u.w_out;
+    var acc = 0.0;
+    for (var t = lid; t < u.n * pix; t += 64u) {
+        acc += bdy[((t / pix) * u.c_out + co) * pix + t % pix];
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if lid < s {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        gdb[co] = partial[0];
+    }
+}

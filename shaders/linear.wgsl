@@ -67,3 +67,40 @@ fn linear_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
     bdx[i] = acc;
 }
+
+// Weight gradient (training): x [N, in_f], dy [N, out_f] -> dw [out_f, in_f],
+// dw[o, k] = Σ_n dy[n, o] · x[n, k]; one invocation per dw element, summing over the batch in
+// order (neighbouring invocations read neighbouring x).
+@group(0) @binding(1) var<storage, read> gx: array<f32>;
+@group(0) @binding(2) var<storage, read> gdy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gdw: array<f32>;
+
+@compute @workgroup_size(256)
+fn linear_wgrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= u.out_f * u.in_f { return; }
+    let o = i / u.in_f;
+    let k = i % u.in_f;
+    var acc = 0.0;
+    for (var row = 0u; row < u.n; row++) {
+        acc += gdy[row * u.out_f + o] * gx[row * u.in_f + k];
+    }
+    gdw[i] = acc;
+}
+
+// Bias gradient (training): dy [N, out_f] (bdy) -> db [out_f], db[o] = Σ_n dy[n, o], summed in
+// batch order; one invocation per output.
+@group(0) @binding(2) var<storage, read_write> gdb: array<f32>;
+
+@compute @workgroup_size(256)
+fn linear_bgrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let o = flat_index(wg, nwg, lid);
+    if o >= u.out_f { return; }
+    var acc = 0.0;
+    for (var row = 0u; row < u.n; row++) {
+        acc += bdy[row * u.out_f + o];
+    }
+    gdb[o] = acc;
+}

@@ -136,6 +136,15 @@ pub struct LinearParams {
     pub out_f: usize,
 }
 
+/// The hyper-parameters of `torch.optim.SGD` that this project supports (dampening 0,
+/// nesterov off, the defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdParams {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
 /// The fused Grad-CAM step. activation and gradient: [n, c, h, w]; cam: [n, out_h, out_w].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GradCamParams {

@@ -1,9 +1,12 @@
 //! Training against PyTorch and end to end: two torch.optim.SGD steps (momentum, weight
 //! decay) on the seed CNN and on a narrow VGG11-BN (frozen BatchNorm) from the fixtures of
-//! scripts/make_train_fixtures.py; a short run on shapes whose loss goes down; checkpoints that
-//! reload; CIFAR files of the wrong size.
+//! scripts/make_train_fixtures.py, on the CPU and on wgpu; a short run on shapes whose loss goes
+//! down; checkpoints that reload; CIFAR files of the wrong size.
+
+mod common;
 
 use gradcam::backend::cpu::training::SgdParams;
+use gradcam::backend::TrainBackend;
 use gradcam::data::{cifar, shapes, Dataset};
 use gradcam::model::weights::WeightStore;
 use gradcam::model::Model;
@@ -31,8 +34,9 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// tensor) — and, because the update itself is small next to the weights, the update
 /// (after − before) within 1e-3 relative L2 of PyTorch's: the gradients are sums of
 /// thousands of f32 products, ordered differently in the two frameworks (~1e-6 relative
-/// each), and the relative size of that noise grows where an update is small.
-fn check_two_sgd_steps(name: &str) {
+/// each), and the relative size of that noise grows where an update is small. The same bounds
+/// hold on every backend: wgpu sums in yet another order, with the same f32 precision.
+fn check_two_sgd_steps<B: TrainBackend>(be: B, name: &str) {
     let dir = fixture(name);
     let initial = load(&dir.join("model.safetensors"));
     let batches = load(&dir.join("batches.safetensors"));
@@ -44,7 +48,7 @@ fn check_two_sgd_steps(name: &str) {
         momentum: manifest["sgd"]["momentum"].as_f64().unwrap(),
         weight_decay: manifest["sgd"]["weight_decay"].as_f64().unwrap(),
     };
-    let mut trainer = Trainer::new(initial.tensors().clone(), None, sgd, 0).unwrap();
+    let mut trainer = Trainer::with_backend(be, initial.tensors().clone(), None, sgd, 0).unwrap();
     // PyTorch ran with dropout p = 0 (its mask cannot be reproduced here).
     trainer.dropout_p = 0.0;
     for i in 0..2 {
@@ -66,7 +70,7 @@ fn check_two_sgd_steps(name: &str) {
     for (pname, want) in expected.tensors() {
         let got = trainer
             .param(pname)
-            .unwrap_or_else(|| panic!("{name}: no trainable param {pname}"));
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let before = &initial.tensors()[pname].data;
         let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
         let max_diff = got
@@ -88,12 +92,86 @@ fn check_two_sgd_steps(name: &str) {
 
 #[test]
 fn two_sgd_steps_on_seed_cnn_match_pytorch() {
-    check_two_sgd_steps("seed_cnn");
+    check_two_sgd_steps(common::cpu(), "seed_cnn");
 }
 
 #[test]
 fn two_sgd_steps_on_narrow_vgg11_bn_match_pytorch() {
-    check_two_sgd_steps("vgg11_bn_narrow");
+    check_two_sgd_steps(common::cpu(), "vgg11_bn_narrow");
+}
+
+#[test]
+fn two_sgd_steps_on_seed_cnn_match_pytorch_wgpu() {
+    check_two_sgd_steps(common::wgpu(), "seed_cnn");
+}
+
+#[test]
+fn two_sgd_steps_on_narrow_vgg11_bn_match_pytorch_wgpu() {
+    check_two_sgd_steps(common::wgpu(), "vgg11_bn_narrow");
+}
+
+/// Two steps of `trainer` on the fixture's batches; returns the losses.
+fn two_fixture_steps<B: TrainBackend>(trainer: &mut Trainer<B>, name: &str) -> Vec<f64> {
+    let batches = load(&fixture(name).join("batches.safetensors"));
+    (0..2)
+        .map(|i| {
+            let x = batches.tensors()[&format!("x{i}")].clone();
+            let labels: Vec<usize> = batches.tensors()[&format!("y{i}")]
+                .data
+                .iter()
+                .map(|&v| v as usize)
+                .collect();
+            trainer.step(&x, &labels).unwrap().loss
+        })
+        .collect()
+}
+
+/// With dropout active (p = 0.5 in VGG's classifier), the CPU and wgpu see the same masks (drawn
+/// on the host from the trainer's seeded stream), so two SGD steps agree as closely as the
+/// dropout-free ones agree with PyTorch: losses within 1e-5 relative, every parameter within
+/// 1e-4·(the tensor's max |value|). Different masks would change the losses by far more; the
+/// losses also differ from PyTorch's dropout-free ones, so dropout was on.
+#[test]
+fn dropout_masks_are_the_same_on_cpu_and_wgpu() {
+    let name = "vgg11_bn_narrow";
+    let dir = fixture(name);
+    let initial = load(&dir.join("model.safetensors"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let sgd = SgdParams {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 5e-3,
+    };
+    let state = initial.tensors().clone();
+    let mut cpu = Trainer::with_backend(common::cpu(), state.clone(), None, sgd, 7).unwrap();
+    let mut gpu = Trainer::with_backend(common::wgpu(), state, None, sgd, 7).unwrap();
+    assert_eq!(cpu.dropout_p, 0.5);
+    let (lc, lg) = (
+        two_fixture_steps(&mut cpu, name),
+        two_fixture_steps(&mut gpu, name),
+    );
+    for i in 0..2 {
+        assert!(
+            (lc[i] - lg[i]).abs() <= 1e-5 * lc[i].abs(),
+            "losses cpu {lc:?} wgpu {lg:?}"
+        );
+        let no_dropout = manifest["losses"][i].as_f64().unwrap();
+        assert!((lc[i] - no_dropout).abs() > 1e-3, "dropout had no effect");
+    }
+    let (sc, sg) = (cpu.state_dict().unwrap(), gpu.state_dict().unwrap());
+    for (pname, want) in &sc {
+        let got = &sg[pname].data;
+        let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max_diff = got
+            .iter()
+            .zip(&want.data)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            max_diff <= 1e-4 * scale,
+            "{pname}: max |Δ| {max_diff} vs scale {scale}"
+        );
+    }
 }
 
 fn tiny_run(seed: u64, epochs: usize) -> (Vec<f64>, Trainer, Dataset) {
@@ -143,7 +221,7 @@ fn training_is_deterministic_and_checkpoints_reload() {
     assert_eq!(a, b, "same seed, same losses");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    checkpoint::save(&path, &trainer.state_dict()).unwrap();
+    checkpoint::save(&path, &trainer.state_dict().unwrap()).unwrap();
     let model = Model::load(&path, None).unwrap();
     assert_eq!(model.arch, "seed-cnn");
     let (x, _) = test.batch(&[0, 1, 2]);

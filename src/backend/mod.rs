@@ -1,6 +1,7 @@
-//! The backend trait: every op of the engine, forward and input-gradient backward, on device
-//! buffers. `cpu` is the reference implementation; GPU backends implement the same trait and
-//! are checked against it.
+//! The backend traits: `Backend`, every op of the engine, forward and input-gradient backward,
+//! on device buffers; `TrainBackend`, the extra ops of training (weight and bias gradients,
+//! dropout, SGD). `cpu` is the reference implementation; GPU backends implement the same traits
+//! and are checked against it (CPU and wgpu train; CUDA implements `Backend` only).
 
 pub mod cpu;
 pub mod cuda;
@@ -170,4 +171,51 @@ pub trait Backend {
         activation: &Self::Buf,
         gradient: &Self::Buf,
     ) -> Result<Self::Buf>;
+}
+
+/// The ops training needs beyond those of Grad-CAM: the weight and bias gradients of conv2d and
+/// linear layers, training-mode dropout with a mask drawn on the host, and the SGD update. With
+/// `Backend`'s forward and input-gradient ops they make a full training step
+/// (`crate::train::executor`); the loss (softmax cross-entropy) is computed on the host from the
+/// downloaded logits. Weight gradients are sums over the batch and pixels; every backend sums in
+/// a fixed order (no atomics), so training is deterministic on each.
+pub trait TrainBackend: Backend {
+    /// x: [N, Cin, H, W], dy: [N, Cout, Ho, Wo] → dw: [Cout, Cin, kh, kw].
+    fn conv2d_grad_weight(
+        &self,
+        p: &Conv2dParams,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+    ) -> Result<Self::Buf>;
+    /// dy: [N, Cout, Ho, Wo] → db: [Cout].
+    fn conv2d_grad_bias(&self, p: &Conv2dParams, dy: &Self::Buf) -> Result<Self::Buf>;
+
+    /// x: [N, in], dy: [N, out] → dw: [out, in].
+    fn linear_grad_weight(
+        &self,
+        p: &LinearParams,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+    ) -> Result<Self::Buf>;
+    /// dy: [N, out] → db: [out].
+    fn linear_grad_bias(&self, p: &LinearParams, dy: &Self::Buf) -> Result<Self::Buf>;
+
+    /// Training-mode dropout, y = x·mask, with the mask as scale factors: mask[i] is 0 (dropped:
+    /// y[i] = 0 exactly, whatever x[i]) or the keep scale 1/(1-p). The mask is drawn on the host
+    /// and uploaded, so every backend sees the same one. Also the input gradient: dx = dy·mask.
+    /// x, mask: [len].
+    fn dropout(&self, x: &Self::Buf, mask: &Self::Buf, len: usize) -> Result<Self::Buf>;
+
+    /// One `torch.optim.SGD` step on a parameter tensor of `len` elements, in place and in
+    /// PyTorch's order: g = grad + wd·w; with momentum, buf = g on the first step and
+    /// buf = momentum·buf + g after; w -= lr·buf. `velocity` is the momentum buffer: None
+    /// before the first step, created by it when momentum ≠ 0.
+    fn sgd_step(
+        &self,
+        s: &SgdParams,
+        w: &mut Self::Buf,
+        grad: &Self::Buf,
+        velocity: &mut Option<Self::Buf>,
+        len: usize,
+    ) -> Result<()>;
 }

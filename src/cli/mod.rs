@@ -45,7 +45,7 @@ enum Command {
     Selftest(selftest::Args),
     /// List the CUDA devices and wgpu adapters found, and what --backend auto would use.
     Devices,
-    /// Train or fine-tune a model on CIFAR-10 or the synthetic shapes set (CPU).
+    /// Train or fine-tune a model on CIFAR-10 or the synthetic shapes set (CPU or wgpu).
     Train(train::Args),
     /// Pointing game on held-out shapes images: how often the CAM maximum is on the object.
     EvalPointing(eval_pointing::Args),

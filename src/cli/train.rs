@@ -1,9 +1,13 @@
-use crate::backend::cpu::training::SgdParams;
-use crate::data::{cifar, shapes, Splits};
+use super::BackendKind;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::wgpu::{AdapterChoice, WgpuBackend};
+use crate::backend::{ConvKernel, TrainBackend};
+use crate::data::{cifar, shapes, Dataset, Splits};
 use crate::error::{Error, Result};
 use crate::model::weights::WeightStore;
 use crate::model::Model;
-use crate::train::{checkpoint, fit, init, FitOptions, Trainer};
+use crate::ops::SgdParams;
+use crate::train::{checkpoint, fit, init, FitOptions, StateDict, Trainer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -48,9 +52,20 @@ pub struct Args {
     /// Where to save the trained weights (safetensors, PyTorch tensor names).
     #[arg(long)]
     out: PathBuf,
+    /// cpu or wgpu (any adapter, lavapipe included). CUDA has no training kernels. `auto` is
+    /// wgpu on a hardware GPU adapter, else cpu. Results agree across backends to f32
+    /// rounding, not bit for bit.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.backend == BackendKind::Cuda {
+        return Err(Error::Backend {
+            backend: "cuda".into(),
+            reason: "training is not implemented on CUDA; use --backend cpu or wgpu".into(),
+        });
+    }
     if a.epochs == 0 {
         return Err(Error::Usage("--epochs must be at least 1".into()));
     }
@@ -88,13 +103,47 @@ pub fn run(a: Args) -> Result<()> {
         momentum: a.momentum,
         weight_decay: a.weight_decay,
     };
-    let mut trainer = Trainer::new(state, a.arch.as_deref(), sgd, a.seed)?;
+    let conv = ConvKernel::from_env()?;
+    match a.backend {
+        BackendKind::Cuda => unreachable!("refused above"),
+        BackendKind::Cpu => train_on(CpuBackend::default(), &a, state, sgd, &train, &test),
+        BackendKind::Wgpu => {
+            let be = wgpu(AdapterChoice::Any, conv)?;
+            train_on(be, &a, state, sgd, &train, &test)
+        }
+        BackendKind::Auto => match wgpu(AdapterChoice::RealGpu, conv) {
+            Ok(be) => train_on(be, &a, state, sgd, &train, &test),
+            // No hardware GPU: a software rasterizer is slower than the CPU backend.
+            Err(_) => train_on(CpuBackend::default(), &a, state, sgd, &train, &test),
+        },
+    }
+}
+
+/// The wgpu backend, with the conv kernel variant of `GRADCAM_CONV_KERNEL` when set.
+fn wgpu(choice: AdapterChoice, conv: Option<ConvKernel>) -> Result<WgpuBackend> {
+    let mut be = WgpuBackend::new(choice)?;
+    if let Some(k) = conv {
+        be.conv = k;
+    }
+    Ok(be)
+}
+
+fn train_on<B: TrainBackend>(
+    backend: B,
+    a: &Args,
+    state: StateDict,
+    sgd: SgdParams,
+    train: &Dataset,
+    test: &Dataset,
+) -> Result<()> {
+    let mut trainer = Trainer::with_backend(backend, state, a.arch.as_deref(), sgd, a.seed)?;
     eprintln!(
-        "training {} ({} classes) on {} training and {} test images",
+        "training {} ({} classes) on {} training and {} test images, backend {}",
         trainer.model.arch,
         trainer.model.num_classes,
         train.len(),
-        test.len()
+        test.len(),
+        trainer.backend.name()
     );
     let opts = FitOptions {
         epochs: a.epochs,
@@ -103,7 +152,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         progress: std::io::stderr().is_terminal(),
     };
-    fit(&mut trainer, &train, &test, &opts, |r| {
+    fit(&mut trainer, train, test, &opts, |r| {
         println!(
             "epoch {}/{}: loss {:.4}, train accuracy {:.2}%, test accuracy {:.2}%",
             r.epoch,
@@ -113,7 +162,7 @@ pub fn run(a: Args) -> Result<()> {
             100.0 * r.test_accuracy
         );
     })?;
-    checkpoint::save(&a.out, &trainer.state_dict())?;
+    checkpoint::save(&a.out, &trainer.state_dict()?)?;
     eprintln!("saved {}", a.out.display());
     Ok(())
 }

@@ -1,194 +1,188 @@
 //! The training executor: a full forward pass over a model's `Graph` that keeps every
 //! activation (plus max-pool argmaxes and dropout masks) that the backward pass reads, and a
 //! full backward pass that computes input gradients and the weight and bias gradients of every
-//! conv2d and linear layer. CPU only: it calls the CPU kernels directly rather than going
-//! through the `Backend` trait, which holds inference ops only.
+//! conv2d and linear layer, on any [`TrainBackend`] (CPU or wgpu).
+//!
+//! Dropout masks are drawn on the host from the trainer's seeded generator, in the same order
+//! on every backend, and uploaded as scale factors (0 or 1/(1-p)): CPU and wgpu training see
+//! identical masks.
 //!
 //! BatchNorm stays in eval mode (its running statistics and affine parameters are frozen, as
 //! when fine-tuning with frozen BN): it is the folded per-channel affine map of the graph, and
 //! gradients flow through it but nothing of it is updated.
 
-use crate::backend::cpu::{conv, elementwise, linear, pool, training, weight_grad};
+use crate::backend::TrainBackend;
 use crate::error::Result;
-use crate::model::graph::{Graph, Op, Planned};
+use crate::model::graph::{Graph, Op, Plan, Planned};
 use crate::tensor::Tensor;
 use rand::{rngs::StdRng, Rng};
+use std::rc::Rc;
 
 /// Everything the backward pass reads, from one training-mode forward pass.
-pub struct Cache {
-    /// Every value of the graph, by value id.
-    values: Vec<Vec<f32>>,
+pub struct Cache<B: TrainBackend> {
+    /// Every value of the graph, by value id (aliases — flatten, eval dropout — share a buffer).
+    values: Vec<Option<Rc<B::Buf>>>,
     /// Max-pool argmaxes, by node index.
-    argmax: Vec<Option<Vec<u32>>>,
-    /// Dropout keep masks, by node index (training mode only).
-    masks: Vec<Option<Vec<bool>>>,
-    nodes: Vec<Planned>,
+    argmax: Vec<Option<B::Idx>>,
+    /// Dropout masks as scale factors, by node index (training mode only).
+    masks: Vec<Option<B::Buf>>,
+    plan: Plan,
 }
 
-impl Cache {
-    pub fn output(&self, g: &Graph) -> &[f32] {
-        &self.values[g.output]
+impl<B: TrainBackend> Cache<B> {
+    /// The graph's output: logits [N, classes].
+    pub fn output(&self, g: &Graph) -> &B::Buf {
+        self.values[g.output].as_ref().expect("output computed")
     }
+}
+
+/// Elements of value `v`.
+fn len_of(plan: &Plan, v: usize) -> usize {
+    plan.shapes[v].iter().product()
 }
 
 /// Runs the graph. With `dropout` Some((p, rng)), dropout layers drop with probability p
 /// (training mode); with None they are the identity (eval mode).
-pub fn forward(
+pub fn forward<B: TrainBackend>(
+    be: &B,
     g: &Graph,
-    params: &[Vec<f32>],
+    params: &[B::Buf],
     x: &Tensor,
     mut dropout: Option<(f64, &mut StdRng)>,
-) -> Result<Cache> {
+) -> Result<Cache<B>> {
     let plan = g.plan(&x.shape)?;
-    let mut values: Vec<Vec<f32>> = vec![Vec::new(); g.num_values];
-    let mut argmax = vec![None; g.nodes.len()];
-    let mut masks = vec![None; g.nodes.len()];
-    values[g.input] = x.data.clone();
+    let mut values: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+    let mut argmax: Vec<Option<B::Idx>> = (0..g.nodes.len()).map(|_| None).collect();
+    let mut masks: Vec<Option<B::Buf>> = (0..g.nodes.len()).map(|_| None).collect();
+    values[g.input] = Some(Rc::new(be.upload(&x.data)?));
     for (i, (node, planned)) in g.nodes.iter().zip(&plan.nodes).enumerate() {
-        let x = &values[node.inputs[0]];
+        let x = values[node.inputs[0]].clone().expect("input computed");
         let y = match (&node.op, planned) {
             (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) => {
-                let mut y = vec![0.0; p.output_len()];
-                let b = bias.map(|b| params[b].as_slice());
-                conv::conv2d_forward(p, x, &params[*weight], b, &mut y);
-                y
+                be.conv2d(p, &x, &params[*weight], bias.map(|b| &params[b]))?
             }
             (Op::BatchNorm { scale, shift }, Planned::Affine(p)) => {
-                let mut y = vec![0.0; p.len()];
-                elementwise::channel_affine_forward(p, x, &params[*scale], &params[*shift], &mut y);
-                y
+                be.channel_affine(p, &x, &params[*scale], &params[*shift])?
             }
-            (Op::Relu, Planned::Elementwise(len)) => {
-                let mut y = vec![0.0; *len];
-                elementwise::relu_forward(x, &mut y);
-                y
-            }
+            (Op::Relu, Planned::Elementwise(len)) => be.relu(&x, *len)?,
             (Op::Add, Planned::Elementwise(len)) => {
-                let mut y = vec![0.0; *len];
-                elementwise::add(x, &values[node.inputs[1]], &mut y);
-                y
+                let b = values[node.inputs[1]].as_ref().expect("input computed");
+                be.add(&x, b, *len)?
             }
             (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
-                let mut y = vec![0.0; p.output_len()];
-                let mut idx = vec![0u32; p.output_len()];
-                pool::max_pool2d_forward(p, x, &mut y, &mut idx);
+                let (y, idx) = be.max_pool2d(p, &x)?;
                 argmax[i] = Some(idx);
                 y
             }
             (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
-                let mut y = vec![0.0; p.output_len()];
-                pool::adaptive_avg_pool2d_forward(p, x, &mut y);
-                y
+                be.adaptive_avg_pool2d(p, &x)?
             }
             (Op::Linear { weight, bias }, Planned::Linear(p)) => {
-                let mut y = vec![0.0; p.n * p.out_f];
-                let b = bias.map(|b| params[b].as_slice());
-                linear::linear_forward(p, x, &params[*weight], b, &mut y);
-                y
+                be.linear(p, &x, &params[*weight], bias.map(|b| &params[b]))?
             }
             (Op::Dropout, _) => match dropout.as_mut() {
                 Some((p, rng)) if *p > 0.0 => {
-                    let keep: Vec<bool> = (0..x.len()).map(|_| !rng.random_bool(*p)).collect();
-                    let mut y = vec![0.0; x.len()];
-                    training::dropout_forward(x, &keep, *p, &mut y);
-                    masks[i] = Some(keep);
+                    let len = len_of(&plan, node.inputs[0]);
+                    let scale = (1.0 / (1.0 - *p)) as f32;
+                    let mask: Vec<f32> = (0..len)
+                        .map(|_| if rng.random_bool(*p) { 0.0 } else { scale })
+                        .collect();
+                    let mask = be.upload(&mask)?;
+                    let y = be.dropout(&x, &mask, len)?;
+                    masks[i] = Some(mask);
                     y
                 }
-                _ => x.clone(),
+                _ => {
+                    values[node.output] = Some(x);
+                    continue;
+                }
             },
-            (Op::Flatten, _) => x.clone(),
+            (Op::Flatten, _) => {
+                values[node.output] = Some(x);
+                continue;
+            }
             (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
         };
-        values[node.output] = y;
+        values[node.output] = Some(Rc::new(y));
     }
     Ok(Cache {
         values,
         argmax,
         masks,
-        nodes: plan.nodes,
+        plan,
     })
 }
 
-/// Backward pass from `dlogits` (the loss gradient at the graph output). Returns the gradient
-/// of every conv2d and linear weight and bias, by param id (None for frozen params).
-pub fn backward(
+/// Backward pass from `dlogits` (the loss gradient at the graph output, [N, classes]). Returns
+/// the gradient of every conv2d and linear weight and bias, by param id (None for frozen
+/// params).
+pub fn backward<B: TrainBackend>(
+    be: &B,
     g: &Graph,
-    params: &[Vec<f32>],
-    cache: &Cache,
-    dlogits: Vec<f32>,
-    dropout_p: f64,
-) -> Vec<Option<Vec<f32>>> {
-    let mut grads: Vec<Option<Vec<f32>>> = vec![None; g.num_values];
-    let mut pgrads: Vec<Option<Vec<f32>>> = vec![None; params.len()];
-    grads[g.output] = Some(dlogits);
-    for (i, (node, planned)) in g.nodes.iter().zip(&cache.nodes).enumerate().rev() {
+    params: &[B::Buf],
+    cache: &Cache<B>,
+    dlogits: B::Buf,
+) -> Result<Vec<Option<B::Buf>>> {
+    let mut grads: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+    let mut pgrads: Vec<Option<B::Buf>> = (0..params.len()).map(|_| None).collect();
+    grads[g.output] = Some(Rc::new(dlogits));
+    let plan = &cache.plan;
+    for (i, (node, planned)) in g.nodes.iter().zip(&plan.nodes).enumerate().rev() {
         let Some(dy) = grads[node.output].take() else {
             continue;
         };
-        let x = &cache.values[node.inputs[0]];
+        let x = cache.values[node.inputs[0]]
+            .as_ref()
+            .expect("activation kept");
         // The input image needs no gradient: skip the most expensive input-gradient kernel.
         let need_dx = node.inputs[0] != g.input;
-        let dx: Option<Vec<f32>> = match (&node.op, planned) {
+        let dx: Option<Rc<B::Buf>> = match (&node.op, planned) {
             (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) => {
-                let mut dw = vec![0.0; p.weight_len()];
-                weight_grad::conv2d_backward_weight(p, x, &dy, &mut dw);
-                pgrads[*weight] = Some(dw);
+                pgrads[*weight] = Some(be.conv2d_grad_weight(p, x, &dy)?);
                 if let Some(b) = bias {
-                    let mut db = vec![0.0; p.c_out];
-                    weight_grad::conv2d_backward_bias(p, &dy, &mut db);
-                    pgrads[*b] = Some(db);
+                    pgrads[*b] = Some(be.conv2d_grad_bias(p, &dy)?);
                 }
-                need_dx.then(|| {
-                    let mut dx = vec![0.0; p.input_len()];
-                    conv::conv2d_backward_input(p, &dy, &params[*weight], &mut dx);
-                    dx
-                })
+                if need_dx {
+                    Some(Rc::new(be.conv2d_grad_input(p, &dy, &params[*weight])?))
+                } else {
+                    None
+                }
             }
-            (Op::BatchNorm { scale, .. }, Planned::Affine(p)) => {
-                let mut dx = vec![0.0; p.len()];
-                elementwise::channel_affine_backward_input(p, &dy, &params[*scale], &mut dx);
-                Some(dx)
-            }
+            (Op::BatchNorm { scale, .. }, Planned::Affine(p)) => Some(Rc::new(
+                be.channel_affine_grad_input(p, &dy, &params[*scale])?,
+            )),
             (Op::Relu, Planned::Elementwise(len)) => {
-                let mut dx = vec![0.0; *len];
-                elementwise::relu_backward_input(&cache.values[node.output], &dy, &mut dx);
-                Some(dx)
+                let y = cache.values[node.output]
+                    .as_ref()
+                    .expect("relu output kept");
+                Some(Rc::new(be.relu_grad_input(y, &dy, *len)?))
             }
             (Op::Add, _) => {
-                accumulate(&mut grads, node.inputs[1], dy.clone());
+                accumulate(be, plan, &mut grads, node.inputs[1], dy.clone())?;
                 Some(dy)
             }
             (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
-                let mut dx = vec![0.0; p.input_len()];
                 let idx = cache.argmax[i].as_ref().expect("argmax kept");
-                pool::max_pool2d_backward_input(p, idx, &dy, &mut dx);
-                Some(dx)
+                Some(Rc::new(be.max_pool2d_grad_input(p, idx, &dy)?))
             }
             (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
-                let mut dx = vec![0.0; p.input_len()];
-                pool::adaptive_avg_pool2d_backward_input(p, &dy, &mut dx);
-                Some(dx)
+                Some(Rc::new(be.adaptive_avg_pool2d_grad_input(p, &dy)?))
             }
             (Op::Linear { weight, bias }, Planned::Linear(p)) => {
-                let mut dw = vec![0.0; p.out_f * p.in_f];
-                weight_grad::linear_backward_weight(p, x, &dy, &mut dw);
-                pgrads[*weight] = Some(dw);
+                pgrads[*weight] = Some(be.linear_grad_weight(p, x, &dy)?);
                 if let Some(b) = bias {
-                    let mut db = vec![0.0; p.out_f];
-                    weight_grad::linear_backward_bias(p, &dy, &mut db);
-                    pgrads[*b] = Some(db);
+                    pgrads[*b] = Some(be.linear_grad_bias(p, &dy)?);
                 }
-                need_dx.then(|| {
-                    let mut dx = vec![0.0; p.n * p.in_f];
-                    linear::linear_backward_input(p, &dy, &params[*weight], &mut dx);
-                    dx
-                })
+                if need_dx {
+                    Some(Rc::new(be.linear_grad_input(p, &dy, &params[*weight])?))
+                } else {
+                    None
+                }
             }
             (Op::Dropout, _) => match &cache.masks[i] {
-                Some(keep) => {
-                    let mut dx = vec![0.0; dy.len()];
-                    training::dropout_backward_input(&dy, keep, dropout_p, &mut dx);
-                    Some(dx)
+                Some(mask) => {
+                    let len = len_of(plan, node.output);
+                    Some(Rc::new(be.dropout(&dy, mask, len)?))
                 }
                 None => Some(dy),
             },
@@ -197,16 +191,24 @@ pub fn backward(
         };
         if let Some(dx) = dx {
             if need_dx {
-                accumulate(&mut grads, node.inputs[0], dx);
+                accumulate(be, plan, &mut grads, node.inputs[0], dx)?;
             }
         }
     }
-    pgrads
+    Ok(pgrads)
 }
 
-fn accumulate(grads: &mut [Option<Vec<f32>>], v: usize, g: Vec<f32>) {
-    match &mut grads[v] {
-        Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-        slot => *slot = Some(g),
-    }
+/// Adds gradient `dv` into value `v`'s (which holds it as is when it has none yet).
+fn accumulate<B: TrainBackend>(
+    be: &B,
+    plan: &Plan,
+    grads: &mut [Option<Rc<B::Buf>>],
+    v: usize,
+    dv: Rc<B::Buf>,
+) -> Result<()> {
+    grads[v] = Some(match grads[v].take() {
+        Some(acc) => Rc::new(be.add(&acc, &dv, len_of(plan, v))?),
+        None => dv,
+    });
+    Ok(())
 }

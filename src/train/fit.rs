@@ -3,6 +3,7 @@
 //! accuracy after it, like the article's loop.
 
 use super::trainer::Trainer;
+use crate::backend::TrainBackend;
 use crate::data::{augment, Dataset};
 use crate::error::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,8 +29,8 @@ pub struct EpochReport {
 }
 
 /// Trains for `opts.epochs` epochs, calling `on_epoch` after each.
-pub fn fit(
-    trainer: &mut Trainer,
+pub fn fit<B: TrainBackend>(
+    trainer: &mut Trainer<B>,
     train: &Dataset,
     test: &Dataset,
     opts: &FitOptions,
@@ -100,7 +101,7 @@ pub fn fit(
 }
 
 /// Eval-mode top-1 accuracy on `set` (0 for an empty set).
-pub fn accuracy(trainer: &Trainer, set: &Dataset, batch: usize) -> Result<f64> {
+pub fn accuracy<B: TrainBackend>(trainer: &Trainer<B>, set: &Dataset, batch: usize) -> Result<f64> {
     if set.is_empty() {
         return Ok(0.0);
     }

@@ -15,7 +15,7 @@ pub mod training;
 pub mod weight_grad;
 pub mod winograd;
 
-use super::{Backend, ConvEpilogue};
+use super::{Backend, ConvEpilogue, TrainBackend};
 use crate::error::Result;
 use crate::ops::*;
 
@@ -194,5 +194,64 @@ impl Backend for CpuBackend {
         let mut cam = self.out(p.n * p.out_h * p.out_w);
         cam::grad_cam(p, activation, gradient, &mut cam);
         Ok(cam)
+    }
+}
+
+impl TrainBackend for CpuBackend {
+    fn conv2d_grad_weight(
+        &self,
+        p: &Conv2dParams,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dw = self.out(p.weight_len());
+        weight_grad::conv2d_backward_weight(p, x, dy, &mut dw);
+        Ok(dw)
+    }
+
+    fn conv2d_grad_bias(&self, p: &Conv2dParams, dy: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut db = self.out(p.c_out);
+        weight_grad::conv2d_backward_bias(p, dy, &mut db);
+        Ok(db)
+    }
+
+    fn linear_grad_weight(
+        &self,
+        p: &LinearParams,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dw = self.out(p.out_f * p.in_f);
+        weight_grad::linear_backward_weight(p, x, dy, &mut dw);
+        Ok(dw)
+    }
+
+    fn linear_grad_bias(&self, p: &LinearParams, dy: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut db = self.out(p.out_f);
+        weight_grad::linear_backward_bias(p, dy, &mut db);
+        Ok(db)
+    }
+
+    fn dropout(&self, x: &Vec<f32>, mask: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        let mut y = self.out(len);
+        training::dropout_scaled(&x[..len], &mask[..len], &mut y);
+        Ok(y)
+    }
+
+    fn sgd_step(
+        &self,
+        s: &SgdParams,
+        w: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        velocity: &mut Option<Vec<f32>>,
+        len: usize,
+    ) -> Result<()> {
+        // training::sgd_step's "no buffer yet" is an empty vector.
+        let mut v = velocity.take().unwrap_or_default();
+        training::sgd_step(s, &mut w[..len], &grad[..len], &mut v);
+        if !v.is_empty() {
+            *velocity = Some(v);
+        }
+        Ok(())
     }
 }

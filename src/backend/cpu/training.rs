@@ -2,6 +2,7 @@
 //! gradient, and the SGD update, each written to match PyTorch's definition exactly.
 
 use super::real::Real;
+pub use crate::ops::SgdParams;
 
 /// Training-mode dropout with a given keep mask: y = x·mask/(1-p), as `nn.Dropout` (the scale
 /// keeps each activation's expectation, so evaluation is the identity). `keep[i]` true keeps x[i].
@@ -16,6 +17,17 @@ pub fn dropout_forward<T: Real>(x: &[T], keep: &[bool], p: f64, y: &mut [T]) {
 /// dx = dy·mask/(1-p): dropout is linear in its input for a fixed mask.
 pub fn dropout_backward_input<T: Real>(dy: &[T], keep: &[bool], p: f64, dx: &mut [T]) {
     dropout_forward(dy, keep, p, dx);
+}
+
+/// Dropout with its mask given as scale factors, as the training executor uploads it:
+/// y = x·mask, where mask[i] is 0 (dropped: y[i] = 0 whatever x[i], as `dropout_forward`) or
+/// the keep scale 1/(1-p) (the same product as `dropout_forward`'s). Also the input gradient,
+/// dx = dy·mask.
+pub fn dropout_scaled<T: Real>(x: &[T], mask: &[T], y: &mut [T]) {
+    assert!(x.len() == mask.len() && x.len() == y.len());
+    for ((o, &v), &m) in y.iter_mut().zip(x).zip(mask) {
+        *o = if m == T::zero() { T::zero() } else { v * m };
+    }
 }
 
 /// Mean softmax cross-entropy over the batch (`nn.CrossEntropyLoss()` defaults) and its
@@ -57,15 +69,6 @@ pub fn softmax_cross_entropy<T: Real>(
         }
     }
     (loss / n as f64, correct)
-}
-
-/// The hyper-parameters of `torch.optim.SGD` that this project supports (dampening 0,
-/// nesterov off, the defaults).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SgdParams {
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
 }
 
 /// One `torch.optim.SGD` step on one parameter tensor, in PyTorch's order: g = grad + wd·w;

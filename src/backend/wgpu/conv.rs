@@ -1,4 +1,5 @@
-//! Glue for shaders/conv2d.wgsl: forward and input gradient, v1 (direct) or v2 (tiled).
+//! Glue for shaders/conv2d.wgsl: forward, input gradient and weight gradient, each v1 (direct)
+//! or v2 (tiled), and the bias gradient.
 
 use super::kernels::{kernel, Kernel, Shader::Conv2d};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
@@ -10,6 +11,9 @@ const FWD_V1: Kernel = kernel(Conv2d, "conv2d_fwd_v1");
 const FWD_V2: Kernel = kernel(Conv2d, "conv2d_fwd_v2");
 const BWD_V1: Kernel = kernel(Conv2d, "conv2d_bwd_v1");
 const BWD_V2: Kernel = kernel(Conv2d, "conv2d_bwd_v2");
+const WGRAD_V1: Kernel = kernel(Conv2d, "conv2d_wgrad_v1");
+const WGRAD_V2: Kernel = kernel(Conv2d, "conv2d_wgrad_v2");
+const BGRAD: Kernel = kernel(Conv2d, "conv2d_bgrad");
 
 /// Output tile edge of the v2 kernels (TILE in conv2d.wgsl).
 const TILE: usize = 64;
@@ -85,4 +89,35 @@ pub fn backward_input(
         }
     }
     Ok(dx)
+}
+
+pub fn grad_weight(
+    be: &WgpuBackend,
+    p: &Conv2dParams,
+    x: &GpuBuffer,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(x, p.input_len(), "conv2d input")?;
+    be.need(dy, p.output_len(), "conv2d output gradient")?;
+    let dw = be.output(p.weight_len())?;
+    let bufs = [x.raw(), dy.raw(), dw.raw()];
+    let prm = params(p, false);
+    match be.conv {
+        ConvKernel::V1 => be.run(WGRAD_V1, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?,
+        ConvKernel::V2 => be.run(WGRAD_V2, &prm, &bufs, tiled_groups(p.c_out, p.k_len())?)?,
+    }
+    Ok(dw)
+}
+
+pub fn grad_bias(be: &WgpuBackend, p: &Conv2dParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
+    be.need(dy, p.output_len(), "conv2d output gradient")?;
+    let db = be.output(p.c_out)?;
+    be.run(
+        BGRAD,
+        &params(p, false),
+        &[dy.raw(), db.raw()],
+        // one workgroup per output channel
+        groups_1d(p.c_out, 1)?,
+    )?;
+    Ok(db)
 }

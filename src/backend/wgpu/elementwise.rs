@@ -1,4 +1,5 @@
-//! Glue for shaders/elementwise.wgsl: ReLU, the per-channel affine map, addition, fill.
+//! Glue for shaders/elementwise.wgsl: ReLU, the per-channel affine map, addition, dropout by a
+//! mask, fill.
 
 use super::kernels::{kernel, Kernel, Shader::Elementwise};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
@@ -11,6 +12,7 @@ const RELU_BWD: Kernel = kernel(Elementwise, "relu_bwd");
 const ADD: Kernel = kernel(Elementwise, "add");
 const AFFINE_FWD: Kernel = kernel(Elementwise, "affine_fwd");
 const AFFINE_BWD: Kernel = kernel(Elementwise, "affine_bwd");
+const DROPOUT: Kernel = kernel(Elementwise, "dropout");
 
 /// Uniform words: [len, channels, plane size, fill value bits].
 fn params(len: usize, c: usize, hw: usize, value: f32) -> [u32; 4] {
@@ -65,6 +67,19 @@ pub fn add(be: &WgpuBackend, a: &GpuBuffer, b: &GpuBuffer, len: usize) -> Result
         ADD,
         &params(len, 1, 1, 0.0),
         &[a.raw(), b.raw(), y.raw()],
+        groups_1d(len, 256)?,
+    )?;
+    Ok(y)
+}
+
+pub fn dropout(be: &WgpuBackend, x: &GpuBuffer, mask: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+    be.need(x, len, "dropout input")?;
+    be.need(mask, len, "dropout mask")?;
+    let y = be.output(len)?;
+    be.run(
+        DROPOUT,
+        &params(len, 1, 1, 0.0),
+        &[x.raw(), mask.raw(), y.raw()],
         groups_1d(len, 256)?,
     )?;
     Ok(y)

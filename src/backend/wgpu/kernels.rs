@@ -29,6 +29,7 @@ pub enum Shader {
     Elementwise,
     Linear,
     GradCam,
+    Sgd,
 }
 
 impl Shader {
@@ -39,6 +40,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
             Shader::GradCam => include_str!("../../../shaders/gradcam.wgsl"),
+            Shader::Sgd => include_str!("../../../shaders/sgd.wgsl"),
         }
     }
     fn file(self) -> &'static str {
@@ -48,6 +50,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Linear => "linear.wgsl",
             Shader::GradCam => "gradcam.wgsl",
+            Shader::Sgd => "sgd.wgsl",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Glue for shaders/linear.wgsl.
+//! Glue for shaders/linear.wgsl: forward, input gradient, weight and bias gradients.
 
 use super::kernels::{kernel, Kernel, Shader::Linear};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
@@ -7,6 +7,8 @@ use crate::ops::LinearParams;
 
 const FWD: Kernel = kernel(Linear, "linear_fwd");
 const BWD: Kernel = kernel(Linear, "linear_bwd");
+const WGRAD: Kernel = kernel(Linear, "linear_wgrad");
+const BGRAD: Kernel = kernel(Linear, "linear_bgrad");
 
 pub fn forward(
     be: &WgpuBackend,
@@ -48,4 +50,34 @@ pub fn backward_input(
         groups_1d(p.n * p.in_f, 256)?,
     )?;
     Ok(dx)
+}
+
+pub fn grad_weight(
+    be: &WgpuBackend,
+    p: &LinearParams,
+    x: &GpuBuffer,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(x, p.n * p.in_f, "linear input")?;
+    be.need(dy, p.n * p.out_f, "linear output gradient")?;
+    let dw = be.output(p.out_f * p.in_f)?;
+    be.run(
+        WGRAD,
+        &[u(p.n), u(p.in_f), u(p.out_f), 0],
+        &[x.raw(), dy.raw(), dw.raw()],
+        groups_1d(p.out_f * p.in_f, 256)?,
+    )?;
+    Ok(dw)
+}
+
+pub fn grad_bias(be: &WgpuBackend, p: &LinearParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
+    be.need(dy, p.n * p.out_f, "linear output gradient")?;
+    let db = be.output(p.out_f)?;
+    be.run(
+        BGRAD,
+        &[u(p.n), u(p.in_f), u(p.out_f), 0],
+        &[dy.raw(), db.raw()],
+        groups_1d(p.out_f, 256)?,
+    )?;
+    Ok(db)
 }

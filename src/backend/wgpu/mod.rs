@@ -7,7 +7,8 @@
 //!
 //! Modules: `context` (adapter and device, error capture), `buffer` (pool, upload, download),
 //! `kernels` (shader sources, pipeline cache, dispatch, timing), and one file of glue per op
-//! family (`conv`, `pool`, `elementwise`, `linear`, `cam`).
+//! family (`conv`, `pool`, `elementwise`, `linear`, `cam`, `sgd`). Training ops
+//! (`TrainBackend`: weight and bias gradients, dropout, SGD) live with their families.
 
 mod buffer;
 mod cam;
@@ -17,11 +18,12 @@ mod elementwise;
 mod kernels;
 mod linear;
 mod pool;
+mod sgd;
 
 pub use buffer::GpuBuffer;
 pub use context::{adapters, AdapterChoice};
 
-use super::{Backend, ConvKernel};
+use super::{Backend, ConvKernel, TrainBackend};
 use crate::engine::Profile;
 use crate::error::Result;
 use crate::ops::*;
@@ -255,5 +257,48 @@ impl Backend for WgpuBackend {
         gradient: &GpuBuffer,
     ) -> Result<GpuBuffer> {
         cam::grad_cam(self, p, activation, gradient)
+    }
+}
+
+impl TrainBackend for WgpuBackend {
+    fn conv2d_grad_weight(
+        &self,
+        p: &Conv2dParams,
+        x: &GpuBuffer,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        conv::grad_weight(self, p, x, dy)
+    }
+
+    fn conv2d_grad_bias(&self, p: &Conv2dParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
+        conv::grad_bias(self, p, dy)
+    }
+
+    fn linear_grad_weight(
+        &self,
+        p: &LinearParams,
+        x: &GpuBuffer,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        linear::grad_weight(self, p, x, dy)
+    }
+
+    fn linear_grad_bias(&self, p: &LinearParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
+        linear::grad_bias(self, p, dy)
+    }
+
+    fn dropout(&self, x: &GpuBuffer, mask: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+        elementwise::dropout(self, x, mask, len)
+    }
+
+    fn sgd_step(
+        &self,
+        s: &SgdParams,
+        w: &mut GpuBuffer,
+        grad: &GpuBuffer,
+        velocity: &mut Option<GpuBuffer>,
+        len: usize,
+    ) -> Result<()> {
+        sgd::step(self, s, w, grad, velocity, len)
     }
 }
