@@ -19,6 +19,8 @@ const PANEL_BYTES: usize = 512 * 1024;
 /// But never fewer pixels than this per block (deep layers with k_len in the thousands), so
 /// each product still has enough rows to amortise reading the whole weight matrix.
 const MIN_BLOCK: usize = 256;
+/// Output bytes per block of a 1×1 conv: inside L2.
+const POINTWISE_OUT_BYTES: usize = 256 * 1024;
 /// The input gradient's blocks are larger: there the panel is the product's output, and
 /// every block reads the whole weight matrix again, which dominates for deep layers.
 const MIN_BLOCK_BACKWARD: usize = 1024;
@@ -114,13 +116,27 @@ pub fn conv2d_forward_fused<T: Real>(
         let epi = epi.map(|e| e.for_image(img, out_img));
         let par = inner_parallelism(batch_parallel);
         let wv = View::row_major(w, k_len);
+        // Without a bias the product overwrites the outputs instead of adding to zeros.
+        let accumulate = b.is_some();
         if p.is_pointwise() {
-            // The input already is the im2col matrix.
-            fill_bias(yi, pix, b, 0..pix);
-            let xv = View::row_major(xi, pix);
-            matmul(yi, (p.c_out, pix, k_len), wv, xv, true, par);
-            if let Some(e) = epi {
-                e.apply(yi, pix, 0..pix, pix, 0);
+            // The input already is the im2col matrix; it is multiplied a block of pixel columns
+            // at a time, so the epilogue finds the block's outputs in cache.
+            let width = pointwise_block_width::<T>(p);
+            for p0 in (0..pix).step_by(width) {
+                let cols = width.min(pix - p0);
+                if accumulate {
+                    fill_bias(yi, pix, b, p0..p0 + cols);
+                }
+                let xv = View {
+                    data: &xi[p0..],
+                    rs: pix,
+                    cs: 1,
+                };
+                let dims = (p.c_out, cols, k_len);
+                matmul_strided(&mut yi[p0..], pix, dims, wv, xv, accumulate, par);
+                if let Some(e) = epi {
+                    e.apply(yi, pix, p0..p0 + cols, pix, 0);
+                }
             }
             return;
         }
@@ -129,11 +145,13 @@ pub fn conv2d_forward_fused<T: Real>(
             let cols = width.min(pix - p0);
             let panel = &mut col[..k_len * cols];
             im2col(p, xi, p0, cols, panel);
-            // Filled block by block, so the product finds the block's outputs in cache.
-            fill_bias(yi, pix, b, p0..p0 + cols);
+            if accumulate {
+                // Filled block by block, so the product finds the block's outputs in cache.
+                fill_bias(yi, pix, b, p0..p0 + cols);
+            }
             let dims = (p.c_out, cols, k_len);
             let pv = View::row_major(panel, cols);
-            matmul_strided(&mut yi[p0..], pix, dims, wv, pv, true, par);
+            matmul_strided(&mut yi[p0..], pix, dims, wv, pv, accumulate, par);
             if let Some(e) = epi {
                 e.apply(yi, pix, p0..p0 + cols, pix, 0);
             }
@@ -267,6 +285,15 @@ fn fill_bias<T: Real>(yi: &mut [T], pix: usize, b: Option<&[T]>, cols: Range<usi
 fn block_width<T>(p: &Conv2dParams, min_block: usize) -> usize {
     let pix = p.h_out() * p.w_out();
     let target = (PANEL_BYTES / (p.k_len().max(1) * size_of::<T>())).max(min_block);
+    let blocks = (pix / target).max(1);
+    pix.div_ceil(blocks).next_multiple_of(16).min(pix).max(1)
+}
+
+/// Pixel columns per block of a 1×1 conv: about POINTWISE_OUT_BYTES of output block (the
+/// epilogue's working set), at least MIN_BLOCK, a multiple of 16.
+fn pointwise_block_width<T>(p: &Conv2dParams) -> usize {
+    let pix = p.h_out() * p.w_out();
+    let target = (POINTWISE_OUT_BYTES / (p.c_out.max(1) * size_of::<T>())).max(MIN_BLOCK);
     let blocks = (pix / target).max(1);
     pix.div_ceil(blocks).next_multiple_of(16).min(pix).max(1)
 }
@@ -465,6 +492,18 @@ mod tests {
                 "forward {p:?} [{i}]: {:?} vs {}",
                 y[i],
                 y_ref[i]
+            );
+        }
+        // Without a bias (the products then overwrite instead of accumulating).
+        let mut y = vec![T::nan(); p.output_len()];
+        conv2d_forward(p, &x, &w, None, &mut y);
+        for i in 0..y.len() {
+            let want = y_ref[i] - b[(i / (ho * wo)) % p.c_out].f64();
+            let err = (y[i].f64() - want).abs();
+            assert!(
+                err <= tol * (y_mag[i] + 1.0),
+                "forward without bias {p:?} [{i}]: {:?} vs {want}",
+                y[i]
             );
         }
         let mut dx = vec![T::nan(); p.input_len()];
