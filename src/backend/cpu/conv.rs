@@ -576,6 +576,8 @@ mod tests {
         cases.push(conv(2, 3, (61, 67), 4, (7, 7), (2, 2), (3, 3)));
         // Enough pixels for several of the input gradient's larger blocks.
         cases.push(conv(1, 8, (63, 61), 3, (3, 3), (1, 1), (1, 1)));
+        // A 1×1 conv with several blocks of pixel columns.
+        cases.push(conv(2, 4, (40, 37), 512, (1, 1), (1, 1), (0, 0)));
         // Winograd's (3×3, stride 1, ≥ 16 input channels): odd sizes, images smaller than a
         // tile, padding 0–2, several blocks (small in unit tests), one image or several.
         for (n, c_in, hw, c_out, pad) in [
