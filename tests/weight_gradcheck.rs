@@ -9,33 +9,16 @@ use gradcam::backend::cpu::{conv, linear, training, weight_grad};
 use gradcam::ops::*;
 
 mod common;
-use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
-
-const H: f64 = 1e-5;
+use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(n: usize, rng: &mut StdRng) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
-/// Compares `analytic` (the gradient of Σ dy·f at `v`) with central differences of `loss`
-/// on up to 300 random coordinates.
+/// `analytic` (the gradient of Σ dy·f at `v`) against central differences of `loss` on up to
+/// 300 random coordinates, within 1e-7 + 1e-6·|ref| (see the header).
 fn check(what: &str, v: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64, rng: &mut StdRng) {
-    assert_eq!(analytic.len(), v.len(), "{what}: gradient length");
-    let mut indices: Vec<usize> = (0..v.len()).collect();
-    indices.shuffle(rng);
-    indices.truncate(300);
-    for i in indices {
-        let (mut vp, mut vm) = (v.to_vec(), v.to_vec());
-        vp[i] += H;
-        vm[i] -= H;
-        let numeric = (loss(&vp) - loss(&vm)) / (2.0 * H);
-        let err = (analytic[i] - numeric).abs();
-        assert!(
-            err <= 1e-7 + 1e-6 * numeric.abs(),
-            "{what}: d/d[{i}] analytic {} vs numeric {numeric} (error {err})",
-            analytic[i]
-        );
-    }
+    common::check_fd(what, v, analytic, loss, (300, 1e-7, 1e-6), rng);
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

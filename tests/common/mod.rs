@@ -95,3 +95,35 @@ pub fn conv_case(
         pad_w: pad.min(k_w / 2 + 1),
     }
 }
+
+/// Compares `analytic`, the gradient of the scalar `loss` at `v`, with central differences
+/// (step 1e-5, in f64) on up to `samples` random coordinates: each must satisfy
+/// |analytic − numeric| ≤ atol + rtol·|numeric|.
+#[track_caller]
+pub fn check_fd(
+    what: &str,
+    v: &[f64],
+    analytic: &[f64],
+    loss: impl Fn(&[f64]) -> f64,
+    (samples, atol, rtol): (usize, f64, f64),
+    rng: &mut rand::rngs::StdRng,
+) {
+    use rand::seq::SliceRandom;
+    const H: f64 = 1e-5;
+    assert_eq!(analytic.len(), v.len(), "{what}: gradient length");
+    let mut indices: Vec<usize> = (0..v.len()).collect();
+    indices.shuffle(rng);
+    indices.truncate(samples);
+    for i in indices {
+        let (mut vp, mut vm) = (v.to_vec(), v.to_vec());
+        vp[i] += H;
+        vm[i] -= H;
+        let numeric = (loss(&vp) - loss(&vm)) / (2.0 * H);
+        let err = (analytic[i] - numeric).abs();
+        assert!(
+            analytic[i].is_finite() && err <= atol + rtol * numeric.abs(),
+            "{what}: d/d[{i}] analytic {} vs finite difference {numeric} (error {err:e})",
+            analytic[i]
+        );
+    }
+}
