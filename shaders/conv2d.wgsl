@@ -105,6 +105,24 @@ const TK: u32 = 16u;    // K step
 var<workgroup> tile_a: array<f32, 1024>;  // [TK, TILE]: weights
 var<workgroup> tile_b: array<f32, 1024>;  // [TK, TILE]: gathered inputs
 
+// The v2 kernels' inner step: acc (thread (tx, ty)'s 4×4 outputs, rows ty + 16·i, columns
+// tx + 16·j) += tile_a[:, rows]ᵀ · tile_b[:, columns] over the TK rows of both tiles.
+fn tile_product(lid3: vec3<u32>, acc: ptr<function, array<f32, 16>>) {
+    for (var kr = 0u; kr < TK; kr++) {
+        var av: array<f32, 4>;
+        var bv: array<f32, 4>;
+        for (var t = 0u; t < 4u; t++) {
+            av[t] = tile_a[kr * TILE + lid3.y + 16u * t];
+            bv[t] = tile_b[kr * TILE + lid3.x + 16u * t];
+        }
+        for (var i = 0u; i < 4u; i++) {
+            for (var j = 0u; j < 4u; j++) {
+                (*acc)[i * 4u + j] += av[i] * bv[j];
+            }
+        }
+    }
+}
+
 // Workgroups: x·(z folded) = column tiles, y = row (channel) tiles; 16×16 threads, thread
 // (tx, ty) owns rows ty + 16·i and columns tx + 16·j, i, j < 4, so stores are coalesced.
 @compute @workgroup_size(16, 16)
@@ -146,19 +164,7 @@ fn conv2d_fwd_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
             tile_b[e] = b;
         }
         workgroupBarrier();
-        for (var kr = 0u; kr < TK; kr++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var t = 0u; t < 4u; t++) {
-                av[t] = tile_a[kr * TILE + lid3.y + 16u * t];
-                bv[t] = tile_b[kr * TILE + lid3.x + 16u * t];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] += av[i] * bv[j];
-                }
-            }
-        }
+        tile_product(lid3, &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
@@ -217,19 +223,7 @@ fn conv2d_bwd_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
             tile_b[e] = b;
         }
         workgroupBarrier();
-        for (var kr = 0u; kr < TK; kr++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var t = 0u; t < 4u; t++) {
-                av[t] = tile_a[kr * TILE + lid3.y + 16u * t];
-                bv[t] = tile_b[kr * TILE + lid3.x + 16u * t];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] += av[i] * bv[j];
-                }
-            }
-        }
+        tile_product(lid3, &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
@@ -323,19 +317,7 @@ fn conv2d_wgrad_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
             tile_b[kr * TILE + local] = b;
         }
         workgroupBarrier();
-        for (var kr = 0u; kr < TK; kr++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var t = 0u; t < 4u; t++) {
-                av[t] = tile_a[kr * TILE + lid3.y + 16u * t];
-                bv[t] = tile_b[kr * TILE + lid3.x + 16u * t];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] += av[i] * bv[j];
-                }
-            }
-        }
+        tile_product(lid3, &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
