@@ -52,10 +52,10 @@ pub struct Args {
     /// Where to save the trained weights (safetensors, PyTorch tensor names).
     #[arg(long)]
     out: PathBuf,
-    /// cpu or wgpu (any adapter, lavapipe included). CUDA has no training kernels. `auto` is
+    /// cpu, wgpu (any adapter, lavapipe included), or auto. CUDA has no training kernels. `auto` is
     /// wgpu on a hardware GPU adapter, else cpu. Results agree across backends to f32
     /// rounding, not bit for bit.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "cpu", hide_possible_values = true)]
     backend: BackendKind,
 }
 
