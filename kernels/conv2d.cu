@@ -255,3 +255,321 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) conv2d_bwd_input_v2(
                       ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}};
     tf32_gemm(p);
 }
+
+// ---------------------------------------------------------------------------------- v3 / v4
+
+// The same implicit GEMM as v2, rebuilt for throughput:
+//   - 128x128 tiles of C per block of 8 warps (each warp 64x32: 4 x 4 mma tiles), K in steps
+//     of 32;
+//   - the next K step's operands are loaded from global memory into registers while the
+//     tensor cores work on the current one (one shared-memory buffer, two barriers per step);
+//   - index arithmetic hoisted: each thread decodes its output column (image, y, x) once, and
+//     the decoding of the step's 32 K rows (channel, ky, kx -> offsets) is done once per block
+//     into a small shared table, so a gathered element costs an add, two compares and a load;
+//   - the conv's epilogue (bias, eval BatchNorm, residual add, ReLU) is applied in the store,
+//     rounded op by op exactly as the separate kernels round it.
+// v3 computes each product in "3xTF32": a = big + small with big = tf32(a), small = tf32(a -
+// big), and c += a_small*b_big + a_big*b_small + a_big*b_big, which recovers FP32 accuracy on
+// the tensor cores (the dropped small*small term is ~2^-22 relative). v4 is the same kernel
+// with plain TF32 (one product): faster, ~1e-3 relative error.
+
+#define V3_BM 128
+#define V3_BN 128
+#define V3_BK 32
+#define V3_THREADS 256
+
+// One K row of a step: its offsets into A (beyond the row's own offset) and into the gathered
+// operand (beyond the column's base), and its filter tap. Rows past K get a tap that fails
+// every bounds check.
+struct KRow {
+    int a_off, b_off, ky, kx;
+};
+
+#define V3_NO_TAP (1 << 28)
+
+struct ForwardGather {
+    // x: [n, c_in, h_in, w_in], w: [c_out, c_in, k_h, k_w]
+    const float* x;
+    const float* w;
+    ConvShape s;
+    __device__ int m() const { return s.c_out; }
+    __device__ long long ncols() const { return (long long)s.n * s.h_out * s.w_out; }
+    __device__ int k() const { return s.c_in * s.k_h * s.k_w; }
+    __device__ long long a_row(int m) const { return (long long)m * k(); }
+    __device__ KRow krow(int k) const {
+        if (k >= this->k()) return KRow{0, 0, V3_NO_TAP, V3_NO_TAP};
+        int taps = s.k_h * s.k_w, ci = k / taps, t = k % taps;
+        return KRow{k, ci * s.h_in * s.w_in, t / s.k_w, t % s.k_w};
+    }
+    // A column's image base and the input position of its (0, 0) tap.
+    struct Col {
+        long long base;
+        int y0, x0;
+    };
+    __device__ Col col(long long c) const {
+        int pix = s.h_out * s.w_out;
+        if (c >= ncols()) return Col{0, V3_NO_TAP, V3_NO_TAP};
+        int img = (int)(c / pix), p = (int)(c % pix);
+        return Col{(long long)img * s.c_in * s.h_in * s.w_in, (p / s.w_out) * s.stride_h - s.pad_h,
+                   (p % s.w_out) * s.stride_w - s.pad_w};
+    }
+    __device__ float b(const Col& c, const KRow& r) const {
+        int iy = c.y0 + r.ky, ix = c.x0 + r.kx;
+        if ((unsigned)iy >= (unsigned)s.h_in || (unsigned)ix >= (unsigned)s.w_in) return 0.0f;
+        return x[c.base + r.b_off + iy * s.w_in + ix];
+    }
+};
+
+struct BackwardGather {
+    // dy: [n, c_out, h_out, w_out], w: [c_out, c_in, k_h, k_w]; rows of C are input channels.
+    const float* dy;
+    const float* w;
+    ConvShape s;
+    __device__ int m() const { return s.c_in; }
+    __device__ long long ncols() const { return (long long)s.n * s.h_in * s.w_in; }
+    __device__ int k() const { return s.c_out * s.k_h * s.k_w; }
+    __device__ long long a_row(int m) const { return (long long)m * s.k_h * s.k_w; }
+    __device__ KRow krow(int k) const {
+        // ty = y0 - ky < 0 for every column, also a padding one (y0 = -V3_NO_TAP).
+        if (k >= this->k()) return KRow{0, 0, V3_NO_TAP, V3_NO_TAP};
+        int taps = s.k_h * s.k_w, co = k / taps, t = k % taps;
+        return KRow{co * s.c_in * taps + t, co * s.h_out * s.w_out, t / s.k_w, t % s.k_w};
+    }
+    struct Col {
+        long long base;
+        int y0, x0;  // input position + padding: output row oy reads it when oy*s = y0 - ky
+    };
+    __device__ Col col(long long c) const {
+        int pix = s.h_in * s.w_in;
+        if (c >= ncols()) return Col{0, -V3_NO_TAP, -V3_NO_TAP};
+        int img = (int)(c / pix), p = (int)(c % pix);
+        return Col{(long long)img * s.c_out * s.h_out * s.w_out, p / s.w_in + s.pad_h, p % s.w_in + s.pad_w};
+    }
+    __device__ float b(const Col& c, const KRow& r) const {
+        int ty = c.y0 - r.ky, tx = c.x0 - r.kx;
+        if (ty < 0 || tx < 0) return 0.0f;
+        int oy = ty, ox = tx;
+        if (s.stride_h != 1 || s.stride_w != 1) {
+            if (ty % s.stride_h != 0 || tx % s.stride_w != 0) return 0.0f;
+            oy = ty / s.stride_h;
+            ox = tx / s.stride_w;
+        }
+        if (oy >= s.h_out || ox >= s.w_out) return 0.0f;
+        return dy[c.base + r.b_off + oy * s.w_out + ox];
+    }
+};
+
+// What the forward store applies, in this order: + bias[m]; * scale[m] + shift[m]; + residual;
+// ReLU. Null pointers skip a step.
+struct Epilogue {
+    const float* bias;      // [c_out] or null
+    const float* scale;     // [c_out] or null (then shift is unused)
+    const float* shift;     // [c_out]
+    const float* residual;  // [n, c_out, h_out, w_out] or null
+    int relu;
+};
+
+__device__ __forceinline__ void split_tf32(float v, unsigned int& big, unsigned int& small) {
+    big = to_tf32(v);
+    small = to_tf32(__fsub_rn(v, __uint_as_float(big)));
+}
+
+__device__ __forceinline__ void mma_tf32(float* c, const unsigned int* a, const unsigned int* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// C[M, N] = A[M, K] * B[K, N] over one 128x128 tile; `store(m, col, v)` writes each result.
+// SPLIT = 3: 3xTF32 (FP32 accuracy); SPLIT = 1: plain TF32.
+template <int SPLIT, class P, class Store>
+__device__ void tc_gemm_v3(const P& p, Store store) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    __shared__ float As[V3_BM][V3_BK + 4];
+    __shared__ float Bs[V3_BK][V3_BN + 8];
+    __shared__ KRow table[2][V3_BK];
+    const int M = p.m(), K = p.k();
+    const long long N = p.ncols();
+    const int m0 = blockIdx.y * V3_BM;
+    const long long n0 = (long long)blockIdx.x * V3_BN;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    const int group = lane / 4, quad = lane % 4;
+
+    // Loader roles. A: K index a_k = tid % 32, rows a_r0 + 8i. B: column b_c, K rows b_r0 + 2i.
+    const int a_k = tid % V3_BK, a_r0 = tid / V3_BK;
+    const int b_c = tid % V3_BN, b_r0 = tid / V3_BN;
+    const typename P::Col col = p.col(n0 + b_c);
+    float a_reg[16], b_reg[16];
+
+    auto fill_table = [&](KRow* t, int k0) {
+        if (tid < V3_BK) t[tid] = p.krow(k0 + tid);
+    };
+    auto load = [&](const KRow* t, int k0) {
+        const bool k_ok = k0 + a_k < K;
+        const int a_off = t[a_k].a_off;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            int gm = m0 + a_r0 + 8 * i;
+            a_reg[i] = (k_ok && gm < M) ? p.w[p.a_row(gm) + a_off] : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 16; ++i) b_reg[i] = p.b(col, t[b_r0 + 2 * i]);
+    };
+    auto stash = [&]() {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) As[a_r0 + 8 * i][a_k] = a_reg[i];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) Bs[b_r0 + 2 * i][b_c] = b_reg[i];
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    const int steps = (K + V3_BK - 1) / V3_BK;
+    fill_table(table[0], 0);
+    __syncthreads();
+    load(table[0], 0);
+    stash();
+    fill_table(table[1], V3_BK);
+    __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+        const bool more = step + 1 < steps;
+        if (more) load(table[(step + 1) & 1], (step + 1) * V3_BK);
+#pragma unroll
+        for (int ks = 0; ks < V3_BK; ks += 8) {
+            // B fragments for the warp's 4 column tiles, then one row tile of A at a time (fewer
+            // live registers than splitting all of A up front).
+            unsigned int bb[4][2], bs[4][2];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                int c = wn + j * 8 + group;
+                float v[2] = {Bs[ks + quad][c], Bs[ks + quad + 4][c]};
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    if (SPLIT == 3) split_tf32(v[e], bb[j][e], bs[j][e]);
+                    else bb[j][e] = to_tf32(v[e]);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                int r = wm + i * 16 + group;
+                float v[4] = {As[r][ks + quad], As[r + 8][ks + quad], As[r][ks + quad + 4], As[r + 8][ks + quad + 4]};
+                unsigned int ab[4], as[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (SPLIT == 3) split_tf32(v[e], ab[e], as[e]);
+                    else ab[e] = to_tf32(v[e]);
+                }
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    if (SPLIT == 3) {
+                        mma_tf32(acc[i][j], as, bb[j]);
+                        mma_tf32(acc[i][j], ab, bs[j]);
+                    }
+                    mma_tf32(acc[i][j], ab, bb[j]);
+                }
+            }
+        }
+        __syncthreads();
+        if (more) {
+            stash();
+            fill_table(table[step & 1], (step + 2) * V3_BK);
+        }
+        __syncthreads();
+    }
+    // Accumulator layout of m16n8: c0, c1 at row group, columns 2*quad, 2*quad+1; c2, c3 at
+    // row group + 8.
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            long long gn = n0 + wn + j * 8 + quad * 2 + h;
+            if (gn >= N) continue;
+            store.begin(gn);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    int gm = m0 + wm + i * 16 + group + 8 * r;
+                    if (gm < M) store.put(gm, acc[i][j][2 * r + h]);
+                }
+        }
+#endif
+}
+
+// Writes y[img, m, p] for output column (img, p), applying the epilogue.
+struct ForwardStore {
+    float* y;
+    Epilogue e;
+    int c_out, pix;
+    long long img_base;  // set by begin: img * c_out * pix + p
+    __device__ void begin(long long col) {
+        long long img = col / pix, p = col % pix;
+        img_base = img * c_out * pix + p;
+    }
+    __device__ void put(int m, float v) const {
+        long long o = img_base + (long long)m * pix;
+        if (e.bias) v = __fadd_rn(v, e.bias[m]);
+        if (e.scale) v = __fadd_rn(__fmul_rn(v, e.scale[m]), e.shift[m]);
+        if (e.residual) v = __fadd_rn(v, e.residual[o]);
+        if (e.relu) v = fmaxf(v, 0.0f);
+        y[o] = v;
+    }
+};
+
+// Writes dx[img, m, p] for input column (img, p).
+struct BackwardStore {
+    float* dx;
+    int c_in, pix;
+    long long img_base;
+    __device__ void begin(long long col) {
+        long long img = col / pix, p = col % pix;
+        img_base = img * c_in * pix + p;
+    }
+    __device__ void put(int m, float v) const { dx[img_base + (long long)m * pix] = v; }
+};
+
+template <int SPLIT>
+__device__ void conv_fwd_v3(float* y, const float* x, const float* w, Epilogue e, ConvShape s) {
+    ForwardStore st{y, e, s.c_out, s.h_out * s.w_out, 0};
+    tc_gemm_v3<SPLIT>(ForwardGather{x, w, s}, st);
+}
+
+template <int SPLIT>
+__device__ void conv_bwd_v3(float* dx, const float* dy, const float* w, ConvShape s) {
+    BackwardStore st{dx, s.c_in, s.h_in * s.w_in, 0};
+    tc_gemm_v3<SPLIT>(BackwardGather{dy, w, s}, st);
+}
+
+// Forward with the fused epilogue. y, residual: [n, c_out, h_out, w_out]; x: [n, c_in, h_in,
+// w_in]; w: [c_out, c_in, k_h, k_w]; bias, scale, shift: [c_out]. bias, scale and residual may
+// be null (scale null: no BatchNorm). Grid: (ceil(N / 128), ceil(M / 128)) blocks of 256.
+#define V3_FWD_PARAMS                                                                                            \
+    float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,                            \
+        const float *__restrict__ bias, const float *__restrict__ scale, const float *__restrict__ shift,       \
+        const float *__restrict__ residual, int relu, int n, int c_in, int h_in, int w_in, int c_out, int h_out, \
+        int w_out, int k_h, int k_w, int stride_h, int stride_w, int pad_h, int pad_w
+#define V3_FWD_ARGS \
+    y, x, w, Epilogue{bias, scale, shift, residual, relu}, \
+        ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}
+// Input gradient. dx: [n, c_in, h_in, w_in]; dy: [n, c_out, h_out, w_out]. Grid: (ceil(N /
+// 128), ceil(c_in / 128)) blocks of 256.
+#define V3_BWD_PARAMS                                                                                          \
+    float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ w, int n, int c_in,       \
+        int h_in, int w_in, int c_out, int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w, \
+        int pad_h, int pad_w
+#define V3_BWD_ARGS \
+    dx, dy, w, ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}
+
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_fwd_v3(V3_FWD_PARAMS) { conv_fwd_v3<3>(V3_FWD_ARGS); }
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_bwd_input_v3(V3_BWD_PARAMS) { conv_bwd_v3<3>(V3_BWD_ARGS); }
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_fwd_v4(V3_FWD_PARAMS) { conv_fwd_v3<1>(V3_FWD_ARGS); }
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_bwd_input_v4(V3_BWD_PARAMS) { conv_bwd_v3<1>(V3_BWD_ARGS); }

@@ -9,10 +9,12 @@
 # tool's `carry`), and run on the GPU machine:
 #   bash scripts/gpu-check.sh
 #
-# Steps: GPU and NVRTC discovery; `gradcam selftest --backend cuda` (both conv kernels);
-# the parity fixtures with --backend cuda (v2, then v1); throughput at 224x224, batch 64, on
-# resnet50 and vgg16 next to pytorch-grad-cam's GradCAM and PyTorch's forward pass; the wgpu
-# adapters, and wgpu's selftest and throughput when one of them is a hardware GPU.
+# Steps, most important first (a run cut short still answers the first questions): GPU and
+# NVRTC discovery; `gradcam selftest --backend cuda` (every conv kernel); the parity fixtures
+# with --backend cuda; throughput at 224x224, batch 64, on resnet50 and vgg16 next to
+# pytorch-grad-cam's GradCAM and PyTorch's forward pass; the time per kernel; conv v1's parity
+# and throughput; the wgpu adapters, and wgpu's selftest and throughput when one of them is a
+# hardware GPU (bring a Vulkan loader: the device tool's README says how).
 # Exits non-zero if the selftest or the parity check fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,9 +56,8 @@ echo "NVRTC from: ${nvrtc_dir:-not found}"
 section "selftest --backend cuda (every kernel against naive f64 loops)"
 timeout 120 "$BIN" selftest --backend cuda || status=1
 
-section "parity fixtures with --backend cuda (conv v2, then v1)"
-timeout 120 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kernel v2 || status=1
-timeout 120 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kernel v1 | tail -1 || status=1
+section "parity fixtures with --backend cuda, default conv kernel (v3, 3xTF32)"
+timeout 150 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda || status=1
 
 section "pytorch-grad-cam wheels"
 # grad-cam is published as a source archive: `pip wheel` (above) turns it into a wheel; a
@@ -72,15 +73,28 @@ fi
 
 section "throughput, 224x224, batch 64 (images/s, median of 3)"
 timeout 240 "$PY" scripts/compare_speed.py --device cuda --batch 64 --iters 3 --bin "$BIN" || status=1
-section "this project with conv v1 (plain FP32) for comparison"
+
+section "time per kernel (CUDA events), one Grad-CAM batch of 64"
 for arch in resnet50 vgg16; do
-    timeout 60 "$BIN" bench --backend cuda --conv-kernel v1 --arch "$arch" --batch 64 --iters 3 --json |
-        "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["arch"], "conv v1: grad-cam %.1f images/s, forward %.1f images/s" % (d["gradcam_images_per_s"], d["forward_images_per_s"]))' || true
+    timeout 60 "$BIN" bench --backend cuda --arch "$arch" --batch 64 --iters 1 || status=1
+done
+
+section "every conv kernel: images/s (batch 64, median of 5) and parity (TF32 ones report only)"
+for k in v1 v2 v3 v4; do
+    for arch in resnet50 vgg16; do
+        timeout 60 "$BIN" bench --backend cuda --conv-kernel "$k" --arch "$arch" --batch 64 --iters 5 --json |
+            "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("%-8s %s: grad-cam %7.1f images/s, forward %7.1f images/s" % (d["arch"], sys.argv[1], d["gradcam_images_per_s"], d["forward_images_per_s"]))' "$k" || status=1
+    done
+done
+timeout 150 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kernel v1 | tail -1 || status=1
+for k in v2 v4; do
+    timeout 150 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kernel "$k" --report-only | tail -1
 done
 
 section "wgpu adapters"
-"$BIN" devices || true
-if "$BIN" devices 2>/dev/null | grep -q '^wgpu: .*\[hardware GPU\]'; then
+devices=$("$BIN" devices 2>&1)
+echo "$devices"
+if grep -q '^wgpu: .*\[hardware GPU\]' <<<"$devices"; then
     section "selftest --backend wgpu (both conv kernels)"
     timeout 120 "$BIN" selftest --backend wgpu || status=1
     section "wgpu throughput, 224x224, batch 64 (images/s, median of 3)"

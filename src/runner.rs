@@ -110,7 +110,7 @@ impl AnyEngine {
 
     fn wgpu(mut be: WgpuBackend, model: Model, conv: Option<ConvKernel>) -> Result<Self> {
         if let Some(k) = conv {
-            be.conv = k;
+            be.set_conv(k)?;
         }
         Ok(AnyEngine::Wgpu(Box::new(Engine::new(be, model)?)))
     }
@@ -159,13 +159,14 @@ impl AnyEngine {
     }
 
     /// Starts timing every kernel: on the CPU the engine's host timing per op; on wgpu the
-    /// backend's per-dispatch timing (GPU timestamps where the adapter has them), since host
-    /// time around an asynchronous dispatch only measures its recording.
+    /// backend's per-dispatch timing (GPU timestamps where the adapter has them); on CUDA
+    /// events around each launch. Host time around an asynchronous launch only measures its
+    /// recording.
     pub fn start_kernel_timing(&mut self) {
         match self {
             AnyEngine::Cpu(e) => e.enable_profile(),
             AnyEngine::Wgpu(e) => e.backend.start_timing(),
-            AnyEngine::Cuda(e) => e.enable_profile(),
+            AnyEngine::Cuda(e) => e.backend.start_timing(),
         }
     }
 
@@ -179,10 +180,10 @@ impl AnyEngine {
                 let (profile, source) = e.backend.take_timing()?;
                 KernelTiming { profile, source }
             }
-            AnyEngine::Cuda(e) => KernelTiming {
-                profile: e.take_profile(),
-                source: "host time per op: kernel launches, not GPU time".into(),
-            },
+            AnyEngine::Cuda(e) => {
+                let (profile, source) = e.backend.take_timing()?;
+                KernelTiming { profile, source }
+            }
         })
     }
 }

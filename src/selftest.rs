@@ -146,6 +146,10 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         (2, 3, 19, 17, 8, 7, 7, 2, 2, 3, 3),
         (2, 37, 13, 15, 70, 3, 3, 1, 1, 1, 1),
         (1, 6, 8, 10, 9, 1, 1, 2, 2, 0, 0),
+        // Several 128x128 tiles in both directions (CUDA v3/v4), K = 171 and 1350 (not multiples
+        // of 32), and an input gradient with 140 input channels, strided.
+        (2, 19, 9, 11, 150, 3, 3, 1, 1, 1, 1),
+        (2, 140, 7, 5, 20, 3, 3, 2, 2, 1, 1),
     ];
     for (n, c_in, h_in, w_in, c_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w) in convs {
         let p = Conv2dParams {
@@ -203,6 +207,62 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         let out = (|| b.download(&b.conv2d(&p, &up(&x)?, &up(&w)?, None)?))();
         c.check(
             "conv2d no bias n2 c4->3 6x5 k3x3 s1 p1".into(),
+            tol.conv,
+            out,
+            &reference,
+        );
+    }
+
+    // Conv with its fused epilogue (BatchNorm, then residual, then ReLU), against the f64 ops
+    // one after another; with and without the residual and the ReLU.
+    for (residual, relu) in [(true, true), (false, true), (false, false)] {
+        let p = Conv2dParams {
+            n: 2,
+            c_in: 21,
+            h_in: 9,
+            w_in: 7,
+            c_out: 131,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
+        };
+        let x = randn(&mut rng, p.input_len());
+        let w = randn(&mut rng, p.weight_len());
+        let bias = randn(&mut rng, p.c_out);
+        let scale = randn(&mut rng, p.c_out);
+        let shift = randn(&mut rng, p.c_out);
+        let res = randn(&mut rng, p.output_len());
+        let hw = p.h_out() * p.w_out();
+        let mut reference = conv_ref(&p, &x, &w, &bias);
+        for (i, v) in reference.iter_mut().enumerate() {
+            let ch = (i / hw) % p.c_out;
+            *v = *v * scale[ch] as f64 + shift[ch] as f64;
+            if residual {
+                *v += res[i] as f64;
+            }
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+        let out = (|| {
+            let (sb, tb, rb) = (up(&scale)?, up(&shift)?, up(&res)?);
+            let e = crate::backend::ConvEpilogue {
+                scale: &sb,
+                shift: &tb,
+                residual: residual.then_some(&rb),
+                relu,
+            };
+            b.download(&b.conv2d_fused(&p, &up(&x)?, &up(&w)?, Some(&up(&bias)?), &e)?)
+        })();
+        c.check(
+            format!(
+                "conv2d_fused bn{} {}",
+                if residual { " +res" } else { "" },
+                if relu { "relu" } else { "" }
+            ),
             tol.conv,
             out,
             &reference,

@@ -10,8 +10,9 @@ pub mod wgpu;
 use crate::error::{Error, Result};
 use crate::ops::*;
 
-/// Convolution kernel variant of the GPU backends. Both are kept side by side, tested against
-/// the CPU oracle and selectable for benchmarking (`--conv-kernel`, `GRADCAM_CONV_KERNEL`).
+/// Convolution kernel variant of the GPU backends. All are kept side by side, tested against
+/// the CPU oracle and selectable for benchmarking (`--conv-kernel`, `GRADCAM_CONV_KERNEL`);
+/// wgpu has v1 and v2, CUDA all four.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvKernel {
     /// Plain FP32, one invocation per output (or input-gradient) element: the GPU reference.
@@ -19,6 +20,11 @@ pub enum ConvKernel {
     /// Tiled implicit GEMM: 64×64 tiles in workgroup memory (wgpu, FP32); TF32 tensor-core
     /// `mma` with FP32 accumulation (CUDA, sm_80+).
     V2,
+    /// CUDA, sm_80+: 128×128 tiles, operands prefetched into registers, hoisted index
+    /// arithmetic, fused epilogue; products in 3xTF32 (FP32 accuracy on the tensor cores).
+    V3,
+    /// v3 with plain TF32 products: faster, ~1e-3 relative error.
+    V4,
 }
 
 impl ConvKernel {
@@ -26,19 +32,27 @@ impl ConvKernel {
         match self {
             ConvKernel::V1 => "v1",
             ConvKernel::V2 => "v2",
+            ConvKernel::V3 => "v3",
+            ConvKernel::V4 => "v4",
         }
     }
 
-    /// From `GRADCAM_CONV_KERNEL` (v1 or v2), if set.
+    /// From `GRADCAM_CONV_KERNEL` (v1 … v4), if set.
     pub fn from_env() -> Result<Option<Self>> {
+        use clap::ValueEnum;
         match std::env::var("GRADCAM_CONV_KERNEL") {
             Err(_) => Ok(None),
-            Ok(v) if v.eq_ignore_ascii_case("v1") => Ok(Some(ConvKernel::V1)),
-            Ok(v) if v.eq_ignore_ascii_case("v2") => Ok(Some(ConvKernel::V2)),
-            Ok(v) => Err(Error::Usage(format!(
-                "GRADCAM_CONV_KERNEL='{v}' is not a conv kernel; use v1 or v2"
-            ))),
+            Ok(v) => Self::from_str(&v, true).map(Some).map_err(|_| {
+                Error::Usage(format!(
+                    "GRADCAM_CONV_KERNEL='{v}' is not a conv kernel; use v1, v2, v3 or v4"
+                ))
+            }),
         }
+    }
+
+    /// Whether the variant runs on tensor cores (CUDA sm_80+).
+    pub fn tensor_cores(self) -> bool {
+        matches!(self, ConvKernel::V2 | ConvKernel::V3 | ConvKernel::V4)
     }
 }
 

@@ -32,9 +32,10 @@ fn report<B: Backend>(b: &B, tol: Tolerances) -> (usize, usize) {
 
 pub fn run(a: Args) -> Result<()> {
     let kind = a.backend.resolve();
-    let variants = match a.conv_kernel {
+    // Every conv variant of the backend unless one is named.
+    let variants = |all: &[ConvKernel]| match a.conv_kernel {
         Some(k) => vec![k],
-        None => vec![ConvKernel::V1, ConvKernel::V2],
+        None => all.to_vec(),
     };
     let (mut checked, mut failed) = (0, 0);
     let mut add = |(c, f): (usize, usize)| {
@@ -46,32 +47,38 @@ pub fn run(a: Args) -> Result<()> {
             add(report(&CpuBackend { poison: true }, Tolerances::FP32))
         }
         BackendKind::Wgpu => {
-            for conv in variants {
+            for conv in variants(&[ConvKernel::V1, ConvKernel::V2]) {
                 let mut b = WgpuBackend::new(AdapterChoice::Any)?;
                 b.poison = true;
-                b.conv = conv;
+                b.set_conv(conv)?;
                 add(report(&b, Tolerances::FP32));
             }
         }
         BackendKind::Cuda => {
-            for conv in variants {
+            let all = [
+                ConvKernel::V1,
+                ConvKernel::V2,
+                ConvKernel::V3,
+                ConvKernel::V4,
+            ];
+            for conv in variants(&all) {
                 let mut b = match CudaBackend::new(0, Some(conv)) {
                     Ok(b) => b,
-                    // v2 on a device without TF32 tensor cores: say so, check the rest.
+                    // A tensor-core variant on a device without them: say so, check the rest.
                     Err(e)
-                        if conv == ConvKernel::V2
+                        if conv.tensor_cores()
                             && a.conv_kernel.is_none()
                             && cuda::is_available() =>
                     {
-                        println!("conv kernel v2 skipped: {e}");
+                        println!("conv kernel {} skipped: {e}", conv.label());
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
                 b.poison = true;
                 let tol = match conv {
-                    ConvKernel::V1 => Tolerances::FP32,
-                    ConvKernel::V2 => Tolerances::TF32_CONV,
+                    ConvKernel::V1 | ConvKernel::V3 => Tolerances::FP32,
+                    ConvKernel::V2 | ConvKernel::V4 => Tolerances::TF32_CONV,
                 };
                 add(report(&b, tol));
             }

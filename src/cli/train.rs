@@ -123,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
 fn wgpu(choice: AdapterChoice, conv: Option<ConvKernel>) -> Result<WgpuBackend> {
     let mut be = WgpuBackend::new(choice)?;
     if let Some(k) = conv {
-        be.conv = k;
+        be.set_conv(k)?;
     }
     Ok(be)
 }

@@ -62,7 +62,7 @@ pub fn wgpu() -> WgpuBackend {
 /// The wgpu backend with the naive v1 convolution kernels.
 pub fn wgpu_v1() -> WgpuBackend {
     let mut be = wgpu();
-    be.conv = ConvKernel::V1;
+    be.set_conv(ConvKernel::V1).unwrap();
     be
 }
 

@@ -6,18 +6,21 @@
 //! machines without CUDA; [`CudaBackend::new`] probes for both libraries and a device first and
 //! turns their absence into one error line (cudarc itself would panic).
 //!
-//! Convolution has two kernel variants kept side by side (see `kernels/conv2d.cu`): `v1`, plain
-//! FP32, and `v2`, TF32 tensor cores with FP32 accumulation (sm_80+). Choose with
-//! `--conv-kernel` on `bench`/`selftest` or `GRADCAM_CONV_KERNEL=v1|v2`; the default is `v2`
-//! where the device supports it.
+//! Convolution has four kernel variants kept side by side (see `kernels/conv2d.cu`): `v1`,
+//! plain FP32; `v2`, a first TF32 tensor-core tiling; `v3`, the tuned tiling in 3xTF32 (FP32
+//! accuracy), with the conv's epilogue fused; `v4`, v3 in plain TF32. Choose with
+//! `--conv-kernel` or `GRADCAM_CONV_KERNEL`; the default is `v3` where the device has TF32
+//! tensor cores (sm_80+), else `v1`.
 
 pub mod kernels;
 
-use super::{Backend, ConvKernel};
+use super::{Backend, ConvEpilogue, ConvKernel};
+use crate::engine::Profile;
 use crate::error::Result;
 use crate::ops::*;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
+    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 use kernels::backend_error;
 use std::cell::RefCell;
@@ -30,6 +33,10 @@ const KERNEL_NAMES: &[&str] = &[
     "conv2d_bwd_input_v1",
     "conv2d_fwd_v2",
     "conv2d_bwd_input_v2",
+    "conv2d_fwd_v3",
+    "conv2d_bwd_input_v3",
+    "conv2d_fwd_v4",
+    "conv2d_bwd_input_v4",
     "max_pool2d_fwd",
     "max_pool2d_bwd_input",
     "adaptive_avg_pool2d_fwd",
@@ -87,10 +94,47 @@ pub fn probe() -> Result<()> {
     }
 }
 
+/// Lets the stream-ordered allocator keep freed memory for reuse instead of returning it to
+/// the driver at every synchronization (its default), so the next batch allocates nothing
+/// new. Best effort: on failure the default stays, which is slower, not wrong.
+fn keep_freed_memory(ctx: &CudaContext) {
+    let mut pool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: plain driver calls on this context's device with valid out-pointers.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            == sys::cudaError_enum::CUDA_SUCCESS
+        {
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
+    }
+}
+
 /// True when `probe` succeeds: what `--backend auto` asks before choosing CUDA.
 pub fn is_available() -> bool {
     probe().is_ok()
 }
+
+/// Launches `$name` on the backend's stream with the given arguments (references), mapping
+/// a launch failure to an error naming the kernel.
+macro_rules! launch {
+    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
+        let start = $self.timing_event()?;
+        let mut b = $self.stream.launch_builder($self.func($name));
+        $( b.arg($arg); )*
+        // SAFETY: every call site passes exactly the arguments, in order and type, that the
+        // kernel of that name declares in kernels/*.cu (shapes checked by the selftest).
+        unsafe { b.launch($cfg) }.map_err(|e| backend_error(format!("{}: {e}", $name)))?;
+        $self.end_timing($name, start)?;
+    }};
+}
+
+/// A kernel's name and the events recorded before and after its launch.
+type TimedLaunch = (&'static str, CudaEvent, CudaEvent);
 
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
@@ -103,6 +147,8 @@ pub struct CudaBackend {
     /// Pinned staging buffer for uploads that repeat the previous upload's size (the input
     /// batch): page-locked memory copies at full bus speed, asynchronously on the stream.
     staging: RefCell<(usize, Option<PinnedHostSlice<f32>>)>,
+    /// While timing: the events around every launch since `start_timing`.
+    timing: RefCell<Option<Vec<TimedLaunch>>>,
 }
 
 impl CudaBackend {
@@ -118,15 +164,19 @@ impl CudaBackend {
         let arch = format!("sm_{major}{minor}");
         let tensor_cores = major >= 8;
         let conv = match conv {
-            Some(ConvKernel::V2) if !tensor_cores => {
-                return Err(backend_error(format!(
-                    "conv kernel v2 needs TF32 tensor cores (sm_80 or newer); this device is {arch}"
-                )))
-            }
+            Some(k) if k.tensor_cores() && !tensor_cores => return Err(backend_error(format!(
+                "conv kernel {} needs TF32 tensor cores (sm_80 or newer); this device is {arch}",
+                k.label()
+            ))),
             Some(k) => k,
-            None if tensor_cores => ConvKernel::V2,
+            None if tensor_cores => ConvKernel::V3,
             None => ConvKernel::V1,
         };
+        // One stream does all the work, so cudarc's per-buffer events (which order work across
+        // streams) are pure overhead: two event records per argument of every launch.
+        // SAFETY: every allocation, copy and launch of this backend goes to `stream`.
+        unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory(&ctx);
         let mut funcs = HashMap::new();
         for (file, ptx) in kernels::compile_all_cached(&arch)? {
             let module = ctx
@@ -154,7 +204,49 @@ impl CudaBackend {
             arch,
             poison: false,
             staging: RefCell::new((0, None)),
+            timing: RefCell::new(None),
         })
+    }
+
+    /// Starts timing every kernel launch with CUDA events (device time, not launch time).
+    pub fn start_timing(&self) {
+        *self.timing.borrow_mut() = Some(vec![]);
+    }
+
+    /// Device time per kernel since `start_timing`, and how it was measured.
+    pub fn take_timing(&self) -> Result<(Profile, String)> {
+        let mut profile = Profile::new();
+        for (name, start, end) in self.timing.borrow_mut().take().unwrap_or_default() {
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(|e| backend_error(format!("reading the timing events: {e}")))?;
+            let entry = profile.entry(name.to_string()).or_default();
+            entry.0 += std::time::Duration::from_secs_f64(f64::from(ms) / 1e3);
+            entry.1 += 1;
+        }
+        Ok((profile, "CUDA events around each launch".into()))
+    }
+
+    /// A timing event recorded on the stream now, when timing is on.
+    fn timing_event(&self) -> Result<Option<CudaEvent>> {
+        if self.timing.borrow().is_none() {
+            return Ok(None);
+        }
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        self.stream
+            .record_event(flags)
+            .map(Some)
+            .map_err(|e| backend_error(format!("recording a timing event: {e}")))
+    }
+
+    /// Closes the timing of one launch of `name` that began at `start`.
+    fn end_timing(&self, name: &'static str, start: Option<CudaEvent>) -> Result<()> {
+        if let (Some(start), Some(end)) = (start, self.timing_event()?) {
+            if let Some(t) = self.timing.borrow_mut().as_mut() {
+                t.push((name, start, end));
+            }
+        }
+        Ok(())
     }
 
     pub fn conv_kernel(&self) -> ConvKernel {
@@ -200,26 +292,47 @@ impl CudaBackend {
         .map(|v| v as i32)
     }
 
-    /// Grid of the tensor-core kernels: 64x64 tiles of C[M, N], 128 threads each.
-    fn tile_grid(m: usize, n: usize) -> LaunchConfig {
+    /// Grid of the tensor-core kernels for C[M, N]: v2's 64x64 tiles of 128 threads, v3/v4's
+    /// 128x128 tiles of 256 threads.
+    fn tile_grid(&self, m: usize, n: usize) -> LaunchConfig {
+        let (tile, threads) = match self.conv {
+            ConvKernel::V2 => (64, 128),
+            _ => (128, 256),
+        };
         LaunchConfig {
-            grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         }
     }
-}
 
-/// Launches `$name` on the backend's stream with the given arguments (references), mapping
-/// a launch failure to an error naming the kernel.
-macro_rules! launch {
-    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
-        let mut b = $self.stream.launch_builder($self.func($name));
-        $( b.arg($arg); )*
-        // SAFETY: every call site passes exactly the arguments, in order and type, that the
-        // kernel of that name declares in kernels/*.cu (shapes checked by the selftest).
-        unsafe { b.launch($cfg) }.map_err(|e| backend_error(format!("{}: {e}", $name)))?;
-    }};
+    /// v3/v4 forward with an optional fused epilogue (`None`: bias only).
+    fn conv2d_v3(
+        &self,
+        p: &Conv2dParams,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        e: Option<&ConvEpilogue<'_, CudaSlice<f32>>>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.output_len())?;
+        let s = Self::conv_shape(p);
+        let name = match self.conv {
+            ConvKernel::V4 => "conv2d_fwd_v4",
+            _ => "conv2d_fwd_v3",
+        };
+        // Absent operands are null pointers: the kernel skips their step.
+        let ptr = |b: Option<&CudaSlice<f32>>| b.map_or(0u64, |b| b.device_ptr(&self.stream).0);
+        let bias = ptr(bias);
+        let scale = ptr(e.map(|e| e.scale));
+        let shift = ptr(e.map(|e| e.shift));
+        let residual = ptr(e.and_then(|e| e.residual));
+        let relu = e.is_some_and(|e| e.relu) as i32;
+        let cfg = self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out());
+        launch!(self, name, cfg; &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
+            &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
+        Ok(y)
+    }
 }
 
 impl Backend for CudaBackend {
@@ -264,20 +377,52 @@ impl Backend for CudaBackend {
         w: &CudaSlice<f32>,
         bias: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
+        if matches!(self.conv, ConvKernel::V3 | ConvKernel::V4) {
+            return self.conv2d_v3(p, x, w, bias, None);
+        }
         let mut y = self.out(p.output_len())?;
         let has_bias = bias.is_some() as i32;
         let b = bias.unwrap_or(w);
         let s = Self::conv_shape(p);
         let (name, cfg) = match self.conv {
             ConvKernel::V1 => ("conv2d_fwd_v1", flat(p.output_len())),
-            ConvKernel::V2 => (
+            _ => (
                 "conv2d_fwd_v2",
-                Self::tile_grid(p.c_out, p.n * p.h_out() * p.w_out()),
+                self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out()),
             ),
         };
         launch!(self, name, cfg; &mut y, x, w, b, &has_bias,
             &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
         Ok(y)
+    }
+
+    fn conv2d_fused(
+        &self,
+        p: &Conv2dParams,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        e: &ConvEpilogue<'_, CudaSlice<f32>>,
+    ) -> Result<CudaSlice<f32>> {
+        match self.conv {
+            ConvKernel::V3 | ConvKernel::V4 => self.conv2d_v3(p, x, w, bias, Some(e)),
+            _ => {
+                let y = self.conv2d(p, x, w, bias)?;
+                let a = ChannelAffineParams {
+                    n: p.n,
+                    c: p.c_out,
+                    hw: p.h_out() * p.w_out(),
+                };
+                let mut z = self.channel_affine(&a, &y, e.scale, e.shift)?;
+                if let Some(r) = e.residual {
+                    z = self.add(&z, r, a.len())?;
+                }
+                if e.relu {
+                    z = self.relu(&z, a.len())?;
+                }
+                Ok(z)
+            }
+        }
     }
 
     fn conv2d_grad_input(
@@ -288,12 +433,15 @@ impl Backend for CudaBackend {
     ) -> Result<CudaSlice<f32>> {
         let mut dx = self.out(p.input_len())?;
         let s = Self::conv_shape(p);
-        let (name, cfg) = match self.conv {
-            ConvKernel::V1 => ("conv2d_bwd_input_v1", flat(p.input_len())),
-            ConvKernel::V2 => (
-                "conv2d_bwd_input_v2",
-                Self::tile_grid(p.c_in, p.n * p.h_in * p.w_in),
-            ),
+        let name = match self.conv {
+            ConvKernel::V1 => "conv2d_bwd_input_v1",
+            ConvKernel::V2 => "conv2d_bwd_input_v2",
+            ConvKernel::V3 => "conv2d_bwd_input_v3",
+            ConvKernel::V4 => "conv2d_bwd_input_v4",
+        };
+        let cfg = match self.conv {
+            ConvKernel::V1 => flat(p.input_len()),
+            _ => self.tile_grid(p.c_in, p.n * p.h_in * p.w_in),
         };
         launch!(self, name, cfg; &mut dx, dy, w,
             &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);

@@ -62,7 +62,8 @@ pub fn forward(
     let prm = params(p, bias.is_some());
     match be.conv {
         ConvKernel::V1 => be.run(FWD_V1, &prm, &bufs, groups_1d(p.output_len(), 256)?)?,
-        ConvKernel::V2 => {
+        // v2 (set_conv admits only v1 and v2)
+        _ => {
             let cols = p.n * p.h_out() * p.w_out();
             be.run(FWD_V2, &prm, &bufs, tiled_groups(p.c_out, cols)?)?
         }
@@ -83,7 +84,8 @@ pub fn backward_input(
     let prm = params(p, false);
     match be.conv {
         ConvKernel::V1 => be.run(BWD_V1, &prm, &bufs, groups_1d(p.input_len(), 256)?)?,
-        ConvKernel::V2 => {
+        // v2 (set_conv admits only v1 and v2)
+        _ => {
             let cols = p.n * p.h_in * p.w_in;
             be.run(BWD_V2, &prm, &bufs, tiled_groups(p.c_in, cols)?)?
         }
@@ -104,7 +106,7 @@ pub fn grad_weight(
     let prm = params(p, false);
     match be.conv {
         ConvKernel::V1 => be.run(WGRAD_V1, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?,
-        ConvKernel::V2 => be.run(WGRAD_V2, &prm, &bufs, tiled_groups(p.c_out, p.k_len())?)?,
+        _ => be.run(WGRAD_V2, &prm, &bufs, tiled_groups(p.c_out, p.k_len())?)?,
     }
     Ok(dw)
 }

@@ -41,7 +41,7 @@ pub struct WgpuBackend {
     dummy: wgpu::Buffer,
     /// Fill every output with NaN before its kernel runs, so tests catch unwritten elements.
     pub poison: bool,
-    pub conv: ConvKernel,
+    conv: ConvKernel,
 }
 
 impl WgpuBackend {
@@ -62,6 +62,18 @@ impl WgpuBackend {
             poison: false,
             conv: ConvKernel::V2,
         })
+    }
+
+    /// Chooses the conv kernel variant; wgpu has v1 and v2.
+    pub fn set_conv(&mut self, k: ConvKernel) -> Result<()> {
+        if !matches!(k, ConvKernel::V1 | ConvKernel::V2) {
+            return Err(crate::error::Error::Usage(format!(
+                "conv kernel {} exists on the CUDA backend only; wgpu has v1 and v2",
+                k.label()
+            )));
+        }
+        self.conv = k;
+        Ok(())
     }
 
     /// The adapter's name, type and graphics API.
