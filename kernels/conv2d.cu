@@ -374,8 +374,9 @@ __device__ __forceinline__ void split_tf32(float v, unsigned int& big, unsigned 
     small = to_tf32(__fsub_rn(v, __uint_as_float(big)));
 }
 
+// Not volatile: the compiler may interleave independent products with the fragment loads.
 __device__ __forceinline__ void mma_tf32(float* c, const unsigned int* a, const unsigned int* b) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -446,7 +447,9 @@ __device__ void tc_gemm_v3(const P& p, Store store) {
 #pragma unroll
         for (int ks = 0; ks < V3_BK; ks += 8) {
             // B fragments for the warp's 4 column tiles, then one row tile of A at a time (fewer
-            // live registers than splitting all of A up front).
+            // live registers than splitting all of A up front). The 3xTF32 passes go one after
+            // another over the 4 column tiles, so consecutive mma instructions never wait on
+            // the same accumulator.
             unsigned int bb[4][2], bs[4][2];
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
@@ -468,14 +471,14 @@ __device__ void tc_gemm_v3(const P& p, Store store) {
                     if (SPLIT == 3) split_tf32(v[e], ab[e], as[e]);
                     else ab[e] = to_tf32(v[e]);
                 }
+                if (SPLIT == 3) {
 #pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    if (SPLIT == 3) {
-                        mma_tf32(acc[i][j], as, bb[j]);
-                        mma_tf32(acc[i][j], ab, bs[j]);
-                    }
-                    mma_tf32(acc[i][j], ab, bb[j]);
+                    for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], as, bb[j]);
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], ab, bs[j]);
                 }
+#pragma unroll
+                for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], ab, bb[j]);
             }
         }
         __syncthreads();

@@ -121,20 +121,46 @@ pub fn is_available() -> bool {
 
 /// Launches `$name` on the backend's stream with the given arguments (references), mapping
 /// a launch failure to an error naming the kernel.
+/// `launch!(self, name, cfg, label; args)` times the launch under `label` (a closure giving
+/// the row's name) instead of the kernel's name.
 macro_rules! launch {
-    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
+    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {
+        launch!($self, $name, $cfg, || $name.to_string(); $($arg),*)
+    };
+    ($self:expr, $name:expr, $cfg:expr, $label:expr; $($arg:expr),* $(,)?) => {{
         let start = $self.timing_event()?;
         let mut b = $self.stream.launch_builder($self.func($name));
         $( b.arg($arg); )*
         // SAFETY: every call site passes exactly the arguments, in order and type, that the
         // kernel of that name declares in kernels/*.cu (shapes checked by the selftest).
         unsafe { b.launch($cfg) }.map_err(|e| backend_error(format!("{}: {e}", $name)))?;
-        $self.end_timing($name, start)?;
+        $self.end_timing($label, start)?;
     }};
 }
 
-/// A kernel's name and the events recorded before and after its launch.
-type TimedLaunch = (&'static str, CudaEvent, CudaEvent);
+/// A timing row's name and the events recorded before and after its launch.
+type TimedLaunch = (String, CudaEvent, CudaEvent);
+
+/// Timing rows of the conv kernels carry the layer's shape: which layers cost the most is
+/// what a kernel experiment needs to know.
+fn conv_label(name: &str, p: &Conv2dParams) -> String {
+    format!(
+        "{name} {}->{} {}x{} k{} s{}",
+        p.c_in, p.c_out, p.h_in, p.w_in, p.k_h, p.stride_h
+    )
+}
+
+/// Host copies of at least this many floats go through a pinned staging buffer, filled or
+/// emptied by all cores: page-locked memory moves at full bus speed, asynchronously.
+const PINNED_MIN: usize = 1 << 16;
+
+/// Copies `src` into `dst` (same length) on the rayon pool.
+fn par_copy(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    dst.par_chunks_mut(PINNED_MIN)
+        .zip(src.par_chunks(PINNED_MIN))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
 
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
@@ -145,8 +171,10 @@ pub struct CudaBackend {
     /// Fill every output with NaN before its kernel runs, so unwritten elements are caught.
     pub poison: bool,
     /// Pinned staging buffer for uploads that repeat the previous upload's size (the input
-    /// batch): page-locked memory copies at full bus speed, asynchronously on the stream.
+    /// batch), and the previous upload's size.
     staging: RefCell<(usize, Option<PinnedHostSlice<f32>>)>,
+    /// Pinned staging buffer for large downloads (the CAMs), grown to the largest seen.
+    download_staging: RefCell<Option<PinnedHostSlice<f32>>>,
     /// While timing: the events around every launch since `start_timing`.
     timing: RefCell<Option<Vec<TimedLaunch>>>,
 }
@@ -164,10 +192,12 @@ impl CudaBackend {
         let arch = format!("sm_{major}{minor}");
         let tensor_cores = major >= 8;
         let conv = match conv {
-            Some(k) if k.tensor_cores() && !tensor_cores => return Err(backend_error(format!(
+            Some(k) if k.tensor_cores() && !tensor_cores => {
+                return Err(backend_error(format!(
                 "conv kernel {} needs TF32 tensor cores (sm_80 or newer); this device is {arch}",
                 k.label()
-            ))),
+            )))
+            }
             Some(k) => k,
             None if tensor_cores => ConvKernel::V3,
             None => ConvKernel::V1,
@@ -204,6 +234,7 @@ impl CudaBackend {
             arch,
             poison: false,
             staging: RefCell::new((0, None)),
+            download_staging: RefCell::new(None),
             timing: RefCell::new(None),
         })
     }
@@ -220,7 +251,7 @@ impl CudaBackend {
             let ms = start
                 .elapsed_ms(&end)
                 .map_err(|e| backend_error(format!("reading the timing events: {e}")))?;
-            let entry = profile.entry(name.to_string()).or_default();
+            let entry = profile.entry(name).or_default();
             entry.0 += std::time::Duration::from_secs_f64(f64::from(ms) / 1e3);
             entry.1 += 1;
         }
@@ -240,10 +271,10 @@ impl CudaBackend {
     }
 
     /// Closes the timing of one launch of `name` that began at `start`.
-    fn end_timing(&self, name: &'static str, start: Option<CudaEvent>) -> Result<()> {
+    fn end_timing(&self, label: impl FnOnce() -> String, start: Option<CudaEvent>) -> Result<()> {
         if let (Some(start), Some(end)) = (start, self.timing_event()?) {
             if let Some(t) = self.timing.borrow_mut().as_mut() {
-                t.push((name, start, end));
+                t.push((label(), start, end));
             }
         }
         Ok(())
@@ -329,7 +360,7 @@ impl CudaBackend {
         let residual = ptr(e.and_then(|e| e.residual));
         let relu = e.is_some_and(|e| e.relu) as i32;
         let cfg = self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out());
-        launch!(self, name, cfg; &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
+        launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
             &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
         Ok(y)
     }
@@ -347,7 +378,7 @@ impl Backend for CudaBackend {
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
         let err = |e| backend_error(format!("upload of {} floats: {e}", data.len()));
         let mut staging = self.staging.borrow_mut();
-        let repeat = staging.0 == data.len() && data.len() >= 1 << 16;
+        let repeat = staging.0 == data.len() && data.len() >= PINNED_MIN;
         staging.0 = data.len();
         if !repeat {
             return self.stream.clone_htod(data).map_err(err);
@@ -358,16 +389,29 @@ impl Backend for CudaBackend {
         }
         let pinned = staging.1.as_mut().expect("staging buffer allocated");
         // Waits for the previous copy out of this buffer, then refills it.
-        pinned.as_mut_slice().map_err(err)?.copy_from_slice(data);
+        par_copy(pinned.as_mut_slice().map_err(err)?, data);
         let mut buf = unsafe { self.stream.alloc::<f32>(data.len()) }.map_err(err)?;
         self.stream.memcpy_htod(&*pinned, &mut buf).map_err(err)?;
         Ok(buf)
     }
 
     fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        self.stream
-            .clone_dtoh(buf)
-            .map_err(|e| backend_error(format!("download of {} floats: {e}", buf.len())))
+        let err = |e| backend_error(format!("download of {} floats: {e}", buf.len()));
+        if buf.len() < PINNED_MIN {
+            return self.stream.clone_dtoh(buf).map_err(err);
+        }
+        let mut staging = self.download_staging.borrow_mut();
+        if staging.as_ref().is_none_or(|s| s.len() < buf.len()) {
+            *staging = None; // free the smaller one first
+                             // SAFETY: only the part the copy below writes is read.
+            *staging = Some(unsafe { self.ctx.alloc_pinned::<f32>(buf.len()) }.map_err(err)?);
+        }
+        let pinned = staging.as_mut().expect("staging buffer allocated");
+        self.stream.memcpy_dtoh(buf, pinned).map_err(err)?;
+        let mut out = vec![0f32; buf.len()];
+        // as_slice waits for the copy.
+        par_copy(&mut out, &pinned.as_slice().map_err(err)?[..buf.len()]);
+        Ok(out)
     }
 
     fn conv2d(
@@ -391,7 +435,7 @@ impl Backend for CudaBackend {
                 self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out()),
             ),
         };
-        launch!(self, name, cfg; &mut y, x, w, b, &has_bias,
+        launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, b, &has_bias,
             &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
         Ok(y)
     }
@@ -443,7 +487,7 @@ impl Backend for CudaBackend {
             ConvKernel::V1 => flat(p.input_len()),
             _ => self.tile_grid(p.c_in, p.n * p.h_in * p.w_in),
         };
-        launch!(self, name, cfg; &mut dx, dy, w,
+        launch!(self, name, cfg, || conv_label(name, p); &mut dx, dy, w,
             &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
         Ok(dx)
     }
