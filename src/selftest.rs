@@ -39,6 +39,16 @@ impl Tolerances {
         conv: 1e-2,
         ..Self::FP32
     };
+
+    /// A GPU backend with conv kernel `k`: TF32 tolerances for the plain TF32 variants (v2,
+    /// v4), FP32 for the others (v3's 3xTF32 products are FP32-accurate).
+    pub fn for_conv(k: crate::backend::ConvKernel) -> Self {
+        use crate::backend::ConvKernel::*;
+        match k {
+            V1 | V3 => Self::FP32,
+            V2 | V4 => Self::TF32_CONV,
+        }
+    }
 }
 
 /// One checked kernel and shape.

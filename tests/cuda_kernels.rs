@@ -4,6 +4,7 @@
 
 use gradcam::backend::cuda::{self, kernels};
 use gradcam::backend::ConvKernel;
+use gradcam::selftest::Tolerances;
 
 /// Architectures compiled here: sm_80 (A100, first with TF32 mma) and sm_90 (H100/H200), plus
 /// sm_75 to check that the tensor-core code is compiled out below sm_80 (v1 is used there).
@@ -34,6 +35,7 @@ fn every_kernel_file_compiles_with_nvrtc() {
         "every kernels/*.cu file must be embedded"
     );
     for arch in ARCHS {
+        let mut entries = std::collections::HashSet::new();
         for (name, src) in kernels::SOURCES {
             let ptx = kernels::compile(name, src, arch).unwrap_or_else(|e| panic!("{e}"));
             let text = ptx.to_src();
@@ -41,12 +43,24 @@ fn every_kernel_file_compiles_with_nvrtc() {
                 text.contains(".entry"),
                 "{name} for {arch}: no kernel in the PTX"
             );
+            entries.extend(
+                text.lines()
+                    .filter_map(|l| l.split(".entry ").nth(1))
+                    .map(|rest| rest.trim_end_matches(['(', ' ']).to_string()),
+            );
             if *name == "conv2d.cu" && *arch != "sm_75" {
                 assert!(
                     text.contains("mma.sync"),
                     "{name} for {arch}: no tensor-core mma"
                 );
             }
+        }
+        // The backend looks every one of these up when it starts.
+        for kernel in cuda::KERNEL_NAMES {
+            assert!(
+                entries.contains(*kernel),
+                "{kernel} is not a kernel of kernels/*.cu for {arch}"
+            );
         }
     }
 }
@@ -69,13 +83,18 @@ fn cuda_selftest_on_a_device() {
         println!("SKIPPED cuda_selftest_on_a_device: no CUDA device on this machine");
         return;
     }
-    for conv in [ConvKernel::V1, ConvKernel::V2] {
+    for conv in [
+        ConvKernel::V1,
+        ConvKernel::V2,
+        ConvKernel::V3,
+        ConvKernel::V4,
+    ] {
         let Ok(mut b) = cuda::CudaBackend::new(0, Some(conv)) else {
             println!("SKIPPED conv {conv:?}: not supported on this device");
             continue;
         };
         b.poison = true;
-        let report = gradcam::selftest::run(&b);
+        let report = gradcam::selftest::run_with(&b, Tolerances::for_conv(conv));
         for line in &report {
             println!("{line}");
         }

@@ -30,6 +30,7 @@ fn cpu_selftest_passes_with_one_line_per_kernel() {
         "linear ",
         "linear_grad_input",
         "grad_cam",
+        "conv2d_fused",
     ] {
         assert!(stdout.contains(kernel), "no line for {kernel}: {stdout}");
     }
@@ -124,4 +125,18 @@ fn devices_lists_what_each_backend_finds() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn wgpu_refuses_the_cuda_only_conv_kernels() {
+    for k in ["v3", "v4"] {
+        let out = gradcam(&["selftest", "--backend", "wgpu", "--conv-kernel", k]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("conv kernel {k} exists on the CUDA backend only")),
+            "{stderr}"
+        );
+    }
 }

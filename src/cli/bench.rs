@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
     /// GPU backends: convolution kernel variant to time (v1 plain FP32; v2 tiled: FP32 on wgpu,
-    /// TF32 tensor cores on CUDA).
+    /// TF32 tensor cores on CUDA; CUDA only: v3 3xTF32 (the default), v4 TF32).
     #[arg(long, value_enum)]
     conv_kernel: Option<crate::backend::ConvKernel>,
     /// Print one JSON line instead of the table.

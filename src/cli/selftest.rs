@@ -76,11 +76,7 @@ pub fn run(a: Args) -> Result<()> {
                     Err(e) => return Err(e),
                 };
                 b.poison = true;
-                let tol = match conv {
-                    ConvKernel::V1 | ConvKernel::V3 => Tolerances::FP32,
-                    ConvKernel::V2 | ConvKernel::V4 => Tolerances::TF32_CONV,
-                };
-                add(report(&b, tol));
+                add(report(&b, Tolerances::for_conv(conv)));
             }
         }
     }

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
-const KERNEL_NAMES: &[&str] = &[
+pub const KERNEL_NAMES: &[&str] = &[
     "conv2d_fwd_v1",
     "conv2d_bwd_input_v1",
     "conv2d_fwd_v2",
