@@ -198,19 +198,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
     }
     // Without bias.
     {
-        let p = Conv2dParams {
-            n: 2,
-            c_in: 4,
-            h_in: 6,
-            w_in: 5,
-            c_out: 3,
-            k_h: 3,
-            k_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            pad_h: 1,
-            pad_w: 1,
-        };
+        let p = conv3x3(2, 4, 6, 5, 3);
         let x = randn(&mut rng, p.input_len());
         let w = randn(&mut rng, p.weight_len());
         let reference = conv_ref(&p, &x, &w, &vec![0.0; p.c_out]);
@@ -226,19 +214,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
     // Conv with its fused epilogue (BatchNorm, then residual, then ReLU), against the f64 ops
     // one after another; with and without the residual and the ReLU.
     for (residual, relu) in [(true, true), (false, true), (false, false)] {
-        let p = Conv2dParams {
-            n: 2,
-            c_in: 21,
-            h_in: 9,
-            w_in: 7,
-            c_out: 131,
-            k_h: 3,
-            k_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            pad_h: 1,
-            pad_w: 1,
-        };
+        let p = conv3x3(2, 21, 9, 7, 131);
         let x = randn(&mut rng, p.input_len());
         let w = randn(&mut rng, p.weight_len());
         let bias = randn(&mut rng, p.c_out);
@@ -508,6 +484,23 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         c.check(format!("grad_cam {shape}"), tol.cam, out, &reference);
     }
     c.lines
+}
+
+/// A 3×3 convolution, stride 1, padding 1.
+fn conv3x3(n: usize, c_in: usize, h_in: usize, w_in: usize, c_out: usize) -> Conv2dParams {
+    Conv2dParams {
+        n,
+        c_in,
+        h_in,
+        w_in,
+        c_out,
+        k_h: 3,
+        k_w: 3,
+        stride_h: 1,
+        stride_w: 1,
+        pad_h: 1,
+        pad_w: 1,
+    }
 }
 
 fn conv_ref(p: &Conv2dParams, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f64> {

@@ -69,6 +69,32 @@ pub struct ConvEpilogue<'a, Buf> {
     pub relu: bool,
 }
 
+/// [`Backend::conv2d_fused`] as the separate ops one after another: the default, and the
+/// fallback of backends whose fused kernel only some conv variants have.
+pub fn conv2d_then_epilogue<B: Backend>(
+    b: &B,
+    p: &Conv2dParams,
+    x: &B::Buf,
+    w: &B::Buf,
+    bias: Option<&B::Buf>,
+    e: &ConvEpilogue<'_, B::Buf>,
+) -> Result<B::Buf> {
+    let y = b.conv2d(p, x, w, bias)?;
+    let a = ChannelAffineParams {
+        n: p.n,
+        c: p.c_out,
+        hw: p.h_out() * p.w_out(),
+    };
+    let mut z = b.channel_affine(&a, &y, e.scale, e.shift)?;
+    if let Some(r) = e.residual {
+        z = b.add(&z, r, a.len())?;
+    }
+    if e.relu {
+        z = b.relu(&z, a.len())?;
+    }
+    Ok(z)
+}
+
 pub trait Backend {
     /// A device buffer of f32.
     type Buf;
@@ -99,21 +125,11 @@ pub trait Backend {
         w: &Self::Buf,
         bias: Option<&Self::Buf>,
         e: &ConvEpilogue<'_, Self::Buf>,
-    ) -> Result<Self::Buf> {
-        let y = self.conv2d(p, x, w, bias)?;
-        let a = ChannelAffineParams {
-            n: p.n,
-            c: p.c_out,
-            hw: p.h_out() * p.w_out(),
-        };
-        let mut z = self.channel_affine(&a, &y, e.scale, e.shift)?;
-        if let Some(r) = e.residual {
-            z = self.add(&z, r, a.len())?;
-        }
-        if e.relu {
-            z = self.relu(&z, a.len())?;
-        }
-        Ok(z)
+    ) -> Result<Self::Buf>
+    where
+        Self: Sized,
+    {
+        conv2d_then_epilogue(self, p, x, w, bias, e)
     }
 
     /// dy: [N, Cout, Ho, Wo], w → dx: [N, Cin, H, W].

@@ -450,22 +450,7 @@ impl Backend for CudaBackend {
     ) -> Result<CudaSlice<f32>> {
         match self.conv {
             ConvKernel::V3 | ConvKernel::V4 => self.conv2d_v3(p, x, w, bias, Some(e)),
-            _ => {
-                let y = self.conv2d(p, x, w, bias)?;
-                let a = ChannelAffineParams {
-                    n: p.n,
-                    c: p.c_out,
-                    hw: p.h_out() * p.w_out(),
-                };
-                let mut z = self.channel_affine(&a, &y, e.scale, e.shift)?;
-                if let Some(r) = e.residual {
-                    z = self.add(&z, r, a.len())?;
-                }
-                if e.relu {
-                    z = self.relu(&z, a.len())?;
-                }
-                Ok(z)
-            }
+            _ => super::conv2d_then_epilogue(self, p, x, w, bias, e),
         }
     }
 
