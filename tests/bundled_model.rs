@@ -1,8 +1,8 @@
 //! The bundled demo model (examples/seed-cnn-shapes.safetensors, trained by `gradcam train`
 //! with the command in the README) on held-out shapes images. The README reports accuracy on
-//! 1000 images (98.9% accuracy, 87.9% pointing at relu2); this regression guard uses 300
-//! (seconds) with a margin of about two standard deviations of a 300-image estimate below
-//! the 95% accuracy goal and below the measured 87.9% pointing (the 90% goal is not met yet).
+//! 1000 images (99.0% accuracy, 92.4% pointing at relu2); this regression guard uses 300
+//! (seconds) with a margin of about two standard deviations of a 300-image estimate (~3
+//! points) below the measured accuracy and pointing.
 
 use gradcam::data::shapes;
 use gradcam::model::Model;
@@ -18,11 +18,11 @@ fn bundled_model_classifies_and_points_on_held_out_shapes() {
     let set = shapes::generate(300, 12345);
     let r = gradcam::pointing::evaluate(model, &set, Some(POINTING_LAYER)).unwrap();
     assert!(
-        r.classification_accuracy() >= 0.93,
+        r.classification_accuracy() >= 0.95,
         "accuracy {}",
         r.classification_accuracy()
     );
-    assert!(r.accuracy() >= 0.84, "pointing accuracy {}", r.accuracy());
+    assert!(r.accuracy() >= 0.89, "pointing accuracy {}", r.accuracy());
 }
 
 /// The layer the README's pointing-game figure uses.
