@@ -174,6 +174,11 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
             stride_w,
             pad_h,
             pad_w,
+            pad_h_end: pad_h,
+            pad_w_end: pad_w,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
         };
         let shape =
             format!("n{n} c{c_in}->{c_out} {h_in}x{w_in} k{k_h}x{k_w} s{stride_h} p{pad_h}");
@@ -272,6 +277,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
             stride_w: s,
             pad_h: pad,
             pad_w: pad,
+            ceil_mode: false,
         };
         let shape = format!("n{n} c{ch} {h_in}x{w_in} k{k} s{s} p{pad}");
         let x = coarse(&mut rng, p.input_len());
@@ -307,7 +313,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
     for (n, ch, h_in, w_in, h_out, w_out) in
         [(2, 3, 13, 11, 4, 3), (2, 2, 5, 3, 7, 7), (1, 3, 7, 7, 7, 7)]
     {
-        let p = AdaptiveAvgPool2dParams {
+        let p = AdaptivePool2dParams {
             n,
             c: ch,
             h_in,
@@ -500,6 +506,11 @@ fn conv3x3(n: usize, c_in: usize, h_in: usize, w_in: usize, c_out: usize) -> Con
         stride_w: 1,
         pad_h: 1,
         pad_w: 1,
+        pad_h_end: 1,
+        pad_w_end: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups: 1,
     }
 }
 
@@ -604,7 +615,7 @@ fn max_pool_ref(p: &MaxPool2dParams, x: &[f32]) -> (Vec<f64>, Vec<u32>) {
     (y, idx)
 }
 
-fn adaptive_ref(p: &AdaptiveAvgPool2dParams, x: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+fn adaptive_ref(p: &AdaptivePool2dParams, x: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
     let mut y = vec![0f64; p.output_len()];
     let mut dx = vec![0f64; p.input_len()];
     for plane in 0..p.n * p.c {

@@ -74,6 +74,11 @@ fn conv2d_fused<B: Backend>(be: &B) {
             stride_w: 1,
             pad_h: pad,
             pad_w: pad,
+            pad_h_end: pad,
+            pad_w_end: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
         });
     }
     for p in cases {
@@ -147,6 +152,11 @@ fn conv_cases() -> Vec<Conv2dParams> {
         stride_w: s,
         pad_h: p.min(k_h / 2),
         pad_w: p.min(k_w / 2),
+        pad_h_end: p.min(k_h / 2),
+        pad_w_end: p.min(k_w / 2),
+        dilation_h: 1,
+        dilation_w: 1,
+        groups: 1,
     })
     .collect()
 }
@@ -239,6 +249,7 @@ fn max_pool<B: Backend>(be: &B) {
             stride_w: s,
             pad_h: pad,
             pad_w: pad,
+            ceil_mode: false,
         };
         // Values on a coarse grid: many ties, which must go to the first maximum.
         let x: Vec<f32> = (0..p.input_len())
@@ -283,7 +294,7 @@ fn adaptive_avg_pool<B: Backend>(be: &B) {
         (2, 2, 3, 2, 7, 7),
     ];
     for (n, c, h_in, w_in, h_out, w_out) in cases {
-        let p = AdaptiveAvgPool2dParams {
+        let p = AdaptivePool2dParams {
             n,
             c,
             h_in,

@@ -112,6 +112,7 @@ fn max_pool2d_backward_matches_finite_differences() {
             stride_w: s,
             pad_h: p,
             pad_w: p,
+            ceil_mode: false,
         };
         let x = spread(prm.input_len(), &mut rng);
         let run = |x: &[f64]| {
@@ -149,6 +150,7 @@ fn max_pool2d_ties_go_to_the_first_maximum_in_row_major_order() {
         stride_w: 2,
         pad_h: 1,
         pad_w: 1,
+        ceil_mode: false,
     };
     let x = vec![1.0f32; 16];
     let mut y = vec![f32::NAN; 4];
@@ -175,7 +177,7 @@ fn adaptive_avg_pool2d_backward_matches_finite_differences() {
         (2, 2, 6, 6, 1, 1),
         (1, 3, 2, 1, 7, 7),
     ] {
-        let prm = AdaptiveAvgPool2dParams {
+        let prm = AdaptivePool2dParams {
             n,
             c,
             h_in: h,

@@ -167,10 +167,10 @@ pub trait Backend {
         dy: &Self::Buf,
     ) -> Result<Self::Buf>;
 
-    fn adaptive_avg_pool2d(&self, p: &AdaptiveAvgPool2dParams, x: &Self::Buf) -> Result<Self::Buf>;
+    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &Self::Buf) -> Result<Self::Buf>;
     fn adaptive_avg_pool2d_grad_input(
         &self,
-        p: &AdaptiveAvgPool2dParams,
+        p: &AdaptivePool2dParams,
         dy: &Self::Buf,
     ) -> Result<Self::Buf>;
 

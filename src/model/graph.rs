@@ -98,7 +98,7 @@ pub enum Planned {
     Affine(ChannelAffineParams),
     Elementwise(usize),
     MaxPool(MaxPool2dParams),
-    AdaptiveAvgPool(AdaptiveAvgPool2dParams),
+    AdaptiveAvgPool(AdaptivePool2dParams),
     Linear(LinearParams),
     Alias,
 }
@@ -179,6 +179,11 @@ impl Graph {
                         stride_w: stride.1,
                         pad_h: pad.0,
                         pad_w: pad.1,
+                        pad_h_end: pad.0,
+                        pad_w_end: pad.1,
+                        dilation_h: 1,
+                        dilation_w: 1,
+                        groups: 1,
                     };
                     (vec![n, p.c_out, p.h_out(), p.w_out()], Planned::Conv2d(p))
                 }
@@ -210,12 +215,13 @@ impl Graph {
                         stride_w: stride.1,
                         pad_h: pad.0,
                         pad_w: pad.1,
+                        ceil_mode: false,
                     };
                     (vec![n, c, p.h_out(), p.w_out()], Planned::MaxPool(p))
                 }
                 Op::AdaptiveAvgPool { out } => {
                     let (n, c, h, w) = nchw(&x);
-                    let p = AdaptiveAvgPool2dParams {
+                    let p = AdaptivePool2dParams {
                         n,
                         c,
                         h_in: h,

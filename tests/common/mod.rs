@@ -93,6 +93,11 @@ pub fn conv_case(
         stride_w: stride,
         pad_h: pad.min(k_h / 2 + 1),
         pad_w: pad.min(k_w / 2 + 1),
+        pad_h_end: pad.min(k_h / 2 + 1),
+        pad_w_end: pad.min(k_w / 2 + 1),
+        dilation_h: 1,
+        dilation_w: 1,
+        groups: 1,
     }
 }
 

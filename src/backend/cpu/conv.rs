@@ -540,6 +540,11 @@ mod tests {
             stride_w,
             pad_h,
             pad_w,
+            pad_h_end: pad_h,
+            pad_w_end: pad_w,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
         }
     }
 

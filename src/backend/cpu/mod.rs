@@ -139,7 +139,7 @@ impl Backend for CpuBackend {
         Ok(dx)
     }
 
-    fn adaptive_avg_pool2d(&self, p: &AdaptiveAvgPool2dParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &Vec<f32>) -> Result<Vec<f32>> {
         let mut y = self.out(p.output_len());
         pool::adaptive_avg_pool2d_forward(p, x, &mut y);
         Ok(y)
@@ -147,7 +147,7 @@ impl Backend for CpuBackend {
 
     fn adaptive_avg_pool2d_grad_input(
         &self,
-        p: &AdaptiveAvgPool2dParams,
+        p: &AdaptivePool2dParams,
         dy: &Vec<f32>,
     ) -> Result<Vec<f32>> {
         let mut dx = self.out(p.input_len());

@@ -2,7 +2,7 @@
 
 use super::pages::prefer_huge_pages;
 use super::real::Real;
-use crate::ops::{adaptive_window, AdaptiveAvgPool2dParams, MaxPool2dParams};
+use crate::ops::{adaptive_window, AdaptivePool2dParams, MaxPool2dParams};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -164,7 +164,7 @@ pub fn max_pool2d_backward_input<T: Real>(
         });
 }
 
-pub fn adaptive_avg_pool2d_forward<T: Real>(p: &AdaptiveAvgPool2dParams, x: &[T], y: &mut [T]) {
+pub fn adaptive_avg_pool2d_forward<T: Real>(p: &AdaptivePool2dParams, x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), p.input_len());
     assert_eq!(y.len(), p.output_len());
     y.par_chunks_mut(p.h_out * p.w_out)
@@ -189,7 +189,7 @@ pub fn adaptive_avg_pool2d_forward<T: Real>(p: &AdaptiveAvgPool2dParams, x: &[T]
 /// Each input element gathers dy/count from every window that covers it (windows overlap when
 /// the output is larger than the input).
 pub fn adaptive_avg_pool2d_backward_input<T: Real>(
-    p: &AdaptiveAvgPool2dParams,
+    p: &AdaptivePool2dParams,
     dy: &[T],
     dx: &mut [T],
 ) {
@@ -291,6 +291,7 @@ mod tests {
                 stride_w,
                 pad_h,
                 pad_w,
+                ceil_mode: false,
             }
         };
         // VGG (2, 2, 0) and ResNet (3, 2, 1) on odd and even sizes, then random shapes.

@@ -9,6 +9,7 @@ mod sealed {
 
 pub trait Real:
     num_traits::Float
+    + crate::ops::ActReal
     + std::fmt::Debug
     + std::iter::Sum
     + std::ops::AddAssign

@@ -34,7 +34,8 @@ const MIN_IMAGE_TILES: usize = if cfg!(test) { 1 } else { 32 };
 
 /// Whether the CPU backend computes `p` with this module.
 pub fn applies(p: &Conv2dParams) -> bool {
-    p.k_h == 3
+    p.is_dense()
+        && p.k_h == 3
         && p.k_w == 3
         && p.stride_h == 1
         && p.stride_w == 1
@@ -117,6 +118,11 @@ pub fn backward_as_forward(p: &Conv2dParams) -> Option<Conv2dParams> {
         c_out: p.c_in,
         pad_h: 2 - p.pad_h,
         pad_w: 2 - p.pad_w,
+        pad_h_end: 2 - p.pad_h,
+        pad_w_end: 2 - p.pad_w,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups: 1,
         ..*p
     };
     applies(&q).then_some(q)
@@ -425,6 +431,11 @@ mod tests {
             stride_w: 1,
             pad_h: pad,
             pad_w: pad,
+            pad_h_end: pad,
+            pad_w_end: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
         }
     }
 

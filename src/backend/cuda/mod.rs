@@ -577,7 +577,7 @@ impl Backend for CudaBackend {
 
     fn adaptive_avg_pool2d(
         &self,
-        p: &AdaptiveAvgPool2dParams,
+        p: &AdaptivePool2dParams,
         x: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
         let mut y = self.out(p.output_len())?;
@@ -590,7 +590,7 @@ impl Backend for CudaBackend {
 
     fn adaptive_avg_pool2d_grad_input(
         &self,
-        p: &AdaptiveAvgPool2dParams,
+        p: &AdaptivePool2dParams,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
         let mut dx = self.out(p.input_len())?;

@@ -223,13 +223,13 @@ impl Backend for WgpuBackend {
         pool::max_pool_backward(self, p, argmax, dy)
     }
 
-    fn adaptive_avg_pool2d(&self, p: &AdaptiveAvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
         pool::avg_pool(self, p, x)
     }
 
     fn adaptive_avg_pool2d_grad_input(
         &self,
-        p: &AdaptiveAvgPool2dParams,
+        p: &AdaptivePool2dParams,
         dy: &GpuBuffer,
     ) -> Result<GpuBuffer> {
         pool::avg_pool_backward(self, p, dy)

@@ -4,7 +4,7 @@
 use super::kernels::{kernel, Kernel, Shader::Pool};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::error::Result;
-use crate::ops::{AdaptiveAvgPool2dParams, MaxPool2dParams};
+use crate::ops::{AdaptivePool2dParams, MaxPool2dParams};
 
 const MAX_FWD: Kernel = kernel(Pool, "max_pool_fwd");
 const MAX_BWD: Kernel = kernel(Pool, "max_pool_bwd");
@@ -28,7 +28,7 @@ fn max_params(p: &MaxPool2dParams) -> [u32; 12] {
     ]
 }
 
-fn avg_params(p: &AdaptiveAvgPool2dParams) -> [u32; 6] {
+fn avg_params(p: &AdaptivePool2dParams) -> [u32; 6] {
     [u(p.n), u(p.c), u(p.h_in), u(p.w_in), u(p.h_out), u(p.w_out)]
 }
 
@@ -67,7 +67,7 @@ pub fn max_pool_backward(
     Ok(dx)
 }
 
-pub fn avg_pool(be: &WgpuBackend, p: &AdaptiveAvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+pub fn avg_pool(be: &WgpuBackend, p: &AdaptivePool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
     be.need(x, p.input_len(), "adaptive_avg_pool input")?;
     let y = be.output(p.output_len())?;
     be.run(
@@ -81,7 +81,7 @@ pub fn avg_pool(be: &WgpuBackend, p: &AdaptiveAvgPool2dParams, x: &GpuBuffer) ->
 
 pub fn avg_pool_backward(
     be: &WgpuBackend,
-    p: &AdaptiveAvgPool2dParams,
+    p: &AdaptivePool2dParams,
     dy: &GpuBuffer,
 ) -> Result<GpuBuffer> {
     be.need(dy, p.output_len(), "adaptive_avg_pool output gradient")?;

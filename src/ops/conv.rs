@@ -1,0 +1,136 @@
+//! 2-D convolution: grouped (depthwise when groups = c_in = c_out), dilated, with zero padding
+//! that may differ between the leading and trailing side (`nn.ZeroPad2d` / TF "same" padding
+//! folded into the conv).
+
+/// x: [n, c_in, h_in, w_in], weight: [c_out, c_in / groups, k_h, k_w], bias: [c_out],
+/// y: [n, c_out, h_out, w_out]. Output channel o reads input channels of group
+/// o / (c_out / groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    pub n: usize,
+    pub c_in: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub c_out: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    /// Zero rows above the input.
+    pub pad_h: usize,
+    /// Zero columns left of the input.
+    pub pad_w: usize,
+    /// Zero rows below the input (equal to `pad_h` for PyTorch's own `padding=`).
+    pub pad_h_end: usize,
+    /// Zero columns right of the input.
+    pub pad_w_end: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub groups: usize,
+}
+
+impl Conv2dParams {
+    /// A dense conv (groups 1, dilation 1) with symmetric padding, as VGG and ResNet use.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense(
+        n: usize,
+        c_in: usize,
+        (h_in, w_in): (usize, usize),
+        c_out: usize,
+        (k_h, k_w): (usize, usize),
+        (stride_h, stride_w): (usize, usize),
+        (pad_h, pad_w): (usize, usize),
+    ) -> Self {
+        Conv2dParams {
+            n,
+            c_in,
+            h_in,
+            w_in,
+            c_out,
+            k_h,
+            k_w,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            pad_h_end: pad_h,
+            pad_w_end: pad_w,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        }
+    }
+
+    /// Rows and columns the dilated kernel spans.
+    pub fn span(&self) -> (usize, usize) {
+        (
+            self.dilation_h * (self.k_h - 1) + 1,
+            self.dilation_w * (self.k_w - 1) + 1,
+        )
+    }
+    /// Whether the padded input holds at least one kernel window.
+    pub fn fits(&self) -> bool {
+        let (sh, sw) = self.span();
+        self.h_in + self.pad_h + self.pad_h_end >= sh
+            && self.w_in + self.pad_w + self.pad_w_end >= sw
+    }
+    pub fn h_out(&self) -> usize {
+        (self.h_in + self.pad_h + self.pad_h_end - self.span().0) / self.stride_h + 1
+    }
+    pub fn w_out(&self) -> usize {
+        (self.w_in + self.pad_w + self.pad_w_end - self.span().1) / self.stride_w + 1
+    }
+    /// Input channels per group.
+    pub fn c_in_group(&self) -> usize {
+        self.c_in / self.groups
+    }
+    /// Output channels per group.
+    pub fn c_out_group(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of one group's im2col matrix: (c_in / groups) · k_h · k_w.
+    pub fn k_len(&self) -> usize {
+        self.c_in_group() * self.k_h * self.k_w
+    }
+    pub fn input_len(&self) -> usize {
+        self.n * self.c_in * self.h_in * self.w_in
+    }
+    pub fn output_len(&self) -> usize {
+        self.n * self.c_out * self.h_out() * self.w_out()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.k_len()
+    }
+    /// Groups 1, dilation 1, the same padding on both sides: the convs the GPU backends'
+    /// dense kernels and the CPU's im2col/Winograd paths take.
+    pub fn is_dense(&self) -> bool {
+        self.groups == 1
+            && self.dilation_h == 1
+            && self.dilation_w == 1
+            && self.pad_h == self.pad_h_end
+            && self.pad_w == self.pad_w_end
+    }
+    /// One input and one output channel per group.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c_in && self.groups == self.c_out
+    }
+    /// True when the convolution is a plain matrix product over channels.
+    pub fn is_pointwise(&self) -> bool {
+        self.is_dense()
+            && self.k_h == 1
+            && self.k_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_h == 0
+            && self.pad_w == 0
+    }
+    /// One group's conv as a conv over its own channels (the same spatial geometry).
+    pub fn group_view(&self) -> Conv2dParams {
+        Conv2dParams {
+            c_in: self.c_in_group(),
+            c_out: self.c_out_group(),
+            groups: 1,
+            ..*self
+        }
+    }
+}

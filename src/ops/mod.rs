@@ -1,0 +1,133 @@
+//! One description of each op's shapes and parameters, shared by every backend, one file per
+//! op family. All tensors are contiguous and row-major: NCHW, [N, F] for linear layers, or
+//! NHWC after a permute (ConvNeXt).
+
+mod activation;
+mod binary;
+mod conv;
+mod layout;
+mod norm;
+mod pool;
+
+pub use activation::*;
+pub use binary::*;
+pub use conv::*;
+pub use layout::*;
+pub use norm::*;
+pub use pool::*;
+
+/// Fully connected layer y = x·Wᵀ + b. x: [n, in_f], weight: [out_f, in_f], bias: [out_f], y: [n, out_f].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinearParams {
+    pub n: usize,
+    pub in_f: usize,
+    pub out_f: usize,
+}
+
+/// The hyper-parameters of `torch.optim.SGD` that this project supports (dampening 0,
+/// nesterov off, the defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdParams {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+/// The fused Grad-CAM step. activation and gradient: [n, c, h, w]; cam: [n, out_h, out_w].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GradCamParams {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// Which class of each image seeds a backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassPick {
+    /// The same class for every image.
+    Fixed(usize),
+    /// The class at this rank of each image's logits (0 = the top prediction), in the order of
+    /// [`ranks_before`].
+    Rank(usize),
+}
+
+/// The gradient that starts a backward pass: d(Σ_i logit[i, class_i]) / d logits, a one-hot
+/// row per image, as pytorch-grad-cam's ClassifierOutputTarget. Computed on the device from
+/// the logits there, so the backward pass follows the forward pass without a host round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassSeedParams {
+    /// Images.
+    pub n: usize,
+    /// Classes.
+    pub k: usize,
+    pub pick: ClassPick,
+}
+
+/// Whether logit `a` (class `ia`) ranks before logit `b` (class `ib`): larger first, ties to
+/// the lower class index (numpy's argmax picks the first maximum), NaN last. A strict total
+/// order, so every backend finds the same class at each rank.
+pub fn ranks_before(a: f32, ia: usize, b: f32, ib: usize) -> bool {
+    match (a.is_nan(), b.is_nan()) {
+        (false, false) => a > b || (a == b && ia < ib),
+        (nan_a, nan_b) => nan_b && (!nan_a || ia < ib),
+    }
+}
+
+/// `ranks_before` as an ordering of the class indices of logits `v`, for sorting.
+pub fn rank_cmp(v: &[f32], a: usize, b: usize) -> std::cmp::Ordering {
+    if ranks_before(v[a], a, v[b], b) {
+        std::cmp::Ordering::Less
+    } else if a == b {
+        std::cmp::Ordering::Equal
+    } else {
+        std::cmp::Ordering::Greater
+    }
+}
+
+/// The epsilon pytorch-grad-cam adds to the maximum when it normalizes a CAM.
+pub const CAM_EPS: f32 = 1e-7;
+
+/// Source coordinate and weights of bilinear sampling with half-pixel centers
+/// (PyTorch `align_corners=False`, OpenCV `INTER_LINEAR`): returns (i0, i1, w1) so that
+/// out = in[i0]·(1-w1) + in[i1]·w1.
+pub fn bilinear_source(dst: usize, len_in: usize, len_out: usize) -> (usize, usize, f32) {
+    let scale = len_in as f32 / len_out as f32;
+    let src = ((dst as f32 + 0.5) * scale - 0.5).max(0.0);
+    let i0 = (src as usize).min(len_in - 1);
+    let i1 = (i0 + 1).min(len_in - 1);
+    let w1 = if i0 == len_in - 1 {
+        0.0
+    } else {
+        src - i0 as f32
+    };
+    (i0, i1, w1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_order_is_strict_and_total() {
+        let v = [
+            0.5,
+            f32::NAN,
+            1.0,
+            -0.0,
+            0.0,
+            1.0,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        // Larger first, ties to the lower index (-0.0 == 0.0), NaN after -inf.
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| rank_cmp(&v, a, b));
+        assert_eq!(idx, [2, 5, 0, 3, 4, 6, 1, 7]);
+        for (i, &x) in v.iter().enumerate() {
+            assert!(!ranks_before(x, i, x, i), "irreflexive at {i}");
+        }
+    }
+}
