@@ -3,26 +3,22 @@
 //! target (a layer for Grad-CAM, the input for guided backpropagation), compute input gradients
 //! only (no weight gradients), and stop at the target.
 
-use crate::backend::{Backend, ConvEpilogue};
+use crate::backend::Backend;
+pub use crate::backend::Profile;
 use crate::error::{Error, Result};
-use crate::model::graph::{Op, Plan, Planned};
+use crate::model::graph::op::Ctx;
+use crate::model::graph::walk::{self, Keep, Scope, Values};
+use crate::model::graph::Plan;
 use crate::model::Model;
 use crate::ops::{rank_cmp, ClassPick, ClassSeedParams, GradCamParams};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
-
-/// Time spent per kernel, keyed by op kind ("conv2d", "conv2d.backward", …).
-pub type Profile = BTreeMap<String, (Duration, usize)>;
 
 pub struct Engine<B: Backend> {
     pub backend: B,
     pub model: Model,
     params: Vec<B::Buf>,
-    /// For each value, the index of the last node that reads it.
-    last_use: Vec<usize>,
     profile: Option<RefCell<Profile>>,
 }
 
@@ -38,11 +34,6 @@ pub struct Explanation {
     pub cams: Tensor,
 }
 
-struct Forward<B: Backend> {
-    values: Vec<Option<Rc<B::Buf>>>,
-    argmax: Vec<Option<B::Idx>>,
-}
-
 impl<B: Backend> Engine<B> {
     /// Uploads the weights once; they stay on the backend for every later call.
     pub fn new(backend: B, model: Model) -> Result<Self> {
@@ -52,18 +43,10 @@ impl<B: Backend> Engine<B> {
             .iter()
             .map(|t| backend.upload(&t.data))
             .collect::<Result<Vec<_>>>()?;
-        let g = &model.graph;
-        let mut last_use = vec![usize::MAX; g.num_values];
-        for (i, n) in g.nodes.iter().enumerate() {
-            for &v in &n.inputs {
-                last_use[v] = i;
-            }
-        }
         Ok(Self {
             backend,
             model,
             params,
-            last_use,
             profile: None,
         })
     }
@@ -80,173 +63,38 @@ impl<B: Backend> Engine<B> {
             .unwrap_or_default()
     }
 
-    fn timed<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let Some(profile) = &self.profile else {
-            return f();
-        };
-        let start = Instant::now();
-        let out = f()?;
-        let mut p = profile.borrow_mut();
-        let e = p.entry(key.to_owned()).or_default();
-        e.0 += start.elapsed();
-        e.1 += 1;
-        Ok(out)
+    /// The context the graph's ops run in; `guided` for guided backpropagation.
+    fn ctx(&self, guided: bool) -> Ctx<'_, B> {
+        Ctx {
+            guided,
+            profile: self.profile.as_ref(),
+            ..Ctx::new(&self.backend, &self.params, &self.model.graph)
+        }
     }
 
-    fn bias(&self, b: &Option<usize>) -> Option<&B::Buf> {
-        b.map(|i| &self.params[i])
+    fn timed<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.ctx(false).timed(key, f)
     }
 
     /// Logits [N, classes] for input [N, C, H, W].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let plan = self.model.graph.plan(&x.shape)?;
-        let mut keep = vec![false; self.model.graph.num_values];
-        keep[self.model.graph.output] = true;
-        let fw = self.run_forward(x, &plan, &keep, &[])?;
+        let g = &self.model.graph;
+        let plan = g.plan(&x.shape)?;
+        let keep = Keep::for_scopes(g, &[], &[g.output]);
+        let fw = self.run_forward(x, &plan, &keep)?;
         self.logits(&fw, &plan)
     }
 
-    fn logits(&self, fw: &Forward<B>, plan: &Plan) -> Result<Tensor> {
+    fn logits(&self, fw: &Values<B>, plan: &Plan) -> Result<Tensor> {
         let out = self.model.graph.output;
         let buf = fw.values[out].as_ref().expect("logits kept");
         let data = self.backend.download(buf)?;
         Ok(Tensor::new(plan.shapes[out].clone(), data))
     }
 
-    fn run_forward(
-        &self,
-        x: &Tensor,
-        plan: &Plan,
-        keep: &[bool],
-        keep_argmax: &[bool],
-    ) -> Result<Forward<B>> {
-        let g = &self.model.graph;
-        let be = &self.backend;
-        let mut values: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
-        let mut argmax: Vec<Option<B::Idx>> = (0..g.nodes.len()).map(|_| None).collect();
-        values[g.input] = Some(Rc::new(be.upload(&x.data)?));
-        let mut i = 0;
-        while i < g.nodes.len() {
-            let node = &g.nodes[i];
-            let x = values[node.inputs[0]].clone().expect("input computed");
-            let kind = node.op.kind();
-            // Nodes this step computes: conv → BatchNorm (→ add) (→ ReLU) go in one fused call
-            // when nothing else reads the values in between.
-            let mut last = i;
-            let fused = match node.op {
-                Op::Conv2d { .. } => self.fusable(i, keep),
-                _ => None,
-            };
-            let out = match (&node.op, &plan.nodes[i]) {
-                (_, Planned::Alias) => x,
-                (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) if fused.is_some() => {
-                    let f = fused.expect("checked");
-                    last = f.last;
-                    let residual = f.residual.map(|v| values[v].clone().expect("computed"));
-                    let e = ConvEpilogue {
-                        scale: &self.params[f.scale],
-                        shift: &self.params[f.shift],
-                        residual: residual.as_deref(),
-                        relu: f.relu,
-                    };
-                    let key = f.key();
-                    Rc::new(self.timed(key, || {
-                        be.conv2d_fused(p, &x, &self.params[*weight], self.bias(bias), &e)
-                    })?)
-                }
-                (Op::Conv2d { weight, bias, .. }, Planned::Conv2d(p)) => {
-                    Rc::new(self.timed(kind, || {
-                        be.conv2d(p, &x, &self.params[*weight], self.bias(bias))
-                    })?)
-                }
-                (Op::BatchNorm { scale, shift }, Planned::Affine(p)) => {
-                    Rc::new(self.timed(kind, || {
-                        be.channel_affine(p, &x, &self.params[*scale], &self.params[*shift])
-                    })?)
-                }
-                (Op::Relu, Planned::Elementwise(len)) => {
-                    Rc::new(self.timed(kind, || be.relu(&x, *len))?)
-                }
-                (Op::Add, Planned::Elementwise(len)) => {
-                    let y = values[node.inputs[1]].clone().expect("input computed");
-                    Rc::new(self.timed(kind, || be.add(&x, &y, *len))?)
-                }
-                (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
-                    let (y, idx) = self.timed(kind, || be.max_pool2d(p, &x))?;
-                    if keep_argmax.get(i).copied().unwrap_or(false) {
-                        argmax[i] = Some(idx);
-                    }
-                    Rc::new(y)
-                }
-                (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
-                    Rc::new(self.timed(kind, || be.adaptive_avg_pool2d(p, &x))?)
-                }
-                (Op::Linear { weight, bias }, Planned::Linear(p)) => {
-                    Rc::new(self.timed(kind, || {
-                        be.linear(p, &x, &self.params[*weight], self.bias(bias))
-                    })?)
-                }
-                (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
-            };
-            values[g.nodes[last].output] = Some(out);
-            for n in &g.nodes[i..=last] {
-                for &v in &n.inputs {
-                    if self.last_use[v] <= last && !keep[v] {
-                        values[v] = None;
-                    }
-                }
-            }
-            i = last + 1;
-        }
-        Ok(Forward { values, argmax })
-    }
-
-    /// Whether conv node `i` can run fused with the BatchNorm after it, then a residual add,
-    /// then a ReLU (each optional but the BatchNorm): each reads the previous one's output,
-    /// which nothing else reads or keeps; the add's other input is computed before the conv.
-    fn fusable(&self, i: usize, keep: &[bool]) -> Option<Fusion> {
-        let nodes = &self.model.graph.nodes;
-        // Whether node `to` is the only reader of node `from`'s output, which is not kept.
-        let only_reader = |from: usize, to: usize| {
-            let v = nodes[from].output;
-            nodes.get(to).is_some_and(|n| n.inputs.contains(&v))
-                && self.last_use[v] == to
-                && !keep[v]
-        };
-        let reads_only = |from: usize, to: usize| {
-            only_reader(from, to) && nodes[to].inputs == [nodes[from].output]
-        };
-        if !reads_only(i, i + 1) {
-            return None;
-        }
-        let Op::BatchNorm { scale, shift } = nodes[i + 1].op else {
-            return None;
-        };
-        let mut f = Fusion {
-            scale,
-            shift,
-            residual: None,
-            relu: false,
-            last: i + 1,
-        };
-        if only_reader(i + 1, i + 2) && matches!(nodes[i + 2].op, Op::Add) {
-            let add = &nodes[i + 2];
-            let bn_out = nodes[i + 1].output;
-            let other = add.inputs.iter().copied().find(|&v| v != bn_out);
-            // The other operand must exist before the conv runs: produced by an earlier node
-            // (or the graph input), i.e. not by the conv or its BatchNorm.
-            let g = &self.model.graph;
-            let earlier = |v: usize| v == g.input || nodes[..i].iter().any(|n| n.output == v);
-            if let Some(r) = other.filter(|&r| add.inputs.len() == 2 && earlier(r)) {
-                f.residual = Some(r);
-                f.last = i + 2;
-            }
-        }
-        if reads_only(f.last, f.last + 1) && matches!(nodes[f.last + 1].op, Op::Relu) {
-            f.relu = true;
-            f.last += 1;
-        }
-        Some(f)
+    fn run_forward(&self, x: &Tensor, plan: &Plan, keep: &Keep) -> Result<Values<B>> {
+        let input = self.backend.upload(&x.data)?;
+        walk::forward(&self.ctx(false), plan, input, keep, true)
     }
 
     /// Grad-CAM of layer `layer` (default: the architecture's usual target) for class `class`
@@ -309,29 +157,15 @@ impl<B: Backend> Engine<B> {
             }
         }
         let cam_target = cam_layer.map(|(_, t)| t);
-        let cam_pass = cam_target.map(|t| self.backward_scope(t));
-        let guided_pass = outputs.guided.then(|| self.backward_scope(g.input));
+        let cam_pass = cam_target.map(|t| Scope::new(g, t, true));
+        let guided_pass = outputs.guided.then(|| Scope::new(g, g.input, true));
 
-        // Keep what the chosen backward passes need: ReLU outputs, max-pool argmaxes, the
-        // target activation and the logits.
-        let mut keep = vec![false; g.num_values];
-        keep[g.output] = true;
-        if let Some(t) = cam_target {
-            keep[t] = true;
-        }
-        let mut keep_argmax = vec![false; g.nodes.len()];
-        for scope in cam_pass.iter().chain(&guided_pass) {
-            for (i, n) in g.nodes.iter().enumerate() {
-                if scope.downstream[i] {
-                    match n.op {
-                        Op::Relu => keep[n.output] = true,
-                        Op::MaxPool { .. } => keep_argmax[i] = true,
-                        _ => {}
-                    }
-                }
-            }
-        }
-        let fw = self.run_forward(x, &plan, &keep, &keep_argmax)?;
+        // Keep what the chosen backward passes read, the target activation and the logits.
+        let scopes: Vec<&Scope> = cam_pass.iter().chain(&guided_pass).collect();
+        let mut extra = vec![g.output];
+        extra.extend(cam_target);
+        let keep = Keep::for_scopes(g, &scopes, &extra);
+        let fw = self.run_forward(x, &plan, &keep)?;
         let logits_shape = &plan.shapes[g.output];
         let (n, k) = (logits_shape[0], logits_shape[1]);
         let ranks = match classes {
@@ -403,98 +237,17 @@ impl<B: Backend> Engine<B> {
         Ok(Attribution { logits, targets })
     }
 
-    /// The ops a backward pass to `target` visits, and the values that receive a gradient.
-    fn backward_scope(&self, target: usize) -> Scope {
-        let g = &self.model.graph;
-        let mut needs = vec![false; g.num_values];
-        needs[target] = true;
-        let mut downstream = vec![false; g.nodes.len()];
-        for (i, n) in g.nodes.iter().enumerate() {
-            if n.inputs.iter().any(|&v| needs[v]) {
-                downstream[i] = true;
-                needs[n.output] = true;
-            }
-        }
-        Scope {
-            target,
-            needs,
-            downstream,
-        }
-    }
-
     /// Walks back from the logits (gradient `seed`) through the ops of `scope` only, computing
-    /// input gradients only, and returns the gradient at `scope.target`. With `guided`, every
-    /// ReLU passes back only positive gradients where its output was positive
-    /// (dx = dy·[y>0]·[dy>0]), which is relu_grad_input(y, relu(dy)): no new backend op.
+    /// input gradients only, and returns the gradient at `scope.target`.
     fn backward(
         &self,
         plan: &Plan,
-        fw: &Forward<B>,
+        fw: &Values<B>,
         scope: &Scope,
         seed: Rc<B::Buf>,
         guided: bool,
     ) -> Result<Rc<B::Buf>> {
-        let g = &self.model.graph;
-        let be = &self.backend;
-        let mut grads: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
-        grads[g.output] = Some(seed);
-        for (i, node) in g.nodes.iter().enumerate().rev() {
-            if !scope.downstream[i] {
-                continue;
-            }
-            let Some(dy) = grads[node.output].take() else {
-                continue;
-            };
-            let kind = format!("{}.backward", node.op.kind());
-            let dx: Rc<B::Buf> = match (&node.op, &plan.nodes[i]) {
-                (_, Planned::Alias) => dy,
-                (Op::Add, _) => dy,
-                (Op::Conv2d { weight, .. }, Planned::Conv2d(p)) => {
-                    Rc::new(self.timed(&kind, || {
-                        be.conv2d_grad_input(p, &dy, &self.params[*weight])
-                    })?)
-                }
-                (Op::BatchNorm { scale, .. }, Planned::Affine(p)) => {
-                    Rc::new(self.timed(&kind, || {
-                        be.channel_affine_grad_input(p, &dy, &self.params[*scale])
-                    })?)
-                }
-                (Op::Relu, Planned::Elementwise(len)) => {
-                    let y = fw.values[node.output].as_ref().expect("relu output kept");
-                    if guided {
-                        let pos = self.timed("relu.guided", || be.relu(&dy, *len))?;
-                        Rc::new(self.timed(&kind, || be.relu_grad_input(y, &pos, *len))?)
-                    } else {
-                        Rc::new(self.timed(&kind, || be.relu_grad_input(y, &dy, *len))?)
-                    }
-                }
-                (Op::MaxPool { .. }, Planned::MaxPool(p)) => {
-                    let idx = fw.argmax[i].as_ref().expect("argmax kept");
-                    Rc::new(self.timed(&kind, || be.max_pool2d_grad_input(p, idx, &dy))?)
-                }
-                (Op::AdaptiveAvgPool { .. }, Planned::AdaptiveAvgPool(p)) => {
-                    Rc::new(self.timed(&kind, || be.adaptive_avg_pool2d_grad_input(p, &dy))?)
-                }
-                (Op::Linear { weight, .. }, Planned::Linear(p)) => {
-                    Rc::new(self.timed(&kind, || {
-                        be.linear_grad_input(p, &dy, &self.params[*weight])
-                    })?)
-                }
-                (op, planned) => unreachable!("plan {planned:?} does not fit op {op:?}"),
-            };
-            for &v in &node.inputs {
-                if !scope.needs[v] {
-                    continue;
-                }
-                grads[v] = Some(match grads[v].take() {
-                    None => dx.clone(),
-                    Some(acc) => {
-                        let len = plan.shapes[v].iter().product();
-                        Rc::new(self.timed("add.backward", || be.add(&acc, &dx, len))?)
-                    }
-                });
-            }
-        }
+        let mut grads = walk::backward(&self.ctx(guided), plan, fw, scope, seed, |_, _, _| Ok(()))?;
         Ok(grads[scope.target]
             .take()
             .expect("gradient reaches the target"))
@@ -505,7 +258,7 @@ impl<B: Backend> Engine<B> {
     fn grad_cam(
         &self,
         plan: &Plan,
-        fw: &Forward<B>,
+        fw: &Values<B>,
         target: usize,
         grad: &B::Buf,
         x: &Tensor,
@@ -521,29 +274,6 @@ impl<B: Backend> Engine<B> {
             out_w: x.shape[3],
         };
         self.timed("grad_cam", || self.backend.grad_cam(&p, act, grad))
-    }
-}
-
-/// A conv → BatchNorm (→ add) (→ ReLU) chain that runs as one `conv2d_fused` call.
-struct Fusion {
-    scale: usize,
-    shift: usize,
-    /// The value added after the BatchNorm.
-    residual: Option<usize>,
-    relu: bool,
-    /// The chain's last node.
-    last: usize,
-}
-
-impl Fusion {
-    /// The name its time is reported under.
-    fn key(&self) -> &'static str {
-        match (self.residual.is_some(), self.relu) {
-            (false, false) => "conv2d+batch_norm",
-            (false, true) => "conv2d+batch_norm+relu",
-            (true, false) => "conv2d+batch_norm+add",
-            (true, true) => "conv2d+batch_norm+add+relu",
-        }
     }
 }
 
@@ -587,13 +317,6 @@ pub struct Target {
     pub cams: Option<Tensor>,
     /// [N, C, H, W]: d class score / d input with guided ReLUs, when requested.
     pub guided: Option<Tensor>,
-}
-
-/// The part of the graph one backward pass visits.
-struct Scope {
-    target: usize,
-    needs: Vec<bool>,
-    downstream: Vec<bool>,
 }
 
 /// Class indices in the order of `ranks_before`: descending logit, ties to the lower index.

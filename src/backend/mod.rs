@@ -10,6 +10,9 @@ pub mod wgpu;
 use crate::error::{Error, Result};
 use crate::ops::*;
 
+/// Time spent per kernel, keyed by op kind ("conv2d", "conv2d.backward", …) or kernel name.
+pub type Profile = std::collections::BTreeMap<String, (std::time::Duration, usize)>;
+
 /// Convolution kernel variant of the GPU backends. All are kept side by side, tested against
 /// the CPU oracle and selectable for benchmarking (`--conv-kernel`, `GRADCAM_CONV_KERNEL`);
 /// wgpu has v1 and v2, CUDA all four.
@@ -191,6 +194,142 @@ pub trait Backend {
         w: &Self::Buf,
     ) -> Result<Self::Buf>;
 
+    /// The error of an op this backend has no kernel for: names the op and the backend.
+    fn unsupported<T>(&self, op: &str) -> Result<T> {
+        Err(Error::Backend {
+            backend: self.name(),
+            reason: format!("op {op} has no kernel on this backend yet (the cpu backend runs it)"),
+        })
+    }
+
+    /// A buffer of `len` elements whose contents the caller overwrites (a strided copy's
+    /// destination).
+    fn alloc(&self, len: usize) -> Result<Self::Buf> {
+        let _ = len;
+        self.unsupported("alloc")
+    }
+
+    /// A buffer of `len` zeros.
+    fn zeros(&self, len: usize) -> Result<Self::Buf> {
+        let _ = len;
+        self.unsupported("zeros")
+    }
+
+    /// An activation of the table (`crate::ops::Activation`). Backends without a kernel for a
+    /// row run ReLU through `relu` and report the others.
+    fn activation(&self, p: &ActivationParams, x: &Self::Buf) -> Result<Self::Buf> {
+        match p.act {
+            Activation::Relu => self.relu(x, p.len),
+            a => self.unsupported(a.name()),
+        }
+    }
+    /// dx = dy · f'(saved), `saved` being the activation's input or output (`Activation::saved`).
+    fn activation_grad_input(
+        &self,
+        p: &ActivationParams,
+        saved: &Self::Buf,
+        dy: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        match p.act {
+            Activation::Relu => self.relu_grad_input(saved, dy, p.len),
+            a => self.unsupported(&format!("{}.backward", a.name())),
+        }
+    }
+
+    /// a ∘ b with broadcasting ([`BinaryParams`]).
+    fn binary(&self, p: &BinaryParams, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf> {
+        match p.op {
+            BinaryOp::Add if p.is_same_shape() => self.add(a, b, p.len()),
+            op => self.unsupported(&format!("{} with broadcasting", op.name())),
+        }
+    }
+    /// The gradient of operand `operand` (0 = a, 1 = b), shaped like it: dy (times the other
+    /// operand for mul), summed over the axes it was broadcast along. An add's gradient of an
+    /// operand of the output's shape is dy itself and never reaches the backend.
+    fn binary_grad_input(
+        &self,
+        p: &BinaryParams,
+        operand: usize,
+        dy: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let _ = (operand, dy, a, b);
+        self.unsupported(&format!("{}.backward", p.op.name()))
+    }
+
+    /// x: [N, C, H, W] → [N, C, Ho, Wo], with the divisor rule of [`AvgPool2dParams`].
+    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Self::Buf) -> Result<Self::Buf> {
+        let _ = (p, x);
+        self.unsupported("avg_pool2d")
+    }
+    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Self::Buf) -> Result<Self::Buf> {
+        let _ = (p, dy);
+        self.unsupported("avg_pool2d.backward")
+    }
+
+    /// Adaptive max pooling, with the argmax of each window (as `max_pool2d`).
+    fn adaptive_max_pool2d(
+        &self,
+        p: &AdaptivePool2dParams,
+        x: &Self::Buf,
+    ) -> Result<(Self::Buf, Self::Idx)> {
+        let _ = (p, x);
+        self.unsupported("adaptive_max_pool2d")
+    }
+    fn adaptive_max_pool2d_grad_input(
+        &self,
+        p: &AdaptivePool2dParams,
+        argmax: &Self::Idx,
+        dy: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let _ = (p, argmax, dy);
+        self.unsupported("adaptive_max_pool2d.backward")
+    }
+
+    /// The layout primitive: copies `p.shape`'s elements from `src` into `dst`
+    /// ([`StridedCopyParams`]); concat, slice, channel shuffle and permute are made of it.
+    fn strided_copy(
+        &self,
+        p: &StridedCopyParams,
+        src: &Self::Buf,
+        dst: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (p, src, dst);
+        self.unsupported("strided_copy (concat, slice, shuffle, permute)")
+    }
+
+    /// LayerNorm over one axis ([`LayerNormParams`]); weight, bias: [dim].
+    fn layer_norm(
+        &self,
+        p: &LayerNormParams,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        bias: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let _ = (p, x, weight, bias);
+        self.unsupported("layer_norm")
+    }
+    fn layer_norm_grad_input(
+        &self,
+        p: &LayerNormParams,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        dy: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let _ = (p, x, weight, dy);
+        self.unsupported("layer_norm.backward")
+    }
+
+    /// Training-mode dropout, y = x·mask, with the mask as scale factors: mask[i] is 0 (dropped:
+    /// y[i] = 0 exactly, whatever x[i]) or the keep scale 1/(1-p). The mask is drawn on the host
+    /// and uploaded, so every backend sees the same one. Also the input gradient: dx = dy·mask.
+    /// x, mask: [len].
+    fn dropout(&self, x: &Self::Buf, mask: &Self::Buf, len: usize) -> Result<Self::Buf> {
+        let _ = (x, mask, len);
+        self.unsupported("dropout (training)")
+    }
+
     /// The fused Grad-CAM step: activation, gradient [N, C, h, w] → normalized CAMs [N, H, W].
     /// One-hot gradients [N, K] of the picked class of each image, from logits [N, K].
     fn class_seed(&self, p: &ClassSeedParams, logits: &Self::Buf) -> Result<Self::Buf>;
@@ -204,7 +343,7 @@ pub trait Backend {
 }
 
 /// The ops training needs beyond those of Grad-CAM: the weight and bias gradients of conv2d and
-/// linear layers, training-mode dropout with a mask drawn on the host, and the SGD update. With
+/// linear layers, and the SGD update (training-mode dropout is `Backend::dropout`). With
 /// `Backend`'s forward and input-gradient ops they make a full training step
 /// (`crate::train::executor`); the loss (softmax cross-entropy) is computed on the host from the
 /// downloaded logits. Weight gradients are sums over the batch and pixels; every backend sums in
@@ -229,12 +368,6 @@ pub trait TrainBackend: Backend {
     ) -> Result<Self::Buf>;
     /// dy: [N, out] → db: [out].
     fn linear_grad_bias(&self, p: &LinearParams, dy: &Self::Buf) -> Result<Self::Buf>;
-
-    /// Training-mode dropout, y = x·mask, with the mask as scale factors: mask[i] is 0 (dropped:
-    /// y[i] = 0 exactly, whatever x[i]) or the keep scale 1/(1-p). The mask is drawn on the host
-    /// and uploaded, so every backend sees the same one. Also the input gradient: dx = dy·mask.
-    /// x, mask: [len].
-    fn dropout(&self, x: &Self::Buf, mask: &Self::Buf, len: usize) -> Result<Self::Buf>;
 
     /// One `torch.optim.SGD` step on a parameter tensor of `len` elements, in place and in
     /// PyTorch's order: g = grad + wd·w; with momentum, buf = g on the first step and

@@ -1,17 +1,82 @@
 //! Builds a `Graph` from a weight store, one PyTorch module at a time, checking every tensor's
-//! shape against the layer it feeds.
+//! shape against the layer it feeds: every dimension the architecture fixes (kernel sizes
+//! included), as PyTorch's `load_state_dict` does.
 
+use super::graph::op::*;
 use super::graph::*;
 use super::weights::WeightStore;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ops::{Activation, BinaryOp};
 use crate::tensor::Tensor;
 
 /// torchvision's BatchNorm2d default.
 pub const BN_EPS: f64 = 1e-5;
 
+/// The geometry of an `nn.Conv2d` as the architecture defines it (the weights carry only the
+/// channel counts and kernel size, which are checked against it).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    /// top, left, bottom, right
+    pub pad: [usize; 4],
+    pub dilation: (usize, usize),
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    /// A k×k conv, stride 1, padding k/2 ("same" for odd k), no bias.
+    pub fn k(k: usize) -> Self {
+        Self::rect(k, k)
+    }
+    /// A kh×kw conv (inception's 1×7 and 7×1), padding (kh/2, kw/2).
+    pub fn rect(kh: usize, kw: usize) -> Self {
+        ConvSpec {
+            kernel: (kh, kw),
+            stride: (1, 1),
+            pad: [kh / 2, kw / 2, kh / 2, kw / 2],
+            dilation: (1, 1),
+            groups: 1,
+            bias: false,
+        }
+    }
+    pub fn stride(self, s: usize) -> Self {
+        ConvSpec {
+            stride: (s, s),
+            ..self
+        }
+    }
+    /// The same padding on every side.
+    pub fn pad(self, p: usize) -> Self {
+        ConvSpec {
+            pad: [p; 4],
+            ..self
+        }
+    }
+    /// Padding top, left, bottom, right (a ZeroPad2d folded in).
+    pub fn pad4(self, pad: [usize; 4]) -> Self {
+        ConvSpec { pad, ..self }
+    }
+    pub fn dilation(self, d: usize) -> Self {
+        ConvSpec {
+            dilation: (d, d),
+            ..self
+        }
+    }
+    pub fn groups(self, groups: usize) -> Self {
+        ConvSpec { groups, ..self }
+    }
+    pub fn bias(self, bias: bool) -> Self {
+        ConvSpec { bias, ..self }
+    }
+}
+
 pub struct Builder<'a> {
     pub store: &'a WeightStore,
     pub arch: String,
+    /// The eps of BatchNorms built with `batch_norm` (torchvision's default, or the family's).
+    pub bn_eps: f64,
     nodes: Vec<Node>,
     modules: Vec<Module>,
     params: Vec<Tensor>,
@@ -24,6 +89,7 @@ impl<'a> Builder<'a> {
         Self {
             store,
             arch: arch.to_owned(),
+            bn_eps: BN_EPS,
             nodes: vec![],
             modules: vec![],
             params: vec![],
@@ -45,7 +111,13 @@ impl<'a> Builder<'a> {
         Ok(self.param(name, t))
     }
 
-    fn node(&mut self, op: Op, inputs: Vec<ValueId>, module: Option<&str>) -> ValueId {
+    /// The shape of param `p`.
+    pub fn param_shape(&self, p: ParamId) -> &[usize] {
+        &self.params[p].shape
+    }
+
+    /// An op without a module of its own (a functional call, or a module's second call).
+    pub fn node(&mut self, op: Op, inputs: Vec<ValueId>, module: Option<&str>) -> ValueId {
         let output = self.num_values;
         self.num_values += 1;
         self.nodes.push(Node {
@@ -85,47 +157,84 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn leaf(&mut self, name: &str, kind: &str, op: Op, inputs: Vec<ValueId>) -> ValueId {
+    /// A module that is one op.
+    pub fn leaf(&mut self, name: &str, kind: &str, op: Op, inputs: Vec<ValueId>) -> ValueId {
         let m = self.begin(name, kind);
         let v = self.node(op, inputs, Some(name));
         self.end(m, v);
         v
     }
 
-    /// `nn.Conv2d` named `name` taking `c_in` channels (None: any, for the first layer);
-    /// padding `pad`, or k/2 ("same") when None. Returns its output and channel count.
-    #[allow(clippy::too_many_arguments)]
+    /// A module that is the identity at inference (StochasticDepth, an empty Sequential that
+    /// runs, nn.Identity): listed, with its input as its output.
+    pub fn identity(&mut self, name: &str, kind: &str, x: ValueId) -> ValueId {
+        self.leaf(name, kind, Op::Identity(Identity), vec![x])
+    }
+
+    /// Marks the tensors `prefix.*` as belonging to modules that never run at inference
+    /// (GoogLeNet's aux heads), so they are neither used nor reported as unexpected.
+    pub fn ignore_prefix(&mut self, prefix: &str) {
+        self.store.ignore_prefix(prefix);
+    }
+
+    /// `nn.Conv2d` named `name` taking `c_in` channels (None: any, for the first layer).
+    /// Returns its output and channel count.
     pub fn conv(
         &mut self,
         name: &str,
         x: ValueId,
         c_in: Option<usize>,
-        stride: usize,
-        pad: Option<usize>,
-        bias: bool,
+        spec: ConvSpec,
     ) -> Result<(ValueId, usize)> {
-        let weight = self.take(&format!("{name}.weight"), &[None, c_in, None, None])?;
-        let shape = self.params[weight].shape.clone();
-        let c_out = shape[0];
-        let bias = match bias {
+        let c_in_group = match c_in {
+            Some(c) if c % spec.groups != 0 => {
+                return Err(Error::UnknownArch {
+                    path: self.store.path().to_owned(),
+                    reason: format!(
+                        "{name}: {c} input channels do not split into {} groups",
+                        spec.groups
+                    ),
+                    known: super::arch::KNOWN.join(", "),
+                })
+            }
+            Some(c) => Some(c / spec.groups),
+            None => None,
+        };
+        let (kh, kw) = spec.kernel;
+        let weight = self.take(
+            &format!("{name}.weight"),
+            &[None, c_in_group, Some(kh), Some(kw)],
+        )?;
+        let c_out = self.params[weight].shape[0];
+        let bias = match spec.bias {
             true => Some(self.take(&format!("{name}.bias"), &[Some(c_out)])?),
             false => None,
         };
-        let (ph, pw) = match pad {
-            Some(p) => (p, p),
-            None => (shape[2] / 2, shape[3] / 2),
-        };
-        let op = Op::Conv2d {
+        let op = Op::Conv2d(Conv2d {
             weight,
             bias,
-            stride: (stride, stride),
-            pad: (ph, pw),
-        };
+            stride: spec.stride,
+            pad: spec.pad,
+            dilation: spec.dilation,
+            groups: spec.groups,
+        });
         Ok((self.leaf(name, "Conv2d", op, vec![x]), c_out))
     }
 
-    /// Eval-mode `nn.BatchNorm2d`, folded to y = x·scale + shift.
+    /// Eval-mode `nn.BatchNorm2d` with the builder's eps, folded to y = x·scale + shift.
     pub fn batch_norm(&mut self, name: &str, x: ValueId, c: usize) -> Result<ValueId> {
+        let eps = self.bn_eps;
+        self.batch_norm_eps(name, x, c, eps)
+    }
+
+    /// Eval-mode `nn.BatchNorm2d` with its own eps.
+    pub fn batch_norm_eps(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        c: usize,
+        eps: f64,
+    ) -> Result<ValueId> {
         let get = |field: &str| -> Result<Vec<f32>> {
             let full = format!("{name}.{field}");
             Ok(self.store.take(&self.arch, &full, &[Some(c)])?.data.clone())
@@ -133,53 +242,220 @@ impl<'a> Builder<'a> {
         let (w, b) = (get("weight")?, get("bias")?);
         let (mean, var) = (get("running_mean")?, get("running_var")?);
         let scale: Vec<f64> = (0..c)
-            .map(|i| w[i] as f64 / (var[i] as f64 + BN_EPS).sqrt())
+            .map(|i| w[i] as f64 / (var[i] as f64 + eps).sqrt())
             .collect();
         let shift: Vec<f32> = (0..c)
             .map(|i| (b[i] as f64 - mean[i] as f64 * scale[i]) as f32)
             .collect();
         let scale: Vec<f32> = scale.iter().map(|&s| s as f32).collect();
+        Ok(self.affine(name, "BatchNorm2d", x, scale, shift))
+    }
+
+    /// A per-channel affine map with constants (a folded BatchNorm, GoogLeNet's
+    /// transform_input) as module `name` (or a functional op when `kind` is empty).
+    pub fn affine(
+        &mut self,
+        name: &str,
+        kind: &str,
+        x: ValueId,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    ) -> ValueId {
+        let c = scale.len();
         let scale = self.param(&format!("{name} (scale)"), Tensor::new(vec![c], scale));
         let shift = self.param(&format!("{name} (shift)"), Tensor::new(vec![c], shift));
-        Ok(self.leaf(name, "BatchNorm2d", Op::BatchNorm { scale, shift }, vec![x]))
+        let op = Op::Affine(Affine { scale, shift });
+        if kind.is_empty() {
+            self.node(op, vec![x], None)
+        } else {
+            self.leaf(name, kind, op, vec![x])
+        }
+    }
+
+    /// nn.LayerNorm (or torchvision's LayerNorm2d, `kind`) over axis `axis` of `dim` features.
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        kind: &str,
+        x: ValueId,
+        dim: usize,
+        axis: usize,
+        eps: f32,
+    ) -> Result<ValueId> {
+        let weight = self.take(&format!("{name}.weight"), &[Some(dim)])?;
+        let bias = self.take(&format!("{name}.bias"), &[Some(dim)])?;
+        let op = Op::LayerNorm(LayerNorm {
+            weight,
+            bias,
+            eps,
+            axis,
+        });
+        Ok(self.leaf(name, kind, op, vec![x]))
+    }
+
+    /// An activation module (`name` Some, its PyTorch class `kind`) or a functional call / a
+    /// module's second call (`name` None).
+    pub fn act(&mut self, name: Option<&str>, kind: &str, a: Activation, x: ValueId) -> ValueId {
+        let op = Op::Act(Act::new(a));
+        match name {
+            Some(n) => self.leaf(n, kind, op, vec![x]),
+            None => self.node(op, vec![x], None),
+        }
     }
 
     /// `nn.ReLU`; `name` None for a functional call or a module's second call.
     pub fn relu(&mut self, name: Option<&str>, x: ValueId) -> ValueId {
-        match name {
-            Some(n) => self.leaf(n, "ReLU", Op::Relu, vec![x]),
-            None => self.node(Op::Relu, vec![x], None),
-        }
+        self.act(name, "ReLU", Activation::Relu, x)
     }
 
-    pub fn max_pool(&mut self, name: &str, x: ValueId, k: usize, s: usize, p: usize) -> ValueId {
-        let op = Op::MaxPool {
+    pub fn max_pool(
+        &mut self,
+        name: Option<&str>,
+        x: ValueId,
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil_mode: bool,
+    ) -> ValueId {
+        let op = Op::MaxPool(MaxPool(Window {
             kernel: (k, k),
             stride: (s, s),
             pad: (p, p),
-        };
-        self.leaf(name, "MaxPool2d", op, vec![x])
+            ceil_mode,
+        }));
+        match name {
+            Some(n) => self.leaf(n, "MaxPool2d", op, vec![x]),
+            None => self.node(op, vec![x], None),
+        }
     }
 
-    pub fn adaptive_avg_pool(&mut self, name: &str, x: ValueId, out: (usize, usize)) -> ValueId {
+    #[allow(clippy::too_many_arguments)]
+    pub fn avg_pool(
+        &mut self,
+        name: Option<&str>,
+        x: ValueId,
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> ValueId {
+        let op = Op::AvgPool(AvgPool {
+            window: Window {
+                kernel: (k, k),
+                stride: (s, s),
+                pad: (p, p),
+                ceil_mode,
+            },
+            count_include_pad,
+        });
+        match name {
+            Some(n) => self.leaf(n, "AvgPool2d", op, vec![x]),
+            None => self.node(op, vec![x], None),
+        }
+    }
+
+    /// `nn.AdaptiveAvgPool2d(out)` as module `name`, or `F.adaptive_avg_pool2d` (None).
+    pub fn adaptive_avg_pool(
+        &mut self,
+        name: Option<&str>,
+        x: ValueId,
+        out: (usize, usize),
+    ) -> ValueId {
+        let op = Op::AdaptivePool(AdaptivePool { out, max: false });
+        match name {
+            Some(n) => self.leaf(n, "AdaptiveAvgPool2d", op, vec![x]),
+            None => self.node(op, vec![x], None),
+        }
+    }
+
+    /// `x.mean((2, 3))`: a global average pool and a flatten, no module.
+    pub fn mean_hw(&mut self, x: ValueId) -> ValueId {
+        let v = self.adaptive_avg_pool(None, x, (1, 1));
+        self.flatten(v)
+    }
+
+    pub fn add(&mut self, a: ValueId, b: ValueId) -> ValueId {
+        self.binary(BinaryOp::Add, a, b)
+    }
+
+    /// a ∘ b with broadcasting, no module.
+    pub fn binary(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> ValueId {
+        self.node(Op::Binary(Binary { op, param: None }), vec![a, b], None)
+    }
+
+    /// x times the param `name` (ConvNeXt's layer_scale, a [C, 1, 1] param of the block).
+    pub fn scale_by_param(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        shape: &[Option<usize>],
+    ) -> Result<ValueId> {
+        let p = self.take(name, shape)?;
+        let op = Op::Binary(Binary {
+            op: BinaryOp::Mul,
+            param: Some(p),
+        });
+        Ok(self.node(op, vec![x], None))
+    }
+
+    pub fn concat(&mut self, xs: Vec<ValueId>, axis: usize) -> ValueId {
+        self.node(Op::Concat(Concat { axis }), xs, None)
+    }
+
+    /// `x.chunk(k, axis)` of an axis of `len` elements: k slices (torch's chunk sizes).
+    pub fn chunk(&mut self, x: ValueId, k: usize, axis: usize, len: usize) -> Vec<ValueId> {
+        let size = len.div_ceil(k);
+        (0..len.div_ceil(size))
+            .map(|i| {
+                let start = i * size;
+                let op = Op::Slice(Slice {
+                    axis,
+                    start,
+                    len: size.min(len - start),
+                });
+                self.node(op, vec![x], None)
+            })
+            .collect()
+    }
+
+    /// Channels start..start+len of x, no module (transform_input's x[:, i:i+1]).
+    pub fn slice(&mut self, x: ValueId, axis: usize, start: usize, len: usize) -> ValueId {
+        self.node(Op::Slice(Slice { axis, start, len }), vec![x], None)
+    }
+
+    pub fn channel_shuffle(&mut self, x: ValueId, groups: usize) -> ValueId {
+        self.node(Op::Shuffle(Shuffle { groups }), vec![x], None)
+    }
+
+    /// `torch.permute` as module `name` (torchvision's Permute) or a functional call.
+    pub fn permute(&mut self, name: Option<&str>, x: ValueId, perm: &[usize]) -> ValueId {
+        let op = Op::Permute(Permute {
+            perm: perm.to_vec(),
+        });
+        match name {
+            Some(n) => self.leaf(n, "Permute", op, vec![x]),
+            None => self.node(op, vec![x], None),
+        }
+    }
+
+    /// `torch.flatten(x, 1)`, no module.
+    pub fn flatten(&mut self, x: ValueId) -> ValueId {
+        self.node(Op::Flatten(Flatten { start_dim: 1 }), vec![x], None)
+    }
+
+    /// `nn.Flatten()` as a module.
+    pub fn flatten_module(&mut self, name: &str, x: ValueId) -> ValueId {
         self.leaf(
             name,
-            "AdaptiveAvgPool2d",
-            Op::AdaptiveAvgPool { out },
+            "Flatten",
+            Op::Flatten(Flatten { start_dim: 1 }),
             vec![x],
         )
     }
 
-    pub fn add(&mut self, a: ValueId, b: ValueId) -> ValueId {
-        self.node(Op::Add, vec![a, b], None)
-    }
-
-    pub fn flatten(&mut self, x: ValueId) -> ValueId {
-        self.node(Op::Flatten, vec![x], None)
-    }
-
     pub fn dropout(&mut self, name: &str, x: ValueId) -> ValueId {
-        self.leaf(name, "Dropout", Op::Dropout, vec![x])
+        self.leaf(name, "Dropout", Op::Dropout(Dropout), vec![x])
     }
 
     /// `nn.Linear`; `in_f` None when it depends on the input size (checked at planning).
@@ -192,7 +468,7 @@ impl<'a> Builder<'a> {
         let weight = self.take(&format!("{name}.weight"), &[None, in_f])?;
         let out_f = self.params[weight].shape[0];
         let bias = Some(self.take(&format!("{name}.bias"), &[Some(out_f)])?);
-        let op = Op::Linear { weight, bias };
+        let op = Op::Linear(Linear { weight, bias });
         Ok((self.leaf(name, "Linear", op, vec![x]), out_f))
     }
 
@@ -201,8 +477,8 @@ impl<'a> Builder<'a> {
         let in_channels = self
             .nodes
             .iter()
-            .find_map(|n| match n.op {
-                Op::Conv2d { weight, .. } => Some(self.params[weight].shape[1]),
+            .find_map(|n| match &n.op {
+                Op::Conv2d(c) => Some(self.params[c.weight].shape[1] * c.groups),
                 _ => None,
             })
             .unwrap_or(3);

@@ -69,10 +69,14 @@ impl Model {
             }
         }
         let graph = b.finish(built.output)?;
-        let num_classes = match &graph.nodes.last().map(|n| &n.op) {
-            Some(graph::Op::Linear { weight, .. }) => graph.params[*weight].shape[0],
-            _ => unreachable!("every architecture ends with a linear layer"),
-        };
+        let num_classes = built.num_classes;
+        if num_classes == 0 {
+            return Err(Error::UnknownArch {
+                path: store.path().to_owned(),
+                reason: "its classifier has 0 outputs".into(),
+                known,
+            });
+        }
         Ok(Model {
             arch: built.variant,
             graph,

@@ -130,6 +130,15 @@ impl WeightStore {
         Ok(t)
     }
 
+    /// Marks every tensor under `prefix` as taken: tensors of modules that never run at
+    /// inference (aux heads), present or not.
+    pub fn ignore_prefix(&self, prefix: &str) {
+        let mut used = self.used.borrow_mut();
+        for name in self.tensors.keys().filter(|n| n.starts_with(prefix)) {
+            used.insert(name.clone());
+        }
+    }
+
     /// Fails on the first float tensor that the architecture did not take.
     pub fn check_all_used(&self, arch: &str) -> Result<()> {
         let used = self.used.borrow();

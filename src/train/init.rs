@@ -1,6 +1,7 @@
 //! Fresh weights as PyTorch initialises them, and head replacement for fine-tuning.
 
 use crate::error::{Error, Result};
+use crate::model::graph::op::Linear;
 use crate::model::{graph::Op, Model};
 use crate::tensor::Tensor;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -57,7 +58,7 @@ pub fn replace_head(state: &mut StateDict, model: &Model, classes: usize, seed: 
         return Err(Error::Usage("--replace-head needs at least 1 class".into()));
     }
     let g = &model.graph;
-    let Some(Op::Linear { weight, .. }) = g.nodes.last().map(|n| &n.op) else {
+    let Some(Op::Linear(Linear { weight, .. })) = g.nodes.last().map(|n| &n.op) else {
         return Err(Error::Usage(
             "the model does not end with a linear layer".into(),
         ));

@@ -8,7 +8,6 @@ use crate::backend::cpu::training;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::TrainBackend;
 use crate::error::{Error, Result};
-use crate::model::graph::Op;
 use crate::model::weights::WeightStore;
 use crate::model::Model;
 use crate::ops::SgdParams;
@@ -68,10 +67,7 @@ impl<B: TrainBackend> Trainer<B> {
             .collect::<Result<Vec<_>>>()?;
         let mut trainable = vec![];
         for n in &model.graph.nodes {
-            if let Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias } = &n.op {
-                trainable.push(*weight);
-                trainable.extend(bias);
-            }
+            trainable.extend(n.op.trainable());
         }
         let velocity = (0..params.len()).map(|_| None).collect();
         Ok(Self {

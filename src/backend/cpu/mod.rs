@@ -3,9 +3,14 @@
 //! Kernels are generic over f32/f64 so that their backward passes can be checked against
 //! finite differences in f64.
 
+pub mod activation;
+pub mod binary;
 pub mod cam;
 pub mod conv;
 pub mod elementwise;
+pub mod grouped_conv;
+pub mod layer_norm;
+pub mod layout;
 pub mod linear;
 pub mod matmul;
 mod pages;
@@ -56,7 +61,12 @@ impl Backend for CpuBackend {
         bias: Option<&Vec<f32>>,
     ) -> Result<Vec<f32>> {
         let mut y = self.out(p.output_len());
-        conv::conv2d_forward(p, x, w, bias.map(|b| b.as_slice()), &mut y);
+        let b = bias.map(|b| b.as_slice());
+        if p.is_dense() {
+            conv::conv2d_forward(p, x, w, b, &mut y);
+        } else {
+            grouped_conv::conv2d_forward(p, x, w, b, &mut y);
+        }
         Ok(y)
     }
 
@@ -68,6 +78,9 @@ impl Backend for CpuBackend {
         bias: Option<&Vec<f32>>,
         e: &ConvEpilogue<'_, Vec<f32>>,
     ) -> Result<Vec<f32>> {
+        if !p.is_dense() {
+            return super::conv2d_then_epilogue(self, p, x, w, bias, e);
+        }
         let mut y = self.out(p.output_len());
         let epi = conv::Epilogue {
             scale: e.scale,
@@ -82,7 +95,11 @@ impl Backend for CpuBackend {
 
     fn conv2d_grad_input(&self, p: &Conv2dParams, dy: &Vec<f32>, w: &Vec<f32>) -> Result<Vec<f32>> {
         let mut dx = self.out(p.input_len());
-        conv::conv2d_backward_input(p, dy, w, &mut dx);
+        if p.is_dense() {
+            conv::conv2d_backward_input(p, dy, w, &mut dx);
+        } else {
+            grouped_conv::conv2d_backward_input(p, dy, w, &mut dx);
+        }
         Ok(dx)
     }
 
@@ -179,6 +196,124 @@ impl Backend for CpuBackend {
         Ok(dx)
     }
 
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(self.out(len))
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn activation(&self, p: &ActivationParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut y = self.out(p.len);
+        activation::activation_forward(p, &x[..p.len], &mut y);
+        Ok(y)
+    }
+
+    fn activation_grad_input(
+        &self,
+        p: &ActivationParams,
+        saved: &Vec<f32>,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.len);
+        activation::activation_backward_input(p, &saved[..p.len], &dy[..p.len], &mut dx);
+        Ok(dx)
+    }
+
+    fn binary(&self, p: &BinaryParams, a: &Vec<f32>, b: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut y = self.out(p.len());
+        binary::binary_forward(p, a, b, &mut y);
+        Ok(y)
+    }
+
+    fn binary_grad_input(
+        &self,
+        p: &BinaryParams,
+        operand: usize,
+        dy: &Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.operand(operand).iter().product());
+        binary::binary_backward_input(p, operand, dy, a, b, &mut dx);
+        Ok(dx)
+    }
+
+    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut y = self.out(p.output_len());
+        pool::avg_pool2d_forward(p, x, &mut y);
+        Ok(y)
+    }
+
+    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Vec<f32>) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.input_len());
+        pool::avg_pool2d_backward_input(p, dy, &mut dx);
+        Ok(dx)
+    }
+
+    fn adaptive_max_pool2d(
+        &self,
+        p: &AdaptivePool2dParams,
+        x: &Vec<f32>,
+    ) -> Result<(Vec<f32>, Vec<u32>)> {
+        let mut y = self.out(p.output_len());
+        let mut idx = vec![u32::MAX; p.output_len()];
+        pool::adaptive_max_pool2d_forward(p, x, &mut y, &mut idx);
+        Ok((y, idx))
+    }
+
+    fn adaptive_max_pool2d_grad_input(
+        &self,
+        p: &AdaptivePool2dParams,
+        argmax: &Vec<u32>,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.input_len());
+        pool::adaptive_max_pool2d_backward_input(p, argmax, dy, &mut dx);
+        Ok(dx)
+    }
+
+    fn strided_copy(
+        &self,
+        p: &StridedCopyParams,
+        src: &Vec<f32>,
+        dst: &mut Vec<f32>,
+    ) -> Result<()> {
+        layout::strided_copy(p, src, dst);
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        p: &LayerNormParams,
+        x: &Vec<f32>,
+        weight: &Vec<f32>,
+        bias: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.out(p.len());
+        layer_norm::layer_norm_forward(p, x, weight, bias, &mut y);
+        Ok(y)
+    }
+
+    fn layer_norm_grad_input(
+        &self,
+        p: &LayerNormParams,
+        x: &Vec<f32>,
+        weight: &Vec<f32>,
+        dy: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let mut dx = self.out(p.len());
+        layer_norm::layer_norm_backward_input(p, x, weight, dy, &mut dx);
+        Ok(dx)
+    }
+
+    fn dropout(&self, x: &Vec<f32>, mask: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        let mut y = self.out(len);
+        training::dropout_scaled(&x[..len], &mask[..len], &mut y);
+        Ok(y)
+    }
+
     fn class_seed(&self, p: &ClassSeedParams, logits: &Vec<f32>) -> Result<Vec<f32>> {
         let mut seed = self.out(p.n * p.k);
         cam::class_seed(p, logits, &mut seed);
@@ -205,7 +340,11 @@ impl TrainBackend for CpuBackend {
         dy: &Vec<f32>,
     ) -> Result<Vec<f32>> {
         let mut dw = self.out(p.weight_len());
-        weight_grad::conv2d_backward_weight(p, x, dy, &mut dw);
+        if p.is_dense() {
+            weight_grad::conv2d_backward_weight(p, x, dy, &mut dw);
+        } else {
+            grouped_conv::conv2d_backward_weight(p, x, dy, &mut dw);
+        }
         Ok(dw)
     }
 
@@ -230,12 +369,6 @@ impl TrainBackend for CpuBackend {
         let mut db = self.out(p.out_f);
         weight_grad::linear_backward_bias(p, dy, &mut db);
         Ok(db)
-    }
-
-    fn dropout(&self, x: &Vec<f32>, mask: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
-        let mut y = self.out(len);
-        training::dropout_scaled(&x[..len], &mask[..len], &mut y);
-        Ok(y)
     }
 
     fn sgd_step(

@@ -15,7 +15,7 @@
 pub mod kernels;
 
 use super::{Backend, ConvEpilogue, ConvKernel};
-use crate::engine::Profile;
+use crate::backend::Profile;
 use crate::error::Result;
 use crate::ops::*;
 use cudarc::driver::{
@@ -421,6 +421,9 @@ impl Backend for CudaBackend {
         w: &CudaSlice<f32>,
         bias: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
+        if !p.is_dense() {
+            return self.unsupported("conv2d with groups, dilation or asymmetric padding");
+        }
         if matches!(self.conv, ConvKernel::V3 | ConvKernel::V4) {
             return self.conv2d_v3(p, x, w, bias, None);
         }
@@ -448,6 +451,9 @@ impl Backend for CudaBackend {
         bias: Option<&CudaSlice<f32>>,
         e: &ConvEpilogue<'_, CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
+        if !p.is_dense() {
+            return self.unsupported("conv2d with groups, dilation or asymmetric padding");
+        }
         match self.conv {
             ConvKernel::V3 | ConvKernel::V4 => self.conv2d_v3(p, x, w, bias, Some(e)),
             _ => super::conv2d_then_epilogue(self, p, x, w, bias, e),
@@ -460,6 +466,9 @@ impl Backend for CudaBackend {
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
+        if !p.is_dense() {
+            return self.unsupported("conv2d.backward with groups, dilation or asymmetric padding");
+        }
         let mut dx = self.out(p.input_len())?;
         let s = Self::conv_shape(p);
         let name = match self.conv {

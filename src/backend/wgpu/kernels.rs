@@ -13,7 +13,7 @@
 //! kernel uses all of its bindings, so the layout wgpu derives from the shader matches.
 
 use super::context::{backend_error, Context};
-use crate::engine::Profile;
+use crate::backend::Profile;
 use crate::error::Result;
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -24,7 +24,7 @@ pub use buffer::GpuBuffer;
 pub use context::{adapters, AdapterChoice};
 
 use super::{Backend, ConvKernel, TrainBackend};
-use crate::engine::Profile;
+use crate::backend::Profile;
 use crate::error::Result;
 use crate::ops::*;
 use buffer::Pool;
@@ -171,6 +171,9 @@ impl Backend for WgpuBackend {
         w: &GpuBuffer,
         bias: Option<&GpuBuffer>,
     ) -> Result<GpuBuffer> {
+        if !p.is_dense() {
+            return self.unsupported("conv2d with groups, dilation or asymmetric padding");
+        }
         conv::forward(self, p, x, w, bias)
     }
 
@@ -180,7 +183,13 @@ impl Backend for WgpuBackend {
         dy: &GpuBuffer,
         w: &GpuBuffer,
     ) -> Result<GpuBuffer> {
+        if !p.is_dense() {
+            return self.unsupported("conv2d.backward with groups, dilation or asymmetric padding");
+        }
         conv::backward_input(self, p, dy, w)
+    }
+    fn dropout(&self, x: &GpuBuffer, mask: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
+        elementwise::dropout(self, x, mask, len)
     }
 
     fn channel_affine(
@@ -279,6 +288,10 @@ impl TrainBackend for WgpuBackend {
         x: &GpuBuffer,
         dy: &GpuBuffer,
     ) -> Result<GpuBuffer> {
+        if !p.is_dense() {
+            return self
+                .unsupported("conv2d weight gradient with groups, dilation or asymmetric padding");
+        }
         conv::grad_weight(self, p, x, dy)
     }
 
@@ -297,10 +310,6 @@ impl TrainBackend for WgpuBackend {
 
     fn linear_grad_bias(&self, p: &LinearParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
         linear::grad_bias(self, p, dy)
-    }
-
-    fn dropout(&self, x: &GpuBuffer, mask: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
-        elementwise::dropout(self, x, mask, len)
     }
 
     fn sgd_step(

@@ -9,6 +9,8 @@ use crate::model::graph::ValueId;
 /// What an architecture builder produces besides the graph.
 pub struct Built {
     pub output: ValueId,
+    /// Classes of the logits (the last layer's outputs).
+    pub num_classes: usize,
     pub default_layer: String,
     /// The precise name (`vgg16_bn`, `resnet50`, …) read off the weights' layout.
     pub variant: String,

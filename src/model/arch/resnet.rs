@@ -3,7 +3,7 @@
 
 use super::Built;
 use crate::error::{Error, Result};
-use crate::model::builder::Builder;
+use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
 
 pub fn matches(names: &[&str]) -> bool {
@@ -21,10 +21,10 @@ const VARIANTS: [(&str, bool, [usize; 4]); 5] = [
 pub fn build(b: &mut Builder) -> Result<Built> {
     let store = b.store;
     let bottleneck = store.contains("layer1.0.conv3.weight");
-    let (x, c) = b.conv("conv1", Builder::INPUT, None, 2, Some(3), false)?;
+    let (x, c) = b.conv("conv1", Builder::INPUT, None, ConvSpec::k(7).stride(2))?;
     let x = b.batch_norm("bn1", x, c)?;
     let x = b.relu(Some("relu"), x);
-    let mut x = b.max_pool("maxpool", x, 3, 2, 1);
+    let mut x = b.max_pool(Some("maxpool"), x, 3, 2, 1, false);
     let mut c = c;
     let mut depths = [0usize; 4];
     for (l, depth) in depths.iter_mut().enumerate() {
@@ -51,9 +51,9 @@ pub fn build(b: &mut Builder) -> Result<Built> {
         }
         b.end(m, x);
     }
-    let x = b.adaptive_avg_pool("avgpool", x, (1, 1));
+    let x = b.adaptive_avg_pool(Some("avgpool"), x, (1, 1));
     let x = b.flatten(x);
-    let (output, _) = b.linear("fc", x, Some(c))?;
+    let (output, num_classes) = b.linear("fc", x, Some(c))?;
     let variant = VARIANTS
         .iter()
         .find(|(_, bn, d)| *bn == bottleneck && *d == depths)
@@ -70,6 +70,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
         );
     Ok(Built {
         output,
+        num_classes,
         default_layer: "layer4".into(),
         variant,
     })
@@ -82,9 +83,9 @@ fn conv_bn(
     i: usize,
     x: ValueId,
     c: usize,
-    stride: usize,
+    spec: ConvSpec,
 ) -> Result<(ValueId, usize)> {
-    let (v, ch) = b.conv(&format!("{block}.conv{i}"), x, Some(c), stride, None, false)?;
+    let (v, ch) = b.conv(&format!("{block}.conv{i}"), x, Some(c), spec)?;
     Ok((b.batch_norm(&format!("{block}.bn{i}"), v, ch)?, ch))
 }
 
@@ -102,7 +103,12 @@ fn join(
     let ds = format!("{block}.downsample");
     let identity = if b.store.contains(&format!("{ds}.0.weight")) {
         let m = b.begin(&ds, "Sequential");
-        let (v, ch) = b.conv(&format!("{ds}.0"), x, Some(c_in), stride, Some(0), false)?;
+        let (v, ch) = b.conv(
+            &format!("{ds}.0"),
+            x,
+            Some(c_in),
+            ConvSpec::k(1).stride(stride),
+        )?;
         let v = b.batch_norm(&format!("{ds}.1"), v, ch)?;
         b.end(m, v);
         v
@@ -128,9 +134,9 @@ fn basic_block(
     stride: usize,
 ) -> Result<(ValueId, usize)> {
     let m = b.begin(name, "BasicBlock");
-    let (v, ch) = conv_bn(b, name, 1, x, c, stride)?;
+    let (v, ch) = conv_bn(b, name, 1, x, c, ConvSpec::k(3).stride(stride))?;
     let v = b.relu(Some(&format!("{name}.relu")), v);
-    let (v, ch) = conv_bn(b, name, 2, v, ch, 1)?;
+    let (v, ch) = conv_bn(b, name, 2, v, ch, ConvSpec::k(3))?;
     let out = join(b, name, x, c, v, ch, stride)?;
     b.end(m, out);
     Ok((out, ch))
@@ -144,11 +150,11 @@ fn bottleneck_block(
     stride: usize,
 ) -> Result<(ValueId, usize)> {
     let m = b.begin(name, "Bottleneck");
-    let (v, ch) = conv_bn(b, name, 1, x, c, 1)?;
+    let (v, ch) = conv_bn(b, name, 1, x, c, ConvSpec::k(1))?;
     let v = b.relu(Some(&format!("{name}.relu")), v);
-    let (v, ch) = conv_bn(b, name, 2, v, ch, stride)?;
+    let (v, ch) = conv_bn(b, name, 2, v, ch, ConvSpec::k(3).stride(stride))?;
     let v = b.relu(None, v);
-    let (v, ch) = conv_bn(b, name, 3, v, ch, 1)?;
+    let (v, ch) = conv_bn(b, name, 3, v, ch, ConvSpec::k(1))?;
     let out = join(b, name, x, c, v, ch, stride)?;
     b.end(m, out);
     b.list_after(&format!("{name}.relu"), &format!("{name}.bn3"));

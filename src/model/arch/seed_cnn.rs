@@ -3,7 +3,7 @@
 
 use super::Built;
 use crate::error::Result;
-use crate::model::builder::Builder;
+use crate::model::builder::{Builder, ConvSpec};
 
 /// Most of its tensors present: with one missing, the error names the missing one.
 pub fn matches(names: &[&str]) -> bool {
@@ -24,17 +24,18 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let mut x = Builder::INPUT;
     let mut c = None;
     for i in 1..=3 {
-        let (v, ch) = b.conv(&format!("conv{i}"), x, c, 1, None, true)?;
+        let (v, ch) = b.conv(&format!("conv{i}"), x, c, ConvSpec::k(5).bias(true))?;
         let v = b.relu(Some(&format!("relu{i}")), v);
-        x = b.max_pool(&format!("pool{i}"), v, 3, 3, 0);
+        x = b.max_pool(Some(&format!("pool{i}")), v, 3, 3, 0, false);
         c = Some(ch);
     }
     let x = b.flatten(x);
     let (x, f) = b.linear("fc1", x, None)?;
     let x = b.relu(Some("relu4"), x);
-    let (output, _) = b.linear("fc2", x, Some(f))?;
+    let (output, num_classes) = b.linear("fc2", x, Some(f))?;
     Ok(Built {
         output,
+        num_classes,
         default_layer: "conv3".into(),
         variant: "seed-cnn".into(),
     })

@@ -3,7 +3,7 @@
 
 use super::Built;
 use crate::error::{Error, Result};
-use crate::model::builder::Builder;
+use crate::model::builder::{Builder, ConvSpec};
 
 pub fn matches(names: &[&str]) -> bool {
     names.contains(&"features.0.weight") && names.iter().any(|n| n.starts_with("classifier."))
@@ -50,7 +50,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let mut last_relu = String::new();
     while i <= last {
         if is_conv(i) {
-            let (v, ch) = b.conv(&format!("features.{i}"), x, c, 1, None, true)?;
+            let (v, ch) = b.conv(&format!("features.{i}"), x, c, ConvSpec::k(3).bias(true))?;
             x = v;
             c = Some(ch);
             if bn {
@@ -66,13 +66,13 @@ pub fn build(b: &mut Builder) -> Result<Built> {
                 "features.{i} is neither a convolution nor a max-pool between convolutions"
             )));
         } else {
-            x = b.max_pool(&format!("features.{i}"), x, 2, 2, 0);
+            x = b.max_pool(Some(&format!("features.{i}")), x, 2, 2, 0, false);
             i += 1;
             stages.push(0);
         }
     }
     // torchvision ends `features` with a max-pool that has no weights.
-    x = b.max_pool(&format!("features.{i}"), x, 2, 2, 0);
+    x = b.max_pool(Some(&format!("features.{i}")), x, 2, 2, 0, false);
     b.end(features, x);
     let c = c.ok_or_else(|| unsupported("no convolution in features".into()))?;
 
@@ -89,7 +89,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
             ),
         });
     }
-    let x = b.adaptive_avg_pool("avgpool", x, (side, side));
+    let x = b.adaptive_avg_pool(Some("avgpool"), x, (side, side));
     let x = b.flatten(x);
     let classifier = b.begin("classifier", "Sequential");
     let (x, f) = b.linear("classifier.0", x, Some(in_f))?;
@@ -98,7 +98,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let (x, f) = b.linear("classifier.3", x, Some(f))?;
     let x = b.relu(Some("classifier.4"), x);
     let x = b.dropout("classifier.5", x);
-    let (output, _) = b.linear("classifier.6", x, Some(f))?;
+    let (output, num_classes) = b.linear("classifier.6", x, Some(f))?;
     b.end(classifier, output);
 
     let variant = VARIANTS
@@ -110,6 +110,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
         );
     Ok(Built {
         output,
+        num_classes,
         default_layer: last_relu,
         variant: if bn { format!("{variant}_bn") } else { variant },
     })

@@ -1,0 +1,90 @@
+//! Elementwise activations: one op for every row of the activation table
+//! (`crate::ops::Activation`).
+
+use super::*;
+use crate::ops::{Activation, ActivationParams, Saved};
+
+#[derive(Clone, Debug)]
+pub struct Act {
+    pub act: Activation,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Act {
+    pub fn new(act: Activation) -> Self {
+        Act {
+            act,
+            alpha: 0.0,
+            beta: 0.0,
+        }
+    }
+
+    fn params(&self, x: &[usize]) -> ActivationParams {
+        ActivationParams {
+            act: self.act,
+            alpha: self.alpha,
+            beta: self.beta,
+            len: x.iter().product(),
+        }
+    }
+}
+
+impl OpDef for Act {
+    fn name(&self) -> &'static str {
+        self.act.name()
+    }
+
+    fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
+        Ok(x[0].to_vec())
+    }
+
+    fn saves(&self) -> Saves {
+        match self.act.saved() {
+            Saved::Input => Saves::INPUTS,
+            Saved::Output => Saves {
+                output: true,
+                ..Saves::NOTHING
+            },
+        }
+    }
+
+    fn forward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        inputs: &[Rc<B::Buf>],
+    ) -> Result<Fwd<B>> {
+        let p = self.params(x[0]);
+        let y = cx.timed(self.name(), || cx.be.activation(&p, &inputs[0]))?;
+        Ok(Fwd::new(y))
+    }
+
+    /// With guided backpropagation a ReLU passes back only positive gradients where its
+    /// output was positive (dx = dy·[y>0]·[dy>0]): relu_grad(y, relu(dy)), no new kernel.
+    fn backward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        io: &Io<B>,
+        dy: &Rc<B::Buf>,
+        need: &[bool],
+    ) -> Result<Grads<B>> {
+        if !need[0] {
+            return Ok(vec![None]);
+        }
+        let p = self.params(x[0]);
+        let saved = match self.act.saved() {
+            Saved::Input => io.input(0),
+            Saved::Output => io.output(),
+        };
+        let key = format!("{}.backward", self.name());
+        let dx = if cx.guided && self.act == Activation::Relu {
+            let pos = cx.timed("relu.guided", || cx.be.activation(&p, dy))?;
+            run(cx, &key, || cx.be.activation_grad_input(&p, saved, &pos))?
+        } else {
+            run(cx, &key, || cx.be.activation_grad_input(&p, saved, dy))?
+        };
+        Ok(vec![Some(dx)])
+    }
+}

@@ -1,0 +1,264 @@
+//! Pooling: windowed max and average pooling with PyTorch's one output-size rule
+//! (`crate::ops::pool_out_len`, ceil mode included), and adaptive pooling to a fixed size
+//! (`x.mean((2, 3))` is an adaptive average pool to 1×1 followed by a flatten).
+
+use super::*;
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
+
+/// The geometry of a window sweep, shared by max and average pooling.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub pad: (usize, usize),
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    fn check(&self, what: &str, h: usize, w: usize) -> ShapeResult<()> {
+        let (k, p) = (self.kernel, self.pad);
+        if p.0 * 2 > k.0 || p.1 * 2 > k.1 {
+            return Err(format!(
+                "{what} padding {p:?} is more than half its kernel {k:?}"
+            ));
+        }
+        if h + 2 * p.0 < k.0 || w + 2 * p.1 < k.1 {
+            return Err(format!(
+                "the feature map is too small ({what} {}x{} on a {h}x{w} map)",
+                k.0, k.1
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MaxPool(pub Window);
+
+impl MaxPool {
+    fn params(&self, x: &[usize]) -> ShapeResult<MaxPool2dParams> {
+        let (n, c, h, w) = nchw(x)?;
+        let win = self.0;
+        win.check("max-pool", h, w)?;
+        Ok(MaxPool2dParams {
+            n,
+            c,
+            h_in: h,
+            w_in: w,
+            k_h: win.kernel.0,
+            k_w: win.kernel.1,
+            stride_h: win.stride.0,
+            stride_w: win.stride.1,
+            pad_h: win.pad.0,
+            pad_w: win.pad.1,
+            ceil_mode: win.ceil_mode,
+        })
+    }
+}
+
+impl OpDef for MaxPool {
+    fn name(&self) -> &'static str {
+        "max_pool2d"
+    }
+
+    fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
+        let p = self.params(x[0])?;
+        Ok(vec![p.n, p.c, p.h_out(), p.w_out()])
+    }
+
+    fn saves(&self) -> Saves {
+        Saves {
+            aux: true,
+            ..Saves::NOTHING
+        }
+    }
+
+    fn forward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        inputs: &[Rc<B::Buf>],
+    ) -> Result<Fwd<B>> {
+        let p = self.params(x[0]).expect("planned");
+        let (y, idx) = cx.timed(self.name(), || cx.be.max_pool2d(&p, &inputs[0]))?;
+        Ok(Fwd {
+            aux: Some(idx),
+            ..Fwd::new(y)
+        })
+    }
+
+    fn backward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        io: &Io<B>,
+        dy: &Rc<B::Buf>,
+        need: &[bool],
+    ) -> Result<Grads<B>> {
+        if !need[0] {
+            return Ok(vec![None]);
+        }
+        let p = self.params(x[0]).expect("planned");
+        let idx = io.aux.expect("argmax kept");
+        let dx = run(cx, "max_pool2d.backward", || {
+            cx.be.max_pool2d_grad_input(&p, idx, dy)
+        })?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AvgPool {
+    pub window: Window,
+    pub count_include_pad: bool,
+}
+
+impl AvgPool {
+    fn params(&self, x: &[usize]) -> ShapeResult<AvgPool2dParams> {
+        let (n, c, h, w) = nchw(x)?;
+        let win = self.window;
+        win.check("avg-pool", h, w)?;
+        Ok(AvgPool2dParams {
+            n,
+            c,
+            h_in: h,
+            w_in: w,
+            k_h: win.kernel.0,
+            k_w: win.kernel.1,
+            stride_h: win.stride.0,
+            stride_w: win.stride.1,
+            pad_h: win.pad.0,
+            pad_w: win.pad.1,
+            ceil_mode: win.ceil_mode,
+            count_include_pad: self.count_include_pad,
+        })
+    }
+}
+
+impl OpDef for AvgPool {
+    fn name(&self) -> &'static str {
+        "avg_pool2d"
+    }
+
+    fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
+        let p = self.params(x[0])?;
+        Ok(vec![p.n, p.c, p.h_out(), p.w_out()])
+    }
+
+    fn forward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        inputs: &[Rc<B::Buf>],
+    ) -> Result<Fwd<B>> {
+        let p = self.params(x[0]).expect("planned");
+        let y = cx.timed(self.name(), || cx.be.avg_pool2d(&p, &inputs[0]))?;
+        Ok(Fwd::new(y))
+    }
+
+    fn backward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        _io: &Io<B>,
+        dy: &Rc<B::Buf>,
+        need: &[bool],
+    ) -> Result<Grads<B>> {
+        if !need[0] {
+            return Ok(vec![None]);
+        }
+        let p = self.params(x[0]).expect("planned");
+        let dx = run(cx, "avg_pool2d.backward", || {
+            cx.be.avg_pool2d_grad_input(&p, dy)
+        })?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// `nn.AdaptiveAvgPool2d` (or `AdaptiveMaxPool2d` with `max`) to `out`.
+#[derive(Clone, Debug)]
+pub struct AdaptivePool {
+    pub out: (usize, usize),
+    pub max: bool,
+}
+
+impl AdaptivePool {
+    fn params(&self, x: &[usize]) -> ShapeResult<AdaptivePool2dParams> {
+        let (n, c, h, w) = nchw(x)?;
+        if self.out.0 == 0 || self.out.1 == 0 {
+            return Err(format!("pools to an empty output {:?}", self.out));
+        }
+        Ok(AdaptivePool2dParams {
+            n,
+            c,
+            h_in: h,
+            w_in: w,
+            h_out: self.out.0,
+            w_out: self.out.1,
+        })
+    }
+}
+
+impl OpDef for AdaptivePool {
+    fn name(&self) -> &'static str {
+        if self.max {
+            "adaptive_max_pool2d"
+        } else {
+            "adaptive_avg_pool2d"
+        }
+    }
+
+    fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
+        let p = self.params(x[0])?;
+        Ok(vec![p.n, p.c, p.h_out, p.w_out])
+    }
+
+    fn saves(&self) -> Saves {
+        Saves {
+            aux: self.max,
+            ..Saves::NOTHING
+        }
+    }
+
+    fn forward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        inputs: &[Rc<B::Buf>],
+    ) -> Result<Fwd<B>> {
+        let p = self.params(x[0]).expect("planned");
+        if self.max {
+            let (y, idx) = cx.timed(self.name(), || cx.be.adaptive_max_pool2d(&p, &inputs[0]))?;
+            return Ok(Fwd {
+                aux: Some(idx),
+                ..Fwd::new(y)
+            });
+        }
+        let y = cx.timed(self.name(), || cx.be.adaptive_avg_pool2d(&p, &inputs[0]))?;
+        Ok(Fwd::new(y))
+    }
+
+    fn backward<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        io: &Io<B>,
+        dy: &Rc<B::Buf>,
+        need: &[bool],
+    ) -> Result<Grads<B>> {
+        if !need[0] {
+            return Ok(vec![None]);
+        }
+        let p = self.params(x[0]).expect("planned");
+        let key = format!("{}.backward", self.name());
+        let dx = if self.max {
+            let idx = io.aux.expect("argmax kept");
+            run(cx, &key, || {
+                cx.be.adaptive_max_pool2d_grad_input(&p, idx, dy)
+            })?
+        } else {
+            run(cx, &key, || cx.be.adaptive_avg_pool2d_grad_input(&p, dy))?
+        };
+        Ok(vec![Some(dx)])
+    }
+}

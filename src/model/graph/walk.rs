@@ -1,0 +1,301 @@
+//! The one graph walker, for Grad-CAM's passes and for training: a forward pass that keeps
+//! what the chosen backward passes read (every value when training) and frees the rest at its
+//! last use, and a backward pass that visits only the ops between the logits and its target,
+//! accumulates the gradients of values read several times, and hands each node to a callback
+//! (training computes the weight gradients there).
+
+use super::op::{Ctx, Fwd, Io, Saves};
+use super::{Graph, Op, Plan, ValueId};
+use crate::backend::{Backend, ConvEpilogue};
+use crate::error::Result;
+use crate::ops::{Activation, BinaryOp, BinaryParams};
+use std::rc::Rc;
+
+/// What a forward pass keeps.
+pub struct Values<B: Backend> {
+    /// By value id; None once freed.
+    pub values: Vec<Option<Rc<B::Buf>>>,
+    /// By node: argmax indices.
+    pub aux: Vec<Option<B::Idx>>,
+    /// By node: training-mode dropout masks.
+    pub masks: Vec<Option<B::Buf>>,
+}
+
+/// What a forward pass must keep for backward passes over `scopes`: every value an op of
+/// theirs saves, and the argmaxes, plus `extra` values.
+pub struct Keep {
+    pub values: Vec<bool>,
+    pub aux: Vec<bool>,
+}
+
+impl Keep {
+    /// Keeps `extra` and what the backward passes of `scopes` read.
+    pub fn for_scopes(g: &Graph, scopes: &[&Scope], extra: &[ValueId]) -> Keep {
+        let mut k = Keep {
+            values: vec![false; g.num_values],
+            aux: vec![false; g.nodes.len()],
+        };
+        for &v in extra {
+            k.values[v] = true;
+        }
+        for scope in scopes {
+            for (i, n) in g.nodes.iter().enumerate() {
+                if !scope.downstream[i] {
+                    continue;
+                }
+                let s: Saves = n.op.saves();
+                if s.inputs {
+                    n.inputs.iter().for_each(|&v| k.values[v] = true);
+                }
+                if s.output {
+                    k.values[n.output] = true;
+                }
+                k.aux[i] |= s.aux;
+            }
+        }
+        k
+    }
+
+    /// Keeps everything (training).
+    pub fn all(g: &Graph) -> Keep {
+        Keep {
+            values: vec![true; g.num_values],
+            aux: vec![true; g.nodes.len()],
+        }
+    }
+}
+
+/// The part of the graph one backward pass visits: the ops downstream of `target`, and the
+/// values that receive a gradient.
+pub struct Scope {
+    pub target: ValueId,
+    pub needs: Vec<bool>,
+    pub downstream: Vec<bool>,
+}
+
+impl Scope {
+    /// A backward pass from the output to `target`; with `target_grad` false the target's own
+    /// gradient is not computed (training: the input image needs none).
+    pub fn new(g: &Graph, target: ValueId, target_grad: bool) -> Scope {
+        let mut needs = vec![false; g.num_values];
+        needs[target] = true;
+        let mut downstream = vec![false; g.nodes.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            if n.inputs.iter().any(|&v| needs[v]) {
+                downstream[i] = true;
+                needs[n.output] = true;
+            }
+        }
+        needs[target] = target_grad;
+        Scope {
+            target,
+            needs,
+            downstream,
+        }
+    }
+}
+
+fn shapes<'a>(plan: &'a Plan, ids: &[ValueId]) -> Vec<&'a [usize]> {
+    ids.iter().map(|&v| plan.shapes[v].as_slice()).collect()
+}
+
+/// Runs the graph on input `x`, keeping `keep`. With `fuse`, conv → BatchNorm (→ add)
+/// (→ ReLU) chains whose intermediate values nothing else reads run as one
+/// `Backend::conv2d_fused` call.
+pub fn forward<B: Backend>(
+    cx: &Ctx<B>,
+    plan: &Plan,
+    x: B::Buf,
+    keep: &Keep,
+    fuse: bool,
+) -> Result<Values<B>> {
+    let g = cx.graph;
+    let last_use = g.last_uses();
+    let mut values: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+    let mut aux: Vec<Option<B::Idx>> = (0..g.nodes.len()).map(|_| None).collect();
+    let mut masks: Vec<Option<B::Buf>> = (0..g.nodes.len()).map(|_| None).collect();
+    values[g.input] = Some(Rc::new(x));
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let node = &g.nodes[i];
+        let inputs: Vec<Rc<B::Buf>> = node
+            .inputs
+            .iter()
+            .map(|&v| values[v].clone().expect("inputs are computed before use"))
+            .collect();
+        let x_shapes = shapes(plan, &node.inputs);
+        let fusion = if fuse {
+            fusable(g, plan, &last_use, i, &keep.values)
+        } else {
+            None
+        };
+        let (last, out) = match (&node.op, fusion) {
+            (Op::Conv2d(conv), Some(f)) => {
+                let p = conv.params(g, x_shapes[0]).expect("planned");
+                let residual = f.residual.map(|v| values[v].clone().expect("computed"));
+                let e = ConvEpilogue {
+                    scale: cx.param(f.scale),
+                    shift: cx.param(f.shift),
+                    residual: residual.as_deref(),
+                    relu: f.relu,
+                };
+                let bias = conv.bias.map(|b| cx.param(b));
+                let y = cx.timed(f.key(), || {
+                    cx.be
+                        .conv2d_fused(&p, &inputs[0], cx.param(conv.weight), bias, &e)
+                })?;
+                (f.last, Fwd::new(y))
+            }
+            _ => (i, node.op.forward(cx, &x_shapes, &inputs)?),
+        };
+        drop(inputs);
+        values[g.nodes[last].output] = Some(out.y);
+        if keep.aux[last] {
+            aux[last] = out.aux;
+        }
+        masks[last] = out.mask;
+        for n in &g.nodes[i..=last] {
+            for &v in &n.inputs {
+                if last_use[v] <= last && !keep.values[v] {
+                    values[v] = None;
+                }
+            }
+        }
+        i = last + 1;
+    }
+    Ok(Values { values, aux, masks })
+}
+
+/// Walks back from the output (gradient `seed`) through the ops of `scope`, computing input
+/// gradients where `scope.needs` them, and returns the gradient of every value it reached
+/// (the target's among them). `on_node(i, io, dy)` sees each visited node with its saved
+/// values and output gradient before its input gradients are computed.
+pub fn backward<B: Backend>(
+    cx: &Ctx<B>,
+    plan: &Plan,
+    fw: &Values<B>,
+    scope: &Scope,
+    seed: Rc<B::Buf>,
+    mut on_node: impl FnMut(usize, &Io<B>, &B::Buf) -> Result<()>,
+) -> Result<Vec<Option<Rc<B::Buf>>>> {
+    let g = cx.graph;
+    let mut grads: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+    grads[g.output] = Some(seed);
+    for (i, node) in g.nodes.iter().enumerate().rev() {
+        if !scope.downstream[i] {
+            continue;
+        }
+        let Some(dy) = grads[node.output].take() else {
+            continue;
+        };
+        let io = Io {
+            inputs: node
+                .inputs
+                .iter()
+                .map(|&v| fw.values[v].as_deref())
+                .collect(),
+            output: fw.values[node.output].as_deref(),
+            aux: fw.aux[i].as_ref(),
+            mask: fw.masks[i].as_ref(),
+        };
+        on_node(i, &io, &dy)?;
+        let need: Vec<bool> = node.inputs.iter().map(|&v| scope.needs[v]).collect();
+        if !need.iter().any(|&n| n) {
+            continue;
+        }
+        let x_shapes = shapes(plan, &node.inputs);
+        let dx = node.op.backward(cx, &x_shapes, &io, &dy, &need)?;
+        for (&v, d) in node.inputs.iter().zip(dx) {
+            let Some(d) = d else { continue };
+            grads[v] = Some(match grads[v].take() {
+                None => d,
+                Some(acc) => {
+                    let p =
+                        BinaryParams::broadcast(BinaryOp::Add, &plan.shapes[v], &plan.shapes[v])
+                            .expect("same shapes broadcast")
+                            .0;
+                    Rc::new(cx.timed("add.backward", || cx.be.binary(&p, &acc, &d))?)
+                }
+            });
+        }
+    }
+    Ok(grads)
+}
+
+/// A conv → BatchNorm (→ add) (→ ReLU) chain that runs as one `conv2d_fused` call.
+struct Fusion {
+    scale: usize,
+    shift: usize,
+    /// The value added after the BatchNorm.
+    residual: Option<usize>,
+    relu: bool,
+    /// The chain's last node.
+    last: usize,
+}
+
+impl Fusion {
+    /// The name its time is reported under.
+    fn key(&self) -> &'static str {
+        match (self.residual.is_some(), self.relu) {
+            (false, false) => "conv2d+batch_norm",
+            (false, true) => "conv2d+batch_norm+relu",
+            (true, false) => "conv2d+batch_norm+add",
+            (true, true) => "conv2d+batch_norm+add+relu",
+        }
+    }
+}
+
+/// Whether conv node `i` can run fused with the BatchNorm after it, then a residual add,
+/// then a ReLU (each optional but the BatchNorm): each reads the previous one's output,
+/// which nothing else reads or keeps; the add's other input is computed before the conv.
+fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) -> Option<Fusion> {
+    let nodes = &g.nodes;
+    if !matches!(nodes[i].op, Op::Conv2d(_)) {
+        return None;
+    }
+    // Whether node `to` is the only reader of node `from`'s output, which is not kept.
+    let only_reader = |from: usize, to: usize| {
+        let v = nodes[from].output;
+        nodes.get(to).is_some_and(|n| n.inputs.contains(&v)) && last_use[v] == to && !keep[v]
+    };
+    let reads_only =
+        |from: usize, to: usize| only_reader(from, to) && nodes[to].inputs == [nodes[from].output];
+    if !reads_only(i, i + 1) {
+        return None;
+    }
+    let Op::Affine(bn) = &nodes[i + 1].op else {
+        return None;
+    };
+    let mut f = Fusion {
+        scale: bn.scale,
+        shift: bn.shift,
+        residual: None,
+        relu: false,
+        last: i + 1,
+    };
+    if only_reader(i + 1, i + 2) {
+        if let Op::Binary(b) = &nodes[i + 2].op {
+            let add = &nodes[i + 2];
+            let bn_out = nodes[i + 1].output;
+            let other = add.inputs.iter().copied().find(|&v| v != bn_out);
+            // The other operand must exist before the conv runs (produced by an earlier node
+            // or the graph input) and have the output's shape.
+            let earlier = |v: usize| v == g.input || nodes[..i].iter().any(|n| n.output == v);
+            let plain_add = b.op == BinaryOp::Add && b.param.is_none() && add.inputs.len() == 2;
+            let same_shape = |r: usize| plan.shapes[r] == plan.shapes[bn_out];
+            if let Some(r) = other.filter(|&r| plain_add && earlier(r) && same_shape(r)) {
+                f.residual = Some(r);
+                f.last = i + 2;
+            }
+        }
+    }
+    if reads_only(f.last, f.last + 1) {
+        if let Op::Act(a) = &nodes[f.last + 1].op {
+            if a.act == Activation::Relu {
+                f.relu = true;
+                f.last += 1;
+            }
+        }
+    }
+    Some(f)
+}
