@@ -138,3 +138,129 @@ def reference_cams(model, x, layer, cls):
     with GradCAM(model=model, target_layers=[target]) as cam:
         cams = cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
     return torch.from_numpy(cams), classes
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for scripts/make_family_fixtures.py (torchvision CNN families). Nothing above depends
+# on them, and nothing here runs at import time: the forward patches are opt-in.
+
+
+class NarrowGroupedResNet(ResNet):
+    """torchvision's ResNet (its Bottleneck, _make_layer and forward) with base width `base` and
+    torchvision's own `groups` / `width_per_group` knobs, for narrow ResNeXt and Wide ResNet:
+    a stage of `planes` has bottleneck width int(planes * width_per_group / 64) * groups."""
+
+    def __init__(self, block, layers, base=16, groups=1, width_per_group=64, num_classes=10):
+        nn.Module.__init__(self)
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = base, 1, groups, width_per_group
+        self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, base, layers[0])
+        self.layer2 = self._make_layer(block, base * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, base * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(base * 8 * block.expansion, num_classes)
+
+
+def narrow_channels(model, div, fixed=None, keep=(3, 10)):
+    """Narrows a torchvision model in place by replacing each Conv2d / BatchNorm2d / Linear with
+    a fresh one whose channel counts are divided by `div` (counts in `keep`, the image channels
+    and num_classes, stay; `fixed` maps a count to an explicit one). Module names, kinds,
+    kernels, strides, paddings, eps and forward code stay torchvision's; depthwise convs stay
+    depthwise, other grouped convs keep their group count. Used where the constructor has no
+    width knob (alexnet, squeezenet, googlenet, inception_v3)."""
+    fixed = fixed or {}
+
+    def n(c):
+        if c in fixed:
+            return fixed[c]
+        if c in keep:
+            return c
+        if c % div:
+            raise ValueError(f"{c} channels are not divisible by {div}")
+        return c // div
+
+    slots = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
+    for parent, name, m in slots:
+        if type(m) is nn.Conv2d:
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            new = nn.Conv2d(n(m.in_channels), n(m.out_channels), m.kernel_size, m.stride, m.padding,
+                            m.dilation, n(m.groups) if depthwise else m.groups, m.bias is not None,
+                            m.padding_mode, device="cpu")
+        elif type(m) is nn.BatchNorm2d:
+            new = nn.BatchNorm2d(n(m.num_features), eps=m.eps, momentum=m.momentum, device="cpu")
+        elif type(m) is nn.Linear:
+            new = nn.Linear(n(m.in_features), n(m.out_features), m.bias is not None, device="cpu")
+        else:
+            continue
+        setattr(parent, name, new)
+    return model
+
+
+def not_inplace(model):
+    """inplace=False on every module that has the flag (ReLU, ReLU6, SiLU, Hardswish,
+    Hardsigmoid, Dropout...): torchvision builds most activations with inplace=True, which
+    overwrites the output of the preceding conv / BatchNorm that a forward hook recorded."""
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return model
+
+
+def _cnblock_forward(self, input):
+    result = self.layer_scale * self.block(input)
+    result = self.stochastic_depth(result)
+    return result + input
+
+
+def _mbconv_forward(self, input):
+    result = self.block(input)
+    if self.use_res_connect:
+        result = self.stochastic_depth(result)
+        result = result + input
+    return result
+
+
+def _mobilenet_v3_block_forward(self, input):
+    result = self.block(input)
+    if self.use_res_connect:
+        result = result + input
+    return result
+
+
+def _basic_conv2d_forward(self, x):
+    return torch.nn.functional.relu(self.bn(self.conv(x)))
+
+
+def _densenet_forward(self, x):
+    features = self.features(x)
+    out = torch.nn.functional.relu(features)
+    out = torch.nn.functional.adaptive_avg_pool2d(out, (1, 1))
+    out = torch.flatten(out, 1)
+    return self.classifier(out)
+
+
+def use_out_of_place_forwards():
+    """Replaces torchvision forward code that modifies a hooked module output in place with the
+    same computation out of place (as the Basic/Bottleneck patch above does for ResNet):
+      convnext.CNBlock, efficientnet.MBConv / FusedMBConv, mobilenetv3.InvertedResidual:
+        `result += input` overwrites the output of `block` (and of its last module);
+      googlenet / inception BasicConv2d: `F.relu(x, inplace=True)` overwrites the output of `bn`;
+      DenseNet.forward: `F.relu(features, inplace=True)` overwrites the output of `features`
+        (= features.norm5), the default Grad-CAM target layer.
+    Values are unchanged; only what a forward hook sees is."""
+    import importlib
+    convnext, densenet, efficientnet, googlenet, inception, mobilenetv3 = (
+        importlib.import_module(f"torchvision.models.{m}")  # the modules, not the builder functions
+        for m in ("convnext", "densenet", "efficientnet", "googlenet", "inception", "mobilenetv3"))
+    convnext.CNBlock.forward = _cnblock_forward
+    efficientnet.MBConv.forward = _mbconv_forward
+    efficientnet.FusedMBConv.forward = _mbconv_forward
+    mobilenetv3.InvertedResidual.forward = _mobilenet_v3_block_forward
+    googlenet.BasicConv2d.forward = _basic_conv2d_forward
+    inception.BasicConv2d.forward = _basic_conv2d_forward
+    densenet.DenseNet.forward = _densenet_forward

@@ -14,15 +14,30 @@ use std::path::PathBuf;
 mod common;
 use common::fixture_tensor as tensor;
 
-fn fixtures() -> Vec<PathBuf> {
-    let root = common::fixture("");
+/// The fixture directories under `dir` (relative to tests/fixtures).
+fn fixture_dirs(dir: &str) -> Vec<PathBuf> {
+    let root = common::fixture(dir);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/fixtures exists")
+        .expect("the fixture directory exists")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.join("manifest.json").exists())
         .collect();
     dirs.sort();
+    dirs
+}
+
+/// seed-cnn, VGG and ResNet: the families every backend runs.
+fn fixtures() -> Vec<PathBuf> {
+    let dirs = fixture_dirs("");
     assert!(dirs.len() >= 4, "expected the four parity fixtures");
+    dirs
+}
+
+/// One narrowed model of every other torchvision family (scripts/make_family_fixtures.py):
+/// the CPU backend runs them; the GPU backends lack some of their ops.
+fn family_fixtures() -> Vec<PathBuf> {
+    let dirs = fixture_dirs("families");
+    assert!(dirs.len() >= 18, "expected the 18 family fixtures");
     dirs
 }
 
@@ -39,11 +54,16 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Runs every fixture case on a fresh backend from `make` (poisoning outputs with NaN).
-fn engine_matches_pytorch_grad_cam<B: Backend>(make: impl Fn() -> B) {
+/// Runs every case of `dirs` on a fresh backend from `make` (poisoning outputs with NaN);
+/// returns how many cases were checked.
+fn engine_matches_pytorch_grad_cam<B: Backend>(dirs: Vec<PathBuf>, make: impl Fn() -> B) -> usize {
+    let filter = std::env::var("GRADCAM_FAMILY").ok();
     let mut checked = 0;
-    for dir in fixtures() {
+    for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
         let manifest: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
                 .unwrap();
@@ -86,23 +106,34 @@ fn engine_matches_pytorch_grad_cam<B: Backend>(make: impl Fn() -> B) {
             checked += 1;
         }
     }
-    assert!(checked >= 20, "only {checked} cases checked");
+    checked
 }
 
 #[test]
 fn cpu_engine_matches_pytorch_grad_cam() {
-    engine_matches_pytorch_grad_cam(common::cpu);
+    let checked = engine_matches_pytorch_grad_cam(fixtures(), common::cpu);
+    assert!(checked >= 20, "only {checked} cases checked");
 }
 
 #[test]
 fn wgpu_engine_matches_pytorch_grad_cam() {
-    engine_matches_pytorch_grad_cam(common::wgpu);
+    let checked = engine_matches_pytorch_grad_cam(fixtures(), common::wgpu);
+    assert!(checked >= 20, "only {checked} cases checked");
+}
+
+#[test]
+fn cpu_engine_matches_pytorch_grad_cam_on_every_family() {
+    let checked = engine_matches_pytorch_grad_cam(family_fixtures(), common::cpu);
+    // (GRADCAM_FAMILY restricts the run while developing one family.)
+    let filtered = std::env::var("GRADCAM_FAMILY").is_ok();
+    assert!(filtered || checked >= 54, "only {checked} cases checked");
 }
 
 #[test]
 fn fixtures_cover_every_weight_dtype() {
     let dtypes: Vec<String> = fixtures()
         .iter()
+        .chain(&family_fixtures())
         .map(|d| {
             let m: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap())
