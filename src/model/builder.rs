@@ -194,7 +194,7 @@ impl<'a> Builder<'a> {
                         "{name}: {c} input channels do not split into {} groups",
                         spec.groups
                     ),
-                    known: super::arch::KNOWN.join(", "),
+                    known: super::arch::known().join(", "),
                 })
             }
             Some(c) => Some(c / spec.groups),

@@ -8,7 +8,6 @@ pub mod weights;
 pub mod zoo;
 
 use crate::error::{Error, Result};
-use arch::Family;
 use builder::Builder;
 use graph::{Graph, Module};
 use std::path::Path;
@@ -17,6 +16,10 @@ use weights::WeightStore;
 pub struct Model {
     /// `vgg16_bn`, `resnet50`, `seed-cnn`, or a description of a custom layout.
     pub arch: String,
+    /// The family it was built as ("resnet", "mobilenet_v3", …).
+    pub family: &'static str,
+    /// The evaluation preprocessing of the family's torchvision weights.
+    pub preprocess: Option<arch::Preprocess>,
     pub graph: Graph,
     pub num_classes: usize,
     pub default_layer: String,
@@ -28,36 +31,21 @@ impl Model {
     }
 
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
-        let known = arch::KNOWN.join(", ");
-        let names: Vec<&str> = store.names().collect();
+        let known = arch::known().join(", ");
         let family = match arch {
-            Some(a) => Family::of_arch(a).ok_or_else(|| {
+            Some(a) => arch::family_of(a).ok_or_else(|| {
                 Error::Usage(format!("unknown architecture '{a}'; known: {known}"))
             })?,
-            None => Family::detect(&names).ok_or_else(|| Error::UnknownArch {
+            None => arch::detect(store).ok_or_else(|| Error::UnknownArch {
                 path: store.path().to_owned(),
-                reason: if names.is_empty() {
-                    "it holds no float tensors".into()
-                } else {
-                    format!(
-                        "tensor names such as '{}' match no supported layout",
-                        names[0]
-                    )
-                },
+                reason: arch::why_undetected(store),
                 known: known.clone(),
             })?,
         };
-        let mut b = Builder::new(
-            store,
-            arch.unwrap_or(match family {
-                Family::SeedCnn => "seed-cnn",
-                Family::Vgg => "vgg",
-                Family::ResNet => "resnet",
-            }),
-        );
-        let built = family.build(&mut b)?;
+        let mut b = Builder::new(store, arch.unwrap_or(family.name));
+        let built = (family.build)(&mut b)?;
         if let Some(a) = arch {
-            if a != built.variant && family != Family::SeedCnn {
+            if a != built.variant && family.variants.len() > 1 {
                 return Err(Error::UnknownArch {
                     path: store.path().to_owned(),
                     reason: format!(
@@ -69,8 +57,7 @@ impl Model {
             }
         }
         let graph = b.finish(built.output)?;
-        let num_classes = built.num_classes;
-        if num_classes == 0 {
+        if built.num_classes == 0 {
             return Err(Error::UnknownArch {
                 path: store.path().to_owned(),
                 reason: "its classifier has 0 outputs".into(),
@@ -79,9 +66,11 @@ impl Model {
         }
         Ok(Model {
             arch: built.variant,
+            family: family.name,
             graph,
-            num_classes,
+            num_classes: built.num_classes,
             default_layer: built.default_layer,
+            preprocess: built.preprocess,
         })
     }
 

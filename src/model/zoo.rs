@@ -146,7 +146,7 @@ pub fn random_state_dict(
     } else {
         return Err(Error::Usage(format!(
             "unknown architecture '{arch}'; known: {}",
-            super::arch::KNOWN.join(", ")
+            super::arch::known().join(", ")
         )));
     }
     Ok(w.tensors)

@@ -1,10 +1,52 @@
-//! The supported architectures: detection from tensor names, and graph builders.
+//! The supported architectures, one file per family: detection from tensor names (and shapes),
+//! the variants each family knows by name, its graph builder, its default Grad-CAM target and
+//! the evaluation preprocessing of its torchvision weights. [`FAMILIES`] is the one table of
+//! them; adding a family is a file and a row.
 
 pub mod resnet;
 pub mod seed_cnn;
 pub mod vgg;
 
+use crate::error::Result;
+use crate::model::builder::Builder;
 use crate::model::graph::ValueId;
+use crate::model::weights::WeightStore;
+
+/// torchvision's evaluation transform for a variant's weights: resize the shorter side to
+/// `resize` (antialiased), center-crop `crop`, scale to [0, 1], normalize.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Preprocess {
+    pub resize: usize,
+    pub crop: usize,
+    pub bicubic: bool,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// The torchvision weights these values come from, e.g. "ResNet50_Weights.IMAGENET1K_V1".
+    pub weights: &'static str,
+}
+
+impl Preprocess {
+    /// ImageNet's bilinear 256 → 224 with its mean and std (most IMAGENET1K_V1 weights).
+    pub const fn imagenet(weights: &'static str) -> Self {
+        Self::imagenet_sized(weights, 256, 224, false)
+    }
+
+    pub const fn imagenet_sized(
+        weights: &'static str,
+        resize: usize,
+        crop: usize,
+        bicubic: bool,
+    ) -> Self {
+        Preprocess {
+            resize,
+            crop,
+            bicubic,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            weights,
+        }
+    }
+}
 
 /// What an architecture builder produces besides the graph.
 pub struct Built {
@@ -12,66 +54,123 @@ pub struct Built {
     /// Classes of the logits (the last layer's outputs).
     pub num_classes: usize,
     pub default_layer: String,
-    /// The precise name (`vgg16_bn`, `resnet50`, …) read off the weights' layout.
+    /// The precise name (`vgg16_bn`, `resnet50`, …) read off the weights' layout, or the
+    /// family and "custom" with what was read.
     pub variant: String,
+    /// None: the family has no torchvision weights (seed-cnn).
+    pub preprocess: Option<Preprocess>,
 }
 
-/// Names accepted by `--arch`.
-pub const KNOWN: [&str; 14] = [
-    "seed-cnn",
-    "vgg11",
-    "vgg11_bn",
-    "vgg13",
-    "vgg13_bn",
-    "vgg16",
-    "vgg16_bn",
-    "vgg19",
-    "vgg19_bn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
+/// One family of architectures.
+pub struct FamilyDef {
+    /// Its name in messages ("resnet", "mobilenet_v3", …).
+    pub name: &'static str,
+    /// The variants `--arch` accepts.
+    pub variants: &'static [&'static str],
+    /// Whether the weights have this family's layout (names, and shapes where names collide).
+    pub matches: fn(&WeightStore) -> bool,
+    /// Tensor names every variant of the family has: what "nearest family" is measured by when
+    /// nothing matches.
+    pub signature: &'static [&'static str],
+    pub build: fn(&mut Builder) -> Result<Built>,
+}
+
+/// Every family, in detection order: a family whose tensor names are a superset of
+/// another's comes first.
+pub const FAMILIES: &[FamilyDef] = &[
+    FamilyDef {
+        name: "resnet",
+        variants: resnet::VARIANT_NAMES,
+        matches: resnet::matches,
+        signature: &[
+            "conv1.weight",
+            "bn1.weight",
+            "layer1.0.conv1.weight",
+            "layer4.0.conv1.weight",
+            "fc.weight",
+        ],
+        build: resnet::build,
+    },
+    FamilyDef {
+        name: "vgg",
+        variants: vgg::VARIANT_NAMES,
+        matches: vgg::matches,
+        signature: &[
+            "features.0.weight",
+            "classifier.0.weight",
+            "classifier.3.weight",
+            "classifier.6.weight",
+        ],
+        build: vgg::build,
+    },
+    FamilyDef {
+        name: "seed-cnn",
+        variants: &["seed-cnn"],
+        matches: seed_cnn::matches,
+        signature: &[
+            "conv1.weight",
+            "conv2.weight",
+            "conv3.weight",
+            "fc1.weight",
+            "fc2.weight",
+        ],
+        build: seed_cnn::build,
+    },
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    SeedCnn,
-    Vgg,
-    ResNet,
+/// Every name `--arch` accepts.
+pub fn known() -> Vec<&'static str> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.variants.iter().copied())
+        .collect()
 }
 
-impl Family {
-    pub fn of_arch(name: &str) -> Option<Family> {
-        if !KNOWN.contains(&name) {
-            return None;
-        }
-        Some(if name == "seed-cnn" {
-            Family::SeedCnn
-        } else if name.starts_with("vgg") {
-            Family::Vgg
-        } else {
-            Family::ResNet
-        })
-    }
+/// The family of variant `name`.
+pub fn family_of(name: &str) -> Option<&'static FamilyDef> {
+    FAMILIES.iter().find(|f| f.variants.contains(&name))
+}
 
-    pub fn detect(names: &[&str]) -> Option<Family> {
-        if resnet::matches(names) {
-            Some(Family::ResNet)
-        } else if vgg::matches(names) {
-            Some(Family::Vgg)
-        } else if seed_cnn::matches(names) {
-            Some(Family::SeedCnn)
-        } else {
-            None
-        }
-    }
+/// The first family whose layout the weights have.
+pub fn detect(store: &WeightStore) -> Option<&'static FamilyDef> {
+    FAMILIES.iter().find(|f| (f.matches)(store))
+}
 
-    pub fn build(self, b: &mut crate::model::builder::Builder) -> crate::error::Result<Built> {
-        match self {
-            Family::SeedCnn => seed_cnn::build(b),
-            Family::Vgg => vgg::build(b),
-            Family::ResNet => resnet::build(b),
+/// Why no family matched, for the error: the nearest family by signature tensors present,
+/// and which of them are missing.
+pub fn why_undetected(store: &WeightStore) -> String {
+    let names: Vec<&str> = store.names().collect();
+    let Some(first) = names.first() else {
+        return "it holds no float tensors".into();
+    };
+    let score = |f: &FamilyDef| f.signature.iter().filter(|n| store.contains(n)).count();
+    let best = FAMILIES
+        .iter()
+        .max_by_key(|f| (score(f) * 1000) / f.signature.len().max(1))
+        .filter(|f| score(f) > 0);
+    match best {
+        Some(f) => {
+            let missing: Vec<&str> = f
+                .signature
+                .iter()
+                .copied()
+                .filter(|n| !store.contains(n))
+                .collect();
+            if missing.is_empty() {
+                format!(
+                    "its tensor names are those of {}, but their shapes or the rest of the layout match none of its variants",
+                    f.name
+                )
+            } else {
+                format!(
+                    "the nearest family is {} ({} of its {} characteristic tensors present; missing '{}')",
+                    f.name,
+                    score(f),
+                    f.signature.len(),
+                    missing.join("', '")
+                )
+            }
         }
+        None => format!("tensor names such as '{first}' match no supported layout"),
     }
 }

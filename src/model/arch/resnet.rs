@@ -1,14 +1,17 @@
 //! torchvision ResNet 18/34/50/101/152: BasicBlock or Bottleneck (stride on the 3×3 conv, as
 //! in torchvision's "v1.5"), downsample branches where the weights have them, eval BatchNorm.
 
-use super::Built;
+use super::{Built, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
+use crate::model::weights::WeightStore;
 
-pub fn matches(names: &[&str]) -> bool {
-    names.contains(&"layer1.0.conv1.weight") && names.contains(&"fc.weight")
+pub fn matches(store: &WeightStore) -> bool {
+    store.contains("layer1.0.conv1.weight") && store.contains("fc.weight")
 }
+
+pub const VARIANT_NAMES: &[&str] = &["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
 
 const VARIANTS: [(&str, bool, [usize; 4]); 5] = [
     ("resnet18", false, [2, 2, 2, 2]),
@@ -68,7 +71,9 @@ pub fn build(b: &mut Builder) -> Result<Built> {
             },
             |(n, _, _)| n.to_string(),
         );
+    let preprocess = Some(Preprocess::imagenet("ResNet*_Weights.IMAGENET1K_V1"));
     Ok(Built {
+        preprocess,
         output,
         num_classes,
         default_layer: "layer4".into(),

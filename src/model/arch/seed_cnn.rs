@@ -4,9 +4,10 @@
 use super::Built;
 use crate::error::Result;
 use crate::model::builder::{Builder, ConvSpec};
+use crate::model::weights::WeightStore;
 
 /// Most of its tensors present: with one missing, the error names the missing one.
-pub fn matches(names: &[&str]) -> bool {
+pub fn matches(store: &WeightStore) -> bool {
     [
         "conv1.weight",
         "conv2.weight",
@@ -15,7 +16,7 @@ pub fn matches(names: &[&str]) -> bool {
         "fc2.weight",
     ]
     .iter()
-    .filter(|n| names.contains(n))
+    .filter(|n| store.contains(n))
     .count()
         >= 3
 }
@@ -36,6 +37,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     Ok(Built {
         output,
         num_classes,
+        preprocess: None,
         default_layer: "conv3".into(),
         variant: "seed-cnn".into(),
     })

@@ -1,13 +1,18 @@
 //! torchvision VGG 11/13/16/19, with or without BatchNorm. The layout of `features` is read
 //! from which indices hold convolutions and BatchNorms; every width comes from the weights.
 
-use super::Built;
+use super::{Built, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::builder::{Builder, ConvSpec};
+use crate::model::weights::WeightStore;
 
-pub fn matches(names: &[&str]) -> bool {
-    names.contains(&"features.0.weight") && names.iter().any(|n| n.starts_with("classifier."))
+pub fn matches(store: &WeightStore) -> bool {
+    store.contains("features.0.weight") && store.names().any(|n| n.starts_with("classifier."))
 }
+
+pub const VARIANT_NAMES: &[&str] = &[
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+];
 
 /// Convolutions per stage of torchvision's configurations A, B, D, E.
 const VARIANTS: [(&str, [usize; 5]); 4] = [
@@ -39,7 +44,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let unsupported = |reason: String| Error::UnknownArch {
         path: store.path().to_owned(),
         reason,
-        known: super::KNOWN.join(", "),
+        known: super::known().join(", "),
     };
 
     let features = b.begin("features", "Sequential");
@@ -111,6 +116,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     Ok(Built {
         output,
         num_classes,
+        preprocess: Some(Preprocess::imagenet("VGG*_Weights.IMAGENET1K_V1")),
         default_layer: last_relu,
         variant: if bn { format!("{variant}_bn") } else { variant },
     })
