@@ -182,7 +182,7 @@ pub fn random_state_dict(
                 "running_var" | "weight" if shape.len() == 1 => w.uniform(name, n, 0.5, 1.5),
                 "running_mean" | "bias" => w.uniform(name, n, -0.05, 0.05),
                 "layer_scale" => w.uniform(name, n, 0.5, 1.5),
-                _ => w.he(name, shape),
+                _ => w.he(name, shape.clone()),
             }
             if name.ends_with("layer_scale") {
                 w.tensors.get_mut(name).expect("just inserted").shape = shape;
