@@ -6,6 +6,7 @@
 pub mod cam;
 pub mod conv;
 pub mod elementwise;
+pub mod grouped_conv;
 pub mod linear;
 pub mod matmul;
 mod pages;
