@@ -28,6 +28,7 @@ impl Model {
     }
 
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
+        store.check_integers()?;
         let known = arch::KNOWN.join(", ");
         let names: Vec<&str> = store.names().collect();
         let family = match arch {
