@@ -380,22 +380,15 @@ fn outputs_exist(
     }
 }
 
-/// A path as a JSON string: valid UTF-8 as is; each byte that is not UTF-8 as the escape
-/// `\udcXX` (Python's surrogateescape, what `json.dumps(os.fsdecode(path))` writes), so that
-/// `os.fsencode(json.loads(line)["path"])` gives back the exact bytes.
-pub fn json_path(path: &Path) -> String {
-    use std::fmt::Write as _;
+/// The JSON fields naming an input: `path`, valid UTF-8 always (bytes that are not UTF-8
+/// become U+FFFD), and, only for a path that is not UTF-8, `path_bytes`: the path's exact bytes
+/// as an array of numbers (`bytes(line["path_bytes"])` in Python).
+pub fn json_path(path: &Path, line: &mut serde_json::Value) {
     use std::os::unix::ffi::OsStrExt;
-    let mut out = String::from("\"");
-    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        let valid = serde_json::to_string(chunk.valid()).expect("a string serializes");
-        out.push_str(&valid[1..valid.len() - 1]);
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\udc{b:02x}");
-        }
+    line["path"] = json!(path.to_string_lossy());
+    if path.to_str().is_none() {
+        line["path_bytes"] = json!(path.as_os_str().as_bytes());
     }
-    out.push('"');
-    out
 }
 
 /// Layer, class and input size errors concern every image: report them once, before the run.
@@ -663,13 +656,8 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
         if top_k {
             line["rank"] = json!(rank + 1);
         }
-        // "path" first, written by hand: it may hold bytes that are not UTF-8.
-        let rest = line.to_string();
-        lines.push(format!(
-            "{{\"path\":{},{}",
-            json_path(&d.input.path),
-            &rest[1..]
-        ));
+        json_path(&d.input.path, &mut line);
+        lines.push(line.to_string());
     }
     Ok(lines)
 }

@@ -195,7 +195,7 @@ fn check_normalization(mean: [f32; 3], std: [f32; 3]) -> Result<()> {
             let v = (x - mean[c]) / std[c];
             if !v.is_finite() {
                 return Err(Error::BadOption(format!(
-                    "--mean {} / --std {} (channel {c}) turns the pixel value {x} into {v}; \
+                    "--mean {:?} / --std {:?} (channel {c}) turns the pixel value {x} into {v}; \
                      normalized inputs must be finite",
                     mean[c], std[c]
                 )));
