@@ -146,3 +146,43 @@ pub fn write_atomic_with(
         err(e)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails half-way (disk full, EFBIG) leaves neither the file nor its
+    /// temporary.
+    #[test]
+    fn failed_writes_remove_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        let r = write_atomic_with(&path, |f| {
+            f.write_all(b"half of it")?;
+            Err(std::io::Error::from_raw_os_error(27)) // EFBIG
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("cannot write") && e.contains("x.png"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        write_atomic(&path, b"ok").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"ok");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Headers whose sizes overflow, or that are cut, are errors, not panics.
+    #[test]
+    fn bad_headers_are_errors() {
+        assert!(parse_f32(b"").is_err());
+        assert!(parse_f32(b"\x93NUMPY\x01\x00").is_err());
+        assert!(parse_f32(b"\x93NUMPY\x01\x00\x00\x00").is_err());
+        assert!(parse_f32(b"\x93NUMPY\x02\x00\xff\xff\xff\xff").is_err());
+        let mut h = b"\x93NUMPY\x01\x00".to_vec();
+        let dict =
+            b"{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 2), }\n";
+        h.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        h.extend_from_slice(dict);
+        let e = parse_f32(&h).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+    }
+}

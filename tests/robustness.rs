@@ -524,6 +524,69 @@ fn numeric_options_are_range_checked() {
     assert!(o.status.success());
 }
 
+/// The other commands' numbers: negative values parse and are refused with the reason; counts
+/// whose images would not fit in memory are refused up front.
+#[test]
+fn other_commands_check_their_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.safetensors");
+    let train = |extra: &[&str]| {
+        let mut v = vec![
+            "train",
+            "--arch",
+            "seed-cnn",
+            "--data",
+            "shapes",
+            "--out",
+            s(&out),
+        ];
+        v.extend_from_slice(extra);
+        for (opt, default) in [("--epochs", "1"), ("--lr", "0.1")] {
+            if !extra.contains(&opt) {
+                v.extend_from_slice(&[opt, default]);
+            }
+        }
+        gradcam(&v)
+    };
+    for (extra, code, needle) in [
+        (&["--momentum", "-0.9"][..], 2, "finite and at least 0"),
+        (&["--weight-decay", "nan"], 2, "finite and at least 0"),
+        (&["--lr", "-1"], 2, "finite and positive"),
+        (&["--epochs", "0"], 2, "at least 1"),
+        (&["--batch-size", "-1"], 2, "negative"),
+        (&["--train-count", "99999999"], 1, "of memory available"),
+    ] {
+        let o = train(extra);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{extra:?}: {e}");
+        assert!(
+            e.starts_with("error:") && e.contains(needle),
+            "{extra:?}: {e}"
+        );
+    }
+    assert!(!out.exists());
+    for args in [
+        &["bench", "--arch", "resnet18", "--iters", "0"][..],
+        &["bench", "--arch", "resnet18", "--batch", "0"],
+        &["shapes-samples", "--scale", "0", "--out", "x"],
+        &["shapes-samples", "--count", "-1", "--out", "x"],
+        &["eval-pointing", "--weights", "w", "--count", "0"],
+    ] {
+        let o = gradcam(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let o = gradcam(&[
+        "bench",
+        "--arch",
+        "resnet18",
+        "--size",
+        "60000",
+        "--backend",
+        "cpu",
+    ]);
+    fails(&o, 1, &["needs about", "of memory available"]);
+}
+
 /// Sizes against the model and the pixel limit: a network input or resized image beyond the
 /// limit is refused before anything runs; --top-k beyond the classes is an error;
 /// --layer with guided-backprop is refused rather than ignored.

@@ -343,6 +343,10 @@ fn run_tensor(
         }
     }
     if let Some(sig) = crate::interrupt::requested() {
+        eprintln!(
+            "interrupted by {} before the results were written",
+            crate::interrupt::name(sig)
+        );
         return Err(Error::Interrupted(sig));
     }
     let t = out.targets.remove(0);
