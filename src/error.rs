@@ -19,11 +19,24 @@ pub enum Error {
     },
     #[error("{path}: not a valid safetensors file ({reason})")]
     Safetensors { path: PathBuf, reason: String },
-    #[error("{path}: tensor '{name}' has unsupported dtype {dtype} (supported: F32, F16, BF16; integer tensors are ignored)")]
+    #[error("{path}: tensor '{name}' has unsupported dtype {dtype} (supported: F32, F16, BF16)")]
     Dtype {
         path: PathBuf,
         name: String,
         dtype: String,
+    },
+    #[error("{path}: tensor '{name}' is stored as {dtype}, an integer type; the weights must be float (F32, F16 or BF16); only BatchNorm's num_batches_tracked may be an integer")]
+    IntegerTensor {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    #[error("{path}: tensor '{name}' holds a non-finite value ({value}) at index {index:?}; the network's outputs would be NaN or infinite")]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: Vec<usize>,
+        value: f32,
     },
     #[error("{path}: missing tensor '{name}' required by architecture {arch}")]
     MissingTensor {
@@ -67,4 +80,11 @@ pub enum Error {
     Backend { backend: String, reason: String },
     #[error("{0}")]
     Usage(String),
+    /// An option that is invalid in itself or with another option (exit status 2, as clap's
+    /// own usage errors).
+    #[error("{0}")]
+    BadOption(String),
+    /// The run was stopped by SIGINT or SIGTERM (the signal number).
+    #[error("interrupted by {}", crate::interrupt::name(*.0))]
+    Interrupted(i32),
 }

@@ -10,6 +10,8 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod image;
+pub mod interrupt;
+pub mod limits;
 pub mod model;
 pub mod npy;
 pub mod ops;

@@ -6,21 +6,32 @@
 //! pictures, prints the JSON lines in input order, and drives the progress bar. Every stage
 //! waits when the next one is behind, so memory stays at a few batches however many images a
 //! folder holds. Bad inputs are reported on stderr, counted, and skipped.
+//!
+//! Limits: every image's size is checked against the pixel limit before it is decoded, and
+//! the memory its decoding and preprocessing take is counted against half the memory available
+//! when the run starts (images wait for one another when they would not fit together); on the
+//! CPU backend a batch whose activations would not fit in memory is refused. Results that are
+//! not finite (NaN or infinite logits, CAMs or gradients) are reported and skipped, never
+//! written. A SIGINT or SIGTERM stops the run after the files being written.
 
 use crate::engine::{Classes, Outputs};
 use crate::error::{Error, Result};
 use crate::image::inputs::{self, Input};
+use crate::image::load::Limits;
 use crate::image::preprocess::{Prepared, Transform};
 use crate::image::{load, overlay, write_png};
+use crate::interrupt;
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
 use ::image::RgbImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
+use std::sync::{Condvar, Mutex};
 
 pub struct Options {
     pub paths: Vec<PathBuf>,
@@ -35,12 +46,18 @@ pub struct Options {
     pub labels: Option<Vec<String>>,
     pub batch_size: usize,
     pub progress: bool,
+    /// Images, resized images and network inputs with more pixels are refused.
+    pub max_image_pixels: u64,
+    /// Leave out images whose outputs are all present.
+    pub skip_existing: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub processed: usize,
     pub skipped: usize,
+    /// Left out by --skip-existing.
+    pub existing: usize,
 }
 
 /// One decoded input on its way to the engine.
@@ -82,8 +99,36 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
         path: o.out.clone(),
         source,
     })?;
-    check_model(engine, o)?;
-    let (inputs, notices) = inputs::collect(&o.paths);
+    let (inputs, notices) = inputs::collect(&o.paths, Some(&o.out));
+    check_model(engine, o, inputs.len())?;
+    let mut summary = Summary::default();
+    for n in &notices {
+        if n.skipped {
+            summary.skipped += 1;
+            eprintln!("skipped {}: {}", n.path.display(), n.message);
+        } else {
+            eprintln!("note: {}: {}", n.path.display(), n.message);
+        }
+    }
+    let inputs = if o.skip_existing {
+        let mut listings = HashMap::new();
+        let (done, todo): (Vec<_>, Vec<_>) = inputs
+            .into_iter()
+            .partition(|i| outputs_exist(o, i, &mut listings));
+        summary.existing = done.len();
+        if !done.is_empty() {
+            eprintln!(
+                "note: {} image{} left out: {} outputs are in {} already (--skip-existing)",
+                done.len(),
+                if done.len() == 1 { "" } else { "s" },
+                if done.len() == 1 { "its" } else { "their" },
+                o.out.display()
+            );
+        }
+        todo
+    } else {
+        inputs
+    };
     let bar = if o.progress && std::io::stderr().is_terminal() {
         let bar =
             ProgressBar::with_draw_target(Some(inputs.len() as u64), ProgressDrawTarget::stderr());
@@ -97,22 +142,17 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
     } else {
         ProgressBar::hidden()
     };
-    let mut summary = Summary::default();
-    for n in &notices {
-        if n.skipped {
-            summary.skipped += 1;
-            eprintln!("skipped {}: {}", n.path.display(), n.message);
-        } else {
-            eprintln!("note: {}: {}", n.path.display(), n.message);
-        }
-    }
+    let budget = Budget::new(crate::limits::available_memory().map_or(u64::MAX, |m| m / 2));
 
     let (batch_tx, batch_rx) = sync_channel::<Vec<std::result::Result<Decoded, Done>>>(2);
     let (done_tx, done_rx) = sync_channel::<Vec<Done>>(2);
     let result = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             for chunk in inputs.chunks(o.batch_size) {
-                let batch: Vec<_> = chunk.par_iter().map(|i| decode(i, o)).collect();
+                if interrupt::requested().is_some() {
+                    break;
+                }
+                let batch: Vec<_> = chunk.par_iter().map(|i| decode(i, o, &budget)).collect();
                 if batch_tx.send(batch).is_err() {
                     break; // the engine stopped
                 }
@@ -122,9 +162,15 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
         let writer = s.spawn(|| {
             let mut counts = Summary::default();
             for batch in done_rx {
-                let written: Vec<_> = batch.into_par_iter().map(|d| write(d, o)).collect();
+                let written: Vec<_> = batch
+                    .into_par_iter()
+                    .map(|d| {
+                        // After SIGINT/SIGTERM no new image is started.
+                        interrupt::requested().is_none().then(|| write(d, o))
+                    })
+                    .collect();
                 let mut stdout = std::io::stdout().lock();
-                for w in written {
+                for w in written.into_iter().flatten() {
                     match w {
                         Ok(lines) => {
                             counts.processed += 1;
@@ -145,6 +191,9 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
         });
         let computed = (|| -> Result<()> {
             for batch in batch_rx {
+                if interrupt::requested().is_some() {
+                    break;
+                }
                 let done = compute(engine, o, batch)?;
                 if done_tx.send(done).is_err() {
                     break;
@@ -161,18 +210,189 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
     let counts = result?;
     summary.processed += counts.processed;
     summary.skipped += counts.skipped;
-    eprintln!(
-        "{} image{} explained, {} skipped; outputs in {}",
+    let existing = if o.skip_existing {
+        format!(", {} already done", summary.existing)
+    } else {
+        String::new()
+    };
+    let counts = format!(
+        "{} image{} explained, {} skipped{existing}; outputs in {}",
         summary.processed,
         if summary.processed == 1 { "" } else { "s" },
         summary.skipped,
         o.out.display()
     );
+    if let Some(sig) = interrupt::requested() {
+        eprintln!("interrupted by {}: {counts}", interrupt::name(sig));
+        return Err(Error::Interrupted(sig));
+    }
+    eprintln!("{counts}");
     Ok(summary)
 }
 
+/// Memory for decoding and preprocessing, shared by the images decoded in parallel: an image
+/// waits until the ones before it release what it needs. Holders never wait on anything else,
+/// so waiting cannot deadlock.
+struct Budget {
+    total: u64,
+    free: Mutex<u64>,
+    freed: Condvar,
+}
+
+struct Permit<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(total: u64) -> Self {
+        Budget {
+            total,
+            free: Mutex::new(total),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self, bytes: u64) -> std::result::Result<Permit<'_>, String> {
+        if bytes > self.total {
+            return Err(format!(
+                "decoding and preprocessing it needs about {}, more than the {} of memory \
+                 available for it (half of the memory available)",
+                crate::limits::fmt_bytes(bytes),
+                crate::limits::fmt_bytes(self.total)
+            ));
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free < bytes {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= bytes;
+        Ok(Permit {
+            budget: self,
+            bytes,
+        })
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.budget.free.lock().unwrap_or_else(|e| e.into_inner());
+        *free += self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
+/// Bytes the CPU engine may hold for an input of `shape`: every value of the forward pass (an
+/// upper bound: values no backward pass reads are freed early), plus the gradient buffers of a
+/// backward pass (two of the largest value).
+pub fn activation_bytes(model: &crate::model::Model, shape: &[usize]) -> Result<u64> {
+    let plan = model.graph.plan(shape)?;
+    let sizes: Vec<f64> = plan
+        .shapes
+        .iter()
+        .map(|s| s.iter().map(|&d| d as f64).product::<f64>())
+        .collect();
+    let largest = sizes.iter().copied().fold(0.0, f64::max);
+    let total = sizes.iter().sum::<f64>() + 2.0 * largest;
+    Ok((total * 4.0).min(u64::MAX as f64) as u64)
+}
+
+/// On the CPU backend, fails when the activations for `shape` exceed the memory available.
+/// (GPU backends report their own allocation failures.)
+pub fn check_activations(engine: &AnyEngine, shape: &[usize]) -> Result<()> {
+    if !matches!(engine, AnyEngine::Cpu(_)) {
+        return Ok(());
+    }
+    let bytes = activation_bytes(engine.model(), shape)?;
+    crate::limits::check_memory(&format!("a batch of input shape {shape:?}"), bytes)
+        .map_err(|e| Error::Usage(format!("{e}; use a smaller --batch-size or input size")))
+}
+
+/// The files one image's outputs for one class take: (JSON key, file suffix).
+fn suffixes(o: &Options) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    if o.outputs.cam {
+        v.push(("cam".into(), "cam.png".into()));
+        v.push(("overlay".into(), "overlay.png".into()));
+        if o.save_raw {
+            v.push(("raw".into(), "cam.npy".into()));
+        }
+    }
+    if o.outputs.guided {
+        let key = if o.outputs.cam {
+            "guided-gradcam"
+        } else {
+            "guided-backprop"
+        };
+        v.push((key.into(), format!("{key}.png")));
+        if o.save_raw {
+            v.push((format!("{key}-raw"), format!("{key}.npy")));
+        }
+    }
+    v
+}
+
+/// --skip-existing: whether every output of `input` is in the output directory. With
+/// `--top-k K`, whose file names carry classes not known before the run, K classes must each
+/// have every file. `listings` caches directory listings.
+fn outputs_exist(
+    o: &Options,
+    input: &Input,
+    listings: &mut HashMap<PathBuf, HashSet<String>>,
+) -> bool {
+    let base = o.out.join(&input.name);
+    let sfx = suffixes(o);
+    match o.classes {
+        Classes::TopK(k) if k > 1 => {
+            let (Some(dir), Some(file)) = (base.parent(), base.file_name()) else {
+                return false;
+            };
+            let names = listings.entry(dir.to_owned()).or_insert_with(|| {
+                std::fs::read_dir(dir)
+                    .map(|r| {
+                        r.filter_map(|e| e.ok())
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
+            let prefix = format!("{}.c", file.to_string_lossy());
+            let classes: HashSet<&str> = names
+                .iter()
+                .filter_map(|n| n.strip_prefix(&prefix)?.split_once('.'))
+                .filter(|(c, _)| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+                .map(|(c, _)| c)
+                .collect();
+            let complete = classes
+                .iter()
+                .filter(|c| {
+                    sfx.iter()
+                        .all(|(_, s)| names.contains(&format!("{prefix}{c}.{s}")))
+                })
+                .count();
+            complete >= k
+        }
+        _ => sfx.iter().all(|(_, s)| {
+            let mut p = base.clone().into_os_string();
+            p.push(format!(".{s}"));
+            Path::new(&p).is_file()
+        }),
+    }
+}
+
+/// The JSON fields naming an input: `path`, valid UTF-8 always (bytes that are not UTF-8
+/// become U+FFFD), and, only for a path that is not UTF-8, `path_bytes`: the path's exact bytes
+/// as an array of numbers (`bytes(line["path_bytes"])` in Python).
+pub fn json_path(path: &Path, line: &mut serde_json::Value) {
+    use std::os::unix::ffi::OsStrExt;
+    line["path"] = json!(path.to_string_lossy());
+    if path.to_str().is_none() {
+        line["path_bytes"] = json!(path.as_os_str().as_bytes());
+    }
+}
+
 /// Layer, class and input size errors concern every image: report them once, before the run.
-fn check_model(engine: &AnyEngine, o: &Options) -> Result<()> {
+fn check_model(engine: &AnyEngine, o: &Options, inputs: usize) -> Result<()> {
     let model = engine.model();
     if o.outputs.cam {
         model.module(o.layer.as_deref().unwrap_or(&model.default_layer))?;
@@ -197,6 +417,8 @@ fn check_model(engine: &AnyEngine, o: &Options) -> Result<()> {
                 });
             }
         }
+        let n = o.batch_size.min(inputs).max(1);
+        check_activations(engine, &[n, model.graph.in_channels, h, w])?;
     }
     if model.graph.in_channels != 3 {
         return Err(Error::Usage(format!(
@@ -207,17 +429,65 @@ fn check_model(engine: &AnyEngine, o: &Options) -> Result<()> {
     Ok(())
 }
 
-fn decode(input: &Input, o: &Options) -> std::result::Result<Decoded, Done> {
-    let img = load::decode(&input.path).map_err(|reason| Done::Skipped {
+fn decode(input: &Input, o: &Options, budget: &Budget) -> std::result::Result<Decoded, Done> {
+    let skip = |reason: String| Done::Skipped {
         path: input.path.clone(),
         reason,
-    })?;
+    };
+    let limits = Limits {
+        max_pixels: o.max_image_pixels,
+    };
+    let enc = load::read(&input.path, &limits).map_err(skip)?;
+    let (h, w) = (enc.height as usize, enc.width as usize);
+    let preprocess = o.transform.check(h, w, o.max_image_pixels).map_err(skip)?;
+    // Every buffer: the file, the decoder's output, the RGB image, preprocessing.
+    let need = enc.file_bytes() + enc.decoded_bytes + (h * w * 3) as u64 + preprocess;
+    let _permit = budget.acquire(need).map_err(skip)?;
+    let img = enc.decode().map_err(skip)?;
     let prepared = o.transform.apply(&img);
+    if let Some(i) = prepared.tensor.iter().position(|v| !v.is_finite()) {
+        return Err(skip(format!(
+            "normalization gives a non-finite value ({}) at [{}, {}, {}]",
+            prepared.tensor[i],
+            i / (prepared.rgb.width() * prepared.rgb.height()) as usize,
+            i / prepared.rgb.width() as usize % prepared.rgb.height() as usize,
+            i % prepared.rgb.width() as usize
+        )));
+    }
     Ok(Decoded {
         input: input.clone(),
         prepared,
         original: o.overlay_original.then_some(img),
     })
+}
+
+/// Why the results of image `j` of an attribution cannot be written, if they cannot: a
+/// non-finite logit, CAM or gradient (the input or the weights overflow f32).
+pub fn non_finite(a: &crate::engine::Attribution, j: usize) -> Option<String> {
+    let classes = a.logits.shape[1];
+    let row = &a.logits.data[j * classes..(j + 1) * classes];
+    if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+        return Some(format!(
+            "the network's logit for class {c} is {} (not finite): the input or the weights overflow f32",
+            row[c]
+        ));
+    }
+    for t in &a.targets {
+        for (what, tensor) in [("CAM", &t.cams), ("gradient", &t.guided)] {
+            let Some(tensor) = tensor else { continue };
+            let per = tensor.len() / tensor.shape[0];
+            if tensor.data[j * per..(j + 1) * per]
+                .iter()
+                .any(|v| !v.is_finite())
+            {
+                return Some(format!(
+                    "the {what} for class {} is not finite (NaN or infinite values)",
+                    t.classes[j]
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Runs the engine on the decoded images of a batch, grouped by input size (sizes differ only
@@ -244,6 +514,16 @@ fn compute(
     }
     for ((h, w), group) in groups {
         let n = group.len();
+        // Sizes vary only with --resize and no crop; then a group may not fit in memory.
+        if let Err(e) = check_activations(engine, &[n, 3, h, w]) {
+            for (i, d) in group {
+                slots[i] = Some(Done::Skipped {
+                    path: d.input.path,
+                    reason: e.to_string(),
+                });
+            }
+            continue;
+        }
         let mut data = Vec::with_capacity(n * 3 * h * w);
         for (_, d) in &group {
             data.extend_from_slice(&d.prepared.tensor);
@@ -265,6 +545,13 @@ fn compute(
         };
         let plane = h * w;
         for (j, (i, decoded)) in group.into_iter().enumerate() {
+            if let Some(reason) = non_finite(&a, j) {
+                slots[i] = Some(Done::Skipped {
+                    path: decoded.input.path,
+                    reason,
+                });
+                continue;
+            }
             let targets = a
                 .targets
                 .iter()
@@ -361,7 +648,6 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
             }
         }
         let mut line = json!({
-            "path": d.input.path.display().to_string(),
             "class": class,
             "class_name": o.labels.as_ref().map(|l| l[class].clone()),
             "probability": t.probability,
@@ -370,6 +656,7 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
         if top_k {
             line["rank"] = json!(rank + 1);
         }
+        json_path(&d.input.path, &mut line);
         lines.push(line.to_string());
     }
     Ok(lines)

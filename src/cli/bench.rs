@@ -19,16 +19,16 @@ pub struct Args {
     #[arg(long, default_value = "resnet50")]
     arch: String,
     /// Classes of the random model.
-    #[arg(long, default_value_t = 1000)]
-    classes: usize,
+    #[arg(long, default_value_t = 1000, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 1000000))]
+    classes: u64,
     /// Input size HxW or N.
     #[arg(long, value_parser = parse_size, default_value = "224")]
     size: (usize, usize),
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 65536))]
+    batch: u64,
     /// Timed repetitions (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    iters: usize,
+    #[arg(long, default_value_t = 5, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 1000000))]
+    iters: u64,
     /// Target layer (default: the architecture's default).
     #[arg(long)]
     layer: Option<String>,
@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
         None => {
             let store = WeightStore::from_tensors(
                 "random weights",
-                zoo::random_state_dict(&a.arch, a.classes, 0)?,
+                zoo::random_state_dict(&a.arch, a.classes as usize, 0)?,
             );
             (
                 Model::from_store(&store, Some(&a.arch))?,
@@ -72,14 +72,18 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut engine = AnyEngine::with_options(a.backend, model, &opts)?;
     let (h, w) = a.size;
-    let shape = vec![a.batch, engine.model().graph.in_channels, h, w];
+    let shape = vec![a.batch as usize, engine.model().graph.in_channels, h, w];
+    let input_bytes = shape.iter().map(|&d| d as f64).product::<f64>() * 4.0;
+    crate::limits::check_memory("the input batch", input_bytes.min(u64::MAX as f64) as u64)
+        .map_err(crate::Error::Usage)?;
+    crate::pipeline::check_activations(&engine, &shape)?;
     let mut rng = StdRng::seed_from_u64(1);
     let n = shape.iter().product();
     let x = Tensor::new(
         shape,
         (0..n).map(|_| StandardNormal.sample(&mut rng)).collect(),
     );
-    let iters = a.iters.max(1);
+    let iters = a.iters as usize;
 
     engine.explain(&x, Some(&layer), None)?; // warm-up
     let mut cam_s = vec![];

@@ -13,8 +13,8 @@ pub struct Args {
     #[arg(long, default_value = "shapes")]
     data: String,
     /// Held-out images to generate.
-    #[arg(long, default_value_t = 1000)]
-    count: usize,
+    #[arg(long, default_value_t = 1000, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 100000000))]
+    count: u64,
     /// Seed of the held-out images; the default is a stream `train` never uses by default.
     #[arg(long, default_value_t = 12345)]
     seed: u64,
@@ -35,7 +35,12 @@ pub fn run(a: Args) -> Result<()> {
         .layer
         .clone()
         .unwrap_or_else(|| model.default_layer.clone());
-    let set = shapes::generate(a.count, a.seed);
+    crate::limits::check_memory(
+        "the held-out images",
+        a.count * (crate::data::IMAGE_LEN as u64 * 4),
+    )
+    .map_err(Error::Usage)?;
+    let set = shapes::generate(a.count as usize, a.seed);
     let r = crate::pointing::evaluate(model, &set, Some(&layer))?;
     println!(
         "{}",

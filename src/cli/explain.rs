@@ -5,11 +5,12 @@ use crate::image::preprocess::{Resize, Transform};
 use crate::pipeline::{self, Options};
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Image options that make no sense with --input-tensor.
-const IMAGE_ONLY: [&str; 11] = [
+const IMAGE_ONLY: [&str; 13] = [
     "resize",
     "crop",
     "size",
@@ -21,6 +22,8 @@ const IMAGE_ONLY: [&str; 11] = [
     "labels",
     "top_k",
     "batch_size",
+    "max_image_pixels",
+    "skip_existing",
 ];
 
 #[derive(clap::Args)]
@@ -53,10 +56,10 @@ pub struct Args {
     #[arg(long)]
     layer: Option<String>,
     /// Class to explain for every image (default: each image's top-1 prediction).
-    #[arg(long = "class", conflicts_with = "top_k")]
+    #[arg(long = "class", conflicts_with = "top_k", allow_hyphen_values = true, value_parser = parse_class)]
     class: Option<usize>,
     /// Explain each image's K most probable classes (output names carry the class id).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, u32::MAX as u64))]
     top_k: Option<u64>,
     #[arg(long, value_enum, default_value = "gradcam")]
     method: Method,
@@ -70,22 +73,22 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Resize the shorter side to N (torchvision Resize(N), Pillow's antialiased bilinear).
-    #[arg(long, conflicts_with = "size")]
+    #[arg(long, conflicts_with = "size", allow_hyphen_values = true, value_parser = parse_side)]
     resize: Option<usize>,
     /// Center crop to N×N after resizing (torchvision CenterCrop(N)).
-    #[arg(long, conflicts_with = "size")]
+    #[arg(long, conflicts_with = "size", allow_hyphen_values = true, value_parser = parse_side)]
     crop: Option<usize>,
     /// Resize exactly to HxW (or N for N×N), no crop.
-    #[arg(long, value_parser = super::parse_size)]
+    #[arg(long, allow_hyphen_values = true, value_parser = super::parse_size)]
     size: Option<(usize, usize)>,
-    /// Per-channel mean, "R,G,B" or one value for all.
-    #[arg(long, value_parser = parse_triple)]
+    /// Per-channel mean, "R,G,B" or one value for all (finite; may be negative).
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_mean)]
     mean: Option<[f32; 3]>,
-    /// Per-channel standard deviation, "R,G,B" or one value for all.
-    #[arg(long, value_parser = parse_triple)]
+    /// Per-channel standard deviation, "R,G,B" or one value for all (finite, positive).
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_std)]
     std: Option<[f32; 3]>,
     /// Weight of the image in the overlay, as show_cam_on_image's image_weight.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_weight)]
+    #[arg(long, default_value_t = 0.5, allow_hyphen_values = true, value_parser = parse_weight)]
     image_weight: f64,
     /// Draw the overlay on the original image (CAM mapped back through crop and resize).
     #[arg(long)]
@@ -96,12 +99,50 @@ pub struct Args {
     /// Class names, one per line (default for 10-class seed-cnn models: CIFAR-10's).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Images per forward/backward pass.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Images per forward/backward pass (1 to 65536).
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 65536))]
     batch_size: u64,
+    /// Refuse images (and resized images and network inputs) with more pixels than this, as
+    /// Pillow's MAX_IMAGE_PIXELS guards against decompression bombs.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_IMAGE_PIXELS, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 1 << 40))]
+    max_image_pixels: u64,
+    /// Skip images whose outputs (every file these options write) are all in --out already,
+    /// e.g. to resume an interrupted run. Outputs are written to a temporary name and renamed,
+    /// so a file that exists is complete; existing files are assumed to come from a run with
+    /// the same options.
+    #[arg(long)]
+    skip_existing: bool,
     /// No progress bar (it is shown only when stderr is a terminal anyway).
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn parse_class(s: &str) -> std::result::Result<usize, String> {
+    super::parse_count(s, 0, u32::MAX as u64)
+        .map(|c| c as usize)
+        .map_err(|e| format!("{e}; classes are numbered from 0"))
+}
+
+fn parse_side(s: &str) -> std::result::Result<usize, String> {
+    super::parse_count(s, 1, super::MAX_SIDE).map(|n| n as usize)
+}
+
+fn parse_mean(s: &str) -> std::result::Result<[f32; 3], String> {
+    let v = parse_triple(s)?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(format!("'{s}': the mean must be finite"));
+    }
+    Ok(v)
+}
+
+fn parse_std(s: &str) -> std::result::Result<[f32; 3], String> {
+    let v = parse_triple(s)?;
+    if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+        return Err(format!(
+            "'{s}': the standard deviation must be finite and positive"
+        ));
+    }
+    Ok(v)
 }
 
 fn parse_triple(s: &str) -> std::result::Result<[f32; 3], String> {
@@ -138,19 +179,81 @@ fn outputs(method: Method) -> Outputs {
     }
 }
 
+/// Checks of options against each other, before anything is read.
+fn check_options(a: &Args) -> Result<()> {
+    if a.layer.is_some() && matches!(a.method, Method::GuidedBackprop) {
+        return Err(Error::BadOption(
+            "--layer has no effect with --method guided-backprop (a gradient to the input, no CAM); \
+             leave it out, or use --method guided-gradcam"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Normalization must give finite values for every 8-bit level: `(x - mean) / std` for x in
+/// [0, 1] must not overflow f32 (e.g. `--std 1e-45`).
+fn check_normalization(mean: [f32; 3], std: [f32; 3]) -> Result<()> {
+    for c in 0..3 {
+        for x in [0f32, 1.0] {
+            let v = (x - mean[c]) / std[c];
+            if !v.is_finite() {
+                return Err(Error::BadOption(format!(
+                    "--mean {:?} / --std {:?} (channel {c}) turns the pixel value {x} into {v}; \
+                     normalized inputs must be finite",
+                    mean[c], std[c]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The network input (crop, exact size) and the resized image must respect the pixel limit.
+fn check_sizes(t: &Transform, max_pixels: u64) -> Result<()> {
+    let over = |what: String, px: u128| {
+        Error::BadOption(format!(
+            "{what} would have {px} pixels, more than the limit of {max_pixels} \
+             (--max-image-pixels)"
+        ))
+    };
+    if let Some((h, w)) = t.input_size() {
+        let px = h as u128 * w as u128;
+        if px > max_pixels as u128 {
+            return Err(over(format!("a {h}x{w} network input"), px));
+        }
+    }
+    match t.resize {
+        Resize::Exact(h, w) if h as u128 * w as u128 > max_pixels as u128 => Err(over(
+            format!("an image resized to {h}x{w}"),
+            h as u128 * w as u128,
+        )),
+        Resize::Shorter(n) if n as u128 * n as u128 > max_pixels as u128 => Err(over(
+            format!("an image resized to a shorter side of {n}"),
+            n as u128 * n as u128,
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
+    check_options(&a)?;
+    crate::interrupt::install();
     let model = a.model.load()?;
     let classes = match (a.class, a.top_k) {
         (Some(c), _) => Classes::Fixed(c),
+        (None, Some(k)) if k as usize > model.num_classes => {
+            return Err(Error::Usage(format!(
+                "--top-k {k} is more than the model's {} classes",
+                model.num_classes
+            )))
+        }
         (None, Some(k)) => Classes::TopK(k as usize),
         (None, None) => Classes::TopK(1),
     };
     if let Some(x) = &a.input_tensor {
         let x = x.clone();
-        return run_tensor(a, model, &x, classes).map(|()| ExitCode::SUCCESS);
-    }
-    if a.std.is_some_and(|s| s.contains(&0.0)) {
-        return Err(Error::Usage("--std must not contain 0".into()));
+        return run_tensor(a, model, &x, classes);
     }
     // Defaults: the evaluation transform of the family's torchvision weights (`inspect`
     // shows it); seed-cnn, which has none, the article's 32×32 with mean and std 0.5.
@@ -172,11 +275,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         mean: a.mean.unwrap_or(pre.map_or([0.5; 3], |p| p.mean)),
         std: a.std.unwrap_or(pre.map_or([0.5; 3], |p| p.std)),
     };
-    if [a.resize, a.crop].contains(&Some(0)) {
-        return Err(Error::Usage(
-            "--resize and --crop must be at least 1".into(),
-        ));
-    }
+    check_normalization(transform.mean, transform.std)?;
+    check_sizes(&transform, a.max_image_pixels)?;
     let labels = crate::image::labels::load(a.labels.as_deref(), &model.arch, model.num_classes)?;
     let engine = AnyEngine::new(a.backend, model)?;
     let opts = Options {
@@ -192,6 +292,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         labels,
         batch_size: a.batch_size as usize,
         progress: !a.quiet,
+        max_image_pixels: a.max_image_pixels,
+        skip_existing: a.skip_existing,
     };
     let summary = pipeline::run(&engine, &opts)?;
     Ok(if summary.skipped > 0 {
@@ -206,8 +308,8 @@ fn run_tensor(
     model: crate::model::Model,
     path: &std::path::Path,
     classes: Classes,
-) -> Result<()> {
-    let x = crate::npy::read_f32(path)?;
+) -> Result<ExitCode> {
+    let mut x = crate::npy::read_f32(path)?;
     if x.shape.len() != 4 {
         return Err(Error::Input {
             path: path.to_owned(),
@@ -215,14 +317,54 @@ fn run_tensor(
         });
     }
     let engine = AnyEngine::new(a.backend, model)?;
+    pipeline::check_activations(&engine, &x.shape)?;
+    // Images with a non-finite value are skipped: they run as zeros, and their rows of the
+    // results are NaN, so that indices still match the input.
+    let n = x.shape[0];
+    let per = x.data.len() / n.max(1);
+    let mut skipped: Vec<Option<String>> = vec![None; n];
+    for (i, img) in x.data.chunks_mut(per.max(1)).enumerate() {
+        if let Some(k) = img.iter().position(|v| !v.is_finite()) {
+            let (c, hw) = (k / (x.shape[2] * x.shape[3]), k % (x.shape[2] * x.shape[3]));
+            skipped[i] = Some(format!(
+                "non-finite input value {} at [{i}, {c}, {}, {}]",
+                img[k],
+                hw / x.shape[3],
+                hw % x.shape[3]
+            ));
+            img.fill(0.0);
+        }
+    }
     let mut out = engine.attribute(&x, a.layer.as_deref(), classes, outputs(a.method))?;
+    for (i, s) in skipped.iter_mut().enumerate() {
+        if s.is_none() {
+            *s = pipeline::non_finite(&out, i);
+        }
+    }
+    if let Some(sig) = crate::interrupt::requested() {
+        eprintln!(
+            "interrupted by {} before the results were written",
+            crate::interrupt::name(sig)
+        );
+        return Err(Error::Interrupted(sig));
+    }
     let t = out.targets.remove(0);
     std::fs::create_dir_all(&a.out).map_err(|source| Error::Write {
         path: a.out.clone(),
         source,
     })?;
+    let nan_rows = |t: &Tensor| {
+        let mut t = t.clone();
+        let per = t.data.len() / t.shape[0].max(1);
+        for (i, s) in skipped.iter().enumerate() {
+            if s.is_some() {
+                t.data[i * per..(i + 1) * per].fill(f32::NAN);
+            }
+        }
+        t
+    };
     if let Some(cams) = &t.cams {
-        crate::npy::write_f32(&a.out.join("cams.npy"), cams)?;
+        crate::npy::write_f32(&a.out.join("cams.npy"), &nan_rows(cams))?;
     }
     if let Some(g) = &t.guided {
         let g = match &t.cams {
@@ -238,14 +380,30 @@ fn run_tensor(
             }
             None => g.clone(),
         };
-        crate::npy::write_f32(&a.out.join("guided.npy"), &g)?;
+        crate::npy::write_f32(&a.out.join("guided.npy"), &nan_rows(&g))?;
     }
-    crate::npy::write_f32(&a.out.join("logits.npy"), &out.logits)?;
+    crate::npy::write_f32(&a.out.join("logits.npy"), &nan_rows(&out.logits))?;
+    let mut stdout = std::io::stdout().lock();
     for (i, (c, s)) in t.classes.iter().zip(&t.scores).enumerate() {
-        println!(
-            "{}",
-            serde_json::json!({ "index": i, "class": c, "score": s })
-        );
+        match &skipped[i] {
+            Some(reason) => eprintln!("skipped {} image {i}: {reason}", path.display()),
+            None => {
+                let _ = writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::json!({ "index": i, "class": c, "score": s })
+                );
+            }
+        }
     }
-    Ok(())
+    let bad = skipped.iter().filter(|s| s.is_some()).count();
+    if bad > 0 {
+        eprintln!(
+            "{} of {n} images explained, {bad} skipped (their rows of the results are NaN); results in {}",
+            n - bad,
+            a.out.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -23,8 +23,8 @@ use std::process::ExitCode;
     about = "Grad-CAM explanations for CNN image classifiers, without libtorch"
 )]
 struct Cli {
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long, global = true)]
+    /// Worker threads for the CPU backend and image decoding (default: all cores; 1 to 1024).
+    #[arg(long, global = true, value_parser = parse_threads)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -118,19 +118,60 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(crate::Error::Interrupted(sig)) => {
+            ExitCode::from(crate::interrupt::exit_code(sig) as u8)
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            match e {
+                crate::Error::BadOption(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-/// Parses "HxW" or "N" (square).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let max = crate::limits::MAX_THREADS;
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(0) => Err("must be at least 1 (leave --threads out to use all cores)".into()),
+        Ok(n) => Err(format!("{n} threads is more than the cap of {max}")),
+        Err(_) if s.trim().starts_with('-') => Err(format!("'{s}' is negative")),
+        Err(_) => Err(format!("'{s}' is not a number of threads")),
+    }
+}
+
+/// A count or size given on the command line: a whole number from `min` to `max`.
+pub fn parse_count(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let t = s.trim();
+    if t.starts_with('-') && t[1..].parse::<u64>().is_ok() {
+        return Err(format!("'{s}' is negative"));
+    }
+    match t.parse::<u64>() {
+        Ok(n) if n < min => Err(format!("must be at least {min}, got {n}")),
+        Ok(n) if n > max => Err(format!("{n} is more than the largest accepted, {max}")),
+        Ok(n) => Ok(n),
+        Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("{t} is more than the largest accepted, {max}"))
+        }
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// The largest image side or size accepted on the command line (PNG's and the image crate's
+/// limit is 2^31 - 1; sizes are further bounded by the pixel limit).
+pub const MAX_SIDE: u64 = u32::MAX as u64 >> 1;
+
+/// Parses "HxW" or "N" (square); each side from 1 to `MAX_SIDE`.
 pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&d| d > 0);
-    let size = match s.split_once(['x', 'X']) {
-        Some((h, w)) => parse(h).zip(parse(w)),
-        None => parse(s).map(|d| (d, d)),
+    let parse = |v: &str| {
+        parse_count(v, 1, MAX_SIDE)
+            .map(|d| d as usize)
+            .map_err(|e| format!("'{s}' is not a size ({e}); use HxW or N, e.g. 224x224"))
     };
-    size.ok_or_else(|| format!("'{s}' is not a size; use HxW or N, e.g. 224x224"))
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => parse(s).map(|d| (d, d)),
+    }
 }

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct Args {
     /// Images to write.
-    #[arg(long, default_value_t = 6)]
-    count: usize,
+    #[arg(long, default_value_t = 6, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 1000000))]
+    count: u64,
     /// Seed of the shapes stream (default: the eval-pointing default, held out from training).
     #[arg(long, default_value_t = 12345)]
     seed: u64,
     /// Upscaling factor of the PNGs (nearest neighbour).
-    #[arg(long, default_value_t = 4)]
-    scale: usize,
+    #[arg(long, default_value_t = 4, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 64))]
+    scale: u64,
     /// Output directory: sample_K.png, inputs.npy [N, 3, 32, 32] (normalized, for
     /// `gradcam explain --input-tensor`) and samples.json (labels and boxes).
     #[arg(long)]
@@ -21,10 +21,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.scale == 0 {
-        return Err(Error::Usage("--scale must be at least 1".into()));
-    }
-    let set = shapes::generate(a.count, a.seed);
+    crate::limits::check_memory("the samples", a.count * (crate::data::IMAGE_LEN as u64 * 4))
+        .map_err(Error::Usage)?;
+    let set = shapes::generate(a.count as usize, a.seed);
     std::fs::create_dir_all(&a.out).map_err(|source| Error::Write {
         path: a.out.clone(),
         source,
@@ -33,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut meta = vec![];
     for (i, &BBox { x0, y0, x1, y1 }) in boxes.iter().enumerate() {
         let path = a.out.join(format!("sample_{i}.png"));
-        write_png(&path, set.image(i), a.scale)?;
+        write_png(&path, set.image(i), a.scale as usize)?;
         meta.push(serde_json::json!({
             "file": format!("sample_{i}.png"),
             "label": set.labels[i],

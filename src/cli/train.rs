@@ -21,15 +21,18 @@ pub struct Args {
     /// `shapes` for the built-in synthetic data set.
     #[arg(long)]
     data: String,
-    #[arg(long)]
-    epochs: usize,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 1000000))]
+    epochs: u64,
+    #[arg(long, default_value_t = 64, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 65536))]
+    batch_size: u64,
+    /// Learning rate (finite, positive).
+    #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| parse_float(s, false))]
     lr: f64,
-    #[arg(long, default_value_t = 0.0)]
+    /// SGD momentum (finite, at least 0).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = |s: &str| parse_float(s, true))]
     momentum: f64,
-    #[arg(long, default_value_t = 0.0)]
+    /// L2 weight decay (finite, at least 0).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = |s: &str| parse_float(s, true))]
     weight_decay: f64,
     /// Random crop with padding 4 and horizontal flip of every training batch.
     #[arg(long)]
@@ -38,17 +41,17 @@ pub struct Args {
     #[arg(long)]
     init: Option<PathBuf>,
     /// Replace the last linear layer by a fresh one with this many classes (fine-tuning).
-    #[arg(long)]
-    replace_head: Option<usize>,
+    #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 1000000))]
+    replace_head: Option<u64>,
     /// Seed of initialisation, shuffling, augmentation, dropout and the shapes data.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Training images generated for `--data shapes`.
-    #[arg(long, default_value_t = 20000)]
-    train_count: usize,
+    #[arg(long, default_value_t = 20000, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 100000000))]
+    train_count: u64,
     /// Test images generated for `--data shapes`.
-    #[arg(long, default_value_t = 2000)]
-    test_count: usize,
+    #[arg(long, default_value_t = 2000, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 100000000))]
+    test_count: u64,
     /// Where to save the trained weights (safetensors, PyTorch tensor names).
     #[arg(long)]
     out: PathBuf,
@@ -59,6 +62,20 @@ pub struct Args {
     backend: BackendKind,
 }
 
+fn parse_float(s: &str, zero: bool) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !v.is_finite() || v < 0.0 || (!zero && v == 0.0) {
+        return Err(format!(
+            "'{s}': must be finite and {}",
+            if zero { "at least 0" } else { "positive" }
+        ));
+    }
+    Ok(v)
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.backend == BackendKind::Cuda {
         return Err(Error::Backend {
@@ -66,14 +83,13 @@ pub fn run(a: Args) -> Result<()> {
             reason: "training is not implemented on CUDA; use --backend cpu or wgpu".into(),
         });
     }
-    if a.epochs == 0 {
-        return Err(Error::Usage("--epochs must be at least 1".into()));
-    }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        return Err(Error::Usage(format!("--lr must be positive, got {}", a.lr)));
-    }
     let Splits { train, test } = if a.data == "shapes" {
-        shapes::splits(a.train_count, a.test_count, a.seed)
+        crate::limits::check_memory(
+            "the shapes images",
+            (a.train_count + a.test_count) * (crate::data::IMAGE_LEN as u64 * 4),
+        )
+        .map_err(Error::Usage)?;
+        shapes::splits(a.train_count as usize, a.test_count as usize, a.seed)
     } else {
         cifar::load(std::path::Path::new(&a.data))?
     };
@@ -84,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
             let model = Model::from_store(&store, a.arch.as_deref())?;
             let mut state = store.tensors().clone();
             if let Some(c) = a.replace_head {
-                init::replace_head(&mut state, &model, c, a.seed)?;
+                init::replace_head(&mut state, &model, c as usize, a.seed)?;
             }
             state
         }
@@ -146,8 +162,8 @@ fn train_on<B: TrainBackend>(
         trainer.backend.name()
     );
     let opts = FitOptions {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
+        epochs: a.epochs as usize,
+        batch_size: a.batch_size as usize,
         augment: a.augment,
         seed: a.seed,
         progress: std::io::stderr().is_terminal(),

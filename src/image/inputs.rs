@@ -6,10 +6,68 @@
 //! `cat.jpg` in different folders land in different output folders. Where two inputs still map
 //! to one name (`cat.jpg` and `cat.png`, or the same file name given twice), the later one
 //! keeps its extension (`cat.png`), then gets a counter (`cat-2`).
+//!
+//! Each directory is walked once, however many symlinks lead to it (directories are known by
+//! device and inode, so a symlink cycle ends), the output directory is never walked, and a
+//! file met twice (given twice, or also inside a given directory, or through a link) is
+//! explained once; each of these is a note on stderr.
 
 use super::load::has_image_extension;
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// A file or directory's identity: (device, inode).
+type FileId = (u64, u64);
+
+fn id(m: &std::fs::Metadata) -> FileId {
+    (m.dev(), m.ino())
+}
+
+/// What the walk has seen.
+struct Walk<'a> {
+    found: &'a mut Vec<(PathBuf, String)>,
+    notices: &'a mut Vec<Notice>,
+    dirs: HashSet<FileId>,
+    files: HashSet<FileId>,
+    /// The output directory.
+    skip: Option<FileId>,
+}
+
+impl Walk<'_> {
+    fn note(&mut self, path: &Path, message: &str) {
+        self.notices.push(Notice {
+            path: path.to_owned(),
+            message: message.into(),
+            skipped: false,
+        });
+    }
+
+    /// Adds a file unless it is an input already.
+    fn file(&mut self, path: PathBuf, m: &std::fs::Metadata, rel: String) {
+        if self.files.insert(id(m)) {
+            self.found.push((path, rel));
+        } else {
+            self.note(&path, "already an input (the same file), explained once");
+        }
+    }
+
+    /// Whether to walk the directory `path`: once each, and never the output directory.
+    fn enter(&mut self, path: &Path, m: &std::fs::Metadata) -> bool {
+        if Some(id(m)) == self.skip {
+            self.note(path, "the output directory (--out), not walked");
+            false
+        } else if !self.dirs.insert(id(m)) {
+            self.note(
+                path,
+                "a directory already walked (a symlink loop?), not walked again",
+            );
+            false
+        } else {
+            true
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Input {
@@ -27,34 +85,45 @@ pub struct Notice {
     pub skipped: bool,
 }
 
-/// Expands PATH arguments into inputs with unique output names, and notices.
-pub fn collect(args: &[PathBuf]) -> (Vec<Input>, Vec<Notice>) {
+/// Expands PATH arguments into inputs with unique output names, and notices. `out`, the
+/// output directory, is not walked.
+pub fn collect(args: &[PathBuf], out: Option<&Path>) -> (Vec<Input>, Vec<Notice>) {
     let mut found: Vec<(PathBuf, String)> = Vec::new();
     let mut notices = Vec::new();
+    let mut w = Walk {
+        found: &mut found,
+        notices: &mut notices,
+        dirs: HashSet::new(),
+        files: HashSet::new(),
+        skip: out.and_then(|o| std::fs::metadata(o).ok()).map(|m| id(&m)),
+    };
     for arg in args {
         match std::fs::metadata(arg) {
-            Err(e) => notices.push(Notice {
+            Err(e) => w.notices.push(Notice {
                 path: arg.clone(),
                 message: format!("cannot read: {e}"),
                 skipped: true,
             }),
             Ok(m) if m.is_dir() => {
-                let before = found.len();
-                walk(arg, arg, &mut found, &mut notices);
-                if found.len() == before {
-                    notices.push(Notice {
+                if !w.enter(arg, &m) {
+                    continue;
+                }
+                let before = w.found.len();
+                walk(arg, arg, &mut w);
+                if w.found.len() == before {
+                    w.notices.push(Notice {
                         path: arg.clone(),
                         message: "directory holds no images".into(),
                         skipped: true,
                     });
                 }
             }
-            Ok(_) => {
+            Ok(m) => {
                 let name = arg
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "image".into());
-                found.push((arg.clone(), name));
+                w.file(arg.clone(), &m, name);
             }
         }
     }
@@ -69,11 +138,11 @@ pub fn collect(args: &[PathBuf]) -> (Vec<Input>, Vec<Notice>) {
     (inputs, notices)
 }
 
-fn walk(root: &Path, dir: &Path, found: &mut Vec<(PathBuf, String)>, notices: &mut Vec<Notice>) {
+fn walk(root: &Path, dir: &Path, w: &mut Walk) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            notices.push(Notice {
+            w.notices.push(Notice {
                 path: dir.to_owned(),
                 message: format!("cannot read directory: {e}"),
                 skipped: true,
@@ -86,22 +155,22 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<(PathBuf, String)>, notices: &m
     for p in paths {
         // Follows symlinks; a dangling one is an unreadable input.
         match std::fs::metadata(&p) {
-            Ok(m) if m.is_dir() => walk(root, &p, found, notices),
-            Ok(_) if has_image_extension(&p) => {
+            Ok(m) if m.is_dir() => {
+                if w.enter(&p, &m) {
+                    walk(root, &p, w);
+                }
+            }
+            Ok(m) if has_image_extension(&p) => {
                 let rel = p.strip_prefix(root).unwrap_or(&p);
                 let rel = rel
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy())
                     .collect::<Vec<_>>()
                     .join("/");
-                found.push((p, rel));
+                w.file(p, &m, rel);
             }
-            Ok(_) => notices.push(Notice {
-                path: p,
-                message: "not an image file (by extension), ignored".into(),
-                skipped: false,
-            }),
-            Err(e) => notices.push(Notice {
+            Ok(_) => w.note(&p, "not an image file (by extension), ignored"),
+            Err(e) => w.notices.push(Notice {
                 path: p,
                 message: format!("cannot read: {e}"),
                 skipped: true,

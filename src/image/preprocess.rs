@@ -11,6 +11,7 @@
 //! `resize_bilinear` for the one case where it may differ by one level.
 
 use image::RgbImage;
+use std::borrow::Cow;
 
 /// How the image is resized before the optional center crop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +62,39 @@ impl Transform {
         }
     }
 
-    pub fn apply(&self, img: &RgbImage) -> Prepared {
-        let (h, w) = (img.height() as usize, img.width() as usize);
-        let (rh, rw) = match self.resize {
+    /// The resized (height, width) of an h×w image.
+    pub fn resized_size(&self, h: usize, w: usize) -> (usize, usize) {
+        match self.resize {
             Resize::Exact(rh, rw) => (rh, rw),
             Resize::Shorter(n) => shorter_side(h, w, n),
-        };
+        }
+    }
+
+    /// Checks that an h×w image can be preprocessed within `max_pixels` per image (the resized
+    /// image and the network input both count) and returns the bytes preprocessing allocates
+    /// at most: the two resampling passes, the crop and the f32 tensor.
+    pub fn check(&self, h: usize, w: usize, max_pixels: u64) -> Result<u64, String> {
+        let (rh, rw) = self.resized_size(h, w);
+        let (ih, iw) = self.crop.unwrap_or((rh, rw));
+        for (what, (a, b)) in [("resized image", (rh, rw)), ("network input", (ih, iw))] {
+            let px = a as u128 * b as u128;
+            if px > max_pixels as u128 || a > u32::MAX as usize >> 1 || b > u32::MAX as usize >> 1 {
+                return Err(format!(
+                    "the {what} would be {b}x{a}, {px} pixels, more than the limit of \
+                     {max_pixels} (--max-image-pixels)"
+                ));
+            }
+        }
+        // Horizontal pass (or vertical, whichever runs first), then the other one.
+        let first = (rw * h).max(w * rh) as u64 * 3;
+        let resized = (rh * rw) as u64 * 3;
+        let input = (ih * iw) as u64 * (3 + 4 * 3);
+        Ok(first + resized + input)
+    }
+
+    pub fn apply(&self, img: &RgbImage) -> Prepared {
+        let (h, w) = (img.height() as usize, img.width() as usize);
+        let (rh, rw) = self.resized_size(h, w);
         let resized = resize_bilinear(img, rw, rh);
         let (rgb, offset) = match self.crop {
             Some((ch, cw)) => {
@@ -211,7 +239,7 @@ fn clip8(v: i32) -> u8 {
 /// ones; where it does not, samples differ by at most one 8-bit level.
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
-    let data = img.as_raw().clone();
+    let data = Cow::Borrowed(img.as_raw().as_slice());
     let out = if in_h > out_h && in_w < out_w {
         let v = resample_vertical(data, in_w, in_h, out_h);
         resample_horizontal(v, in_w, out_h, out_w)
@@ -219,11 +247,11 @@ pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
         let h = resample_horizontal(data, in_w, in_h, out_w);
         resample_vertical(h, out_w, in_h, out_h)
     };
-    RgbImage::from_raw(out_w as u32, out_h as u32, out).expect("buffer fits its size")
+    RgbImage::from_raw(out_w as u32, out_h as u32, out.into_owned()).expect("buffer fits its size")
 }
 
 /// Pillow's `ImagingResampleHorizontal_8bpc`: rows of width `in_w` to width `out_w`.
-fn resample_horizontal(data: Vec<u8>, in_w: usize, h: usize, out_w: usize) -> Vec<u8> {
+fn resample_horizontal(data: Cow<[u8]>, in_w: usize, h: usize, out_w: usize) -> Cow<[u8]> {
     if in_w == out_w {
         return data;
     }
@@ -245,11 +273,11 @@ fn resample_horizontal(data: Vec<u8>, in_w: usize, h: usize, out_w: usize) -> Ve
             }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Pillow's `ImagingResampleVertical_8bpc`: `in_h` rows of width `w` to `out_h` rows.
-fn resample_vertical(data: Vec<u8>, w: usize, in_h: usize, out_h: usize) -> Vec<u8> {
+fn resample_vertical(data: Cow<[u8]>, w: usize, in_h: usize, out_h: usize) -> Cow<[u8]> {
     if in_h == out_h {
         return data;
     }
@@ -266,7 +294,7 @@ fn resample_vertical(data: Vec<u8>, w: usize, in_h: usize, out_h: usize) -> Vec<
             out[yy * stride + i] = clip8(ss);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

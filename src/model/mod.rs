@@ -31,6 +31,7 @@ impl Model {
     }
 
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
+        store.check_integers()?;
         let known = arch::known().join(", ");
         let family = match arch {
             Some(a) => arch::family_of(a).ok_or_else(|| {

@@ -9,18 +9,72 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// safetensors' own limit on the JSON header.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The end of the data the JSON header's tensor table spans (the largest end offset), when the
+/// header is readable; the full parse checks everything else.
+fn data_len(header: &[u8]) -> Option<u64> {
+    let table: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    table
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .try_fold(0u64, |m, e| Some(m.max(e?)))
+}
+
+/// The row-major multi-index of flat index `i` in `shape`.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (k, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            index[k] = i % d;
+            i /= d;
+        }
+    }
+    index
+}
+
 pub struct WeightStore {
     path: PathBuf,
     tensors: BTreeMap<String, Tensor>,
+    /// Integer tensors (not loaded): name → dtype.
+    integers: BTreeMap<String, String>,
     used: RefCell<BTreeSet<String>>,
 }
 
 impl WeightStore {
+    /// Reads and parses `path`. The read is bounded by what the header declares (8 bytes of
+    /// header size, at most 100 MB of header, then the data its tensor table spans), so a file
+    /// that never ends (`/dev/zero`, a pipe) is refused without reading it to the end.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let bad = |reason: String| Error::Safetensors {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut bytes = Vec::new();
+        crate::limits::read_at_most(&mut file, &mut bytes, 8).map_err(io)?;
+        if bytes.len() == 8 {
+            let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+            if n > MAX_HEADER {
+                return Err(bad(format!(
+                    "header size {n} bytes, more than safetensors' limit of {MAX_HEADER}"
+                )));
+            }
+            crate::limits::read_at_most(&mut file, &mut bytes, n).map_err(io)?;
+            let header = &bytes[8..];
+            // An unreadable header is reported by the full parse below.
+            if let Some(data) = data_len(header) {
+                crate::limits::check_memory("the weights", data).map_err(bad)?;
+                // One byte more than declared, so that trailing data is reported.
+                crate::limits::read_at_most(&mut file, &mut bytes, data + 1).map_err(io)?;
+            }
+        }
         Self::parse(path, &bytes)
     }
 
@@ -30,6 +84,7 @@ impl WeightStore {
             reason: e.to_string(),
         })?;
         let mut tensors = BTreeMap::new();
+        let mut integers = BTreeMap::new();
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             let raw = view.data();
@@ -54,7 +109,10 @@ impl WeightStore {
                 | Dtype::I32
                 | Dtype::U32
                 | Dtype::I64
-                | Dtype::U64 => continue,
+                | Dtype::U64 => {
+                    integers.insert(name, format!("{:?}", view.dtype()));
+                    continue;
+                }
                 other => {
                     return Err(Error::Dtype {
                         path: path.to_owned(),
@@ -63,11 +121,20 @@ impl WeightStore {
                     })
                 }
             };
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    path: path.to_owned(),
+                    index: unravel(i, &shape),
+                    value: data[i],
+                    name,
+                });
+            }
             tensors.insert(name, Tensor::new(shape, data));
         }
         Ok(Self {
             path: path.to_owned(),
             tensors,
+            integers,
             used: RefCell::default(),
         })
     }
@@ -77,6 +144,7 @@ impl WeightStore {
         Self {
             path: PathBuf::from(label),
             tensors,
+            integers: BTreeMap::new(),
             used: RefCell::default(),
         }
     }
@@ -104,11 +172,21 @@ impl WeightStore {
 
     /// The tensor `name`, checked against `expected` (None: any size) and marked as used.
     pub fn take(&self, arch: &str, name: &str, expected: &[Option<usize>]) -> Result<&Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.path.clone(),
-            name: name.to_owned(),
-            arch: arch.to_owned(),
-        })?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| match self.integers.get(name) {
+                Some(dtype) => Error::IntegerTensor {
+                    path: self.path.clone(),
+                    name: name.to_owned(),
+                    dtype: dtype.clone(),
+                },
+                None => Error::MissingTensor {
+                    path: self.path.clone(),
+                    name: name.to_owned(),
+                    arch: arch.to_owned(),
+                },
+            })?;
         let fits = t.shape.len() == expected.len()
             && t.shape
                 .iter()
@@ -136,6 +214,23 @@ impl WeightStore {
         let mut used = self.used.borrow_mut();
         for name in self.tensors.keys().filter(|n| n.starts_with(prefix)) {
             used.insert(name.clone());
+        }
+    }
+
+    /// Fails on the first integer tensor other than BatchNorm's `num_batches_tracked`: a
+    /// weight stored as an integer type (I32, U8, BOOL, …) is an error, not a missing tensor.
+    pub fn check_integers(&self) -> Result<()> {
+        match self
+            .integers
+            .iter()
+            .find(|(n, _)| !n.ends_with("num_batches_tracked"))
+        {
+            Some((name, dtype)) => Err(Error::IntegerTensor {
+                path: self.path.clone(),
+                name: name.clone(),
+                dtype: dtype.clone(),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -103,7 +103,7 @@ fn resnet_cfg(name: &str) -> Option<(bool, [usize; 4])> {
     })
 }
 
-/// A random state dict for `arch` (one of `arch::KNOWN`) with `classes` outputs.
+/// A random state dict for `arch` (one of `arch::known()`) with `classes` outputs.
 pub fn random_state_dict(
     arch: &str,
     classes: usize,
