@@ -3,10 +3,14 @@
 //! Kernels are generic over f32/f64 so that their backward passes can be checked against
 //! finite differences in f64.
 
+pub mod activation;
+pub mod binary;
 pub mod cam;
 pub mod conv;
 pub mod elementwise;
 pub mod grouped_conv;
+pub mod layer_norm;
+pub mod layout;
 pub mod linear;
 pub mod matmul;
 mod pages;
