@@ -132,3 +132,25 @@ pub fn check_fd(
         );
     }
 }
+
+/// Runs `f` on a fresh rayon pool of `threads` threads (for checks that a kernel's result does
+/// not depend on the thread count).
+pub fn in_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
+/// Asserts that two f32 slices are bit-identical.
+#[track_caller]
+pub fn assert_bits_eq(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            x.to_bits() == y.to_bits(),
+            "{what}: [{i}] {x:e} vs {y:e} (not bit-identical)"
+        );
+    }
+}

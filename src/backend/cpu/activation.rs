@@ -1,15 +1,95 @@
-//! PLACEHOLDER until the cpu-kernels branch merges.
+//! The activation table (`crate::ops::Activation`) as elementwise kernels: y = f(x), and
+//! dx = dy · f'(saved) with the saved value the row names (the op's input or its output).
+//!
+//! The formulas are the table's own (`Activation::forward` / `derivative`); each kernel is
+//! instantiated once per table row with the row fixed at compile time, so the per-element
+//! `match` over the table folds away and the loop vectorizes where the formula allows.
+
+use super::pages::prefer_huge_pages;
 use super::real::Real;
-use crate::ops::*;
+use crate::ops::{Activation, ActivationParams};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// y = act(x, alpha, beta) elementwise. x, y: [len].
 pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
+    assert_eq!(x.len(), p.len);
+    assert_eq!(y.len(), p.len);
+    prefer_huge_pages(y);
     let (a, b) = (T::of(p.alpha as f64), T::of(p.beta as f64));
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = p.act.forward(v, a, b);
+    fn run<T: Real, const I: usize>(act: Activation, a: T, b: T, x: &[T], y: &mut [T]) {
+        let act = row::<I>(act);
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = act.forward(v, a, b);
+                }
+            });
     }
+    macro_rules! go {
+        ($($i:literal)*) => {
+            match row_index(p.act) {
+                $($i => run::<T, $i>(p.act, a, b, x, y),)*
+                _ => run::<T, { usize::MAX }>(p.act, a, b, x, y),
+            }
+        };
+    }
+    go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 }
-pub fn activation_backward_input<T: Real>(p: &ActivationParams, s: &[T], dy: &[T], dx: &mut [T]) {
+
+/// dx = dy · act'(saved, alpha, beta) elementwise, where `saved` is the op's input or output
+/// as `p.act.saved()` says. saved, dy, dx: [len].
+pub fn activation_backward_input<T: Real>(
+    p: &ActivationParams,
+    saved: &[T],
+    dy: &[T],
+    dx: &mut [T],
+) {
+    assert_eq!(saved.len(), p.len);
+    assert_eq!(dy.len(), p.len);
+    assert_eq!(dx.len(), p.len);
+    prefer_huge_pages(dx);
     let (a, b) = (T::of(p.alpha as f64), T::of(p.beta as f64));
-    for ((o, &v), &g) in dx.iter_mut().zip(s).zip(dy) {
-        *o = g * p.act.derivative(v, a, b);
+    fn run<T: Real, const I: usize>(
+        act: Activation,
+        a: T,
+        b: T,
+        (s, dy): (&[T], &[T]),
+        dx: &mut [T],
+    ) {
+        let act = row::<I>(act);
+        dx.par_chunks_mut(CHUNK)
+            .zip(s.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dc, (sc, gc))| {
+                for ((o, &v), &g) in dc.iter_mut().zip(sc).zip(gc) {
+                    *o = g * act.derivative(v, a, b);
+                }
+            });
     }
+    macro_rules! go {
+        ($($i:literal)*) => {
+            match row_index(p.act) {
+                $($i => run::<T, $i>(p.act, a, b, (saved, dy), dx),)*
+                _ => run::<T, { usize::MAX }>(p.act, a, b, (saved, dy), dx),
+            }
+        };
+    }
+    go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+}
+
+/// The activation's position in the table.
+fn row_index(act: Activation) -> usize {
+    Activation::ALL
+        .iter()
+        .position(|&r| r == act)
+        .expect("activation in the table")
+}
+
+/// Row I of the table, a constant after inlining; rows beyond the specialized ones (a table
+/// grown past 16 rows) are taken at run time.
+#[inline(always)]
+fn row<const I: usize>(act: Activation) -> Activation {
+    Activation::ALL.get(I).copied().unwrap_or(act)
 }
