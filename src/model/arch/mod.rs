@@ -3,6 +3,7 @@
 //! the evaluation preprocessing of its torchvision weights. [`FAMILIES`] is the one table of
 //! them; adding a family is a file and a row.
 
+pub mod alexnet;
 pub mod resnet;
 pub mod seed_cnn;
 pub mod vgg;
@@ -90,6 +91,19 @@ pub const FAMILIES: &[FamilyDef] = &[
             "fc.weight",
         ],
         build: resnet::build,
+    },
+    FamilyDef {
+        name: "alexnet",
+        variants: alexnet::VARIANT_NAMES,
+        matches: alexnet::matches,
+        signature: &[
+            "features.0.weight",
+            "features.3.weight",
+            "features.10.weight",
+            "classifier.1.weight",
+            "classifier.6.weight",
+        ],
+        build: alexnet::build,
     },
     FamilyDef {
         name: "vgg",
