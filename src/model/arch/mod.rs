@@ -6,6 +6,7 @@
 pub mod alexnet;
 pub mod resnet;
 pub mod seed_cnn;
+pub mod squeezenet;
 pub mod vgg;
 
 use crate::error::Result;
@@ -104,6 +105,19 @@ pub const FAMILIES: &[FamilyDef] = &[
             "classifier.6.weight",
         ],
         build: alexnet::build,
+    },
+    FamilyDef {
+        name: "squeezenet",
+        variants: squeezenet::VARIANT_NAMES,
+        matches: squeezenet::matches,
+        signature: &[
+            "features.0.weight",
+            "features.3.squeeze.weight",
+            "features.3.expand1x1.weight",
+            "features.3.expand3x3.weight",
+            "classifier.1.weight",
+        ],
+        build: squeezenet::build,
     },
     FamilyDef {
         name: "vgg",
