@@ -4,6 +4,7 @@
 //! them; adding a family is a file and a row.
 
 pub mod alexnet;
+pub mod densenet;
 pub mod resnet;
 pub mod seed_cnn;
 pub mod squeezenet;
@@ -130,6 +131,20 @@ pub const FAMILIES: &[FamilyDef] = &[
             "classifier.6.weight",
         ],
         build: vgg::build,
+    },
+    FamilyDef {
+        name: "densenet",
+        variants: densenet::VARIANT_NAMES,
+        matches: densenet::matches,
+        signature: &[
+            "features.conv0.weight",
+            "features.norm0.weight",
+            "features.denseblock1.denselayer1.conv1.weight",
+            "features.transition1.conv.weight",
+            "features.norm5.weight",
+            "classifier.weight",
+        ],
+        build: densenet::build,
     },
     FamilyDef {
         name: "seed-cnn",
