@@ -5,6 +5,8 @@
 
 pub mod alexnet;
 pub mod densenet;
+pub mod googlenet;
+pub mod inception;
 pub mod resnet;
 pub mod seed_cnn;
 pub mod squeezenet;
@@ -145,6 +147,33 @@ pub const FAMILIES: &[FamilyDef] = &[
             "classifier.weight",
         ],
         build: densenet::build,
+    },
+    FamilyDef {
+        name: "googlenet",
+        variants: googlenet::VARIANT_NAMES,
+        matches: googlenet::matches,
+        signature: &[
+            "conv1.conv.weight",
+            "conv2.conv.weight",
+            "conv3.conv.weight",
+            "inception3a.branch1.conv.weight",
+            "inception5b.branch4.1.conv.weight",
+            "fc.weight",
+        ],
+        build: googlenet::build,
+    },
+    FamilyDef {
+        name: "inception_v3",
+        variants: inception::VARIANT_NAMES,
+        matches: inception::matches,
+        signature: &[
+            "Conv2d_1a_3x3.conv.weight",
+            "Conv2d_4a_3x3.conv.weight",
+            "Mixed_5b.branch1x1.conv.weight",
+            "Mixed_7c.branch_pool.conv.weight",
+            "fc.weight",
+        ],
+        build: inception::build,
     },
     FamilyDef {
         name: "seed-cnn",
