@@ -210,3 +210,43 @@ fn dense_block(
     b.end(m, out);
     Ok((out, c, j - 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::weights::WeightStore;
+    use crate::model::Model;
+    use std::path::Path;
+
+    /// torchvision's original .pth key names (`norm.1`, …) are refused with the rename named.
+    #[test]
+    fn original_pth_key_names_are_refused_with_the_rename() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families");
+        let store = WeightStore::load(&dir.join("densenet121/model.safetensors")).unwrap();
+        let old = store
+            .tensors()
+            .iter()
+            .map(|(n, t)| {
+                let mut n = n.clone();
+                if n.contains(".denselayer") {
+                    for (new, orig) in [
+                        (".norm1.", ".norm.1."),
+                        (".conv1.", ".conv.1."),
+                        (".norm2.", ".norm.2."),
+                        (".conv2.", ".conv.2."),
+                    ] {
+                        n = n.replace(new, orig);
+                    }
+                }
+                (n, t.clone())
+            })
+            .collect();
+        let e = Model::from_store(&WeightStore::from_tensors("old.safetensors", old), None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("norm.1") && e.contains("_load_state_dict"),
+            "{e}"
+        );
+    }
+}

@@ -178,3 +178,64 @@ fn inception(
     b.end(m, out);
     Ok((out, w1 + w2 + w3 + w4, [w1, r2, w2, r3, w3, w4]))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::builder::Builder;
+    use crate::model::graph::op::Op;
+    use crate::model::weights::WeightStore;
+    use crate::model::Model;
+    use std::path::Path;
+
+    fn fixture(name: &str) -> WeightStore {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families");
+        WeightStore::load(&dir.join(name).join("model.safetensors")).unwrap()
+    }
+
+    /// Checkpoints saved with `aux_logits=False` (or stripped of the aux heads) load too, and
+    /// list the same modules as those with them.
+    #[test]
+    fn aux_heads_present_or_absent_both_load() {
+        for (fixture_name, prefix) in [("googlenet", "aux"), ("inception_v3", "AuxLogits.")] {
+            let full = fixture(fixture_name);
+            assert!(full.names().any(|n| n.starts_with(prefix)));
+            let with = Model::from_store(&full, None).unwrap();
+            let stripped = full
+                .tensors()
+                .iter()
+                .filter(|(n, _)| !n.starts_with(prefix))
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect();
+            let without = WeightStore::from_tensors(fixture_name, stripped);
+            let without = Model::from_store(&without, None).unwrap();
+            assert_eq!(with.arch, without.arch);
+            assert_eq!(with.num_classes, 10);
+            let names = |m: &Model| -> Vec<String> {
+                m.graph.modules.iter().map(|m| m.name.clone()).collect()
+            };
+            assert_eq!(names(&with), names(&without));
+        }
+    }
+
+    /// transform_input is on unless the builder is told otherwise.
+    #[test]
+    fn transform_input_is_on_by_default_and_can_be_turned_off() {
+        for (fixture_name, build) in [
+            (
+                "googlenet",
+                super::build as fn(&mut Builder) -> crate::error::Result<_>,
+            ),
+            ("inception_v3", super::super::inception::build),
+        ] {
+            for setting in [None, Some(true), Some(false)] {
+                let store = fixture(fixture_name);
+                let mut b = Builder::new(&store, fixture_name);
+                b.transform_input = setting;
+                let built = build(&mut b).unwrap();
+                let graph = b.finish(built.output).unwrap();
+                let first_is_affine = matches!(graph.nodes[0].op, Op::Affine(_));
+                assert_eq!(first_is_affine, setting != Some(false), "{fixture_name}");
+            }
+        }
+    }
+}

@@ -383,3 +383,29 @@ fn bottleneck_block(
     };
     Ok((out, ch, shape))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::graph::op::Op;
+    use crate::model::weights::WeightStore;
+    use crate::model::Model;
+    use std::path::Path;
+
+    /// The narrowed ResNeXt fixture's 3×3 convs have 8 groups (read from the weights), the
+    /// Wide ResNet's one; both are "custom" variants.
+    #[test]
+    fn groups_come_from_the_weights() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families");
+        for (name, groups) in [("resnext50_32x4d", 8), ("wide_resnet50_2", 1)] {
+            let store = WeightStore::load(&dir.join(name).join("model.safetensors")).unwrap();
+            let m = Model::from_store(&store, None).unwrap();
+            assert!(m.arch.starts_with("resnet (custom"), "{}", m.arch);
+            let conv = m.graph.module("layer3.0.conv2").unwrap().value;
+            let node = m.graph.nodes.iter().find(|n| n.output == conv).unwrap();
+            match &node.op {
+                Op::Conv2d(c) => assert_eq!(c.groups, groups, "{name}"),
+                _ => panic!("layer3.0.conv2 is not a conv"),
+            }
+        }
+    }
+}
