@@ -34,7 +34,8 @@ pub(super) const BN_EPS: f64 = 1e-3;
 
 /// The Inception blocks, the max-pool before each (name, kernel) and torchvision's widths
 /// (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj).
-const BLOCKS: [(&str, Option<(&str, usize)>, [usize; 6]); 9] = [
+type BlockDef = (&'static str, Option<(&'static str, usize)>, [usize; 6]);
+const BLOCKS: [BlockDef; 9] = [
     ("inception3a", None, [64, 96, 128, 16, 32, 32]),
     ("inception3b", None, [128, 128, 192, 32, 96, 64]),
     (

@@ -280,7 +280,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
 /// The group count of conv `name` taking `c_in` channels, from its weight's second dimension.
 fn groups_of(b: &Builder, name: &str, c_in: usize) -> usize {
     match b.store.shape(&format!("{name}.weight")) {
-        Some(s) if s.len() == 4 && s[1] > 0 && c_in % s[1] == 0 => c_in / s[1],
+        Some(s) if s.len() == 4 && s[1] > 0 && c_in.is_multiple_of(s[1]) => c_in / s[1],
         // Let the conv report the mismatch.
         _ => 1,
     }
