@@ -77,6 +77,11 @@ pub struct Builder<'a> {
     pub arch: String,
     /// The eps of BatchNorms built with `batch_norm` (torchvision's default, or the family's).
     pub bn_eps: f64,
+    /// GoogLeNet / Inception v3 only: whether the graph begins with torchvision's
+    /// `transform_input` (it re-normalizes ImageNet-normalized input to the (x - 0.5) / 0.5
+    /// that the weights ported from TensorFlow expect). The weights cannot say; None: the
+    /// family's default, on, as torchvision's builders set it for pretrained weights.
+    pub transform_input: Option<bool>,
     nodes: Vec<Node>,
     modules: Vec<Module>,
     params: Vec<Tensor>,
@@ -90,6 +95,7 @@ impl<'a> Builder<'a> {
             store,
             arch: arch.to_owned(),
             bn_eps: BN_EPS,
+            transform_input: None,
             nodes: vec![],
             modules: vec![],
             params: vec![],

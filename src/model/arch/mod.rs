@@ -3,8 +3,13 @@
 //! the evaluation preprocessing of its torchvision weights. [`FAMILIES`] is the one table of
 //! them; adding a family is a file and a row.
 
+pub mod alexnet;
+pub mod densenet;
+pub mod googlenet;
+pub mod inception;
 pub mod resnet;
 pub mod seed_cnn;
+pub mod squeezenet;
 pub mod vgg;
 
 use crate::error::Result;
@@ -92,6 +97,32 @@ pub const FAMILIES: &[FamilyDef] = &[
         build: resnet::build,
     },
     FamilyDef {
+        name: "alexnet",
+        variants: alexnet::VARIANT_NAMES,
+        matches: alexnet::matches,
+        signature: &[
+            "features.0.weight",
+            "features.3.weight",
+            "features.10.weight",
+            "classifier.1.weight",
+            "classifier.6.weight",
+        ],
+        build: alexnet::build,
+    },
+    FamilyDef {
+        name: "squeezenet",
+        variants: squeezenet::VARIANT_NAMES,
+        matches: squeezenet::matches,
+        signature: &[
+            "features.0.weight",
+            "features.3.squeeze.weight",
+            "features.3.expand1x1.weight",
+            "features.3.expand3x3.weight",
+            "classifier.1.weight",
+        ],
+        build: squeezenet::build,
+    },
+    FamilyDef {
         name: "vgg",
         variants: vgg::VARIANT_NAMES,
         matches: vgg::matches,
@@ -102,6 +133,47 @@ pub const FAMILIES: &[FamilyDef] = &[
             "classifier.6.weight",
         ],
         build: vgg::build,
+    },
+    FamilyDef {
+        name: "densenet",
+        variants: densenet::VARIANT_NAMES,
+        matches: densenet::matches,
+        signature: &[
+            "features.conv0.weight",
+            "features.norm0.weight",
+            "features.denseblock1.denselayer1.conv1.weight",
+            "features.transition1.conv.weight",
+            "features.norm5.weight",
+            "classifier.weight",
+        ],
+        build: densenet::build,
+    },
+    FamilyDef {
+        name: "googlenet",
+        variants: googlenet::VARIANT_NAMES,
+        matches: googlenet::matches,
+        signature: &[
+            "conv1.conv.weight",
+            "conv2.conv.weight",
+            "conv3.conv.weight",
+            "inception3a.branch1.conv.weight",
+            "inception5b.branch4.1.conv.weight",
+            "fc.weight",
+        ],
+        build: googlenet::build,
+    },
+    FamilyDef {
+        name: "inception_v3",
+        variants: inception::VARIANT_NAMES,
+        matches: inception::matches,
+        signature: &[
+            "Conv2d_1a_3x3.conv.weight",
+            "Conv2d_4a_3x3.conv.weight",
+            "Mixed_5b.branch1x1.conv.weight",
+            "Mixed_7c.branch_pool.conv.weight",
+            "fc.weight",
+        ],
+        build: inception::build,
     },
     FamilyDef {
         name: "seed-cnn",
