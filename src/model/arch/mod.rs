@@ -3,6 +3,10 @@
 //! the evaluation preprocessing of its torchvision weights. [`FAMILIES`] is the one table of
 //! them; adding a family is a file and a row.
 
+pub mod efficientnet;
+pub mod mnasnet;
+pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod resnet;
 pub mod seed_cnn;
 pub mod vgg;
@@ -102,6 +106,70 @@ pub const FAMILIES: &[FamilyDef] = &[
             "classifier.6.weight",
         ],
         build: vgg::build,
+    },
+    FamilyDef {
+        name: "mobilenet_v2",
+        variants: mobilenet_v2::VARIANT_NAMES,
+        matches: mobilenet_v2::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.conv.0.0.weight",
+            "features.2.conv.0.0.weight",
+            "classifier.1.weight",
+        ],
+        build: mobilenet_v2::build,
+    },
+    FamilyDef {
+        name: "mobilenet_v3",
+        variants: mobilenet_v3::VARIANT_NAMES,
+        matches: mobilenet_v3::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.block.0.0.weight",
+            "features.2.block.0.0.weight",
+            "classifier.0.weight",
+            "classifier.3.weight",
+        ],
+        build: mobilenet_v3::build,
+    },
+    FamilyDef {
+        name: "mnasnet",
+        variants: mnasnet::VARIANT_NAMES,
+        matches: mnasnet::matches,
+        signature: &[
+            "layers.0.weight",
+            "layers.3.weight",
+            "layers.8.0.layers.0.weight",
+            "layers.14.weight",
+            "classifier.1.weight",
+        ],
+        build: mnasnet::build,
+    },
+    FamilyDef {
+        name: "efficientnet",
+        variants: efficientnet::VARIANT_NAMES,
+        matches: efficientnet::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.0.block.0.0.weight",
+            "features.1.0.block.1.fc1.weight",
+            "features.2.0.block.0.0.weight",
+            "classifier.1.weight",
+        ],
+        build: efficientnet::build,
+    },
+    FamilyDef {
+        name: "efficientnet_v2",
+        variants: efficientnet::V2_VARIANT_NAMES,
+        matches: efficientnet::matches_v2,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.0.block.0.0.weight",
+            "features.2.0.block.0.0.weight",
+            "features.2.0.block.1.0.weight",
+            "classifier.1.weight",
+        ],
+        build: efficientnet::build_v2,
     },
     FamilyDef {
         name: "seed-cnn",
