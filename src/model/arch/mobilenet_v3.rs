@@ -205,14 +205,14 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let (layout, table, last_channel): (&str, &[Row], usize) = match n {
         11 => ("small", &SMALL, 1024),
         15 => ("large", &LARGE, 1280),
-        _ => return Err(unsupported(
-            store,
-            format!(
-                "mobilenet_v3 with {n} inverted-residual blocks: torchvision's small layout has \
-                     11 and its large 15, and the blocks' strides and activations are only known \
-                     from those tables"
-            ),
-        )),
+        _ => {
+            let why = format!(
+                "mobilenet_v3 with {n} inverted-residual blocks: torchvision's small layout has 11 \
+                 and its large 15, and the blocks' strides and activations are only known from \
+                 those tables"
+            );
+            return Err(unsupported(store, why));
+        }
     };
     b.bn_eps = 1e-3;
 
