@@ -731,7 +731,6 @@ def doc_notes(c):
 # Parity fixtures.
 
 BN = "partial(nn.BatchNorm2d, eps=1e-3)"
-MBV3 = "torchvision.models.mobilenetv3.InvertedResidualConfig"
 EFF = "torchvision.models.efficientnet"
 
 # name, torchvision variant, constructor, weights dtype, input (N, C, H, W), [(layer, class or None)], seed offset
@@ -767,23 +766,19 @@ FIXTURES = [
      "transform_input=True, init_weights=True), div=16)",
      torch.float32, (2, 3, 112, 128),
      [("Mixed_7c", None), ("Mixed_6c.branch7x7dbl_3.bn", 1), ("Mixed_5c", None)]),
+    # MobileNetV2 and V3 keep torchvision's own block tables (narrowed by width_mult): their
+    # strides and activations belong to the table rows, which the weights do not identify.
     ("mobilenet_v2", "mobilenet_v2",
-     "torchvision.models.mobilenetv2.MobileNetV2(num_classes=10, width_mult=0.25, inverted_residual_setting="
-     "[[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2], [6, 64, 2, 2], [6, 96, 1, 1], [6, 160, 2, 2], [6, 320, 1, 1]])",
-     torch.float32, (2, 3, 64, 48), [("features", None), ("features.3", 5), ("features.6.conv.1.0", None)]),
+     "torchvision.models.mobilenetv2.MobileNetV2(num_classes=10, width_mult=0.25)",
+     torch.float16, (2, 3, 64, 48), [("features", None), ("features.3", 5), ("features.6.conv.1.0", None)]),
     ("mobilenet_v3_small", "mobilenet_v3_small",
-     f"torchvision.models.mobilenetv3.MobileNetV3([{MBV3}(8, 3, 8, 8, True, 'RE', 2, 1, 1.0), "
-     f"{MBV3}(8, 3, 24, 16, False, 'RE', 2, 1, 1.0), {MBV3}(16, 3, 40, 16, False, 'RE', 1, 1, 1.0), "
-     f"{MBV3}(16, 5, 48, 24, True, 'HS', 2, 1, 1.0), {MBV3}(24, 5, 64, 24, True, 'HS', 1, 1, 1.0), "
-     f"{MBV3}(24, 5, 72, 32, True, 'HS', 2, 1, 1.0)], last_channel=64, num_classes=10)",
+     "torchvision.models.mobilenetv3.MobileNetV3(*torchvision.models.mobilenetv3._mobilenet_v3_conf("
+     "'mobilenet_v3_small', width_mult=0.25), num_classes=10)",
      torch.float32, (2, 3, 64, 48), [("features", None), ("features.5.block.3.1", 4), ("features.4.block.2", None)]),
     ("mobilenet_v3_large", "mobilenet_v3_large",
-     f"torchvision.models.mobilenetv3.MobileNetV3([{MBV3}(8, 3, 8, 8, False, 'RE', 1, 1, 1.0), "
-     f"{MBV3}(8, 3, 32, 16, False, 'RE', 2, 1, 1.0), {MBV3}(16, 5, 48, 24, True, 'RE', 2, 1, 1.0), "
-     f"{MBV3}(24, 5, 64, 24, True, 'RE', 1, 1, 1.0), {MBV3}(24, 3, 64, 32, False, 'HS', 2, 1, 1.0), "
-     f"{MBV3}(32, 3, 80, 32, False, 'HS', 1, 1, 1.0), {MBV3}(32, 5, 96, 40, True, 'HS', 2, 1, 1.0)], "
-     f"last_channel=80, num_classes=10)",
-     torch.float32, (2, 3, 64, 48), [("features", None), ("features.4.block", 8), ("features.6.block.1", None)]),
+     "torchvision.models.mobilenetv3.MobileNetV3(*torchvision.models.mobilenetv3._mobilenet_v3_conf("
+     "'mobilenet_v3_large', width_mult=0.25), num_classes=10)",
+     torch.float16, (2, 3, 64, 48), [("features", None), ("features.4.block", 8), ("features.6.block.1", None)]),
     ("mnasnet0_5", "mnasnet0_5", "torchvision.models.mnasnet.MNASNet(0.25, num_classes=10)",
      torch.float16, (2, 3, 64, 48), [("layers", None), ("layers.9", 3), ("layers.10.1", None)]),
     ("efficientnet_b0", "efficientnet_b0",
@@ -915,10 +910,12 @@ def manifest_text(manifest):
     return text[:-2] + ',\n "modules": [\n' + rows + "\n ]\n}\n"
 
 
-def write_fixtures():
+def write_fixtures(only=None):
     use_out_of_place_forwards()
     total, zero = 0, []
     for i, (name, variant, expr, dtype, shape, cases) in enumerate(FIXTURES):
+        if only and name not in only:
+            continue  # (the seeds follow the index in FIXTURES, so the others stay as they are)
         torch.manual_seed(1000 + i)
         model = not_inplace(prepare(construct(expr), 2000 + i))
         g = torch.Generator().manual_seed(3000 + i)
@@ -963,12 +960,13 @@ def main():
     ap.add_argument("--manifests-only", action="store_true", help="manifests and facts only (parts 1 and 2)")
     ap.add_argument("--fixtures-only", action="store_true", help="parity fixtures only (part 3)")
     ap.add_argument("--no-fx", action="store_true", help="skip the fx.symbolic_trace checks of the document")
+    ap.add_argument("--only", default="", help="comma-separated parity fixture names to (re)write (part 3)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if not args.fixtures_only:
         write_manifests(with_fx=not args.no_fx)
     if not args.manifests_only:
-        write_fixtures()
+        write_fixtures(only=[n for n in args.only.split(",") if n])
 
 
 if __name__ == "__main__":

@@ -5,8 +5,12 @@
 
 pub mod alexnet;
 pub mod densenet;
+pub mod efficientnet;
 pub mod googlenet;
 pub mod inception;
+pub mod mnasnet;
+pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod resnet;
 pub mod seed_cnn;
 pub mod squeezenet;
@@ -174,6 +178,70 @@ pub const FAMILIES: &[FamilyDef] = &[
             "fc.weight",
         ],
         build: inception::build,
+    },
+    FamilyDef {
+        name: "mobilenet_v2",
+        variants: mobilenet_v2::VARIANT_NAMES,
+        matches: mobilenet_v2::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.conv.0.0.weight",
+            "features.2.conv.0.0.weight",
+            "classifier.1.weight",
+        ],
+        build: mobilenet_v2::build,
+    },
+    FamilyDef {
+        name: "mobilenet_v3",
+        variants: mobilenet_v3::VARIANT_NAMES,
+        matches: mobilenet_v3::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.block.0.0.weight",
+            "features.2.block.0.0.weight",
+            "classifier.0.weight",
+            "classifier.3.weight",
+        ],
+        build: mobilenet_v3::build,
+    },
+    FamilyDef {
+        name: "mnasnet",
+        variants: mnasnet::VARIANT_NAMES,
+        matches: mnasnet::matches,
+        signature: &[
+            "layers.0.weight",
+            "layers.3.weight",
+            "layers.8.0.layers.0.weight",
+            "layers.14.weight",
+            "classifier.1.weight",
+        ],
+        build: mnasnet::build,
+    },
+    FamilyDef {
+        name: "efficientnet",
+        variants: efficientnet::VARIANT_NAMES,
+        matches: efficientnet::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.0.block.0.0.weight",
+            "features.1.0.block.1.fc1.weight",
+            "features.2.0.block.0.0.weight",
+            "classifier.1.weight",
+        ],
+        build: efficientnet::build,
+    },
+    FamilyDef {
+        name: "efficientnet_v2",
+        variants: efficientnet::V2_VARIANT_NAMES,
+        matches: efficientnet::matches_v2,
+        signature: &[
+            "features.0.0.weight",
+            "features.1.0.block.0.0.weight",
+            "features.2.0.block.0.0.weight",
+            "features.2.0.block.1.0.weight",
+            "classifier.1.weight",
+        ],
+        build: efficientnet::build_v2,
     },
     FamilyDef {
         name: "seed-cnn",
