@@ -133,3 +133,81 @@ fn arch_override_must_match_the_weights() {
         "resnet18"
     );
 }
+
+/// Every dimension the architecture fixes is checked, as PyTorch's `load_state_dict` does:
+/// a kernel of the wrong size, a 1×1 downsample that is 3×3, a conv with no output channels or
+/// a head with no classes is one error naming the tensor, never another network or a panic.
+#[test]
+fn shape_lies_are_errors_naming_the_tensor() {
+    let cases: [(&str, &str, Vec<usize>, &str); 7] = [
+        (
+            "seed-cnn",
+            "conv2.weight",
+            vec![32, 64, 3, 3],
+            "[?, 64, 5, 5]",
+        ),
+        (
+            "seed-cnn",
+            "conv2.weight",
+            vec![32, 64, 4, 4],
+            "[?, 64, 5, 5]",
+        ),
+        (
+            "resnet18",
+            "layer1.0.conv1.weight",
+            vec![64, 64, 5, 5],
+            "[?, 64, 3, 3]",
+        ),
+        (
+            "resnet18",
+            "conv1.weight",
+            vec![64, 3, 3, 3],
+            "[?, ?, 7, 7]",
+        ),
+        (
+            "resnet18",
+            "layer2.0.downsample.0.weight",
+            vec![128, 64, 3, 3],
+            "[?, 64, 1, 1]",
+        ),
+        ("seed-cnn", "conv3.weight", vec![0, 32, 5, 5], "0"),
+        ("seed-cnn", "fc2.weight", vec![0, 2000], "0"),
+    ];
+    for (arch, name, shape, expected) in cases {
+        let mut sd = zoo::random_state_dict(arch, 10, 0).unwrap();
+        let len = shape.iter().product();
+        sd.insert(
+            name.into(),
+            gradcam::tensor::Tensor::new(shape.clone(), vec![0.5; len]),
+        );
+        if name == "fc2.weight" {
+            sd.insert(
+                "fc2.bias".into(),
+                gradcam::tensor::Tensor::new(vec![0], vec![]),
+            );
+        }
+        if name == "conv3.weight" {
+            sd.insert(
+                "conv3.bias".into(),
+                gradcam::tensor::Tensor::new(vec![0], vec![]),
+            );
+        }
+        let store = WeightStore::from_tensors(arch, sd);
+        let err = match Model::from_store(&store, None) {
+            // A conv without outputs builds (its next layer then takes 0 inputs) but never
+            // plans: an error there too.
+            Ok(m) => m
+                .graph
+                .plan(&[1, 3, 32, 32])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| panic!("{arch} with {name} {shape:?} was accepted")),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            (err.contains(name) || err.contains("0 outputs") || err.contains("empty"))
+                && err.contains(expected),
+            "{arch} {name} {shape:?}: {err}"
+        );
+    }
+}

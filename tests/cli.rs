@@ -207,7 +207,7 @@ fn bad_weight_files_are_clear_errors() {
         &shape,
         &x,
         &[],
-        &["'conv2.weight'", "[32, 60, 5, 5]", "[?, 64, ?, ?]"],
+        &["'conv2.weight'", "[32, 60, 5, 5]", "[?, 64, 5, 5]"],
     );
 
     let dtype = edited_weights(d, "f64.safetensors", |t| {
@@ -255,7 +255,7 @@ fn bad_inputs_and_options_are_clear_errors() {
         &w,
         &input(d, vec![1, 3, 64, 64]),
         &[],
-        &["fc1 takes 16 features but gets 64"],
+        &["fc1: takes 16 features but gets 64"],
     );
     fails_with(
         &w,

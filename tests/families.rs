@@ -52,7 +52,11 @@ fn load(path: &PathBuf) -> Manifest {
             continue; // num_batches_tracked
         }
         let s = shape(&t[2]);
-        let fill = if name.ends_with("running_var") { 1.0 } else { 0.0 };
+        let fill = if name.ends_with("running_var") {
+            1.0
+        } else {
+            0.0
+        };
         let data = vec![fill; s.iter().product()];
         tensors.insert(name.to_owned(), Tensor::new(s, data));
     }

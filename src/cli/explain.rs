@@ -25,9 +25,13 @@ const IMAGE_ONLY: [&str; 11] = [
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Preprocessing defaults (torchvision's evaluation transform):
-  VGG, ResNet: --resize 256 --crop 224 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet)
-  seed-cnn:    --size 32x32 (no crop) --mean 0.5 --std 0.5
+    after_help = "Preprocessing defaults: the evaluation transform of the family's torchvision
+  IMAGENET1K_V1 weights (`gradcam inspect` prints it for a checkpoint; README lists every family):
+  most families --resize 256 --crop 224 with ImageNet's mean 0.485,0.456,0.406 and std
+  0.229,0.224,0.225; inception_v3 --resize 342 --crop 299; efficientnet_b1..b7 and _v2 larger;
+  seed-cnn --size 32x32 (no crop) --mean 0.5 --std 0.5.
+Default --layer: the family's (`gradcam inspect` prints it), e.g. VGG the last ReLU of features,
+  ResNet layer4, DenseNet/MobileNet/EfficientNet/ConvNeXt features, seed-cnn conv3.
 
 Outputs per image, in --out, named after the input's path relative to its PATH argument:
   NAME.cam.png (JET heatmap), NAME.overlay.png, NAME.cam.npy (--save-raw),
@@ -45,7 +49,7 @@ pub struct Args {
     )]
     paths: Vec<PathBuf>,
     /// Target layer as a PyTorch module path (e.g. features.35, layer4, layer4.1.conv2, conv3).
-    /// Default: VGG the last ReLU of features, ResNet layer4, seed-cnn conv3.
+    /// Default: the family's (see below and `gradcam inspect`).
     #[arg(long)]
     layer: Option<String>,
     /// Class to explain for every image (default: each image's top-1 prediction).
@@ -148,30 +152,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.std.is_some_and(|s| s.contains(&0.0)) {
         return Err(Error::Usage("--std must not contain 0".into()));
     }
-    let seed = model.arch == "seed-cnn";
+    // Defaults: the evaluation transform of the family's torchvision weights (`inspect`
+    // shows it); seed-cnn, which has none, the article's 32×32 with mean and std 0.5.
+    let pre = model.preprocess;
     let transform = Transform {
-        resize: match (a.size, a.resize) {
-            (Some((h, w)), _) => Resize::Exact(h, w),
-            (None, Some(n)) => Resize::Shorter(n),
-            (None, None) if seed && a.crop.is_none() => Resize::Exact(32, 32),
-            (None, None) => Resize::Shorter(256),
+        resize: match (a.size, a.resize, pre) {
+            (Some((h, w)), _, _) => Resize::Exact(h, w),
+            (None, Some(n), _) => Resize::Shorter(n),
+            (None, None, Some(p)) => Resize::Shorter(p.resize),
+            (None, None, None) if a.crop.is_none() => Resize::Exact(32, 32),
+            (None, None, None) => Resize::Shorter(256),
         },
-        crop: match (a.size, a.crop) {
-            (Some(_), _) => None,
-            (None, Some(c)) => Some((c, c)),
-            (None, None) if seed => None,
-            (None, None) => Some((224, 224)),
+        crop: match (a.size, a.crop, pre) {
+            (Some(_), _, _) => None,
+            (None, Some(c), _) => Some((c, c)),
+            (None, None, Some(p)) => Some((p.crop, p.crop)),
+            (None, None, None) => None,
         },
-        mean: a.mean.unwrap_or(if seed {
-            [0.5; 3]
-        } else {
-            [0.485, 0.456, 0.406]
-        }),
-        std: a.std.unwrap_or(if seed {
-            [0.5; 3]
-        } else {
-            [0.229, 0.224, 0.225]
-        }),
+        mean: a.mean.unwrap_or(pre.map_or([0.5; 3], |p| p.mean)),
+        std: a.std.unwrap_or(pre.map_or([0.5; 3], |p| p.std)),
     };
     if [a.resize, a.crop].contains(&Some(0)) {
         return Err(Error::Usage(

@@ -13,15 +13,29 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let model = a.model.load()?;
     let g = &model.graph;
-    let (h, w) = a.size.unwrap_or(if model.arch == "seed-cnn" {
-        (32, 32)
-    } else {
-        (224, 224)
-    });
+    let (h, w) = a
+        .size
+        .unwrap_or(model.preprocess.map_or((32, 32), |p| (p.crop, p.crop)));
     let plan = g.plan(&[1, g.in_channels, h, w])?;
-    println!("architecture: {}", model.arch);
+    println!("architecture: {} (family {})", model.arch, model.family);
+    println!(
+        "graph: the built-in {} builder, from the tensor names and shapes",
+        model.family
+    );
     println!("classes: {}", model.num_classes);
     println!("input: [N, {}, {h}, {w}]", g.in_channels);
+    match model.preprocess {
+        Some(p) => println!(
+            "preprocessing: resize {} ({}), center crop {}, mean {:?}, std {:?} (as {})",
+            p.resize,
+            if p.bicubic { "bicubic" } else { "bilinear" },
+            p.crop,
+            p.mean,
+            p.std,
+            p.weights
+        ),
+        None => println!("preprocessing: resize to 32x32, mean 0.5, std 0.5 (the article's)"),
+    }
     println!("default layer: {}", model.default_layer);
     println!("layers (Grad-CAM targets are those with a [N, C, H, W] output):");
     let width = g.modules.iter().map(|m| m.name.len()).max().unwrap_or(0);
