@@ -17,7 +17,8 @@
 //! (tests/fixtures/families/facts.json); anything else is `regnet_x (custom, …)`. The default
 //! Grad-CAM layer is `trunk_output`. Preprocessing: each variant's IMAGENET1K_V1 weights
 //! (resize 256, crop 224, bilinear), except regnet_y_128gf, which has only
-//! IMAGENET1K_SWAG_E2E_V1 (384, 384, bicubic) (tests/fixtures/families/manifests/preprocess_v1.json).
+//! IMAGENET1K_SWAG_E2E_V1 (resize 384, crop 384, bicubic)
+//! (tests/fixtures/families/manifests/preprocess_v1.json); a custom model gets the V1 one.
 
 use super::{Built, Preprocess};
 use crate::error::{Error, Result};
@@ -322,11 +323,15 @@ pub fn build(b: &mut Builder) -> Result<Built> {
         Some(v) => (v.name.to_owned(), v.preprocess),
         None => {
             let list = |f: fn(&Stage) -> usize| stages.iter().map(f).collect::<Vec<_>>();
+            let bottleneck = match stages.iter().all(|s| s.bottleneck == s.width) {
+                true => String::new(),
+                false => format!(", bottleneck widths {:?}", list(|s| s.bottleneck)),
+            };
             let name = format!(
-                "{family} (custom, stem {stem_width}, depths {:?}, widths {:?}, bottleneck widths {:?}, group widths {:?})",
+                "{family} (custom, stem {stem_width}, depths {:?}, widths {:?}{bottleneck}, \
+                 group widths {:?})",
                 list(|s| s.depth),
                 list(|s| s.width),
-                list(|s| s.bottleneck),
                 list(|s| s.group_width),
             );
             let weights = if se {

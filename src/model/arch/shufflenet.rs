@@ -166,7 +166,7 @@ fn inverted_residual(
         b.end(bm, v);
         (v, ch, x, c)
     } else {
-        if c % 2 != 0 {
+        if !c.is_multiple_of(2) {
             return Err(Error::UnknownArch {
                 path: b.store.path().to_owned(),
                 reason: format!("{name}: a stride-1 block splits its {c} input channels in two"),
