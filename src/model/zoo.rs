@@ -47,6 +47,33 @@ impl Init {
     }
 }
 
+/// The key→shape lists of further torchvision variants (scripts/make_zoo_shapes.py writes
+/// them from torchvision's own state dicts).
+const LISTED: &str = include_str!("zoo_shapes.tsv");
+
+fn parse_listed() -> impl Iterator<Item = (&'static str, &'static str, Vec<usize>)> {
+    LISTED.lines().filter_map(|line| {
+        let mut f = line.split('\t');
+        let (v, name, dims) = (f.next()?, f.next()?, f.next()?);
+        let shape = dims.split(',').filter_map(|d| d.parse().ok()).collect();
+        Some((v, name, shape))
+    })
+}
+
+fn listed(arch: &str) -> Option<Vec<(&'static str, Vec<usize>)>> {
+    let t: Vec<_> = parse_listed()
+        .filter(|(v, _, _)| *v == arch)
+        .map(|(_, n, s)| (n, s))
+        .collect();
+    (!t.is_empty()).then_some(t)
+}
+
+fn listed_variants() -> Vec<&'static str> {
+    let mut v: Vec<&str> = parse_listed().map(|(v, _, _)| v).collect();
+    v.dedup();
+    v
+}
+
 /// torchvision's VGG configurations: channel counts, 0 for a max-pool.
 fn vgg_cfg(name: &str) -> Option<&'static [usize]> {
     Some(match name {
@@ -143,10 +170,28 @@ pub fn random_state_dict(
             }
         }
         w.linear("fc", classes, c);
+    } else if let Some(tensors) = listed(arch) {
+        if classes != 1000 {
+            return Err(Error::Usage(format!(
+                "random weights of {arch} have torchvision's 1000 classes (got --classes {classes})"
+            )));
+        }
+        for (name, shape) in tensors {
+            let n = shape.iter().product();
+            match name.rsplit('.').next().unwrap_or("") {
+                "running_var" | "weight" if shape.len() == 1 => w.uniform(name, n, 0.5, 1.5),
+                "running_mean" | "bias" => w.uniform(name, n, -0.05, 0.05),
+                "layer_scale" => w.uniform(name, n, 0.5, 1.5),
+                _ => w.he(name, shape.clone()),
+            }
+            if name.ends_with("layer_scale") {
+                w.tensors.get_mut(name).expect("just inserted").shape = shape;
+            }
+        }
     } else {
         return Err(Error::Usage(format!(
-            "unknown architecture '{arch}'; known: {}",
-            super::arch::known().join(", ")
+            "no random weights for '{arch}': benchmark it with --weights (random weights exist for seed-cnn, vgg*, resnet* and {})",
+            listed_variants().join(", ")
         )));
     }
     Ok(w.tensors)

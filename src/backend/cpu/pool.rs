@@ -1,8 +1,9 @@
-//! Max pooling (with argmax for the backward pass) and adaptive average pooling.
+//! Max pooling (with argmax for the backward pass), average pooling, and adaptive average and
+//! max pooling.
 
 use super::pages::prefer_huge_pages;
 use super::real::Real;
-use crate::ops::{adaptive_window, AdaptivePool2dParams, MaxPool2dParams};
+use crate::ops::{adaptive_window, AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -151,17 +152,183 @@ pub fn max_pool2d_backward_input<T: Real>(
     assert_eq!(dy.len(), p.output_len());
     assert_eq!(argmax.len(), p.output_len());
     assert_eq!(dx.len(), p.input_len());
+    scatter_argmax(p.h_in * p.w_in, p.h_out() * p.w_out(), argmax, dy, dx);
+}
+
+/// Per plane: dx = 0, then dx[argmax[o]] += dy[o] in output order.
+fn scatter_argmax<T: Real>(
+    plane_in: usize,
+    plane_out: usize,
+    argmax: &[u32],
+    dy: &[T],
+    dx: &mut [T],
+) {
     prefer_huge_pages(dx);
-    let plane_out = p.h_out() * p.w_out();
-    dx.par_chunks_mut(p.h_in * p.w_in)
-        .zip(dy.par_chunks(plane_out))
-        .zip(argmax.par_chunks(plane_out))
+    dx.par_chunks_mut(plane_in.max(1))
+        .zip(dy.par_chunks(plane_out.max(1)))
+        .zip(argmax.par_chunks(plane_out.max(1)))
         .for_each(|((dxp, dyp), ap)| {
             dxp.fill(T::zero());
             for (&g, &i) in dyp.iter().zip(ap) {
                 dxp[i as usize] += g;
             }
         });
+}
+
+/// y = the mean of each window, divided by the window's size as [`AvgPool2dParams::window`]
+/// counts it (PyTorch's `count_include_pad` and ceil-mode rules). Each window is summed in
+/// row-major order. x: [N, C, H, W], y: [N, C, Ho, Wo].
+///
+/// Windows wholly inside the input (divisor k_h·k_w) take a vectorized path across the run of
+/// interior outputs of a row, as max pooling does; the border clips its windows.
+pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
+    assert_eq!(x.len(), p.input_len());
+    assert_eq!(y.len(), p.output_len());
+    prefer_huge_pages(y);
+    let (ho, wo) = (p.h_out(), p.w_out());
+    let inner_y = inner_outputs(p.k_h, p.stride_h, p.pad_h, p.h_in, ho);
+    let inner_x = inner_outputs(p.k_w, p.stride_w, p.pad_w, p.w_in, wo);
+    let full = T::of((p.k_h * p.k_w) as f64);
+    y.par_chunks_mut((ho * wo).max(1))
+        .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
+        .for_each(|(yp, xp)| {
+            for oy in 0..ho {
+                let yr = &mut yp[oy * wo..(oy + 1) * wo];
+                let fast = if inner_y.contains(&oy) {
+                    inner_x.clone()
+                } else {
+                    0..0
+                };
+                for ox in (0..fast.start).chain(fast.end..wo) {
+                    let (ry, rx, div) = p.window(oy, ox);
+                    let mut s = T::zero();
+                    for iy in ry {
+                        for &v in &xp[iy * p.w_in + rx.start..iy * p.w_in + rx.end] {
+                            s += v;
+                        }
+                    }
+                    yr[ox] = s / T::of(div as f64);
+                }
+                if fast.is_empty() {
+                    continue;
+                }
+                let yf = &mut yr[fast.clone()];
+                let first_col = fast.start * p.stride_w - p.pad_w;
+                for ky in 0..p.k_h {
+                    let line = (oy * p.stride_h - p.pad_h + ky) * p.w_in;
+                    for kx in 0..p.k_w {
+                        let start = line + first_col + kx;
+                        let first = ky == 0 && kx == 0;
+                        match p.stride_w {
+                            1 => sum_position::<T, 1>(yf, xp, start, first),
+                            2 => sum_position::<T, 2>(yf, xp, start, first),
+                            s => {
+                                let positions = (start..).step_by(s);
+                                for (yv, i) in yf.iter_mut().zip(positions) {
+                                    *yv = if first { xp[i] } else { *yv + xp[i] };
+                                }
+                            }
+                        }
+                    }
+                }
+                for v in yf {
+                    *v = *v / full;
+                }
+            }
+        });
+}
+
+/// Adds x[start + j·S] to the running sum y[j] of interior output j (or starts it).
+#[inline(always)]
+fn sum_position<T: Real, const S: usize>(y: &mut [T], x: &[T], start: usize, first: bool) {
+    let n = y.len();
+    let src = &x[start..start + (n - 1) * S + 1];
+    for (j, yv) in y.iter_mut().enumerate() {
+        let v = src[j * S];
+        *yv = if first { v } else { *yv + v };
+    }
+}
+
+/// dx[i] = Σ dy[o] / divisor[o] over the windows o that cover input i, as PyTorch's
+/// avg_pool2d backward (each window's share added in output order).
+pub fn avg_pool2d_backward_input<T: Real>(p: &AvgPool2dParams, dy: &[T], dx: &mut [T]) {
+    assert_eq!(dy.len(), p.output_len());
+    assert_eq!(dx.len(), p.input_len());
+    prefer_huge_pages(dx);
+    let (ho, wo) = (p.h_out(), p.w_out());
+    dx.par_chunks_mut((p.h_in * p.w_in).max(1))
+        .zip(dy.par_chunks((ho * wo).max(1)))
+        .for_each(|(dxp, dyp)| {
+            dxp.fill(T::zero());
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (ry, rx, div) = p.window(oy, ox);
+                    let g = dyp[oy * wo + ox] / T::of(div as f64);
+                    for iy in ry {
+                        for v in &mut dxp[iy * p.w_in + rx.start..iy * p.w_in + rx.end] {
+                            *v += g;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// `nn.AdaptiveMaxPool2d`: y = max over each adaptive window, argmax = flat in-plane index of
+/// its first maximum in row-major order (NaN wins, the first NaN is kept), as
+/// [`max_pool2d_forward`]. x: [N, C, H, W], y and argmax: [N, C, Ho, Wo].
+pub fn adaptive_max_pool2d_forward<T: Real>(
+    p: &AdaptivePool2dParams,
+    x: &[T],
+    y: &mut [T],
+    argmax: &mut [u32],
+) {
+    assert_eq!(x.len(), p.input_len());
+    assert_eq!(y.len(), p.output_len());
+    assert_eq!(argmax.len(), p.output_len());
+    assert!(
+        p.h_in * p.w_in <= u32::MAX as usize,
+        "plane too large for u32 argmax"
+    );
+    let plane_out = (p.h_out * p.w_out).max(1);
+    y.par_chunks_mut(plane_out)
+        .zip(argmax.par_chunks_mut(plane_out))
+        .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
+        .for_each(|((yp, ap), xp)| {
+            for oy in 0..p.h_out {
+                let (y0, y1) = adaptive_window(oy, p.h_in, p.h_out);
+                for ox in 0..p.w_out {
+                    let (x0, x1) = adaptive_window(ox, p.w_in, p.w_out);
+                    let mut best = T::neg_infinity();
+                    let mut best_i = u32::MAX;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let i = iy * p.w_in + ix;
+                            let v = xp[i];
+                            if best_i == u32::MAX || takes_over(v, best) {
+                                (best, best_i) = (v, i as u32);
+                            }
+                        }
+                    }
+                    yp[oy * p.w_out + ox] = best;
+                    ap[oy * p.w_out + ox] = best_i;
+                }
+            }
+        });
+}
+
+/// dx[argmax[o]] += dy[o] in output order (overlapping windows may pick the same input);
+/// every other input gets 0.
+pub fn adaptive_max_pool2d_backward_input<T: Real>(
+    p: &AdaptivePool2dParams,
+    argmax: &[u32],
+    dy: &[T],
+    dx: &mut [T],
+) {
+    assert_eq!(dy.len(), p.output_len());
+    assert_eq!(argmax.len(), p.output_len());
+    assert_eq!(dx.len(), p.input_len());
+    scatter_argmax(p.h_in * p.w_in, p.h_out * p.w_out, argmax, dy, dx);
 }
 
 pub fn adaptive_avg_pool2d_forward<T: Real>(p: &AdaptivePool2dParams, x: &[T], y: &mut [T]) {
@@ -279,27 +446,33 @@ mod tests {
     #[test]
     fn fast_max_pool_matches_reference() {
         let mut rng = StdRng::seed_from_u64(3);
-        let pool = |n, c, (h_in, w_in), (k_h, k_w), (stride_h, stride_w), (pad_h, pad_w)| {
-            MaxPool2dParams {
-                n,
-                c,
-                h_in,
-                w_in,
-                k_h,
-                k_w,
-                stride_h,
-                stride_w,
-                pad_h,
-                pad_w,
-                ceil_mode: false,
-            }
-        };
+        let pool =
+            |n, c, (h_in, w_in), (k_h, k_w), (stride_h, stride_w), (pad_h, pad_w), ceil_mode| {
+                MaxPool2dParams {
+                    n,
+                    c,
+                    h_in,
+                    w_in,
+                    k_h,
+                    k_w,
+                    stride_h,
+                    stride_w,
+                    pad_h,
+                    pad_w,
+                    ceil_mode,
+                }
+            };
         // VGG (2, 2, 0) and ResNet (3, 2, 1) on odd and even sizes, then random shapes.
         let mut cases = vec![
-            pool(2, 3, (8, 8), (2, 2), (2, 2), (0, 0)),
-            pool(1, 2, (9, 7), (2, 2), (2, 2), (0, 0)),
-            pool(2, 3, (12, 12), (3, 3), (2, 2), (1, 1)),
-            pool(1, 2, (11, 9), (3, 3), (2, 2), (1, 1)),
+            pool(2, 3, (8, 8), (2, 2), (2, 2), (0, 0), false),
+            pool(1, 2, (9, 7), (2, 2), (2, 2), (0, 0), false),
+            pool(2, 3, (12, 12), (3, 3), (2, 2), (1, 1), false),
+            pool(1, 2, (11, 9), (3, 3), (2, 2), (1, 1), false),
+            // Ceil mode (GoogLeNet, SqueezeNet): the last windows hang over the input's end.
+            pool(2, 3, (112, 112), (3, 3), (2, 2), (0, 0), true),
+            pool(1, 2, (9, 7), (2, 2), (2, 2), (0, 0), true),
+            pool(2, 2, (5, 6), (2, 2), (2, 2), (1, 1), true),
+            pool(1, 3, (13, 11), (3, 3), (2, 2), (1, 1), true),
         ];
         for _ in 0..60 {
             let k = (rng.random_range(1..=4), rng.random_range(1..=4));
@@ -307,39 +480,11 @@ mod tests {
             let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
             let pad = (rng.random_range(0..=k.0 / 2), rng.random_range(0..=k.1 / 2));
             let (n, c) = (rng.random_range(1..=3), rng.random_range(1..=3));
-            cases.push(pool(n, c, size, k, stride, pad));
+            cases.push(pool(n, c, size, k, stride, pad, rng.random_bool(0.5)));
         }
         for p in cases {
             check::<f32>(&p, &mut rng);
             check::<f64>(&p, &mut rng);
         }
     }
-}
-
-// PLACEHOLDER until the cpu-kernels branch merges.
-pub fn avg_pool2d_forward<T: Real>(_p: &crate::ops::AvgPool2dParams, _x: &[T], _y: &mut [T]) {
-    todo!()
-}
-pub fn avg_pool2d_backward_input<T: Real>(
-    _p: &crate::ops::AvgPool2dParams,
-    _dy: &[T],
-    _dx: &mut [T],
-) {
-    todo!()
-}
-pub fn adaptive_max_pool2d_forward<T: Real>(
-    _p: &AdaptivePool2dParams,
-    _x: &[T],
-    _y: &mut [T],
-    _a: &mut [u32],
-) {
-    todo!()
-}
-pub fn adaptive_max_pool2d_backward_input<T: Real>(
-    _p: &AdaptivePool2dParams,
-    _a: &[u32],
-    _dy: &[T],
-    _dx: &mut [T],
-) {
-    todo!()
 }
