@@ -4,6 +4,7 @@
 //! them; adding a family is a file and a row.
 
 pub mod alexnet;
+pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod googlenet;
@@ -11,8 +12,10 @@ pub mod inception;
 pub mod mnasnet;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
+pub mod regnet;
 pub mod resnet;
 pub mod seed_cnn;
+pub mod shufflenet;
 pub mod squeezenet;
 pub mod vgg;
 
@@ -242,6 +245,65 @@ pub const FAMILIES: &[FamilyDef] = &[
             "classifier.1.weight",
         ],
         build: efficientnet::build_v2,
+    },
+    FamilyDef {
+        name: "regnet_x",
+        variants: regnet::VARIANT_NAMES_X,
+        matches: regnet::matches_x,
+        signature: &[
+            "stem.0.weight",
+            "trunk_output.block1.block1-0.proj.0.weight",
+            "trunk_output.block1.block1-0.f.a.0.weight",
+            "trunk_output.block1.block1-0.f.b.0.weight",
+            "trunk_output.block1.block1-0.f.c.0.weight",
+            "fc.weight",
+        ],
+        build: regnet::build,
+    },
+    FamilyDef {
+        name: "regnet_y",
+        variants: regnet::VARIANT_NAMES_Y,
+        matches: regnet::matches_y,
+        signature: &[
+            "stem.0.weight",
+            "trunk_output.block1.block1-0.proj.0.weight",
+            "trunk_output.block1.block1-0.f.a.0.weight",
+            "trunk_output.block1.block1-0.f.b.0.weight",
+            "trunk_output.block1.block1-0.f.se.fc1.weight",
+            "trunk_output.block1.block1-0.f.c.0.weight",
+            "fc.weight",
+        ],
+        build: regnet::build,
+    },
+    FamilyDef {
+        name: "shufflenet_v2",
+        variants: shufflenet::VARIANT_NAMES,
+        matches: shufflenet::matches,
+        signature: &[
+            "conv1.0.weight",
+            "stage2.0.branch1.0.weight",
+            "stage2.0.branch2.0.weight",
+            "stage3.0.branch1.0.weight",
+            "stage4.0.branch1.0.weight",
+            "conv5.0.weight",
+            "fc.weight",
+        ],
+        build: shufflenet::build,
+    },
+    FamilyDef {
+        name: "convnext",
+        variants: convnext::VARIANT_NAMES,
+        matches: convnext::matches,
+        signature: &[
+            "features.0.0.weight",
+            "features.0.1.weight",
+            "features.1.0.block.0.weight",
+            "features.1.0.layer_scale",
+            "features.2.1.weight",
+            "classifier.0.weight",
+            "classifier.2.weight",
+        ],
+        build: convnext::build,
     },
     FamilyDef {
         name: "seed-cnn",
