@@ -90,6 +90,9 @@ impl Graph {
         if input.contains(&0) {
             return Err(bad("the input is empty".into()));
         }
+        if input.iter().try_fold(4usize, |a, &d| a.checked_mul(d)).is_none() {
+            return Err(bad("the input is too large to address".into()));
+        }
         let mut shapes: Vec<Option<Vec<usize>>> = vec![None; self.num_values];
         shapes[self.input] = Some(input.to_vec());
         for node in &self.nodes {
@@ -112,6 +115,13 @@ impl Graph {
             if shape.contains(&0) {
                 return Err(bad(format!(
                     "{} would output an empty tensor {shape:?}",
+                    node.at()
+                )));
+            }
+            // Sizes from untrusted input sizes: a value must be addressable (and its bytes).
+            if shape.iter().try_fold(4usize, |a, &d| a.checked_mul(d)).is_none() {
+                return Err(bad(format!(
+                    "{} would output a tensor of shape {shape:?}, too large to address",
                     node.at()
                 )));
             }
