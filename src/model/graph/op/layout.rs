@@ -342,7 +342,11 @@ impl OpDef for Flatten {
             ));
         }
         let mut s = x[..self.start_dim].to_vec();
-        s.push(x[self.start_dim..].iter().product());
+        let flat = x[self.start_dim..]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("flattens shape {x:?} past the address space"))?;
+        s.push(flat);
         Ok(s)
     }
 
