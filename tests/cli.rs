@@ -273,8 +273,8 @@ fn bad_inputs_and_options_are_clear_errors() {
     fails_with(
         &w,
         &good,
-        &["--arch", "alexnet"],
-        &["unknown architecture 'alexnet'"],
+        &["--arch", "vit_b_16"],
+        &["unknown architecture 'vit_b_16'"],
     );
     fails_with(
         &w,
