@@ -35,7 +35,10 @@ fn manifests() -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("manifests exist")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "preprocess.json"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().starts_with("preprocess"))
+        })
         .collect();
     paths.sort();
     paths

@@ -188,6 +188,11 @@ pub fn random_state_dict(
                 w.tensors.get_mut(name).expect("just inserted").shape = shape;
             }
         }
+    } else if super::arch::family_of(arch).is_none() {
+        return Err(Error::Usage(format!(
+            "unknown architecture '{arch}'; known: {}",
+            super::arch::known().join(", ")
+        )));
     } else {
         return Err(Error::Usage(format!(
             "no random weights for '{arch}': benchmark it with --weights (random weights exist for seed-cnn, vgg*, resnet* and {})",

@@ -90,7 +90,11 @@ impl Graph {
         if input.contains(&0) {
             return Err(bad("the input is empty".into()));
         }
-        if input.iter().try_fold(4usize, |a, &d| a.checked_mul(d)).is_none() {
+        if input
+            .iter()
+            .try_fold(4usize, |a, &d| a.checked_mul(d))
+            .is_none()
+        {
             return Err(bad("the input is too large to address".into()));
         }
         let mut shapes: Vec<Option<Vec<usize>>> = vec![None; self.num_values];
@@ -119,7 +123,11 @@ impl Graph {
                 )));
             }
             // Sizes from untrusted input sizes: a value must be addressable (and its bytes).
-            if shape.iter().try_fold(4usize, |a, &d| a.checked_mul(d)).is_none() {
+            if shape
+                .iter()
+                .try_fold(4usize, |a, &d| a.checked_mul(d))
+                .is_none()
+            {
                 return Err(bad(format!(
                     "{} would output a tensor of shape {shape:?}, too large to address",
                     node.at()
