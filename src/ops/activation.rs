@@ -101,7 +101,7 @@ fn sigmoid<T: ActReal>(x: T) -> T {
 activations! {
     /// max(x, 0). Its backward reads the output, which guided backpropagation needs.
     Relu = "relu", saved Output,
-        f = |x, a, b| if x > c(0.0) { x } else if x.is_nan() { x } else { c(0.0) },
+        f = |x, a, b| if x > c(0.0) || x.is_nan() { x } else { c(0.0) },
         df = |y, a, b| step(y > c(0.0));
     /// min(max(x, 0), 6).
     Relu6 = "relu6", saved Input,
