@@ -22,11 +22,7 @@ impl OpDef for Dropout {
         x: &[&[usize]],
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>> {
-        let identity = Fwd {
-            y: inputs[0].clone(),
-            aux: None,
-            mask: None,
-        };
+        let identity = Fwd::shared(inputs[0].clone());
         let Some(mode) = cx.dropout.as_ref().filter(|m| m.p > 0.0) else {
             return Ok(identity);
         };
@@ -83,11 +79,7 @@ impl OpDef for Identity {
         _x: &[&[usize]],
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>> {
-        Ok(Fwd {
-            y: inputs[0].clone(),
-            aux: None,
-            mask: None,
-        })
+        Ok(Fwd::shared(inputs[0].clone()))
     }
 
     fn backward<B: Backend>(
@@ -98,6 +90,6 @@ impl OpDef for Identity {
         dy: &Rc<B::Buf>,
         need: &[bool],
     ) -> Result<Grads<B>> {
-        Ok(vec![need[0].then(|| dy.clone())])
+        Ok(pass_through::<B>(dy, need))
     }
 }

@@ -88,11 +88,7 @@ impl OpDef for Concat {
             })
             .collect();
         let y = gather(cx, self.name(), out.iter().product(), &copies)?;
-        Ok(Fwd {
-            y,
-            aux: None,
-            mask: None,
-        })
+        Ok(Fwd::shared(y))
     }
 
     fn backward<B: Backend>(
@@ -165,11 +161,7 @@ impl OpDef for Slice {
         let p = StridedCopyParams::block(x[0], self.axis, self.start, self.len, false);
         let len = p.len();
         let y = gather(cx, self.name(), len, &[(p, &*inputs[0])])?;
-        Ok(Fwd {
-            y,
-            aux: None,
-            mask: None,
-        })
+        Ok(Fwd::shared(y))
     }
 
     /// The gradient is dy in the slice's place and zero elsewhere.
@@ -237,11 +229,7 @@ impl OpDef for Shuffle {
     ) -> Result<Fwd<B>> {
         let p = self.copy(x[0]).expect("planned");
         let y = gather(cx, self.name(), p.len(), &[(p, &*inputs[0])])?;
-        Ok(Fwd {
-            y,
-            aux: None,
-            mask: None,
-        })
+        Ok(Fwd::shared(y))
     }
 
     fn backward<B: Backend>(
@@ -293,11 +281,7 @@ impl OpDef for Permute {
     ) -> Result<Fwd<B>> {
         let p = StridedCopyParams::permute(x[0], &self.perm);
         let y = gather(cx, self.name(), p.len(), &[(p, &*inputs[0])])?;
-        Ok(Fwd {
-            y,
-            aux: None,
-            mask: None,
-        })
+        Ok(Fwd::shared(y))
     }
 
     fn backward<B: Backend>(
@@ -356,11 +340,7 @@ impl OpDef for Flatten {
         _x: &[&[usize]],
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>> {
-        Ok(Fwd {
-            y: inputs[0].clone(),
-            aux: None,
-            mask: None,
-        })
+        Ok(Fwd::shared(inputs[0].clone()))
     }
 
     fn backward<B: Backend>(
@@ -371,6 +351,6 @@ impl OpDef for Flatten {
         dy: &Rc<B::Buf>,
         need: &[bool],
     ) -> Result<Grads<B>> {
-        Ok(vec![need[0].then(|| dy.clone())])
+        Ok(pass_through::<B>(dy, need))
     }
 }

@@ -121,12 +121,22 @@ pub struct Fwd<B: Backend> {
 
 impl<B: Backend> Fwd<B> {
     pub fn new(y: B::Buf) -> Self {
+        Self::shared(Rc::new(y))
+    }
+
+    /// An output already shared: an alias of the input, or a gathered buffer.
+    pub fn shared(y: Rc<B::Buf>) -> Self {
         Fwd {
-            y: Rc::new(y),
+            y,
             aux: None,
             mask: None,
         }
     }
+}
+
+/// The backward of an op whose output is its input: dy itself, where it is needed.
+pub fn pass_through<B: Backend>(dy: &Rc<B::Buf>, need: &[bool]) -> Grads<B> {
+    vec![need[0].then(|| dy.clone())]
 }
 
 /// What an op's backward reads: the saved values it declared in [`Saves`].
