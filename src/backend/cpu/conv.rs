@@ -8,6 +8,7 @@
 use super::matmul::{inner_parallelism, matmul, matmul_strided, split_batch, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
+use super::epilogue::Epilogue;
 use super::winograd;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;
@@ -28,61 +29,6 @@ const MIN_BLOCK_BACKWARD: usize = 1024;
 /// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], b: [Cout], y: [N, Cout, Ho, Wo].
 pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
     conv2d_forward_fused(p, x, w, b, None, y)
-}
-
-/// What a fused convolution applies to each output block while it is still in cache: the
-/// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then + residual
-/// when given, then ReLU when `relu`; the same f32 operations, in the same order, as the
-/// separate ops (see `Backend::conv2d_fused`).
-#[derive(Clone, Copy)]
-pub struct Epilogue<'a, T> {
-    /// [Cout]
-    pub scale: &'a [T],
-    /// [Cout]
-    pub shift: &'a [T],
-    /// [N, Cout, Ho, Wo]
-    pub residual: Option<&'a [T]>,
-    pub relu: bool,
-}
-
-impl<T: Real> Epilogue<'_, T> {
-    /// The epilogue of image `img`, whose output has `len` elements: its part of the residual.
-    pub(super) fn for_image(self, img: usize, len: usize) -> Self {
-        Epilogue {
-            residual: self.residual.map(|r| &r[img * len..(img + 1) * len]),
-            ..self
-        }
-    }
-
-    /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len],
-    /// whose column 0 is output pixel `p0` of an image of `pix` pixels per channel.
-    fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>, pix: usize, p0: usize) {
-        for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
-            self.apply_row(c, &mut row[cols.clone()], c * pix + p0 + cols.start);
-        }
-    }
-
-    /// Applies the epilogue to `row`, a run of channel `c`'s outputs that starts at element
-    /// `start` of the image's output (where its residual is read).
-    pub(super) fn apply_row(&self, c: usize, row: &mut [T], start: usize) {
-        let relu = |a: T| {
-            if !self.relu || a > T::zero() {
-                a
-            } else {
-                T::zero()
-            }
-        };
-        let (s, t) = (self.scale[c], self.shift[c]);
-        match self.residual {
-            Some(r) => {
-                let r = &r[start..start + row.len()];
-                for (v, &add) in row.iter_mut().zip(r) {
-                    *v = relu(*v * s + t + add);
-                }
-            }
-            None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
-        }
-    }
 }
 
 /// conv2d with an optional epilogue (see [`Epilogue`]).

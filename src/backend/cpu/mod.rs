@@ -8,6 +8,7 @@ pub mod binary;
 pub mod cam;
 pub mod conv;
 pub mod elementwise;
+pub mod epilogue;
 pub mod grouped_conv;
 pub mod layer_norm;
 pub mod layout;
@@ -82,7 +83,7 @@ impl Backend for CpuBackend {
             return super::conv2d_then_epilogue(self, p, x, w, bias, e);
         }
         let mut y = self.out(p.output_len());
-        let epi = conv::Epilogue {
+        let epi = epilogue::Epilogue {
             scale: e.scale,
             shift: e.shift,
             residual: e.residual.map(|r| r.as_slice()),

@@ -12,7 +12,7 @@
 //! of every channel (where the fused epilogue and residual are applied), and its transformed
 //! inputs and products (16·(Cin + Cout)·tiles values) stay in cache.
 
-use super::conv::Epilogue;
+use super::epilogue::Epilogue;
 use super::matmul::{matmul, Parallelism, View};
 use super::real::Real;
 use crate::ops::Conv2dParams;

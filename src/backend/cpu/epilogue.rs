@@ -1,0 +1,60 @@
+//! The epilogue a fused convolution applies to its output blocks (eval BatchNorm, residual,
+//! ReLU), shared by the im2col and Winograd paths.
+
+use super::real::Real;
+use std::ops::Range;
+
+/// What a fused convolution applies to each output block while it is still in cache: the
+/// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then + residual
+/// when given, then ReLU when `relu`; the same f32 operations, in the same order, as the
+/// separate ops (see `Backend::conv2d_fused`).
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a, T> {
+    /// [Cout]
+    pub scale: &'a [T],
+    /// [Cout]
+    pub shift: &'a [T],
+    /// [N, Cout, Ho, Wo]
+    pub residual: Option<&'a [T]>,
+    pub relu: bool,
+}
+
+impl<T: Real> Epilogue<'_, T> {
+    /// The epilogue of image `img`, whose output has `len` elements: its part of the residual.
+    pub(super) fn for_image(self, img: usize, len: usize) -> Self {
+        Epilogue {
+            residual: self.residual.map(|r| &r[img * len..(img + 1) * len]),
+            ..self
+        }
+    }
+
+    /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len],
+    /// whose column 0 is output pixel `p0` of an image of `pix` pixels per channel.
+    pub(super) fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>, pix: usize, p0: usize) {
+        for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+            self.apply_row(c, &mut row[cols.clone()], c * pix + p0 + cols.start);
+        }
+    }
+
+    /// Applies the epilogue to `row`, a run of channel `c`'s outputs that starts at element
+    /// `start` of the image's output (where its residual is read).
+    pub(super) fn apply_row(&self, c: usize, row: &mut [T], start: usize) {
+        let relu = |a: T| {
+            if !self.relu || a > T::zero() {
+                a
+            } else {
+                T::zero()
+            }
+        };
+        let (s, t) = (self.scale[c], self.shift[c]);
+        match self.residual {
+            Some(r) => {
+                let r = &r[start..start + row.len()];
+                for (v, &add) in row.iter_mut().zip(r) {
+                    *v = relu(*v * s + t + add);
+                }
+            }
+            None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
+        }
+    }
+}
