@@ -71,7 +71,7 @@ def make_inputs():
     (ROOT / "empty_dir" / ".keep").write_text("")
 
 
-# name, image, torchvision transform pieces (resize arg, crop or None), mean/std
+# name, image, torchvision transform pieces (resize arg, crop or None), mean/std[, filter]
 PREPROCESS = [
     ("down_crop", "rgb_odd.png", 24, 20, IMAGENET),
     ("exact_hw", "rgb_odd.png", (13, 29), None, IMAGENET),
@@ -81,21 +81,30 @@ PREPROCESS = [
     ("tall_odd_crop", "tall.bmp", 21, 15, IMAGENET),
     ("pad_crop", "rgb_odd.png", 10, 12, IMAGENET),
     ("jpeg", "photo.jpg", 24, 24, IMAGENET),
+    # Pillow's bicubic (EfficientNet's weights): its negative lobes overshoot, so the 8-bit
+    # clipping of each pass is exercised too.
+    ("bicubic_down_crop", "rgb_odd.png", 24, 20, IMAGENET, "bicubic"),
+    ("bicubic_strong_down", "rgb_odd.png", 8, None, IMAGENET, "bicubic"),
+    ("bicubic_up_crop", "gray.png", 40, 32, IMAGENET, "bicubic"),
+    ("bicubic_exact_hw", "rgb_odd.png", (13, 29), None, IMAGENET, "bicubic"),
+    ("bicubic_jpeg", "photo.jpg", 24, 24, IMAGENET, "bicubic"),
 ]
+FILTERS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
 
 
 def make_preprocess():
     tensors, manifest = {}, []
-    for name, file, resize, crop, (mean, std) in PREPROCESS:
+    for name, file, resize, crop, (mean, std), *filt in PREPROCESS:
+        filt = filt[0] if filt else "bilinear"
         img = Image.open(ROOT / "inputs" / file).convert("RGB")
-        steps = [T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR)]
+        steps = [T.Resize(resize, interpolation=FILTERS[filt])]
         if crop is not None:
             steps.append(T.CenterCrop(crop))
         steps += [T.ToTensor(), T.Normalize(mean, std)]
         tensors[name] = T.Compose(steps)(img).contiguous()
         manifest.append({"name": name, "file": file,
                          "resize": list(resize) if isinstance(resize, tuple) else resize,
-                         "crop": crop, "mean": mean, "std": std})
+                         "crop": crop, "mean": mean, "std": std, "filter": filt})
     save_file(tensors, str(ROOT / "expected" / "preprocess.safetensors"))
     (ROOT / "expected" / "preprocess.json").write_text(json.dumps(manifest, indent=1) + "\n")
 

@@ -420,3 +420,81 @@ fn demo_explains_the_bundled_samples() {
         }
     }
 }
+
+/// GoogLeNet's `transform_input` is not in the weights: on by default (torchvision's pretrained
+/// checkpoints need it), `--no-transform-input` turns it off, and the flag is refused for a
+/// family that has no such step.
+#[test]
+fn transform_input_is_on_by_default_and_a_flag_turns_it_off() {
+    let w = common::fixture("families/googlenet/model.safetensors");
+    let w = w.to_str().unwrap();
+    let on = gradcam(&["inspect", "--weights", w]);
+    assert!(on.status.success());
+    assert!(String::from_utf8_lossy(&on.stdout).contains("transform_input: on"));
+    let off = gradcam(&["inspect", "--weights", w, "--no-transform-input"]);
+    assert!(off.status.success());
+    assert!(String::from_utf8_lossy(&off.stdout).contains("transform_input: off"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let x = input(tmp.path(), vec![2, 3, 64, 64]);
+    let logits = |extra: &[&str], dir: &str| {
+        let out = tmp.path().join(dir);
+        let mut args = vec!["explain", "--weights", w, "--backend", "cpu", "--quiet"];
+        args.extend_from_slice(extra);
+        args.extend(["--input-tensor", x.to_str().unwrap()]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        let o = gradcam(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        npy::read_f32(&out.join("logits.npy")).unwrap().data
+    };
+    assert_ne!(logits(&[], "on"), logits(&["--no-transform-input"], "off"));
+
+    let seed = seed_dir().join("model.safetensors");
+    let o = gradcam(&[
+        "inspect",
+        "--weights",
+        seed.to_str().unwrap(),
+        "--no-transform-input",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("googlenet and inception_v3 only"), "{err}");
+}
+
+/// `--interpolation` picks Pillow's filter (its arithmetic is checked against PIL in
+/// tests/images.rs); the default is the family's, which `inspect` prints.
+#[test]
+fn interpolation_defaults_to_the_familys_and_can_be_chosen() {
+    let eff = common::fixture("families/efficientnet_b0/model.safetensors");
+    let o = gradcam(&["inspect", "--weights", eff.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("resize 256 (bicubic), center crop 224"), "{s}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let img = common::fixture("images/inputs/rgb_odd.png");
+    let cam = |filter: &str| {
+        let out = tmp.path().join(filter);
+        let o = gradcam(&[
+            "explain",
+            "--weights",
+            seed_dir().join("model.safetensors").to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--save-raw",
+            "--resize",
+            "40",
+            "--crop",
+            "32",
+            "--interpolation",
+            filter,
+            "--out",
+            out.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        npy::read_f32(&out.join("rgb_odd.cam.npy")).unwrap().data
+    };
+    assert_ne!(cam("bilinear"), cam("bicubic"));
+}

@@ -13,7 +13,7 @@
 
 use gradcam::image::labels;
 use gradcam::image::load::{self, Limits};
-use gradcam::image::preprocess::{Resize, Transform};
+use gradcam::image::preprocess::{Filter, Resize, Transform};
 use gradcam::model::weights::WeightStore;
 use gradcam::model::Model;
 use proptest::prelude::*;
@@ -273,6 +273,7 @@ fn fuzz_images() {
             (1usize..48, 1usize..48).prop_map(|(h, w)| Resize::Exact(h, w)),
         ],
         prop::option::of((1usize..40, 1usize..40)),
+        prop_oneof![Just(Filter::Bilinear), Just(Filter::Bicubic)],
     );
     // Small enough that a mutated header cannot make a case slow.
     let limits = Limits {
@@ -282,7 +283,7 @@ fn fuzz_images() {
     runner(cases(300_000))
         .run(
             &(input(corpus("images")), transform),
-            |(bytes, (resize, crop))| {
+            |(bytes, (resize, crop, filter))| {
                 stages.hit(0);
                 let Ok(enc) = load::check(bytes, &limits) else {
                     return Ok(());
@@ -297,6 +298,7 @@ fn fuzz_images() {
                 prop_assert_eq!((img.width(), img.height()), (w, h));
                 let t = Transform {
                     resize,
+                    filter,
                     crop,
                     mean: [0.5; 3],
                     std: [0.25; 3],

@@ -6,7 +6,7 @@ use gradcam::backend::cpu::CpuBackend;
 use gradcam::engine::{Classes, Engine, Outputs};
 use gradcam::image::load::decode;
 use gradcam::image::overlay::gradient_image;
-use gradcam::image::preprocess::{Resize, Transform};
+use gradcam::image::preprocess::{Filter, Resize, Transform};
 use gradcam::model::Model;
 use gradcam::tensor::Tensor;
 use safetensors::SafeTensors;
@@ -74,7 +74,8 @@ fn image_diff(a: &image::RgbImage, b: &image::RgbImage) -> (u8, f64) {
     (max, frac)
 }
 
-/// torchvision's Resize + CenterCrop + ToTensor + Normalize, computed by PIL and torchvision,
+/// torchvision's Resize (bilinear and bicubic) + CenterCrop + ToTensor + Normalize, computed by
+/// PIL and torchvision,
 /// against ours. PNG and BMP inputs decode to the same pixels in both, and the resampler
 /// re-implements Pillow's fixed-point arithmetic, so the tensors must agree to the last bit
 /// (tolerance 1e-6 only to name a number; the measured difference is 0) — except where Pillow
@@ -111,8 +112,13 @@ fn preprocessing_matches_torchvision() {
         };
         let crop = case["crop"].as_u64().map(|c| (c as usize, c as usize));
         let std = triple(&case["std"]);
+        let filter = match case["filter"].as_str().unwrap() {
+            "bicubic" => Filter::Bicubic,
+            _ => Filter::Bilinear,
+        };
         let t = Transform {
             resize,
+            filter,
             crop,
             mean: triple(&case["mean"]),
             std,

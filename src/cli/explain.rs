@@ -1,7 +1,7 @@
 use super::{BackendKind, Method, ModelArgs};
 use crate::engine::{Classes, Outputs};
 use crate::error::{Error, Result};
-use crate::image::preprocess::{Resize, Transform};
+use crate::image::preprocess::{Filter, Resize, Transform};
 use crate::pipeline::{self, Options};
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Image options that make no sense with --input-tensor.
-const IMAGE_ONLY: [&str; 13] = [
+const IMAGE_ONLY: [&str; 14] = [
     "resize",
+    "interpolation",
     "crop",
     "size",
     "mean",
@@ -30,9 +31,10 @@ const IMAGE_ONLY: [&str; 13] = [
 #[command(
     after_help = "Preprocessing defaults: the evaluation transform of the family's torchvision
   IMAGENET1K_V1 weights (`gradcam inspect` prints it for a checkpoint; README lists every family):
-  most families --resize 256 --crop 224 with ImageNet's mean 0.485,0.456,0.406 and std
-  0.229,0.224,0.225; inception_v3 --resize 342 --crop 299; efficientnet_b1..b7 and _v2 larger;
-  seed-cnn --size 32x32 (no crop) --mean 0.5 --std 0.5.
+  most families --resize 256 --crop 224 --interpolation bilinear with ImageNet's mean
+  0.485,0.456,0.406 and std 0.229,0.224,0.225; inception_v3 --resize 342 --crop 299;
+  efficientnet_b0..b7, efficientnet_v2_l and regnet_y_128gf bicubic; efficientnet_b1..b7 and
+  _v2 larger; seed-cnn --size 32x32 (no crop) --mean 0.5 --std 0.5.
 Default --layer: the family's (`gradcam inspect` prints it), e.g. VGG the last ReLU of features,
   ResNet layer4, DenseNet/MobileNet/EfficientNet/ConvNeXt features, seed-cnn conv3.
 
@@ -72,9 +74,13 @@ pub struct Args {
     /// Output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Resize the shorter side to N (torchvision Resize(N), Pillow's antialiased bilinear).
+    /// Resize the shorter side to N (torchvision Resize(N), Pillow's antialiased filter).
     #[arg(long, conflicts_with = "size", allow_hyphen_values = true, value_parser = parse_side)]
     resize: Option<usize>,
+    /// Pillow's resampling filter for the resize (default: the family's weights', bilinear for
+    /// most, bicubic for EfficientNet B0–B7 and V2-L).
+    #[arg(long, value_enum)]
+    interpolation: Option<Filter>,
     /// Center crop to N×N after resizing (torchvision CenterCrop(N)).
     #[arg(long, conflicts_with = "size", allow_hyphen_values = true, value_parser = parse_side)]
     crop: Option<usize>,
@@ -266,6 +272,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             (None, None, None) if a.crop.is_none() => Resize::Exact(32, 32),
             (None, None, None) => Resize::Shorter(256),
         },
+        filter: a
+            .interpolation
+            .unwrap_or(pre.map_or(Filter::Bilinear, |p| p.filter)),
         crop: match (a.size, a.crop, pre) {
             (Some(_), _, _) => None,
             (None, Some(c), _) => Some((c, c)),

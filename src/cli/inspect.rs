@@ -28,13 +28,24 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => println!(
             "preprocessing: resize {} ({}), center crop {}, mean {:?}, std {:?} (as {})",
             p.resize,
-            if p.bicubic { "bicubic" } else { "bilinear" },
+            p.filter.name(),
             p.crop,
             p.mean,
             p.std,
             p.weights
         ),
         None => println!("preprocessing: resize to 32x32, mean 0.5, std 0.5 (the article's)"),
+    }
+    if let Some(on) = model.transform_input {
+        println!(
+            "transform_input: {} (torchvision's re-normalization before the first conv{})",
+            if on { "on" } else { "off" },
+            if on {
+                "; --no-transform-input turns it off"
+            } else {
+                ""
+            }
+        );
     }
     println!("default layer: {}", model.default_layer);
     println!("layers (Grad-CAM targets are those with a [N, C, H, W] output):");

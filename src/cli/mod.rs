@@ -70,14 +70,23 @@ pub struct ModelArgs {
     /// A PyTorch state_dict saved with safetensors.torch.save_file.
     #[arg(long)]
     weights: PathBuf,
-    /// Architecture (detected from the tensor names when omitted): seed-cnn, vgg11..vgg19[_bn], resnet18..resnet152.
+    /// Architecture variant, e.g. resnet50, mobilenet_v3_large, efficientnet_b0 (detected from
+    /// the tensor names and shapes when omitted; an unknown name lists the known ones).
     #[arg(long)]
     arch: Option<String>,
+    /// GoogLeNet / Inception v3: the checkpoint was trained without torchvision's
+    /// `transform_input` (`googlenet(weights=None)` and custom training). torchvision's
+    /// pretrained weights need it, so it is on by default; the weights cannot say which.
+    #[arg(long)]
+    no_transform_input: bool,
 }
 
 impl ModelArgs {
     fn load(&self) -> crate::Result<crate::model::Model> {
-        crate::model::Model::load(&self.weights, self.arch.as_deref())
+        let opts = crate::model::BuildOptions {
+            transform_input: self.no_transform_input.then_some(false),
+        };
+        crate::model::Model::load_with(&self.weights, self.arch.as_deref(), opts)
     }
 }
 

@@ -1,14 +1,15 @@
 //! torchvision's evaluation transform, `Resize` + `CenterCrop` + `ToTensor` + `Normalize`, on
 //! 8-bit RGB images.
 //!
-//! torchvision resizes PIL images with Pillow's bilinear filter, which antialiases when
-//! downscaling (the triangle filter is stretched by the scale factor). `resize_bilinear`
-//! re-implements Pillow's algorithm (libImaging/Resample.c) step by step: the same filter
-//! support and window bounds, coefficients normalized in f64 and rounded to 22-bit fixed point,
-//! two separable passes, each rounded and clipped to 8 bits. It reproduces Pillow's output
-//! exactly for torchvision's usual `Resize(N)` (tests/images.rs checks it against fixtures made
-//! by PIL and torchvision), so the network sees the same numbers as in a PyTorch pipeline; see
-//! `resize_bilinear` for the one case where it may differ by one level.
+//! torchvision resizes PIL images with Pillow's bilinear (most weights) or bicubic (EfficientNet
+//! B0–B7, V2-L, RegNetY-128GF) filter, which antialiases when downscaling (the filter is
+//! stretched by the scale factor). `resize` re-implements Pillow's algorithm
+//! (libImaging/Resample.c) step by step: the same filter, support and window bounds,
+//! coefficients normalized in f64 and rounded to 22-bit fixed point, two separable passes, each
+//! rounded and clipped to 8 bits. It reproduces Pillow's output exactly for torchvision's usual
+//! `Resize(N)` (tests/images.rs checks it against fixtures made by PIL and torchvision), so the
+//! network sees the same numbers as in a PyTorch pipeline; see `resize` for the one case where
+//! it may differ by one level.
 
 use image::RgbImage;
 use std::borrow::Cow;
@@ -22,9 +23,52 @@ pub enum Resize {
     Exact(usize, usize),
 }
 
+/// Pillow's resampling filters that torchvision's weights use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Filter {
+    Bilinear,
+    Bicubic,
+}
+
+impl Filter {
+    /// Half-width of the filter at scale 1 (Resample.c's `support`).
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    /// Resample.c's `bilinear_filter` / `bicubic_filter` (Keys' cubic with a = -0.5).
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Filter::Bilinear => (1.0 - x).max(0.0),
+            Filter::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::Bilinear => "bilinear",
+            Filter::Bicubic => "bicubic",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transform {
     pub resize: Resize,
+    pub filter: Filter,
     /// Center crop H×W after resizing (torchvision `CenterCrop`).
     pub crop: Option<(usize, usize)>,
     pub mean: [f32; 3],
@@ -95,7 +139,7 @@ impl Transform {
     pub fn apply(&self, img: &RgbImage) -> Prepared {
         let (h, w) = (img.height() as usize, img.width() as usize);
         let (rh, rw) = self.resized_size(h, w);
-        let resized = resize_bilinear(img, rw, rh);
+        let resized = resize(img, rw, rh, self.filter);
         let (rgb, offset) = match self.crop {
             Some((ch, cw)) => {
                 let offset = (crop_offset(rh, ch), crop_offset(rw, cw));
@@ -179,11 +223,11 @@ struct Coeffs {
     weights: Vec<i32>,
 }
 
-/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the bilinear filter.
-fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`.
+fn coeffs(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = filterscale; // the bilinear filter's support is 1
+    let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
     let mut weights = vec![0i32; out_size * ksize];
@@ -197,7 +241,7 @@ fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(xmax) {
             let t = ((x + xmin) as f64 - center + 0.5) * ss;
-            *kx = (1.0 - t.abs()).max(0.0);
+            *kx = filter.weight(t);
             ww += *kx;
         }
         for x in 0..xmax {
@@ -228,8 +272,8 @@ fn clip8(v: i32) -> u8 {
     }
 }
 
-/// Pillow's `Image.resize(size, Image.BILINEAR)` for RGB images: two separable passes, each
-/// rounded to 8 bits; a pass is skipped when its size does not change.
+/// Pillow's `Image.resize(size, filter)` for RGB images: two separable passes, each rounded to
+/// 8 bits; a pass is skipped when its size does not change.
 ///
 /// Pillow ≥ 13 (python-pillow/Pillow#9549) sometimes runs the vertical pass first, which changes
 /// the intermediate rounding. Its choice is reproduced where it is predictable from the sizes
@@ -237,25 +281,31 @@ fn clip8(v: i32) -> u8 {
 /// elsewhere the horizontal pass runs first, which matched Pillow on every uniform
 /// `Resize(N)` we sampled (the torchvision evaluation transform) and on most anisotropic
 /// ones; where it does not, samples differ by at most one 8-bit level.
-pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+pub fn resize(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter) -> RgbImage {
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     let data = Cow::Borrowed(img.as_raw().as_slice());
     let out = if in_h > out_h && in_w < out_w {
-        let v = resample_vertical(data, in_w, in_h, out_h);
-        resample_horizontal(v, in_w, out_h, out_w)
+        let v = resample_vertical(data, in_w, in_h, out_h, filter);
+        resample_horizontal(v, in_w, out_h, out_w, filter)
     } else {
-        let h = resample_horizontal(data, in_w, in_h, out_w);
-        resample_vertical(h, out_w, in_h, out_h)
+        let h = resample_horizontal(data, in_w, in_h, out_w, filter);
+        resample_vertical(h, out_w, in_h, out_h, filter)
     };
     RgbImage::from_raw(out_w as u32, out_h as u32, out.into_owned()).expect("buffer fits its size")
 }
 
 /// Pillow's `ImagingResampleHorizontal_8bpc`: rows of width `in_w` to width `out_w`.
-fn resample_horizontal(data: Cow<[u8]>, in_w: usize, h: usize, out_w: usize) -> Cow<[u8]> {
+fn resample_horizontal(
+    data: Cow<[u8]>,
+    in_w: usize,
+    h: usize,
+    out_w: usize,
+    filter: Filter,
+) -> Cow<[u8]> {
     if in_w == out_w {
         return data;
     }
-    let c = coeffs(in_w, out_w);
+    let c = coeffs(in_w, out_w, filter);
     let mut out = vec![0u8; out_w * h * 3];
     for y in 0..h {
         let row = &data[y * in_w * 3..(y + 1) * in_w * 3];
@@ -277,11 +327,17 @@ fn resample_horizontal(data: Cow<[u8]>, in_w: usize, h: usize, out_w: usize) -> 
 }
 
 /// Pillow's `ImagingResampleVertical_8bpc`: `in_h` rows of width `w` to `out_h` rows.
-fn resample_vertical(data: Cow<[u8]>, w: usize, in_h: usize, out_h: usize) -> Cow<[u8]> {
+fn resample_vertical(
+    data: Cow<[u8]>,
+    w: usize,
+    in_h: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Cow<[u8]> {
     if in_h == out_h {
         return data;
     }
-    let c = coeffs(in_h, out_h);
+    let c = coeffs(in_h, out_h, filter);
     let stride = w * 3;
     let mut out = vec![0u8; out_h * stride];
     for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {

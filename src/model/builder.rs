@@ -82,6 +82,8 @@ pub struct Builder<'a> {
     /// that the weights ported from TensorFlow expect). The weights cannot say; None: the
     /// family's default, on, as torchvision's builders set it for pretrained weights.
     pub transform_input: Option<bool>,
+    /// Set by the families that have `transform_input`: whether the graph applies it.
+    pub transform_input_applied: Option<bool>,
     nodes: Vec<Node>,
     modules: Vec<Module>,
     params: Vec<Tensor>,
@@ -96,6 +98,7 @@ impl<'a> Builder<'a> {
             arch: arch.to_owned(),
             bn_eps: BN_EPS,
             transform_input: None,
+            transform_input_applied: None,
             nodes: vec![],
             modules: vec![],
             params: vec![],

@@ -23,6 +23,15 @@ pub struct Model {
     pub graph: Graph,
     pub num_classes: usize,
     pub default_layer: String,
+    /// GoogLeNet / Inception v3: whether the graph begins with torchvision's
+    /// `transform_input`; None for the families that have no such step.
+    pub transform_input: Option<bool>,
+}
+
+/// What the weights cannot say and the user may: see `Builder`'s fields of the same names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildOptions {
+    pub transform_input: Option<bool>,
 }
 
 impl Model {
@@ -31,6 +40,18 @@ impl Model {
     }
 
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
+        Self::from_store_with(store, arch, BuildOptions::default())
+    }
+
+    pub fn load_with(path: &Path, arch: Option<&str>, opts: BuildOptions) -> Result<Model> {
+        Self::from_store_with(&WeightStore::load(path)?, arch, opts)
+    }
+
+    pub fn from_store_with(
+        store: &WeightStore,
+        arch: Option<&str>,
+        opts: BuildOptions,
+    ) -> Result<Model> {
         store.check_integers()?;
         let known = arch::known().join(", ");
         let family = match arch {
@@ -44,7 +65,16 @@ impl Model {
             })?,
         };
         let mut b = Builder::new(store, arch.unwrap_or(family.name));
+        b.transform_input = opts.transform_input;
         let built = (family.build)(&mut b)?;
+        if opts.transform_input.is_some() && b.transform_input_applied.is_none() {
+            return Err(Error::Usage(format!(
+                "--no-transform-input applies to googlenet and inception_v3 only; these weights \
+                 are {} (family {})",
+                built.variant, family.name
+            )));
+        }
+        let transform_input = b.transform_input_applied;
         if let Some(a) = arch {
             if a != built.variant && family.variants.len() > 1 {
                 return Err(Error::UnknownArch {
@@ -72,6 +102,7 @@ impl Model {
             num_classes: built.num_classes,
             default_layer: built.default_layer,
             preprocess: built.preprocess,
+            transform_input,
         })
     }
 

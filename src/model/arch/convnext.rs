@@ -21,7 +21,7 @@
 //! for tiny/small/base/large, crop 224, bilinear;
 //! tests/fixtures/families/manifests/preprocess_v1.json); a custom model gets tiny's.
 
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -48,25 +48,45 @@ const VARIANTS: [(&str, usize, [usize; 4], Preprocess); 4] = [
         "convnext_tiny",
         96,
         [3, 3, 9, 3],
-        Preprocess::imagenet_sized("ConvNeXt_Tiny_Weights.IMAGENET1K_V1", 236, 224, false),
+        Preprocess::imagenet_sized(
+            "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+            236,
+            224,
+            Filter::Bilinear,
+        ),
     ),
     (
         "convnext_small",
         96,
         [3, 3, 27, 3],
-        Preprocess::imagenet_sized("ConvNeXt_Small_Weights.IMAGENET1K_V1", 230, 224, false),
+        Preprocess::imagenet_sized(
+            "ConvNeXt_Small_Weights.IMAGENET1K_V1",
+            230,
+            224,
+            Filter::Bilinear,
+        ),
     ),
     (
         "convnext_base",
         128,
         [3, 3, 27, 3],
-        Preprocess::imagenet_sized("ConvNeXt_Base_Weights.IMAGENET1K_V1", 232, 224, false),
+        Preprocess::imagenet_sized(
+            "ConvNeXt_Base_Weights.IMAGENET1K_V1",
+            232,
+            224,
+            Filter::Bilinear,
+        ),
     ),
     (
         "convnext_large",
         192,
         [3, 3, 27, 3],
-        Preprocess::imagenet_sized("ConvNeXt_Large_Weights.IMAGENET1K_V1", 232, 224, false),
+        Preprocess::imagenet_sized(
+            "ConvNeXt_Large_Weights.IMAGENET1K_V1",
+            232,
+            224,
+            Filter::Bilinear,
+        ),
     ),
 ];
 

@@ -24,7 +24,7 @@ use super::mobilenet_v3::{
     conv_norm_act, count_from, depthwise, kernel_of, make_divisible, shape_of, squeeze_excitation,
     unsupported, SIGMOID, SILU,
 };
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::Result;
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -275,13 +275,13 @@ pub fn build(b: &mut Builder) -> Result<Built> {
             (
                 VARIANT_NAMES[i].to_owned(),
                 eps,
-                Preprocess::imagenet_sized(B_WEIGHTS[i], resize, crop, true),
+                Preprocess::imagenet_sized(B_WEIGHTS[i], resize, crop, Filter::Bicubic),
             )
         }
         None => (
             format!("efficientnet (custom, {})", describe(&layout)),
             1e-5,
-            Preprocess::imagenet_sized(B_WEIGHTS[0], 256, 224, true),
+            Preprocess::imagenet_sized(B_WEIGHTS[0], 256, 224, Filter::Bicubic),
         ),
     };
     build_layout(b, &layout, eps, variant, preprocess)
@@ -289,14 +289,27 @@ pub fn build(b: &mut Builder) -> Result<Built> {
 
 pub fn build_v2(b: &mut Builder) -> Result<Built> {
     let layout = read_layout(b.store, &b.arch)?;
-    let v2_s =
-        Preprocess::imagenet_sized("EfficientNet_V2_S_Weights.IMAGENET1K_V1", 384, 384, false);
-    let v2_m =
-        Preprocess::imagenet_sized("EfficientNet_V2_M_Weights.IMAGENET1K_V1", 480, 480, false);
+    let v2_s = Preprocess::imagenet_sized(
+        "EfficientNet_V2_S_Weights.IMAGENET1K_V1",
+        384,
+        384,
+        Filter::Bilinear,
+    );
+    let v2_m = Preprocess::imagenet_sized(
+        "EfficientNet_V2_M_Weights.IMAGENET1K_V1",
+        480,
+        480,
+        Filter::Bilinear,
+    );
     let v2_l = Preprocess {
         mean: [0.5; 3],
         std: [0.5; 3],
-        ..Preprocess::imagenet_sized("EfficientNet_V2_L_Weights.IMAGENET1K_V1", 480, 480, true)
+        ..Preprocess::imagenet_sized(
+            "EfficientNet_V2_L_Weights.IMAGENET1K_V1",
+            480,
+            480,
+            Filter::Bicubic,
+        )
     };
     let tables: [(&str, &[V2Stage], Preprocess); 3] = [
         ("efficientnet_v2_s", &V2_S, v2_s),

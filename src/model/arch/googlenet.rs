@@ -65,7 +65,9 @@ pub fn matches(store: &WeightStore) -> bool {
 /// torchvision's `_transform_input` (googlenet.py:102, inception.py:95) as one per-channel
 /// affine map, no module; skipped when `b.transform_input` is `Some(false)`.
 pub(super) fn transform_input(b: &mut Builder, x: ValueId) -> ValueId {
-    if b.transform_input == Some(false) {
+    let on = b.transform_input.unwrap_or(true);
+    b.transform_input_applied = Some(on);
+    if !on {
         return x;
     }
     let (mean, std) = ([0.485f64, 0.456, 0.406], [0.229f64, 0.224, 0.225]);

@@ -20,7 +20,7 @@
 //! (resize 342, crop 299, bilinear; tests/fixtures/families/manifests/preprocess_v1.json).
 
 use super::googlenet::{basic_conv, transform_input, variant_name};
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::Result;
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -160,7 +160,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
             "Inception_V3_Weights.IMAGENET1K_V1",
             342,
             299,
-            false,
+            Filter::Bilinear,
         )),
     })
 }

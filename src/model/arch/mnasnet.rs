@@ -16,7 +16,7 @@
 //! (resize 256 for 0.5 and 1.0, 232 for 0.75 and 1.3; crop 224; bilinear).
 
 use super::mobilenet_v3::{count_from, kernel_of, unsupported};
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::Result;
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -174,7 +174,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let (variant, preprocess) = match found {
         Some(&(name, _, resize, weights)) => (
             name.to_owned(),
-            Preprocess::imagenet_sized(weights, resize, 224, false),
+            Preprocess::imagenet_sized(weights, resize, 224, Filter::Bilinear),
         ),
         None => (
             format!("mnasnet (custom, depths {depths:?}, last {last})"),

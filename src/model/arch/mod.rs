@@ -20,17 +20,18 @@ pub mod squeezenet;
 pub mod vgg;
 
 use crate::error::Result;
+pub use crate::image::preprocess::Filter;
 use crate::model::builder::Builder;
 use crate::model::graph::ValueId;
 use crate::model::weights::WeightStore;
 
 /// torchvision's evaluation transform for a variant's weights: resize the shorter side to
-/// `resize` (antialiased), center-crop `crop`, scale to [0, 1], normalize.
+/// `resize` (antialiased, with `filter`), center-crop `crop`, scale to [0, 1], normalize.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Preprocess {
     pub resize: usize,
     pub crop: usize,
-    pub bicubic: bool,
+    pub filter: Filter,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// The torchvision weights these values come from, e.g. "ResNet50_Weights.IMAGENET1K_V1".
@@ -40,19 +41,19 @@ pub struct Preprocess {
 impl Preprocess {
     /// ImageNet's bilinear 256 → 224 with its mean and std (most IMAGENET1K_V1 weights).
     pub const fn imagenet(weights: &'static str) -> Self {
-        Self::imagenet_sized(weights, 256, 224, false)
+        Self::imagenet_sized(weights, 256, 224, Filter::Bilinear)
     }
 
     pub const fn imagenet_sized(
         weights: &'static str,
         resize: usize,
         crop: usize,
-        bicubic: bool,
+        filter: Filter,
     ) -> Self {
         Preprocess {
             resize,
             crop,
-            bicubic,
+            filter,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             weights,

@@ -20,7 +20,7 @@
 //! IMAGENET1K_SWAG_E2E_V1 (resize 384, crop 384, bicubic)
 //! (tests/fixtures/families/manifests/preprocess_v1.json); a custom model gets the V1 one.
 
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -223,7 +223,7 @@ const VARIANTS: [Variant; 15] = [
             "RegNet_Y_128GF_Weights.IMAGENET1K_SWAG_E2E_V1",
             384,
             384,
-            true,
+            Filter::Bicubic,
         ),
     },
 ];

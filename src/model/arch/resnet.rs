@@ -15,7 +15,7 @@
 //! layer is `layer4`. Preprocessing: each variant's IMAGENET1K_V1 weights
 //! (tests/fixtures/families/manifests/preprocess_v1.json; resnext101_64x4d's resize is 232).
 
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -238,7 +238,7 @@ pub fn build(b: &mut Builder) -> Result<Built> {
     let (variant, preprocess) = match named {
         Some(v) => (
             v.name.to_string(),
-            Preprocess::imagenet_sized(v.weights, v.resize, 224, false),
+            Preprocess::imagenet_sized(v.weights, v.resize, 224, Filter::Bilinear),
         ),
         None => {
             let kind = if bottleneck {

@@ -18,7 +18,7 @@
 //! for x0.5/x1.0, 232 for x1.5/x2.0, crop 224, bilinear;
 //! tests/fixtures/families/manifests/preprocess_v1.json); a custom model gets x0.5's.
 
-use super::{Built, Preprocess};
+use super::{Built, Filter, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::builder::{Builder, ConvSpec};
 use crate::model::graph::ValueId;
@@ -54,12 +54,22 @@ const VARIANTS: [(&str, [usize; 5], Preprocess); 4] = [
     (
         "shufflenet_v2_x1_5",
         [24, 176, 352, 704, 1024],
-        Preprocess::imagenet_sized("ShuffleNet_V2_X1_5_Weights.IMAGENET1K_V1", 232, 224, false),
+        Preprocess::imagenet_sized(
+            "ShuffleNet_V2_X1_5_Weights.IMAGENET1K_V1",
+            232,
+            224,
+            Filter::Bilinear,
+        ),
     ),
     (
         "shufflenet_v2_x2_0",
         [24, 244, 488, 976, 2048],
-        Preprocess::imagenet_sized("ShuffleNet_V2_X2_0_Weights.IMAGENET1K_V1", 232, 224, false),
+        Preprocess::imagenet_sized(
+            "ShuffleNet_V2_X2_0_Weights.IMAGENET1K_V1",
+            232,
+            224,
+            Filter::Bilinear,
+        ),
     ),
 ];
 
