@@ -3,7 +3,15 @@ pass, same model, input size, batch and thread count (or GPU), one after the oth
 
     pip install torch torchvision grad-cam safetensors
     cargo build --release && python scripts/compare_speed.py --threads 2
+    python scripts/compare_speed.py --archs mobilenet_v3_large efficientnet_b0 --iters 5
+    python scripts/compare_speed.py --mode process     # one process per batch, load included
     python scripts/compare_speed.py --device cuda --batch 64      # on an NVIDIA GPU
+
+--mode inprocess (the default) times the work alone: PyTorch's forward and pytorch-grad-cam's
+GradCAM in this process, ours with `gradcam bench`. --mode process times what a user waits for:
+one `gradcam explain --input-tensor` process per batch against one Python process that imports
+torch, builds the model, loads the same safetensors file and runs GradCAM on the same batch,
+each writing its CAMs to a .npy file.
 
 With --device cuda, PyTorch runs on the GPU (its defaults: cuDNN, TF32 convolutions allowed)
 and this project on --backend cuda (--conv-kernel picks v1 or v2; default: the backend's).
@@ -25,7 +33,55 @@ import torchvision
 
 from models import save_weights
 
-DEFAULT_LAYER = {"vgg16": "features.29", "resnet50": "layer4"}
+# The families' default targets (`gradcam inspect` prints ours; pytorch-grad-cam's README
+# recommends features[-1] / layer4 / trunk_output), as modules pytorch-grad-cam can hook.
+DEFAULT_LAYER = {
+    "vgg16": "features.29", "resnet50": "layer4", "resnext50_32x4d": "layer4",
+    "mobilenet_v3_large": "features", "efficientnet_b0": "features", "convnext_tiny": "features",
+    "densenet121": "features", "regnet_y_1_6gf": "trunk_output",
+}
+FAMILY_BENCH = ["mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "densenet121",
+                "regnet_y_1_6gf", "resnext50_32x4d"]
+
+# The Python side of --mode process: what a user of pytorch-grad-cam runs for one batch.
+PGC_PROCESS = """
+import sys, numpy, torch, torchvision
+from safetensors.torch import load_file
+sys.path.insert(0, {scripts!r})
+from pgc_compat import import_gradcam
+torch.set_num_threads({threads})
+GradCAM, _ = import_gradcam()
+model = getattr(torchvision.models, {arch!r})(weights=None)
+model.load_state_dict(load_file({weights!r}))
+model.eval()
+x = torch.from_numpy(numpy.load({x!r}))
+with GradCAM(model=model, target_layers=[model.get_submodule({layer!r})]) as cam:
+    numpy.save({out!r}, cam(input_tensor=x, targets=None))
+"""
+
+
+def cpu_model():
+    """lscpu's model name and the vector extensions that change the picture."""
+    try:
+        info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    ext = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni") if f in flags]
+    return f"{fields.get('Model name', '?').strip()} ({' '.join(ext) or 'no AVX2'})"
+
+
+def median_wall(cmd, iters, env=None):
+    """Median wall time of running `cmd` as a process, after one warm-up (page cache)."""
+    run = lambda: subprocess.run(cmd, check=True, capture_output=True, env=env)
+    run()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def median_time(fn, iters):
@@ -40,7 +96,9 @@ def median_time(fn, iters):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--archs", nargs="+", default=["resnet50", "vgg16"])
+    ap.add_argument("--archs", nargs="+", default=["resnet50", "vgg16"],
+                    help=f"torchvision names; 'families' = {' '.join(FAMILY_BENCH)}")
+    ap.add_argument("--mode", default="inprocess", choices=["inprocess", "process", "both"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -49,6 +107,7 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--conv-kernel", default=None, choices=["v1", "v2"])
     args = ap.parse_args()
+    args.archs = [a for arch in args.archs for a in (FAMILY_BENCH if arch == "families" else [arch])]
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
@@ -60,11 +119,13 @@ def main():
     tmp = pathlib.Path(tempfile.mkdtemp())
     if args.device == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(0)}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"threads {args.threads}; batch {args.batch}; {args.size}x{args.size}; "
-          f"median of {args.iters} runs; torch {torch.__version__}")
-    print(f"{'model':9} {'pytorch fwd':>12} {'pgc GradCAM':>12} {'gradcam fwd':>12} {'gradcam CAM':>12} "
-          f"{'CAM speed-up':>13}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.1f}; threads {args.threads}; batch {args.batch}; "
+          f"{args.size}x{args.size}; median of {args.iters} runs; torch {torch.__version__}")
+    if args.mode != "process":
+        print(f"{'model':18} {'pytorch fwd':>12} {'pgc GradCAM':>12} {'gradcam fwd':>12} "
+              f"{'gradcam CAM':>12} {'fwd ratio':>10} {'CAM speed-up':>13}")
+    rows = []
     for arch in args.archs:
         torch.manual_seed(0)
         model = getattr(torchvision.models, arch)(weights=None).eval()
@@ -76,6 +137,10 @@ def main():
             # No safetensors package (the GPU machines): the project's own random weights of
             # the same architecture; throughput does not depend on the values.
             source = ["--arch", arch]
+        if args.mode != "inprocess":
+            rows.append(process_row(args, arch, weights, tmp))
+            if args.mode == "process":
+                continue
         model = model.to(device)
         x = torch.randn(args.batch, 3, args.size, args.size, device=device)
 
@@ -102,9 +167,32 @@ def main():
         cam_ips = ours["gradcam_images_per_s"]
         if args.device == "cuda":
             print(f"  ({ours['backend']})")
-        print(f"{arch:9} {ips(t_fwd):12.2f} {ips(t_pgc):12.2f} {ours['forward_images_per_s']:12.2f} "
-              f"{cam_ips:12.2f} {cam_ips / ips(t_pgc):12.2f}x", flush=True)
-    print("(images/s; 'pgc' = pytorch-grad-cam GradCAM, default target layer, top-1 class)")
+        fwd_ips = ours["forward_images_per_s"]
+        print(f"{arch:18} {ips(t_fwd):12.2f} {ips(t_pgc):12.2f} {fwd_ips:12.2f} "
+              f"{cam_ips:12.2f} {fwd_ips / ips(t_fwd):9.2f}x {cam_ips / ips(t_pgc):12.2f}x", flush=True)
+    if args.mode != "process":
+        print("(images/s; 'pgc' = pytorch-grad-cam GradCAM, default target layer, top-1 class)")
+    if rows:
+        print(f"one process per batch of {args.batch}, load included (seconds, median of {args.iters}):")
+        print(f"{'model':18} {'pgc process':>12} {'gradcam process':>16} {'speed-up':>9}")
+        for arch, t_pgc, t_ours in rows:
+            print(f"{arch:18} {t_pgc:12.2f} {t_ours:16.2f} {t_pgc / t_ours:8.2f}x")
+
+
+def process_row(args, arch, weights, tmp):
+    """(arch, pytorch-grad-cam process seconds, gradcam process seconds) for one batch."""
+    import numpy
+    x = tmp / f"{arch}.x.npy"
+    numpy.save(x, torch.randn(args.batch, 3, args.size, args.size).numpy())
+    script = PGC_PROCESS.format(scripts=str(pathlib.Path(__file__).parent), threads=args.threads,
+                                arch=arch, weights=str(weights), x=str(x),
+                                layer=DEFAULT_LAYER[arch], out=str(tmp / f"{arch}.pgc.npy"))
+    t_pgc = median_wall(["python3", "-c", script], args.iters)
+    ours = [args.bin, "--threads", str(args.threads), "explain", "--weights", str(weights),
+            "--backend", args.device, "--quiet", "--input-tensor", str(x),
+            "--out", str(tmp / f"{arch}.ours")]
+    t_ours = median_wall(ours, args.iters)
+    return arch, t_pgc, t_ours
 
 
 if __name__ == "__main__":
