@@ -7,6 +7,7 @@
 
 use super::pages::prefer_huge_pages;
 use super::real::Real;
+use super::simd;
 use crate::ops::{Activation, ActivationParams};
 use rayon::prelude::*;
 
@@ -23,9 +24,14 @@ pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = act.forward(v, a, b);
-                }
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in yc.iter_mut().zip(xc) {
+                            *o = act.forward(v, a, b);
+                        }
+                    },
+                )
             });
     }
     macro_rules! go {
@@ -63,9 +69,14 @@ pub fn activation_backward_input<T: Real>(
         dx.par_chunks_mut(CHUNK)
             .zip(s.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
             .for_each(|(dc, (sc, gc))| {
-                for ((o, &v), &g) in dc.iter_mut().zip(sc).zip(gc) {
-                    *o = g * act.derivative(v, a, b);
-                }
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for ((o, &v), &g) in dc.iter_mut().zip(sc).zip(gc) {
+                            *o = g * act.derivative(v, a, b);
+                        }
+                    },
+                )
             });
     }
     macro_rules! go {

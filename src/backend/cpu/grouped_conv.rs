@@ -28,6 +28,7 @@ use super::conv;
 use super::matmul::{matmul, matmul_strided, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
+use super::simd;
 use super::weight_grad;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;
@@ -164,16 +165,9 @@ fn valid_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) 
     lo.min(hi)..hi
 }
 
-/// Whether the CPU has AVX2 and FMA (the row kernel's fast build).
+/// Whether the row kernel's AVX2 + FMA build may run (see `simd::level`).
 fn simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cfg!(target_arch = "x86_64") && simd::level().fma()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,7 +219,7 @@ fn row_stride<T: Real, const M: usize, const S: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        // SAFETY: `simd` is only true when the CPU reports AVX2 and FMA (see `simd()`).
+        // SAFETY: `simd` is only true when the CPU has AVX2 and FMA (see `simd::level`).
         return unsafe { row_avx2::<T, M, S>(out, job) };
     }
     let _ = simd;

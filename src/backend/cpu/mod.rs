@@ -17,6 +17,7 @@ pub mod matmul;
 mod pages;
 pub mod pool;
 pub mod real;
+pub mod simd;
 pub mod training;
 pub mod weight_grad;
 pub mod winograd;

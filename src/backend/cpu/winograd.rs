@@ -15,6 +15,7 @@
 use super::epilogue::Epilogue;
 use super::matmul::{matmul, Parallelism, View};
 use super::real::Real;
+use super::simd;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -215,7 +216,10 @@ impl Geometry {
             &mut s.v[..16 * p.c_in * tiles],
             &mut s.m[..16 * p.c_out * tiles],
         );
-        self.transform_input(p, xi, rows.clone(), v, &mut s.t);
+        simd::dispatch(
+            #[inline(always)]
+            || self.transform_input(p, xi, rows.clone(), v, &mut s.t),
+        );
         let product = |(mx, (ux, vx)): (&mut [T], (&[T], &[T]))| {
             let (a, bv) = (View::row_major(ux, p.c_in), View::row_major(vx, tiles));
             matmul(
@@ -240,7 +244,10 @@ impl Geometry {
         let p0 = 2 * rows.start * self.wo;
         for (co, run) in out.iter_mut().enumerate() {
             let bias = b.map_or(T::zero(), |b| b[co]);
-            self.transform_output(co, m, tiles, bias, run, &mut s.t);
+            simd::dispatch(
+                #[inline(always)]
+                || self.transform_output(co, m, tiles, bias, run, &mut s.t),
+            );
             if let Some(e) = epi {
                 e.apply_row(co, run, co * self.pix + p0);
             }
@@ -252,6 +259,7 @@ impl Geometry {
     /// time, each step a loop over the row's tiles that the compiler vectorizes: the four input
     /// rows are split into even and odd columns (tile tx reads columns 2tx … 2tx + 3), the
     /// columns are transformed (d·B), then the rows (Bᵀ·), straight into the 16 positions.
+    #[inline(always)]
     fn transform_input<T: Real>(
         &self,
         p: &Conv2dParams,
@@ -327,6 +335,7 @@ impl Geometry {
     /// Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]], written to `run` (the block's output rows of
     /// channel co; tiles past the image's edge are cut). Vectorized over a tile row like
     /// [`Self::transform_input`].
+    #[inline(always)]
     fn transform_output<T: Real>(
         &self,
         co: usize,
@@ -377,6 +386,7 @@ impl Geometry {
 }
 
 /// out[k] = f(x[k], y[k]): a loop the compiler vectorizes.
+#[inline(always)]
 fn zip_with<T: Copy>(out: &mut [T], x: &[T], y: &[T], f: impl Fn(T, T) -> T) {
     for (o, (&x, &y)) in out.iter_mut().zip(x.iter().zip(y)) {
         *o = f(x, y);
