@@ -72,19 +72,13 @@ def cpu_model():
     return f"{fields.get('Model name', '?').strip()} ({' '.join(ext) or 'no AVX2'})"
 
 
-def median_wall(cmd, iters, env=None):
+def median_wall(cmd, iters):
     """Median wall time of running `cmd` as a process, after one warm-up (page cache)."""
-    run = lambda: subprocess.run(cmd, check=True, capture_output=True, env=env)
-    run()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), iters)
 
 
 def median_time(fn, iters):
+    """Median of `iters` timed calls of `fn`, after one warm-up call."""
     fn()
     times = []
     for _ in range(iters):
