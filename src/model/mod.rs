@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod builder;
+pub mod exported;
 pub mod graph;
 pub mod weights;
 pub mod zoo;
@@ -23,6 +24,9 @@ pub struct Model {
     pub graph: Graph,
     pub num_classes: usize,
     pub default_layer: String,
+    /// Where the graph came from: None, a built-in family's builder; Some(producer), the
+    /// graph embedded in the weights file by that exporter.
+    pub embedded: Option<String>,
 }
 
 impl Model {
@@ -30,8 +34,25 @@ impl Model {
         Self::from_store(&WeightStore::load(path)?, arch)
     }
 
+    /// The graph embedded in the file when it has one (and no --arch insists on a family),
+    /// else the built-in family that the tensor names and shapes match.
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
         store.check_integers()?;
+        if let (Some(text), None) = (exported::embedded(store), arch) {
+            let e = exported::build(store, text)?;
+            return Ok(Model {
+                arch: format!("{} (exported)", e.model),
+                family: "exported",
+                // torchvision's ImageNet evaluation transform unless the export recorded one
+                preprocess: Some(e.preprocess.unwrap_or(arch::Preprocess::imagenet(
+                    "ImageNet's defaults: the exported graph records no preprocessing",
+                ))),
+                graph: e.graph,
+                num_classes: e.num_classes,
+                default_layer: e.default_layer,
+                embedded: Some(e.producer),
+            });
+        }
         let known = arch::known().join(", ");
         let family = match arch {
             Some(a) => arch::family_of(a).ok_or_else(|| {
@@ -72,6 +93,7 @@ impl Model {
             num_classes: built.num_classes,
             default_layer: built.default_layer,
             preprocess: built.preprocess,
+            embedded: None,
         })
     }
 
