@@ -173,6 +173,7 @@ class Converter:
         self.param_names = param_names  # id(tensor) -> state_dict key
         self.module_of = module_of  # fx node -> module path (or None)
         self.nodes = []
+        self.extra = {}  # tensors computed from parameters alone (a reshaped gamma): key -> tensor
         self.env = {}  # fx node -> value name | Pending | ("param", key) | python constant | list
         self.used = set()
 
@@ -328,8 +329,31 @@ class Converter:
             return self.emit(n, "flatten", [self.val(n, x)], {"start_dim": 1})
         self.fail(n, f"a reshape of {src} to {shape} (supported: flatten to [N, -1], the channel shuffle)")
 
+    def derived(self, n):
+        """A tensor computed from parameters and constants alone (gamma.reshape(1, -1, 1, 1), a
+        standardized conv weight): stored in the file as a tensor of its own."""
+        key = f"gradcam.const.{n.name}"
+        self.extra[key] = self.values[n].detach().contiguous().clone()
+        return ("param", key)
+
+    def from_params_only(self, n):
+        args = list(n.args) + list(n.kwargs.values())
+        flat = []
+        for a in args:
+            flat.extend(a if isinstance(a, (list, tuple)) else [a])
+        return (isinstance(self.values.get(n), torch.Tensor) and not any(self.is_tensor(a) for a in flat)
+                and any(self.param_key(a) for a in flat))
+
     def call_function(self, n):
         t, a = n.target, n.args
+        if self.from_params_only(n):
+            return self.derived(n)
+        if t is getattr and isinstance(a[0], fx.Node) and self.is_tensor(a[0]):
+            if a[1] in ("shape", "ndim", "dtype", "device", "is_cuda"):
+                return getattr(self.values[a[0]], a[1])
+            self.fail(n, f"attribute '{a[1]}' of a tensor")
+        if getattr(t, "__name__", "") == "_assert":
+            return None
         if t in (operator.add, torch.add, operator.iadd):
             return self.binary(n, "add", a[0], a[1])
         if t in (operator.mul, torch.mul, operator.imul):
@@ -501,6 +525,8 @@ class Converter:
         idx = self.const(idx)
         idx = idx if isinstance(idx, tuple) else (idx,)
         shape = self.shape(x)
+        while len(idx) > 2 and idx[-1] == slice(None):
+            idx = idx[:-1]
         if len(idx) == 2 and idx[0] == slice(None):
             c = shape[1]
             if isinstance(idx[1], int):
@@ -513,6 +539,8 @@ class Converter:
         self.fail(n, f"indexing a tensor with {idx} (supported: x[:, i] and x[:, a:b])")
 
     def method(self, n, name, x, args, kwargs):
+        if self.from_params_only(n):
+            return self.derived(n)
         if name == "size":
             s = self.values[x].shape if isinstance(x, fx.Node) else None
             return tuple(s) if not args else s[self.const(args[0])]
@@ -658,7 +686,8 @@ def trace(model):
 
 
 def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0):
-    """The graph of `model` as the schema's dict (the state_dict is not included)."""
+    """The graph of `model` as the schema's dict, and the tensors it adds to the state_dict
+    (computed from parameters alone; usually none)."""
     model = model.eval()
     gm, outputs = trace(model)
     g = torch.Generator().manual_seed(seed)
@@ -681,6 +710,7 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0):
 
     conv = Converter(gm, rec.values, param_names, module_of)
     output = conv.run(gm.graph)
+    state = {**{k: v.detach() for k, v in state.items()}, **conv.extra}
     names = {n["name"] for n in conv.nodes}
     modules, shapes = [], {}
     for name, m in model.named_modules():
@@ -703,7 +733,7 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0):
         "modules": modules,
     }
     check(graph, state, x, logits)
-    return graph
+    return graph, conv.extra
 
 
 NOT_DEFAULT = {"AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d", "Dropout", "Identity", "Flatten"}
@@ -729,7 +759,7 @@ def default_layer(modules, nodes, shapes, num_classes):
 
 def check(graph, state, x, logits):
     """Runs the exported graph with torch ops and compares it with the model's own forward."""
-    y = run_graph(graph, {k: v.detach() for k, v in state.items()}, x)
+    y = run_graph(graph, state, x)
     err = float((y - logits).norm() / logits.norm().clamp_min(1e-30))
     if not err < 1e-5:
         raise ExportError(f"internal error: the exported graph's logits differ from the model's (relative L2 {err:.2e})")
@@ -789,9 +819,9 @@ def export_model(model, path, input_shape=(3, 224, 224), dtype=None):
     """Writes `model`'s state_dict and graph to the safetensors file `path`; returns the graph.
     dtype: store float tensors as this dtype (float16, bfloat16); default as they are."""
     from safetensors.torch import save_file
-    graph = export_graph(model, input_shape)
+    graph, extra = export_graph(model, input_shape)
     tensors = {}
-    for k, v in model.state_dict().items():
+    for k, v in {**model.state_dict(), **extra}.items():
         v = v.detach().cpu().contiguous()
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
