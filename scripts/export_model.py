@@ -765,9 +765,10 @@ def check(graph, state, x, logits):
         raise ExportError(f"internal error: the exported graph's logits differ from the model's (relative L2 {err:.2e})")
 
 
-def run_graph(graph, tensors, x):
-    """A torch interpreter of the schema (the exporter's own check)."""
-    env = {"input": x}
+def run_graph(graph, tensors, x, values=None):
+    """A torch interpreter of the schema (the exporter's own check); `values`, if given, receives
+    every value by name."""
+    env = {graph.get("input", {}).get("name", "input"): x}
     for n in graph["nodes"]:
         ins = [env[i] for i in n["inputs"]]
         p, t = n["params"], {k: tensors[v] for k, v in n["tensors"].items()}
@@ -812,6 +813,8 @@ def run_graph(graph, tensors, x):
                   "leaky_relu": F.leaky_relu, "elu": F.elu, "hardtanh": F.hardtanh}[op]
             y = fn(ins[0], **p)
         env[n["name"]] = y
+    if values is not None:
+        values.update(env)
     return env[graph["output"]]
 
 
