@@ -685,7 +685,20 @@ def trace(model):
     return gm, tracer.outputs
 
 
-def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0):
+def timm_preprocess(model):
+    """The evaluation transform of a timm model's pretrained config, when it has one that gradcam's
+    transform expresses (resize the shorter side, center crop, bilinear or bicubic)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size, crop_pct = cfg.get("input_size"), cfg.get("crop_pct")
+    interp = cfg.get("interpolation")
+    if not size or size[1] != size[2] or not crop_pct or interp not in ("bilinear", "bicubic") \
+            or cfg.get("crop_mode", "center") != "center":
+        return None
+    return {"resize": int(math.floor(size[1] / crop_pct)), "crop": int(size[1]), "interpolation": interp,
+            "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
+
+
+def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=None):
     """The graph of `model` as the schema's dict, and the tensors it adds to the state_dict
     (computed from parameters alone; usually none)."""
     model = model.eval()
@@ -693,8 +706,14 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_shape, generator=g)
     rec = Recorder(gm)
-    with torch.no_grad():
-        logits = rec.run(x)
+    try:
+        with torch.no_grad():
+            logits = rec.run(x)
+    except Exception as e:
+        raise ExportError(f"the model's forward fails on a random input of shape {list(x.shape)}: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(logits, torch.Tensor):
+        raise ExportError(f"the model returns {type(logits).__name__}; supported: one logits tensor")
     state = model.state_dict(keep_vars=True)
     param_names = {}
     for k, v in state.items():
@@ -729,6 +748,7 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0):
         "input": {"name": "input", "shape": list(input_shape)},
         "output": output,
         "default_layer": default_layer(modules, conv.nodes, shapes, logits.shape[1]),
+        "preprocess": preprocess or timm_preprocess(model),
         "nodes": conv.nodes,
         "modules": modules,
     }
@@ -818,11 +838,13 @@ def run_graph(graph, tensors, x, values=None):
     return env[graph["output"]]
 
 
-def export_model(model, path, input_shape=(3, 224, 224), dtype=None):
+def export_model(model, path, input_shape=(3, 224, 224), dtype=None, preprocess=None):
     """Writes `model`'s state_dict and graph to the safetensors file `path`; returns the graph.
-    dtype: store float tensors as this dtype (float16, bfloat16); default as they are."""
+    dtype: store float tensors as this dtype (float16, bfloat16); default as they are.
+    preprocess: the evaluation transform {"resize", "crop", "interpolation", "mean", "std"}
+    (default: a timm model's pretrained config, else none: gradcam then uses ImageNet's)."""
     from safetensors.torch import save_file
-    graph, extra = export_graph(model, input_shape)
+    graph, extra = export_graph(model, input_shape, preprocess=preprocess)
     tensors = {}
     for k, v in {**model.state_dict(), **extra}.items():
         v = v.detach().cpu().contiguous()
@@ -838,6 +860,8 @@ def main():
     ap.add_argument("factory", help="package.module:callable that returns the model (weights loaded)")
     ap.add_argument("--kwargs", default="{}", help="JSON keyword arguments of the factory")
     ap.add_argument("--input-shape", default="3,224,224", help="C,H,W of the example input (default 3,224,224)")
+    ap.add_argument("--preprocess", default=None,
+                    help='JSON {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [...], "std": [...]}')
     ap.add_argument("--out", required=True, help="the safetensors file to write")
     a = ap.parse_args()
     mod, _, fn = a.factory.partition(":")
@@ -845,7 +869,13 @@ def main():
         sys.exit("error: the factory must be package.module:callable")
     try:
         model = getattr(importlib.import_module(mod), fn)(**json.loads(a.kwargs))
-        graph = export_model(model, a.out, tuple(int(s) for s in a.input_shape.split(",")))
+    except Exception as e:
+        sys.exit(f"error: cannot build the model with {a.factory}(**{a.kwargs}): {type(e).__name__}: {e}")
+    if not isinstance(model, nn.Module):
+        sys.exit(f"error: {a.factory} returned {type(model).__name__}, not a torch.nn.Module")
+    try:
+        graph = export_model(model, a.out, tuple(int(s) for s in a.input_shape.split(",")),
+                             preprocess=json.loads(a.preprocess) if a.preprocess else None)
     except ExportError as e:
         sys.exit(f"error: {e}")
     targets = sum(1 for m in graph["modules"] if m["output"])

@@ -190,6 +190,11 @@ def cam_f64(graph, tensors, x, layer, classes):
     return cam / (cam.flatten(1).amax(1)[:, None, None] + 1e-7)
 
 
+# custom_cnn records its own evaluation transform (the others: timm's pretrained config, or none)
+PREPROCESS = {"custom_cnn": {"resize": 40, "crop": 32, "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5],
+                             "std": [0.25, 0.25, 0.25]}}
+
+
 def write_parity(name, make, desc, dtype, shape, layers, seed):
     torch.manual_seed(seed)
     model = not_inplace(prepare(make(), seed + 1))
@@ -200,7 +205,8 @@ def write_parity(name, make, desc, dtype, shape, layers, seed):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 3))
     out = ROOT / name
     out.mkdir(parents=True, exist_ok=True)
-    graph = export_model(model, out / "model.safetensors", tuple(shape[1:]), dtype=dtype)
+    graph = export_model(model, out / "model.safetensors", tuple(shape[1:]), dtype=dtype,
+                         preprocess=PREPROCESS.get(name))
     with torch.no_grad():
         logits = model(x)
     expected = {"input": x.contiguous(), "logits": logits.contiguous()}
@@ -216,7 +222,7 @@ def write_parity(name, make, desc, dtype, shape, layers, seed):
             continue
         if len(manifest["cases"]) == 4:
             break
-        drift = float((cam_f64(graph, tensors, x, layer, classes) - cams.double()).abs().max())
+        drift = float((cam_f64(graph, tensors, x, layer, classes).detach() - cams.double()).abs().max())
         if drift > 1e-4:
             print(f"  {name} {layer}: skipped, float32 and float64 maps differ by {drift:.1e}")
             continue

@@ -127,6 +127,26 @@ fn exported_models_match_pytorch_grad_cam() {
             manifest["default_layer"].as_str().unwrap(),
             "{name}: default layer"
         );
+        let pre = model.preprocess.unwrap();
+        let constructor = manifest["constructor"].as_str().unwrap();
+        if name == "custom_cnn" {
+            // given to the exporter
+            assert_eq!((pre.resize, pre.crop, pre.bicubic), (40, 32, false));
+            assert_eq!((pre.mean, pre.std), ([0.5; 3], [0.25; 3]));
+        } else if constructor.contains("._gen_") || constructor.contains("._create_") {
+            // timm's pretrained config of the variant, recorded by the exporter
+            assert_eq!(
+                (pre.resize, pre.crop, pre.bicubic),
+                (256, 224, true),
+                "{name}"
+            );
+            assert_eq!(
+                pre.weights,
+                "the preprocessing recorded in the exported graph"
+            );
+        } else {
+            assert!(pre.weights.starts_with("ImageNet's defaults"), "{name}");
+        }
         checked += matches_pytorch(&name, model, &expected(&dir));
     }
     assert!(checked >= 24, "only {checked} cases checked");
@@ -174,7 +194,10 @@ fn exported_family_graphs_match_the_builtin_builders() {
         );
         let (le, lb) = (ee.forward(&e.x).unwrap(), eb.forward(&e.x).unwrap());
         let err = rel_l2(&le.data, &lb.data);
-        assert!(err <= 1e-5, "{name}: logits differ from the builder's by {err}");
+        assert!(
+            err <= 1e-5,
+            "{name}: logits differ from the builder's by {err}"
+        );
         let err = rel_l2(&le.data, &e.logits.data);
         assert!(err <= 1e-4, "{name}: logits relative L2 {err} to PyTorch's");
         for (layer, class, classes, cam) in &e.cases {
@@ -185,9 +208,15 @@ fn exported_family_graphs_match_the_builtin_builders() {
             assert_eq!(a.classes, b.classes, "{name} {layer}");
             assert_eq!(&a.classes, classes, "{name} {layer}");
             let err = max_abs(&a.cams.data, &b.cams.data);
-            assert!(err <= 1e-4, "{name} {layer}: CAMs differ from the builder's by {err}");
+            assert!(
+                err <= 1e-4,
+                "{name} {layer}: CAMs differ from the builder's by {err}"
+            );
             let err = max_abs(&a.cams.data, &cam.data);
-            assert!(err <= 1e-3, "{name} {layer}: CAM max abs {err} to pytorch-grad-cam's");
+            assert!(
+                err <= 1e-3,
+                "{name} {layer}: CAM max abs {err} to pytorch-grad-cam's"
+            );
         }
     }
 }
@@ -353,8 +382,13 @@ fn inspect_names_the_embedded_graph_and_lists_its_layers() {
     let out = common::gradcam(&["inspect", "--weights", path.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("graph: embedded in the weights file (written by scripts/export_model.py"));
-    assert!(text.contains("architecture: CustomCNN (exported)"), "{text}");
+    assert!(
+        text.contains("graph: embedded in the weights file (written by scripts/export_model.py")
+    );
+    assert!(
+        text.contains("architecture: CustomCNN (exported)"),
+        "{text}"
+    );
     assert!(text.contains("default layer: down"), "{text}");
     // the nn.Sequential inside the nn.ModuleDict and its children are targets
     for layer in ["paths.a", "paths.b", "paths.b.2", "act", "down"] {

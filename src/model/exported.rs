@@ -90,9 +90,7 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
         .ok_or_else(|| bad("\"input\" has no \"name\"".into()))?;
     let input_shape = usizes(input.get("shape"))
         .filter(|s| s.len() == 3 && s.iter().all(|&d| d > 0))
-        .ok_or_else(|| {
-            bad("\"input\".\"shape\" must be [C, H, W] of positive integers".into())
-        })?;
+        .ok_or_else(|| bad("\"input\".\"shape\" must be [C, H, W] of positive integers".into()))?;
     let nodes = doc
         .get("nodes")
         .and_then(Value::as_array)
@@ -136,7 +134,9 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
             None | Some(Value::Null) => {} // it did not run (an aux head), or returns no tensor
             Some(Value::String(v)) => {
                 let value = *values.get(v.as_str()).ok_or_else(|| {
-                    bad(format!("module '{name}' outputs '{v}', which refers to no node"))
+                    bad(format!(
+                        "module '{name}' outputs '{v}', which refers to no node"
+                    ))
                 })?;
                 let id = b.begin(name, kind);
                 b.end(id, value);
@@ -185,7 +185,9 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
     Ok(Exported {
         graph,
         model,
-        producer: str_field("producer").unwrap_or("an unnamed exporter").to_owned(),
+        producer: str_field("producer")
+            .unwrap_or("an unnamed exporter")
+            .to_owned(),
         num_classes,
         default_layer,
         preprocess,
@@ -201,7 +203,9 @@ fn usizes(v: Option<&Value>) -> Option<Vec<usize>> {
 
 /// {"resize": 256, "crop": 224, "interpolation": "bilinear" | "bicubic", "mean": [3], "std": [3]}
 fn parse_preprocess(p: &Value) -> std::result::Result<Preprocess, String> {
-    let err = || format!("\"preprocess\" must be {{\"resize\", \"crop\", \"interpolation\", \"mean\", \"std\"}}, not {p}");
+    let err = || {
+        format!("\"preprocess\" must be {{\"resize\", \"crop\", \"interpolation\", \"mean\", \"std\"}}, not {p}")
+    };
     let get = |k: &str| p.get(k).ok_or_else(err);
     let size = |k: &str| {
         get(k)?
@@ -283,7 +287,11 @@ impl NodeDoc {
         let module = match field("module") {
             None | Some(Value::Null) => None,
             Some(Value::String(m)) => Some(m.clone()),
-            Some(_) => return Err(format!("node '{name}': \"module\" must be a string or null")),
+            Some(_) => {
+                return Err(format!(
+                    "node '{name}': \"module\" must be a string or null"
+                ))
+            }
         };
         Ok(NodeDoc {
             name,
@@ -338,7 +346,9 @@ fn topological_order(input: &str, nodes: &[NodeDoc]) -> std::result::Result<Vec<
         }
         if order.len() == before {
             // every node left waits on another left: follow inputs until one repeats
-            let mut at = (0..nodes.len()).find(|&i| !done[i]).expect("a node is left");
+            let mut at = (0..nodes.len())
+                .find(|&i| !done[i])
+                .expect("a node is left");
             let mut path = vec![at];
             loop {
                 let next = nodes[at]
@@ -355,10 +365,7 @@ fn topological_order(input: &str, nodes: &[NodeDoc]) -> std::result::Result<Vec<
                         .chain(std::iter::once(&next))
                         .map(|&j| nodes[j].name.as_str())
                         .collect();
-                    return Err(format!(
-                        "the nodes form a cycle: {}",
-                        cycle.join(" -> ")
-                    ));
+                    return Err(format!("the nodes form a cycle: {}", cycle.join(" -> ")));
                 }
                 path.push(next);
                 at = next;
@@ -491,14 +498,19 @@ fn add_node(
             let pad = p.list("padding", 4, 0)?;
             let dilation = p.pair("dilation", 1)?;
             let groups = p.int("groups", 1)?;
-            let weight = b.take(&need("weight", &mut roles)?, &[None, None, Some(kh), Some(kw)])?;
+            let weight = b.take(
+                &need("weight", &mut roles)?,
+                &[None, None, Some(kh), Some(kw)],
+            )?;
             let c_out = b.param_shape(weight)[0];
             let bias = match key("bias", &mut roles) {
                 Some(k) => Some(b.take(&k, &[Some(c_out)])?),
                 None => None,
             };
             if c_out % groups != 0 {
-                return Err(format!("{c_out} output channels do not split into {groups} groups").into());
+                return Err(
+                    format!("{c_out} output channels do not split into {groups} groups").into(),
+                );
             }
             Op::Conv2d(Conv2d {
                 weight,
@@ -518,7 +530,9 @@ fn add_node(
             // folded: the four tensors are read, not kept as params
             let store = b.store;
             let arch = b.arch.clone();
-            let w = &store.take(&arch, &need("weight", &mut roles)?, &[None])?.data;
+            let w = &store
+                .take(&arch, &need("weight", &mut roles)?, &[None])?
+                .data;
             let c = Some(w.len());
             let mut get = |role| -> std::result::Result<&Vec<f32>, NodeError> {
                 Ok(&store.take(&arch, &need(role, &mut roles)?, &[c])?.data)
@@ -558,11 +572,18 @@ fn add_node(
             Op::Linear(Linear { weight, bias })
         }
         "add" | "mul" => {
-            let bop = if op == "add" { BinaryOp::Add } else { BinaryOp::Mul };
+            let bop = if op == "add" {
+                BinaryOp::Add
+            } else {
+                BinaryOp::Mul
+            };
             let param = if p.has("scalar") {
                 arity(1)?;
                 let s = p.f64("scalar")? as f32;
-                Some(b.param(&format!("{} (scalar)", n.name), Tensor::new(vec![1], vec![s])))
+                Some(b.param(
+                    &format!("{} (scalar)", n.name),
+                    Tensor::new(vec![1], vec![s]),
+                ))
             } else if let Some(k) = key("other", &mut roles) {
                 arity(1)?;
                 Some(b.take(&k, &vec![None; b.store.shape(&k).map_or(0, |s| s.len())])?)
@@ -673,7 +694,11 @@ fn add_node(
     if let Some(role) = n.keys.keys().find(|r| !roles.contains(&r.as_str())) {
         return Err(format!(
             "unknown tensor role '{role}' of op '{op}' (its tensors: {})",
-            if roles.is_empty() { "none".to_owned() } else { roles.join(", ") }
+            if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            }
         )
         .into());
     }
