@@ -252,7 +252,8 @@ fn invalid_graphs_are_refused_with_one_clear_error() {
     Model::from_store(&with_graph(&path, good.to_string()), None).unwrap();
     let conv = node(&good, "conv2d");
     let cat = node(&good, "cat");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Break<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(&str, Break, &str)> = vec![
         (
             "unknown op",
             Box::new(|g| g["nodes"][cat]["op"] = "frobnicate".into()),
@@ -327,6 +328,17 @@ fn invalid_graphs_are_refused_with_one_clear_error() {
             "a negative stride",
             Box::new(|g| g["nodes"][conv]["params"]["stride"] = serde_json::json!([-1, 1])),
             "parameter 'stride' must be 2 integers ≥ 1, not [-1,1]",
+        ),
+        (
+            "a slice past the address space",
+            Box::new(|g| {
+                let s = node(g, "cat");
+                g["nodes"][s]["op"] = "slice".into();
+                g["nodes"][s]["inputs"] = serde_json::json!([g["nodes"][0]["name"]]);
+                g["nodes"][s]["params"] =
+                    serde_json::json!({"axis": 1, "start": u64::MAX, "len": 2});
+            }),
+            "parameter 'start' must be an integer ≥ 0, not 18446744073709551615",
         ),
         (
             "a name defined twice",

@@ -89,8 +89,10 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
         .and_then(Value::as_str)
         .ok_or_else(|| bad("\"input\" has no \"name\"".into()))?;
     let input_shape = usizes(input.get("shape"))
-        .filter(|s| s.len() == 3 && s.iter().all(|&d| d > 0))
-        .ok_or_else(|| bad("\"input\".\"shape\" must be [C, H, W] of positive integers".into()))?;
+        .filter(|s| s.len() == 3 && s.iter().all(|&d| d > 0 && d <= 1 << 16))
+        .ok_or_else(|| {
+            bad("\"input\".\"shape\" must be [C, H, W] of integers from 1 to 65536".into())
+        })?;
     let nodes = doc
         .get("nodes")
         .and_then(Value::as_array)
@@ -194,10 +196,14 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
     })
 }
 
+/// The largest integer a graph may hold (a size, index or count): shape arithmetic on larger
+/// ones could overflow.
+const MAX_INT: u64 = 1 << 31;
+
 fn usizes(v: Option<&Value>) -> Option<Vec<usize>> {
     v?.as_array()?
         .iter()
-        .map(|d| d.as_u64().map(|d| d as usize))
+        .map(|d| d.as_u64().filter(|&d| d < MAX_INT).map(|d| d as usize))
         .collect()
 }
 
@@ -443,6 +449,7 @@ impl<'a> Params<'a> {
     fn int(&mut self, k: &'static str, min: usize) -> std::result::Result<usize, String> {
         let v = self.get(k)?;
         v.as_u64()
+            .filter(|&d| d < MAX_INT)
             .map(|d| d as usize)
             .filter(|&d| d >= min)
             .ok_or_else(|| format!("parameter '{k}' must be an integer ≥ {min}, not {v}"))
@@ -507,11 +514,6 @@ fn add_node(
                 Some(k) => Some(b.take(&k, &[Some(c_out)])?),
                 None => None,
             };
-            if c_out % groups != 0 {
-                return Err(
-                    format!("{c_out} output channels do not split into {groups} groups").into(),
-                );
-            }
             Op::Conv2d(Conv2d {
                 weight,
                 bias,
