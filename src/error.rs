@@ -64,6 +64,8 @@ pub enum Error {
         reason: String,
         known: String,
     },
+    #[error("{path}: invalid exported graph: {reason}")]
+    Graph { path: PathBuf, reason: String },
     #[error("unknown layer '{name}'; closest valid names: {suggestions}")]
     UnknownLayer { name: String, suggestions: String },
     #[error(

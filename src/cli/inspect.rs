@@ -18,10 +18,13 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or(model.preprocess.map_or((32, 32), |p| (p.crop, p.crop)));
     let plan = g.plan(&[1, g.in_channels, h, w])?;
     println!("architecture: {} (family {})", model.arch, model.family);
-    println!(
-        "graph: the built-in {} builder, from the tensor names and shapes",
-        model.family
-    );
+    match &model.embedded {
+        Some(producer) => println!("graph: embedded in the weights file (written by {producer})"),
+        None => println!(
+            "graph: the built-in {} builder, from the tensor names and shapes",
+            model.family
+        ),
+    }
     println!("classes: {}", model.num_classes);
     println!("input: [N, {}, {h}, {w}]", g.in_channels);
     match model.preprocess {
@@ -48,7 +51,15 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     println!("default layer: {}", model.default_layer);
-    println!("layers (Grad-CAM targets are those with a [N, C, H, W] output):");
+    let targets = g
+        .modules
+        .iter()
+        .filter(|m| plan.shapes[m.value].len() == 4)
+        .count();
+    println!(
+        "layers ({} modules; the {targets} with a [N, C, H, W] output are Grad-CAM targets):",
+        g.modules.len()
+    );
     let width = g.modules.iter().map(|m| m.name.len()).max().unwrap_or(0);
     for m in &g.modules {
         let mut shape = plan.shapes[m.value].clone();

@@ -67,7 +67,7 @@ pub enum Method {
 /// Weights and architecture, shared by every subcommand.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// A PyTorch state_dict saved with safetensors.torch.save_file.
+    /// A PyTorch state_dict saved with safetensors.torch.save_file, or a file written by scripts/export_model.py (its embedded graph is used).
     #[arg(long)]
     weights: PathBuf,
     /// Architecture variant, e.g. resnet50, mobilenet_v3_large, efficientnet_b0 (detected from

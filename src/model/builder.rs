@@ -72,6 +72,24 @@ impl ConvSpec {
     }
 }
 
+/// Eval BatchNorm as y = x·scale + shift: scale = w / √(var + eps), shift = b − mean·scale
+/// (in f64, rounded once).
+pub fn fold_batch_norm(
+    w: &[f32],
+    b: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f64> = (0..w.len())
+        .map(|i| w[i] as f64 / (var[i] as f64 + eps).sqrt())
+        .collect();
+    let shift = (0..w.len())
+        .map(|i| (b[i] as f64 - mean[i] as f64 * scale[i]) as f32)
+        .collect();
+    (scale.iter().map(|&s| s as f32).collect(), shift)
+}
+
 pub struct Builder<'a> {
     pub store: &'a WeightStore,
     pub arch: String,
@@ -109,13 +127,15 @@ impl<'a> Builder<'a> {
 
     pub const INPUT: ValueId = 0;
 
-    fn param(&mut self, name: &str, t: Tensor) -> ParamId {
+    /// A param that is not a tensor of the store (a folded BatchNorm, a constant).
+    pub fn param(&mut self, name: &str, t: Tensor) -> ParamId {
         self.params.push(t);
         self.param_names.push(name.to_owned());
         self.params.len() - 1
     }
 
-    fn take(&mut self, name: &str, expected: &[Option<usize>]) -> Result<ParamId> {
+    /// The store's tensor `name` as a param, checked against `expected` (None: any size).
+    pub fn take(&mut self, name: &str, expected: &[Option<usize>]) -> Result<ParamId> {
         let t = self.store.take(&self.arch, name, expected)?.clone();
         Ok(self.param(name, t))
     }
@@ -250,13 +270,7 @@ impl<'a> Builder<'a> {
         };
         let (w, b) = (get("weight")?, get("bias")?);
         let (mean, var) = (get("running_mean")?, get("running_var")?);
-        let scale: Vec<f64> = (0..c)
-            .map(|i| w[i] as f64 / (var[i] as f64 + eps).sqrt())
-            .collect();
-        let shift: Vec<f32> = (0..c)
-            .map(|i| (b[i] as f64 - mean[i] as f64 * scale[i]) as f32)
-            .collect();
-        let scale: Vec<f32> = scale.iter().map(|&s| s as f32).collect();
+        let (scale, shift) = fold_batch_norm(&w, &b, &mean, &var, eps);
         Ok(self.affine(name, "BatchNorm2d", x, scale, shift))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod builder;
+pub mod exported;
 pub mod graph;
 pub mod weights;
 pub mod zoo;
@@ -26,6 +27,9 @@ pub struct Model {
     /// GoogLeNet / Inception v3: whether the graph begins with torchvision's
     /// `transform_input`; None for the families that have no such step.
     pub transform_input: Option<bool>,
+    /// Where the graph came from: None, a built-in family's builder; Some(producer), the
+    /// graph embedded in the weights file by that exporter.
+    pub embedded: Option<String>,
 }
 
 /// What the weights cannot say and the user may: see `Builder`'s fields of the same names.
@@ -39,6 +43,8 @@ impl Model {
         Self::from_store(&WeightStore::load(path)?, arch)
     }
 
+    /// The graph embedded in the file when it has one (and no --arch insists on a family),
+    /// else the built-in family that the tensor names and shapes match.
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
         Self::from_store_with(store, arch, BuildOptions::default())
     }
@@ -53,6 +59,30 @@ impl Model {
         opts: BuildOptions,
     ) -> Result<Model> {
         store.check_integers()?;
+        if let (Some(text), None) = (exported::embedded(store), arch) {
+            if opts.transform_input.is_some() {
+                return Err(Error::Usage(format!(
+                    "--no-transform-input applies to the built-in googlenet and inception_v3 \
+                     builders; {} holds an exported graph, which records what the model's \
+                     forward did (--arch uses a built-in builder instead)",
+                    store.path().display()
+                )));
+            }
+            let e = exported::build(store, text)?;
+            return Ok(Model {
+                arch: format!("{} (exported)", e.model),
+                family: "exported",
+                // torchvision's ImageNet evaluation transform unless the export recorded one
+                preprocess: Some(e.preprocess.unwrap_or(arch::Preprocess::imagenet(
+                    "ImageNet's defaults: the exported graph records no preprocessing",
+                ))),
+                graph: e.graph,
+                num_classes: e.num_classes,
+                default_layer: e.default_layer,
+                transform_input: None,
+                embedded: Some(e.producer),
+            });
+        }
         let known = arch::known().join(", ");
         let family = match arch {
             Some(a) => arch::family_of(a).ok_or_else(|| {
@@ -103,6 +133,7 @@ impl Model {
             default_layer: built.default_layer,
             preprocess: built.preprocess,
             transform_input,
+            embedded: None,
         })
     }
 

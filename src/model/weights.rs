@@ -40,6 +40,8 @@ pub struct WeightStore {
     tensors: BTreeMap<String, Tensor>,
     /// Integer tensors (not loaded): name → dtype.
     integers: BTreeMap<String, String>,
+    /// The file's `__metadata__` (an exported graph lives there).
+    metadata: BTreeMap<String, String>,
     used: RefCell<BTreeSet<String>>,
 }
 
@@ -83,6 +85,11 @@ impl WeightStore {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+        let metadata = SafeTensors::read_metadata(bytes)
+            .map(|(_, m)| m.metadata().clone().unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut tensors = BTreeMap::new();
         let mut integers = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -135,6 +142,7 @@ impl WeightStore {
             path: path.to_owned(),
             tensors,
             integers,
+            metadata,
             used: RefCell::default(),
         })
     }
@@ -145,8 +153,19 @@ impl WeightStore {
             path: PathBuf::from(label),
             tensors,
             integers: BTreeMap::new(),
+            metadata: BTreeMap::new(),
             used: RefCell::default(),
         }
+    }
+
+    /// The value of `key` in the file's metadata.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Sets a metadata entry (a graph exported on its own, joined to a state_dict in a test).
+    pub fn set_metadata(&mut self, key: &str, value: String) {
+        self.metadata.insert(key.to_owned(), value);
     }
 
     /// Every float tensor, by name (a training run's starting state dict).
