@@ -25,6 +25,11 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Conv2d,
+    GroupedConv,
+    Activation,
+    Binary,
+    Layout,
+    LayerNorm,
     Pool,
     Elementwise,
     Linear,
@@ -36,6 +41,11 @@ impl Shader {
     fn source(self) -> &'static str {
         match self {
             Shader::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Shader::GroupedConv => include_str!("../../../shaders/grouped_conv.wgsl"),
+            Shader::Activation => include_str!("../../../shaders/activation.wgsl"),
+            Shader::Binary => include_str!("../../../shaders/binary.wgsl"),
+            Shader::Layout => include_str!("../../../shaders/layout.wgsl"),
+            Shader::LayerNorm => include_str!("../../../shaders/layer_norm.wgsl"),
             Shader::Pool => include_str!("../../../shaders/pool.wgsl"),
             Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
@@ -46,12 +56,29 @@ impl Shader {
     fn file(self) -> &'static str {
         match self {
             Shader::Conv2d => "conv2d.wgsl",
+            Shader::GroupedConv => "grouped_conv.wgsl",
+            Shader::Activation => "activation.wgsl",
+            Shader::Binary => "binary.wgsl",
+            Shader::Layout => "layout.wgsl",
+            Shader::LayerNorm => "layer_norm.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Linear => "linear.wgsl",
             Shader::GradCam => "gradcam.wgsl",
             Shader::Sgd => "sgd.wgsl",
         }
+    }
+    /// Code generated on the host that the file needs before its own: the activation table's
+    /// functions (`crate::ops::gpu_source`).
+    fn generated(self) -> String {
+        match self {
+            Shader::Activation => crate::ops::gpu_source(crate::ops::GpuLang::Wgsl),
+            _ => String::new(),
+        }
+    }
+    /// The whole WGSL module of the file.
+    pub fn module_source(self) -> String {
+        format!("{COMMON}\n{}\n{}", self.generated(), self.source())
     }
 }
 
@@ -130,7 +157,7 @@ impl Kernels {
             modules
                 .entry(k.shader)
                 .or_insert_with(|| {
-                    let src = format!("{COMMON}\n{}", k.shader.source());
+                    let src = k.shader.module_source();
                     Rc::new(
                         ctx.device
                             .create_shader_module(wgpu::ShaderModuleDescriptor {
