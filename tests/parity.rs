@@ -33,8 +33,8 @@ fn fixtures() -> Vec<PathBuf> {
     dirs
 }
 
-/// One narrowed model of every other torchvision family (scripts/make_family_fixtures.py):
-/// the CPU backend runs them; the GPU backends lack some of their ops.
+/// One narrowed model of every other torchvision family (scripts/make_family_fixtures.py),
+/// run by the CPU and wgpu backends alike.
 fn family_fixtures() -> Vec<PathBuf> {
     let dirs = fixture_dirs("families");
     assert!(dirs.len() >= 18, "expected the 18 family fixtures");
@@ -125,6 +125,13 @@ fn wgpu_engine_matches_pytorch_grad_cam() {
 fn cpu_engine_matches_pytorch_grad_cam_on_every_family() {
     let checked = engine_matches_pytorch_grad_cam(family_fixtures(), common::cpu);
     // (GRADCAM_FAMILY restricts the run while developing one family.)
+    let filtered = std::env::var("GRADCAM_FAMILY").is_ok();
+    assert!(filtered || checked >= 54, "only {checked} cases checked");
+}
+
+#[test]
+fn wgpu_engine_matches_pytorch_grad_cam_on_every_family() {
+    let checked = engine_matches_pytorch_grad_cam(family_fixtures(), common::wgpu);
     let filtered = std::env::var("GRADCAM_FAMILY").is_ok();
     assert!(filtered || checked >= 54, "only {checked} cases checked");
 }
