@@ -249,12 +249,12 @@ pub fn gpu_source(lang: GpuLang) -> String {
         GpuLang::Wgsl => "        default: { return x; }\n",
         GpuLang::Cuda => "        default: return x;\n",
     };
-    src += &format!("{fwd}\n    switch id {{\n");
+    src += &format!("{fwd}\n    switch (id) {{\n");
     for (i, act) in Activation::ALL.iter().enumerate() {
         src += &format!("        case {i}{case}: {{ return {}; }}\n", act.gpu().0);
     }
     src += &format!("{default}    }}\n}}\n");
-    src += &format!("{df}\n    switch id {{\n");
+    src += &format!("{df}\n    switch (id) {{\n");
     for (i, act) in Activation::ALL.iter().enumerate() {
         let name = match act.saved() {
             Saved::Input => "x",
