@@ -1014,3 +1014,30 @@ on_backends!(layer_norm_op:
     layer_norm_cpu => common::cpu(),
     layer_norm_wgpu => common::wgpu(),
 );
+
+/// A tensor larger than one storage binding, given to an op that binds it whole, is one error
+/// that names the tensor and the limit (lavapipe's limit is 128 MiB; adapters with more than
+/// 512 MiB skip the check).
+#[test]
+fn wgpu_tensor_past_the_binding_limit_is_named() {
+    let be = common::wgpu();
+    let max = be.max_binding_bytes();
+    if max > 512 << 20 {
+        println!("binding limit {max} bytes: nothing to check here");
+        return;
+    }
+    let len = (max / 4) as usize + 64;
+    let x = be.upload(&vec![0.5; len]).unwrap();
+    let p = ActivationParams {
+        act: Activation::Silu,
+        alpha: 0.0,
+        beta: 0.0,
+        len,
+    };
+    let msg = be.activation(&p, &x).unwrap_err().to_string();
+    assert!(
+        msg.contains("silu input") && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+}

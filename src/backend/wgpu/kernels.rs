@@ -121,8 +121,12 @@ pub struct Timing {
 
 const QUERIES_PER_SET: u32 = 4096;
 
-/// A dispatch's bindings: its kernel, its uniform words and its storage buffers.
-type BindKey = (Kernel, Vec<u32>, Vec<wgpu::Buffer>);
+/// A storage binding: a buffer, and the byte range of it the kernel sees (None: all of it).
+/// Ranges let one op bind a tensor larger than the adapter's binding limit piece by piece.
+pub type Binding<'a> = (&'a wgpu::Buffer, Option<(u64, u64)>);
+
+/// A dispatch's bindings: its kernel, its uniform words and its storage bindings.
+type BindKey = (Kernel, Vec<u32>, Vec<(wgpu::Buffer, Option<(u64, u64)>)>);
 
 /// Cached bind groups keep their buffers alive; past this many the cache starts over, which
 /// bounds that memory when shapes keep changing.
@@ -200,10 +204,44 @@ impl Kernels {
         bufs: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        let whole: Vec<Binding> = bufs.iter().map(|&b| (b, None)).collect();
+        self.dispatch_ranges(ctx, k, params, &whole, groups)
+    }
+
+    /// [`Kernels::dispatch`] with storage bindings that may be byte ranges of their buffers.
+    /// A binding larger than the adapter's `max_storage_buffer_binding_size` is an error that
+    /// names the kernel, the binding and both sizes (ops that split big tensors bind ranges).
+    pub fn dispatch_ranges(
+        &self,
+        ctx: &Context,
+        k: Kernel,
+        params: &[u32],
+        bufs: &[Binding],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let max = ctx.limits.max_storage_buffer_binding_size;
+        for (i, (b, range)) in bufs.iter().enumerate() {
+            let size = range.map_or(b.size(), |r| r.1);
+            if size > max {
+                return Err(backend_error(format!(
+                    "kernel {} of {}: storage binding {} is {:.1} MiB, more than the adapter's \
+                     max_storage_buffer_binding_size of {:.1} MiB",
+                    k.entry,
+                    k.shader.file(),
+                    i + 1,
+                    size as f64 / 1048576.0,
+                    max as f64 / 1048576.0
+                )));
+            }
+        }
         let pipeline = self.pipeline(ctx, k)?;
         let mut words = params.to_vec();
         words.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let key: BindKey = (k, words, bufs.iter().map(|&b| b.clone()).collect());
+        let key: BindKey = (
+            k,
+            words,
+            bufs.iter().map(|&(b, r)| (b.clone(), r)).collect(),
+        );
         let bind = self.bind_group(ctx, &pipeline, key);
 
         let mut timing = self.timing.borrow_mut();
@@ -289,10 +327,18 @@ impl Kernels {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (i, b) in bufs.iter().enumerate() {
+        for (i, (b, range)) in bufs.iter().enumerate() {
+            let resource = match range {
+                None => b.as_entire_binding(),
+                Some((offset, size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b,
+                    offset: *offset,
+                    size: std::num::NonZeroU64::new(*size),
+                }),
+            };
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
+                resource,
             });
         }
         let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {

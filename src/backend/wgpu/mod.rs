@@ -86,6 +86,11 @@ impl WgpuBackend {
         &self.ctx.info
     }
 
+    /// The adapter's largest storage binding, in bytes (`max_storage_buffer_binding_size`).
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.ctx.limits.max_storage_buffer_binding_size
+    }
+
     /// Whether the adapter can time kernels with timestamp queries.
     pub fn has_timestamps(&self) -> bool {
         self.ctx.timestamps
@@ -117,6 +122,18 @@ impl WgpuBackend {
         self.kernels.dispatch(&self.ctx, k, params, bufs, groups)
     }
 
+    /// [`WgpuBackend::run`] with bindings that may be byte ranges of their buffers.
+    fn run_ranges(
+        &self,
+        k: Kernel,
+        params: &[u32],
+        bufs: &[kernels::Binding],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.kernels
+            .dispatch_ranges(&self.ctx, k, params, bufs, groups)
+    }
+
     /// A buffer for a kernel's output: uninitialized, or NaN when poisoning.
     fn output(&self, len: usize) -> Result<GpuBuffer> {
         let b = buffer::alloc(&self.ctx, &self.pool, len)?;
@@ -126,8 +143,25 @@ impl WgpuBackend {
         Ok(b)
     }
 
-    /// Errors out when a buffer holds fewer elements than an op reads.
+    /// Errors out when a buffer holds fewer elements than an op reads, or more bytes than one
+    /// storage binding takes (for ops that bind it whole): the error names the tensor.
     fn need(&self, buf: &GpuBuffer, len: usize, what: &str) -> Result<()> {
+        self.need_len(buf, len, what)?;
+        let max = self.ctx.limits.max_storage_buffer_binding_size;
+        if buf.raw().size() > max {
+            return Err(backend_error(format!(
+                "{what}: a tensor of {} elements ({:.1} MiB) is larger than the adapter's \
+                 max_storage_buffer_binding_size of {:.1} MiB, and this op does not split it",
+                buf.len(),
+                buf.raw().size() as f64 / 1048576.0,
+                max as f64 / 1048576.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// The length check of [`WgpuBackend::need`] alone, for tensors the op binds in ranges.
+    fn need_len(&self, buf: &GpuBuffer, len: usize, what: &str) -> Result<()> {
         if buf.len() < len {
             return Err(backend_error(format!(
                 "{what}: buffer of {} elements, op needs {len}",
