@@ -99,3 +99,39 @@ fn grouped_conv_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     }
     gb_dx[i] = acc;
 }
+
+// Weight gradient (training): x [N, Cin, H, W], dy [N, Cout, Ho, Wo] ->
+// dw [Cout, Cin/groups, kh, kw], dw[co, c, ky, kx] = Σ_(n, oy, ox) dy[n, co, oy, ox] ·
+// x[n, group's channel c, oy·sh − ph + ky·dh, ox·sw − pw + kx·dw]; one invocation per weight,
+// summing in (n, oy, ox) order (deterministic).
+@group(0) @binding(1) var<storage, read> gw_x: array<f32>;
+@group(0) @binding(2) var<storage, read> gw_dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gw_dw: array<f32>;
+
+@compute @workgroup_size(256)
+fn grouped_conv_wgrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let cig = g.c_in / g.groups;
+    let i = flat_index(wg, nwg, lid);
+    if i >= g.c_out * cig * g.k_h * g.k_w { return; }
+    let kx = i % g.k_w;
+    let ky = (i / g.k_w) % g.k_h;
+    let c = (i / (g.k_w * g.k_h)) % cig;
+    let co = i / (g.k_w * g.k_h * cig);
+    let ci = (co / (g.c_out / g.groups)) * cig + c;
+    var acc = 0.0;
+    for (var img = 0u; img < g.n; img++) {
+        let xb = (img * g.c_in + ci) * g.h_in * g.w_in;
+        let db = (img * g.c_out + co) * g.h_out * g.w_out;
+        for (var oy = 0u; oy < g.h_out; oy++) {
+            let iy = i32(oy * g.stride_h + ky * g.dil_h) - i32(g.pad_h);
+            if iy < 0 || iy >= i32(g.h_in) { continue; }
+            for (var ox = 0u; ox < g.w_out; ox++) {
+                let ix = i32(ox * g.stride_w + kx * g.dil_w) - i32(g.pad_w);
+                if ix < 0 || ix >= i32(g.w_in) { continue; }
+                acc += gw_dy[db + oy * g.w_out + ox] * gw_x[xb + u32(iy) * g.w_in + u32(ix)];
+            }
+        }
+    }
+    gw_dw[i] = acc;
+}

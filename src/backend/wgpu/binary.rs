@@ -56,7 +56,11 @@ pub fn backward(
     let (other_shape, other) = if operand == 0 { (p.b, b) } else { (p.a, a) };
     let mul = p.op == BinaryOp::Mul;
     if mul {
-        be.need(other, other_shape.iter().product(), &format!("{name} operand"))?;
+        be.need(
+            other,
+            other_shape.iter().product(),
+            &format!("{name} operand"),
+        )?;
     }
     let len: usize = shape.iter().product();
     let reduced: usize = (0..4)

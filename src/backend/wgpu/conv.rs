@@ -1,6 +1,6 @@
 //! Glue for shaders/conv2d.wgsl: forward, input gradient and weight gradient, each v1 (direct)
 //! or v2 (tiled), and the bias gradient; and for shaders/grouped_conv.wgsl: the convs with
-//! groups, dilation or asymmetric padding, forward and input gradient (v1, direct).
+//! groups, dilation or asymmetric padding, forward, input and weight gradients (v1, direct).
 
 use super::kernels::{kernel, Kernel, Shader::Conv2d, Shader::GroupedConv};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
@@ -17,6 +17,7 @@ const WGRAD_V2: Kernel = kernel(Conv2d, "conv2d_wgrad_v2");
 const BGRAD: Kernel = kernel(Conv2d, "conv2d_bgrad");
 const GROUPED_FWD: Kernel = kernel(GroupedConv, "grouped_conv_fwd");
 const GROUPED_BWD: Kernel = kernel(GroupedConv, "grouped_conv_bwd");
+const GROUPED_WGRAD: Kernel = kernel(GroupedConv, "grouped_conv_wgrad");
 
 /// Output tile edge of the v2 kernels (TILE in conv2d.wgsl).
 const TILE: usize = 64;
@@ -142,6 +143,11 @@ pub fn grad_weight(
     be.need(dy, p.output_len(), "conv2d output gradient")?;
     let dw = be.output(p.weight_len())?;
     let bufs = [x.raw(), dy.raw(), dw.raw()];
+    if !p.is_dense() {
+        let prm = grouped_params(p, false);
+        be.run(GROUPED_WGRAD, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?;
+        return Ok(dw);
+    }
     let prm = params(p, false);
     match be.conv {
         ConvKernel::V1 => be.run(WGRAD_V1, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?,

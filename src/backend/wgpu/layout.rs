@@ -28,7 +28,10 @@ pub fn strided_copy(
         return Ok(());
     }
     let last = |offset: usize, strides: &[usize; COPY_RANK]| {
-        offset + (0..COPY_RANK).map(|k| (p.shape[k] - 1) * strides[k]).sum::<usize>()
+        offset
+            + (0..COPY_RANK)
+                .map(|k| (p.shape[k] - 1) * strides[k])
+                .sum::<usize>()
     };
     if last(p.src_offset, &p.src_strides) >= src.len()
         || last(p.dst_offset, &p.dst_strides) >= dst.len()
@@ -45,5 +48,10 @@ pub fn strided_copy(
     prm.extend(two_vec4(p.src_strides, 0));
     prm.extend(two_vec4(p.dst_strides, 0));
     prm.extend([u(p.src_offset), u(p.dst_offset), u(p.len()), 0]);
-    be.run(COPY, &prm, &[src.raw(), dst.raw()], groups_1d(p.len(), 256)?)
+    be.run(
+        COPY,
+        &prm,
+        &[src.raw(), dst.raw()],
+        groups_1d(p.len(), 256)?,
+    )
 }

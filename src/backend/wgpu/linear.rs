@@ -1,9 +1,9 @@
 //! Glue for shaders/linear.wgsl: forward, input gradient, weight and bias gradients. A weight
 //! larger than one storage binding is bound as tiles of whole rows (see linear.wgsl).
 
+use super::context::backend_error;
 use super::kernels::{kernel, Kernel, Shader::Linear};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
-use super::context::backend_error;
 use crate::error::Result;
 use crate::ops::LinearParams;
 
@@ -92,7 +92,12 @@ pub fn forward(
         be.run_ranges(
             FWD,
             &params(p, bias.is_some(), rows, false),
-            &[(x.raw(), None), (w.raw(), range), (b, None), (y.raw(), None)],
+            &[
+                (x.raw(), None),
+                (w.raw(), range),
+                (b, None),
+                (y.raw(), None),
+            ],
             // one workgroup per output element of the tile
             groups_1d(p.n * rows.1, 1)?,
         )?;

@@ -416,10 +416,6 @@ impl TrainBackend for WgpuBackend {
         x: &GpuBuffer,
         dy: &GpuBuffer,
     ) -> Result<GpuBuffer> {
-        if !p.is_dense() {
-            return self
-                .unsupported("conv2d weight gradient with groups, dilation or asymmetric padding");
-        }
         conv::grad_weight(self, p, x, dy)
     }
 
