@@ -709,9 +709,24 @@ fn op_families<B: Backend>(b: &B, c: &mut Checker, rng: &mut StdRng, tol: Tolera
     let whole = [2usize, 6, 5, 3];
     let len: usize = whole.iter().product();
     for (what, p, src_len, dst_len) in [
-        ("concat part", StridedCopyParams::block(&whole, 1, 2, 3, true), len / 2, len),
-        ("chunk", StridedCopyParams::block(&whole, 1, 1, 4, false), len, len / 6 * 4),
-        ("permute NHWC", StridedCopyParams::permute(&whole, &[0, 2, 3, 1]), len, len),
+        (
+            "concat part",
+            StridedCopyParams::block(&whole, 1, 2, 3, true),
+            len / 2,
+            len,
+        ),
+        (
+            "chunk",
+            StridedCopyParams::block(&whole, 1, 1, 4, false),
+            len,
+            len / 6 * 4,
+        ),
+        (
+            "permute NHWC",
+            StridedCopyParams::permute(&whole, &[0, 2, 3, 1]),
+            len,
+            len,
+        ),
         (
             "channel shuffle",
             StridedCopyParams::permute(&[2, 2, 3, 5, 3], &[0, 2, 1, 3, 4]),

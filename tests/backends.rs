@@ -654,7 +654,17 @@ fn grouped_conv_cases() -> Vec<Conv2dParams> {
     cases
         .iter()
         .map(
-            |&(n, c_in, (h_in, w_in), c_out, (k_h, k_w), (stride_h, stride_w), pads, dil, groups)| {
+            |&(
+                n,
+                c_in,
+                (h_in, w_in),
+                c_out,
+                (k_h, k_w),
+                (stride_h, stride_w),
+                pads,
+                dil,
+                groups,
+            )| {
                 Conv2dParams {
                     n,
                     c_in,
@@ -718,7 +728,9 @@ on_backends!(grouped_conv:
 fn activations<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(42);
     // Breakpoints exactly, then values over [-8, 8]; an odd length.
-    let mut x: Vec<f32> = vec![-3.0, 0.0, 3.0, 6.0, -1.5, 2.0, -0.0, 1e-3, -1e-3, 20.0, -20.0];
+    let mut x: Vec<f32> = vec![
+        -3.0, 0.0, 3.0, 6.0, -1.5, 2.0, -0.0, 1e-3, -1e-3, 20.0, -20.0,
+    ];
     x.extend((0..3 * 7 * 5 * 2).map(|_| rng.random_range(-8.0f32..8.0)));
     let dy = random(x.len(), &mut rng);
     let xb = be.upload(&x).unwrap();
@@ -879,11 +891,7 @@ on_backends!(avg_pool:
 fn adaptive_max_pool<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(45);
     // (n, c, h_in, w_in, h_out, w_out): shrinking, growing (overlapping windows), global.
-    let cases = [
-        (2, 3, 7, 5, 3, 2),
-        (2, 2, 4, 5, 6, 7),
-        (3, 2, 5, 9, 1, 1),
-    ];
+    let cases = [(2, 3, 7, 5, 3, 2), (2, 2, 4, 5, 6, 7), (3, 2, 5, 9, 1, 1)];
     for (n, c, h_in, w_in, h_out, w_out) in cases {
         let p = AdaptivePool2dParams {
             n,
@@ -944,7 +952,12 @@ fn strided_copy<B: Backend>(be: &B) {
             len,
             2 * 4 * 5 * 3,
         ),
-        ("permute to NHWC", StridedCopyParams::permute(&shape, &[0, 2, 3, 1]), len, len),
+        (
+            "permute to NHWC",
+            StridedCopyParams::permute(&shape, &[0, 2, 3, 1]),
+            len,
+            len,
+        ),
         // channel shuffle with 2 groups: [N, 2, 3, H, W] → [N, 3, 2, H, W]
         (
             "channel shuffle",

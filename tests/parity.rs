@@ -208,7 +208,10 @@ fn wgpu_runs_full_size_vgg16() {
     assert_eq!(got.classes, want.classes, "vgg16: classes");
     let err = rel_l2(&got.logits.data, &want.logits.data);
     assert!(err <= 1e-4, "vgg16: logits relative L2 {err}");
-    assert!(got.cams.data.iter().all(|v| v.is_finite()), "vgg16: non-finite CAM");
+    assert!(
+        got.cams.data.iter().all(|v| v.is_finite()),
+        "vgg16: non-finite CAM"
+    );
     let err = max_abs(&got.cams.data, &want.cams.data);
     assert!(err <= 1e-3, "vgg16: CAM max abs difference {err}");
 }

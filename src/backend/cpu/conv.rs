@@ -5,10 +5,10 @@
 //! being written and being read by the matrix product, instead of a full-image panel (115 MB
 //! for VGG16's second conv) making a round trip through memory.
 
+use super::epilogue::Epilogue;
 use super::matmul::{inner_parallelism, matmul, matmul_strided, split_batch, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
-use super::epilogue::Epilogue;
 use super::winograd;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;

@@ -30,7 +30,14 @@ impl<T: Real> Epilogue<'_, T> {
 
     /// Applies the epilogue to columns `cols` of every channel row of `out` [Cout, row_len],
     /// whose column 0 is output pixel `p0` of an image of `pix` pixels per channel.
-    pub(super) fn apply(&self, out: &mut [T], row_len: usize, cols: Range<usize>, pix: usize, p0: usize) {
+    pub(super) fn apply(
+        &self,
+        out: &mut [T],
+        row_len: usize,
+        cols: Range<usize>,
+        pix: usize,
+        p0: usize,
+    ) {
         for (c, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
             self.apply_row(c, &mut row[cols.clone()], c * pix + p0 + cols.start);
         }

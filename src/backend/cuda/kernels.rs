@@ -16,10 +16,16 @@ pub const SOURCES: &[(&str, &str)] = &[
         "grouped_conv.cu",
         include_str!("../../../kernels/grouped_conv.cu"),
     ),
-    ("activation.cu", include_str!("../../../kernels/activation.cu")),
+    (
+        "activation.cu",
+        include_str!("../../../kernels/activation.cu"),
+    ),
     ("binary.cu", include_str!("../../../kernels/binary.cu")),
     ("layout.cu", include_str!("../../../kernels/layout.cu")),
-    ("layer_norm.cu", include_str!("../../../kernels/layer_norm.cu")),
+    (
+        "layer_norm.cu",
+        include_str!("../../../kernels/layer_norm.cu"),
+    ),
     ("pool.cu", include_str!("../../../kernels/pool.cu")),
     (
         "elementwise.cu",

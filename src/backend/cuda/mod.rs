@@ -877,7 +877,10 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let last = |offset: usize, strides: &[usize; COPY_RANK]| {
-            offset + (0..COPY_RANK).map(|k| (p.shape[k] - 1) * strides[k]).sum::<usize>()
+            offset
+                + (0..COPY_RANK)
+                    .map(|k| (p.shape[k] - 1) * strides[k])
+                    .sum::<usize>()
         };
         if last(p.src_offset, &p.src_strides) >= src.len()
             || last(p.dst_offset, &p.dst_strides) >= dst.len()
