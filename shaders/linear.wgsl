@@ -59,6 +59,27 @@ fn linear_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
+// linear_fwd_rows: linear_fwd's bindings and result for many rows of short dot products (the
+// channels-last Linear of ConvNeXt: N·H·W rows, in_f ≤ 1024): one invocation per output
+// element, its dot product in order, instead of one 64-wide workgroup.
+@compute @workgroup_size(256)
+fn linear_fwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= u.n * u.tile { return; }
+    let row = i / u.tile;
+    let t = i % u.tile;
+    let o = u.o0 + t;
+    var acc = 0.0;
+    for (var k = 0u; k < u.in_f; k++) {
+        acc += fx[row * u.in_f + k] * fw[t * u.in_f + k];
+    }
+    if u.has_bias != 0u {
+        acc += fbias[o];
+    }
+    fy[row * u.out_f + o] = acc;
+}
+
 // linear_bwd: dy [N, out_f], w [tile, in_f] (rows o0 ..) -> dx [N, in_f]; one invocation per dx
 // element (a gather over the tile's outputs; neighbouring invocations read neighbouring
 // weights).

@@ -473,7 +473,9 @@ on_backends!(add:
 
 fn linear_layer<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(18);
-    for (n, in_f, out_f) in [(3, 37, 11), (2, 300, 5), (5, 1, 3)] {
+    // The last is a channels-last Linear (ConvNeXt: N·H·W rows), the one-invocation-per-output
+    // kernel on wgpu.
+    for (n, in_f, out_f) in [(3, 37, 11), (2, 300, 5), (5, 1, 3), (2 * 7 * 5, 24, 40)] {
         let p = LinearParams { n, in_f, out_f };
         let x = random(n * in_f, &mut rng);
         let w = random(out_f * in_f, &mut rng);

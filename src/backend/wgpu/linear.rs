@@ -8,6 +8,14 @@ use crate::error::Result;
 use crate::ops::LinearParams;
 
 const FWD: Kernel = kernel(Linear, "linear_fwd");
+const FWD_ROWS: Kernel = kernel(Linear, "linear_fwd_rows");
+
+/// Rows and dot-product length from which the forward pass takes one invocation per output
+/// (`linear_fwd_rows`) instead of one workgroup: ConvNeXt's channels-last Linear has N·H·W
+/// rows of 96–3072 features, where the workgroup reduction left most of each workgroup idle
+/// (81% of a convnext_tiny batch on lavapipe).
+const ROWS_MIN_N: usize = 64;
+const ROWS_MAX_IN: usize = 4096;
 const BWD: Kernel = kernel(Linear, "linear_bwd");
 const WGRAD: Kernel = kernel(Linear, "linear_wgrad");
 const BGRAD: Kernel = kernel(Linear, "linear_bgrad");
@@ -29,11 +37,10 @@ fn params(p: &LinearParams, has_bias: bool, rows: (usize, usize), accumulate: bo
 /// The weight's row tiles (first row, rows) with their byte ranges: one tile when the weight
 /// fits one storage binding, else as many rows as fit, their offsets aligned as the adapter
 /// requires. An error names the weight and the limit when not even one row fits.
-fn weight_tiles(
-    be: &WgpuBackend,
-    p: &LinearParams,
-    w: &GpuBuffer,
-) -> Result<Vec<((usize, usize), Option<(u64, u64)>)>> {
+/// A weight tile: (first row, rows) and the byte range bound (None: the whole buffer).
+type Tile = ((usize, usize), Option<(u64, u64)>);
+
+fn weight_tiles(be: &WgpuBackend, p: &LinearParams, w: &GpuBuffer) -> Result<Vec<Tile>> {
     be.need_len(w, p.out_f * p.in_f, "linear weight")?;
     let limits = &be.ctx.limits;
     let max = limits.max_storage_buffer_binding_size;
@@ -88,9 +95,16 @@ pub fn forward(
     }
     let y = be.output(p.n * p.out_f)?;
     let b = bias.map(|b| b.raw()).unwrap_or(&be.dummy);
+    let per_row = p.n >= ROWS_MIN_N && p.in_f <= ROWS_MAX_IN;
     for (rows, range) in tiles {
+        let (k, groups) = if per_row {
+            (FWD_ROWS, groups_1d(p.n * rows.1, 256)?)
+        } else {
+            // one workgroup per output element of the tile
+            (FWD, groups_1d(p.n * rows.1, 1)?)
+        };
         be.run_ranges(
-            FWD,
+            k,
             &params(p, bias.is_some(), rows, false),
             &[
                 (x.raw(), None),
@@ -98,8 +112,7 @@ pub fn forward(
                 (b, None),
                 (y.raw(), None),
             ],
-            // one workgroup per output element of the tile
-            groups_1d(p.n * rows.1, 1)?,
+            groups,
         )?;
     }
     Ok(y)
