@@ -138,7 +138,7 @@ pub fn conv2d_backward_weight<T: Real>(p: &Conv2dParams, x: &[T], dy: &[T], dw: 
 
 fn assert_groups(p: &Conv2dParams) {
     assert!(
-        p.groups >= 1 && p.c_in % p.groups == 0 && p.c_out % p.groups == 0,
+        p.groups >= 1 && p.c_in.is_multiple_of(p.groups) && p.c_out.is_multiple_of(p.groups),
         "conv2d: {} groups do not divide {} input / {} output channels",
         p.groups,
         p.c_in,
