@@ -14,7 +14,7 @@ const FWD_ROWS: Kernel = kernel(Linear, "linear_fwd_rows");
 /// (`linear_fwd_rows`) instead of one workgroup: ConvNeXt's channels-last Linear has N·H·W
 /// rows of 96–3072 features, where the workgroup reduction left most of each workgroup idle
 /// (81% of a convnext_tiny batch on lavapipe).
-const ROWS_MIN_N: usize = 64;
+const ROWS_MIN_N: usize = 8;
 const ROWS_MAX_IN: usize = 4096;
 const BWD: Kernel = kernel(Linear, "linear_bwd");
 const WGRAD: Kernel = kernel(Linear, "linear_wgrad");
