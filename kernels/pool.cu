@@ -1,4 +1,5 @@
-// Max pooling (with argmax) and adaptive average pooling, forward and input gradient.
+// Max pooling (with argmax; ceil mode through the host's h_out, w_out), average pooling, and
+// adaptive average and max pooling, forward and input gradient.
 // Backward passes are gathers: one thread per input element sums the contributions of every
 // output window that covers it, in the same (row-major window) order as the CPU oracle, so
 // results are deterministic and need no float atomics.
@@ -112,6 +113,121 @@ extern "C" __global__ void adaptive_avg_pool2d_bwd_input(float* __restrict__ dx,
                 int x0 = adaptive_start(ox, w_in, w_out), x1 = adaptive_end(ox, w_in, w_out);
                 if (ix < x0 || ix >= x1) continue;
                 s += dyp[oy * w_out + ox] / (float)((y1 - y0) * (x1 - x0));
+            }
+        }
+        dx[t] = s;
+    }
+}
+
+// Window of average pooling output o along an axis, as AvgPool2dParams::window (mirrors
+// shaders/pool.wgsl's avg_axis): first and end input clipped to the input, and its length over
+// the padded input (a ceil-mode window's overhang past the padding excluded).
+__device__ __forceinline__ int3 avg_axis(int o, int k, int stride, int pad, int len) {
+    int start = o * stride - pad;
+    int end = min(start + k, len + pad);
+    int a = max(start, 0);
+    int b = max(max(min(end, len), 0), a);
+    return make_int3(a, b, end - start);
+}
+
+__device__ __forceinline__ float avg_divisor(int3 wy, int3 wx, int count_include_pad) {
+    return count_include_pad ? (float)(wy.z * wx.z) : (float)((wy.y - wy.x) * (wx.y - wx.x));
+}
+
+// nn.AvgPool2d (kernel, stride, padding, ceil_mode, count_include_pad). One thread per output,
+// its window summed in row-major order. x: [n, c, h_in, w_in]; y: [n, c, h_out, w_out].
+extern "C" __global__ void avg_pool2d_fwd(float* __restrict__ y, const float* __restrict__ x, int h_in, int w_in,
+                                          int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,
+                                          int pad_h, int pad_w, int count_include_pad, long long total) {
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
+        int ox = (int)(o % w_out);
+        int oy = (int)((o / w_out) % h_out);
+        long long plane = o / ((long long)w_out * h_out);
+        const float* xp = x + plane * (long long)h_in * w_in;
+        int3 wy = avg_axis(oy, k_h, stride_h, pad_h, h_in);
+        int3 wx = avg_axis(ox, k_w, stride_w, pad_w, w_in);
+        float s = 0.0f;
+        for (int iy = wy.x; iy < wy.y; ++iy)
+            for (int ix = wx.x; ix < wx.y; ++ix) s += xp[iy * w_in + ix];
+        y[o] = s / avg_divisor(wy, wx, count_include_pad);
+    }
+}
+
+// Each input gathers dy/divisor from the windows covering it, in row-major window order.
+// dx: [n, c, h_in, w_in] (total elements); dy: [n, c, h_out, w_out].
+extern "C" __global__ void avg_pool2d_bwd_input(float* __restrict__ dx, const float* __restrict__ dy, int h_in,
+                                                int w_in, int h_out, int w_out, int k_h, int k_w, int stride_h,
+                                                int stride_w, int pad_h, int pad_w, int count_include_pad,
+                                                long long total) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+        int ix = (int)(t % w_in);
+        int iy = (int)((t / w_in) % h_in);
+        long long plane = t / ((long long)w_in * h_in);
+        const float* dyp = dy + plane * (long long)h_out * w_out;
+        int oy_lo = iy + pad_h - k_h + 1;
+        oy_lo = oy_lo <= 0 ? 0 : (oy_lo + stride_h - 1) / stride_h;
+        int oy_hi = min((iy + pad_h) / stride_h, h_out - 1);
+        int ox_lo = ix + pad_w - k_w + 1;
+        ox_lo = ox_lo <= 0 ? 0 : (ox_lo + stride_w - 1) / stride_w;
+        int ox_hi = min((ix + pad_w) / stride_w, w_out - 1);
+        float s = 0.0f;
+        for (int oy = oy_lo; oy <= oy_hi; ++oy) {
+            int3 wy = avg_axis(oy, k_h, stride_h, pad_h, h_in);
+            for (int ox = ox_lo; ox <= ox_hi; ++ox) {
+                int3 wx = avg_axis(ox, k_w, stride_w, pad_w, w_in);
+                s += dyp[oy * w_out + ox] / avg_divisor(wy, wx, count_include_pad);
+            }
+        }
+        dx[t] = s;
+    }
+}
+
+// nn.AdaptiveMaxPool2d with argmax (first maximum in row-major window order; a NaN wins, as in
+// max_pool2d_fwd). x: [n, c, h_in, w_in]; y, argmax: [n, c, h_out, w_out].
+extern "C" __global__ void adaptive_max_pool2d_fwd(float* __restrict__ y, unsigned int* __restrict__ argmax,
+                                                   const float* __restrict__ x, int h_in, int w_in, int h_out,
+                                                   int w_out, long long total) {
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
+        int ox = (int)(o % w_out);
+        int oy = (int)((o / w_out) % h_out);
+        long long plane = o / ((long long)w_out * h_out);
+        const float* xp = x + plane * (long long)h_in * w_in;
+        int y0 = adaptive_start(oy, h_in, h_out), y1 = adaptive_end(oy, h_in, h_out);
+        int x0 = adaptive_start(ox, w_in, w_out), x1 = adaptive_end(ox, w_in, w_out);
+        float best = -GC_INF;
+        unsigned int best_i = 0xffffffffu;
+        for (int iy = y0; iy < y1; ++iy)
+            for (int ix = x0; ix < x1; ++ix) {
+                unsigned int i = (unsigned int)(iy * w_in + ix);
+                float v = xp[i];
+                if (best_i == 0xffffffffu || v > best || (isnan(v) && !isnan(best))) {
+                    best = v;
+                    best_i = i;
+                }
+            }
+        y[o] = best;
+        argmax[o] = best_i;
+    }
+}
+
+// dx = sum of dy over the windows covering an input that chose it, in row-major window order.
+extern "C" __global__ void adaptive_max_pool2d_bwd_input(float* __restrict__ dx,
+                                                         const unsigned int* __restrict__ argmax,
+                                                         const float* __restrict__ dy, int h_in, int w_in,
+                                                         int h_out, int w_out, long long total) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+        int ix = (int)(t % w_in);
+        int iy = (int)((t / w_in) % h_in);
+        long long plane = t / ((long long)w_in * h_in);
+        unsigned int me = (unsigned int)(iy * w_in + ix);
+        const long long base = plane * (long long)h_out * w_out;
+        float s = 0.0f;
+        for (int oy = 0; oy < h_out; ++oy) {
+            if (iy < adaptive_start(oy, h_in, h_out) || iy >= adaptive_end(oy, h_in, h_out)) continue;
+            for (int ox = 0; ox < w_out; ++ox) {
+                if (ix < adaptive_start(ox, w_in, w_out) || ix >= adaptive_end(ox, w_in, w_out)) continue;
+                long long o = base + oy * w_out + ox;
+                if (argmax[o] == me) s += dy[o];
             }
         }
         dx[t] = s;

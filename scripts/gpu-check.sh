@@ -10,8 +10,8 @@
 #   bash scripts/gpu-check.sh
 #
 # Steps, most important first (a run cut short still answers the first questions): GPU and
-# NVRTC discovery; `gradcam selftest --backend cuda` (every conv kernel); the parity fixtures
-# with --backend cuda; throughput at 224x224, batch 64, on resnet50 and vgg16 next to
+# NVRTC discovery; `gradcam selftest --backend cuda` (every conv kernel and the kernels of the
+# families' op set); the parity fixtures with --backend cuda, then the family fixtures; throughput at 224x224, batch 64, on resnet50 and vgg16 next to
 # pytorch-grad-cam's GradCAM and PyTorch's forward pass; the time per kernel; conv v1's parity
 # and throughput; the wgpu adapters, and wgpu's selftest and throughput when one of them is a
 # hardware GPU (bring a Vulkan loader: the device tool's README says how).
@@ -59,6 +59,9 @@ timeout 120 "$BIN" selftest --backend cuda || status=1
 section "parity fixtures with --backend cuda, default conv kernel (v3, 3xTF32)"
 timeout 150 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda || status=1
 
+section "family parity fixtures with --backend cuda (the new op set's kernels)"
+timeout 300 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --fixtures tests/fixtures/families || status=1
+
 section "pytorch-grad-cam wheels"
 # grad-cam is published as a source archive: `pip wheel` (above) turns it into a wheel; a
 # carried .tar.gz from `pip download` is built here without network.
@@ -73,6 +76,12 @@ fi
 
 section "throughput, 224x224, batch 64 (images/s, median of 3)"
 timeout 240 "$PY" scripts/compare_speed.py --device cuda --batch 64 --iters 3 --bin "$BIN" || status=1
+
+section "new families: images/s at 224x224, batch 64 (ours; random weights)"
+for arch in mobilenet_v3_large efficientnet_b0 convnext_tiny densenet121; do
+    timeout 90 "$BIN" bench --backend cuda --arch "$arch" --batch 64 --iters 3 --json |
+        "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("%-20s grad-cam %7.1f images/s, forward %7.1f images/s" % (d["arch"], d["gradcam_images_per_s"], d["forward_images_per_s"]))' || status=1
+done
 
 section "time per kernel (CUDA events), one Grad-CAM batch of 64"
 for arch in resnet50 vgg16; do

@@ -1,16 +1,26 @@
 // Fully connected layers: y = x·Wᵀ + b and its input gradient dx = dy·W.
+// A weight larger than one storage binding (VGG's 25088×4096 classifier, 392 MiB, against
+// 128 MiB on lavapipe and many laptop adapters) is bound as tiles of whole rows: output
+// features o0 .. o0 + tile, `w` then holding only that tile's rows. The forward pass writes the
+// tile's outputs; the backward pass adds the tile's terms to what the previous tiles left in dx
+// (accumulate = 1), in the same order as one pass over all rows would, so splitting the weight
+// does not change the result.
 
 struct Linear {
     n: u32,
     in_f: u32,
     out_f: u32,
     has_bias: u32,
+    o0: u32,          // first output feature of this weight tile (forward, input gradient)
+    tile: u32,        // output features (weight rows) of this tile
+    accumulate: u32,  // input gradient: add to dx instead of overwriting it
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Linear;
 
-// linear_fwd: x [N, in_f], w [out_f, in_f], bias [out_f] (a 1-element dummy when has_bias = 0)
-// -> y [N, out_f]. One 64-wide workgroup per output element: the dot products are long
+// linear_fwd: x [N, in_f], w [tile, in_f] (rows o0 .., the whole weight when untiled),
+// bias [out_f] (a 1-element dummy when has_bias = 0) -> y [N, out_f], columns o0 .. o0 + tile. One 64-wide workgroup per output element: the dot products are long
 // (25,088 for VGG's first classifier layer) and the batch is small, so splitting each one over
 // a workgroup and reducing in workgroup memory keeps the GPU busy.
 @group(0) @binding(1) var<storage, read> fx: array<f32>;
@@ -24,12 +34,13 @@ var<workgroup> partial: array<f32, 64>;
 fn linear_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let g = flat_group(wg, nwg);
-    if g >= u.n * u.out_f { return; }
-    let row = g / u.out_f;
-    let o = g % u.out_f;
+    if g >= u.n * u.tile { return; }
+    let row = g / u.tile;
+    let t = g % u.tile;
+    let o = u.o0 + t;
     var acc = 0.0;
     for (var k = lid; k < u.in_f; k += 64u) {
-        acc += fx[row * u.in_f + k] * fw[o * u.in_f + k];
+        acc += fx[row * u.in_f + k] * fw[t * u.in_f + k];
     }
     partial[lid] = acc;
     workgroupBarrier();
@@ -44,12 +55,34 @@ fn linear_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         if u.has_bias != 0u {
             y += fbias[o];
         }
-        fy[g] = y;
+        fy[row * u.out_f + o] = y;
     }
 }
 
-// linear_bwd: dy [N, out_f], w [out_f, in_f] -> dx [N, in_f]; one invocation per dx element
-// (a gather over out_f; neighbouring invocations read neighbouring weights).
+// linear_fwd_rows: linear_fwd's bindings and result for many rows of short dot products (the
+// channels-last Linear of ConvNeXt: N·H·W rows, in_f ≤ 1024): one invocation per output
+// element, its dot product in order, instead of one 64-wide workgroup.
+@compute @workgroup_size(256)
+fn linear_fwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= u.n * u.tile { return; }
+    let row = i / u.tile;
+    let t = i % u.tile;
+    let o = u.o0 + t;
+    var acc = 0.0;
+    for (var k = 0u; k < u.in_f; k++) {
+        acc += fx[row * u.in_f + k] * fw[t * u.in_f + k];
+    }
+    if u.has_bias != 0u {
+        acc += fbias[o];
+    }
+    fy[row * u.out_f + o] = acc;
+}
+
+// linear_bwd: dy [N, out_f], w [tile, in_f] (rows o0 ..) -> dx [N, in_f]; one invocation per dx
+// element (a gather over the tile's outputs; neighbouring invocations read neighbouring
+// weights).
 @group(0) @binding(1) var<storage, read> bdy: array<f32>;
 @group(0) @binding(2) var<storage, read> bw: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bdx: array<f32>;
@@ -62,8 +95,11 @@ fn linear_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let row = i / u.in_f;
     let k = i % u.in_f;
     var acc = 0.0;
-    for (var o = 0u; o < u.out_f; o++) {
-        acc += bdy[row * u.out_f + o] * bw[o * u.in_f + k];
+    if u.accumulate != 0u {
+        acc = bdx[i];
+    }
+    for (var t = 0u; t < u.tile; t++) {
+        acc += bdy[row * u.out_f + u.o0 + t] * bw[t * u.in_f + k];
     }
     bdx[i] = acc;
 }

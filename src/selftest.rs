@@ -460,6 +460,8 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         }
     }
 
+    op_families(b, &mut c, &mut rng, tol);
+
     // The fused Grad-CAM step: odd sizes, ResNet's 7x7 -> 224x224, and a constant CAM (the
     // 1e-7 epsilon path).
     for (n, ch, h, w, out_h, out_w, constant) in [
@@ -490,6 +492,285 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         c.check(format!("grad_cam {shape}"), tol.cam, out, &reference);
     }
     c.lines
+}
+
+/// The ops of the torchvision families (grouped / depthwise / dilated convs with asymmetric
+/// padding, the activation table, broadcast binary ops, average and adaptive max pooling,
+/// the strided copy, LayerNorm), forward and input gradient, against the CPU backend's
+/// kernels run in f64 (each checked against f64 finite differences in tests/op_gradcheck.rs
+/// and against PyTorch in the parity fixtures). Tolerances: `conv` for convolutions;
+/// `exact` for copies, pooling and one-operation forwards; 1e-5 for the activations (one
+/// transcendental each; WGSL's erf is a 1.5e-7 approximation); `linear` for the sums of the
+/// broadcast reductions and LayerNorm.
+fn op_families<B: Backend>(b: &B, c: &mut Checker, rng: &mut StdRng, tol: Tolerances) {
+    use crate::backend::cpu::{activation, binary, grouped_conv, layer_norm, layout, pool};
+    let up = |v: &[f32]| b.upload(v);
+    const ACT_TOL: f64 = 1e-5;
+
+    // (n, c_in, (h, w), c_out, (kh, kw), stride, (top, left, bottom, right), dilation, groups)
+    let convs = [
+        (2, 8, (9, 7), 8, (3, 3), 1, (1, 1, 1, 1), 1, 8),
+        (2, 6, (11, 10), 6, (5, 5), 2, (1, 2, 2, 1), 1, 6),
+        (3, 6, (8, 9), 9, (3, 3), 1, (2, 2, 2, 2), 2, 3),
+        (2, 5, (10, 9), 10, (3, 1), 2, (1, 0, 1, 0), 1, 5),
+        (2, 3, (7, 6), 4, (3, 3), 2, (0, 0, 1, 1), 1, 1),
+    ];
+    for (n, c_in, (h_in, w_in), c_out, (k_h, k_w), s, pads, d, groups) in convs {
+        let p = Conv2dParams {
+            n,
+            c_in,
+            h_in,
+            w_in,
+            c_out,
+            k_h,
+            k_w,
+            stride_h: s,
+            stride_w: s,
+            pad_h: pads.0,
+            pad_w: pads.1,
+            pad_h_end: pads.2,
+            pad_w_end: pads.3,
+            dilation_h: d,
+            dilation_w: d,
+            groups,
+        };
+        let shape = format!(
+            "n{n} c{c_in}->{c_out} g{groups} {h_in}x{w_in} k{k_h}x{k_w} s{s} d{d} p{pads:?}"
+        );
+        let (x, w, bias) = (
+            randn(rng, p.input_len()),
+            randn(rng, p.weight_len()),
+            randn(rng, c_out),
+        );
+        let dy = randn(rng, p.output_len());
+        let mut reference = vec![0f64; p.output_len()];
+        grouped_conv::conv2d_forward(&p, &f64s(&x), &f64s(&w), Some(&f64s(&bias)), &mut reference);
+        let out = (|| b.download(&b.conv2d(&p, &up(&x)?, &up(&w)?, Some(&up(&bias)?))?))();
+        c.check(format!("grouped conv2d {shape}"), tol.conv, out, &reference);
+        let mut reference = vec![0f64; p.input_len()];
+        grouped_conv::conv2d_backward_input(&p, &f64s(&dy), &f64s(&w), &mut reference);
+        let out = (|| b.download(&b.conv2d_grad_input(&p, &up(&dy)?, &up(&w)?)?))();
+        c.check(
+            format!("grouped conv2d_grad_input {shape}"),
+            tol.conv,
+            out,
+            &reference,
+        );
+    }
+
+    // Every activation of the table, its breakpoints included.
+    let mut x: Vec<f32> = vec![-3.0, 0.0, 3.0, 6.0, -1.5, 2.0];
+    x.extend(randn(rng, 301).iter().map(|v| v * 3.0));
+    let dy = randn(rng, x.len());
+    for &act in Activation::ALL {
+        let (alpha, beta) = match act {
+            Activation::Hardtanh => (-1.5, 2.0),
+            Activation::LeakyRelu => (0.01, 0.0),
+            Activation::Elu => (1.3, 0.0),
+            _ => (0.0, 0.0),
+        };
+        let p = ActivationParams {
+            act,
+            alpha,
+            beta,
+            len: x.len(),
+        };
+        let mut y = vec![0f64; x.len()];
+        activation::activation_forward(&p, &f64s(&x), &mut y);
+        let out = (|| b.download(&b.activation(&p, &up(&x)?)?))();
+        c.check(format!("activation {}", act.name()), ACT_TOL, out, &y);
+        let saved: Vec<f32> = match act.saved() {
+            Saved::Input => x.clone(),
+            Saved::Output => y.iter().map(|&v| v as f32).collect(),
+        };
+        let mut reference = vec![0f64; x.len()];
+        activation::activation_backward_input(&p, &f64s(&saved), &f64s(&dy), &mut reference);
+        let out = (|| b.download(&b.activation_grad_input(&p, &up(&saved)?, &up(&dy)?)?))();
+        c.check(
+            format!("activation_grad_input {}", act.name()),
+            ACT_TOL,
+            out,
+            &reference,
+        );
+    }
+
+    // Broadcast add and mul: a squeeze-excitation gate, a layer scale, both sides broadcast.
+    let shapes: [(&[usize], &[usize]); 3] = [
+        (&[3, 7, 5, 6], &[3, 7, 1, 1]),
+        (&[7, 1, 1], &[2, 7, 4, 5]),
+        (&[2, 1, 4, 1], &[1, 3, 1, 5]),
+    ];
+    for (sa, sb) in shapes {
+        for op in [BinaryOp::Add, BinaryOp::Mul] {
+            let Some((p, _)) = BinaryParams::broadcast(op, sa, sb) else {
+                continue;
+            };
+            let (a, bv) = (
+                randn(rng, sa.iter().product()),
+                randn(rng, sb.iter().product()),
+            );
+            let dy = randn(rng, p.len());
+            let shape = format!("{} {sa:?} {sb:?}", op.name());
+            let mut reference = vec![0f64; p.len()];
+            binary::binary_forward(&p, &f64s(&a), &f64s(&bv), &mut reference);
+            let out = (|| b.download(&b.binary(&p, &up(&a)?, &up(&bv)?)?))();
+            c.check(format!("binary {shape}"), tol.exact, out, &reference);
+            for operand in 0..2 {
+                if op == BinaryOp::Add && p.operand(operand) == p.out {
+                    continue;
+                }
+                let mut reference = vec![0f64; p.operand(operand).iter().product()];
+                let (af, bf, gf) = (f64s(&a), f64s(&bv), f64s(&dy));
+                binary::binary_backward_input(&p, operand, &gf, &af, &bf, &mut reference);
+                let out = (|| {
+                    b.download(&b.binary_grad_input(&p, operand, &up(&dy)?, &up(&a)?, &up(&bv)?)?)
+                })();
+                c.check(
+                    format!("binary_grad_input {shape} operand {operand}"),
+                    tol.linear,
+                    out,
+                    &reference,
+                );
+            }
+        }
+    }
+
+    // Average pooling: ceil mode, with and without count_include_pad.
+    for (h, w, k, s, pad, ceil_mode, count_include_pad) in [
+        (9, 7, 3, 2, 1, true, true),
+        (8, 9, 3, 1, 1, false, false),
+        (7, 7, 2, 2, 0, true, true),
+    ] {
+        let p = AvgPool2dParams {
+            n: 2,
+            c: 3,
+            h_in: h,
+            w_in: w,
+            k_h: k,
+            k_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: pad,
+            pad_w: pad,
+            ceil_mode,
+            count_include_pad,
+        };
+        let shape = format!("{h}x{w} k{k} s{s} p{pad} ceil {ceil_mode} cip {count_include_pad}");
+        let x = randn(rng, p.input_len());
+        let dy = randn(rng, p.output_len());
+        let mut reference = vec![0f64; p.output_len()];
+        pool::avg_pool2d_forward(&p, &f64s(&x), &mut reference);
+        let out = (|| b.download(&b.avg_pool2d(&p, &up(&x)?)?))();
+        c.check(format!("avg_pool2d {shape}"), tol.exact, out, &reference);
+        let mut reference = vec![0f64; p.input_len()];
+        pool::avg_pool2d_backward_input(&p, &f64s(&dy), &mut reference);
+        let out = (|| b.download(&b.avg_pool2d_grad_input(&p, &up(&dy)?)?))();
+        c.check(
+            format!("avg_pool2d_grad_input {shape}"),
+            tol.exact,
+            out,
+            &reference,
+        );
+    }
+
+    // Adaptive max pooling, shrinking and growing, on a coarse grid (ties).
+    for (h_in, w_in, h_out, w_out) in [(7, 5, 3, 2), (4, 5, 6, 7)] {
+        let p = AdaptivePool2dParams {
+            n: 2,
+            c: 3,
+            h_in,
+            w_in,
+            h_out,
+            w_out,
+        };
+        let shape = format!("{h_in}x{w_in}->{h_out}x{w_out}");
+        let x = coarse(rng, p.input_len());
+        let dy = randn(rng, p.output_len());
+        let mut y = vec![0f64; p.output_len()];
+        let mut idx = vec![0u32; p.output_len()];
+        pool::adaptive_max_pool2d_forward(&p, &f64s(&x), &mut y, &mut idx);
+        let mut dx = vec![0f64; p.input_len()];
+        pool::adaptive_max_pool2d_backward_input(&p, &idx, &f64s(&dy), &mut dx);
+        let out = (|| b.download(&b.adaptive_max_pool2d(&p, &up(&x)?)?.0))();
+        c.check(format!("adaptive_max_pool2d {shape}"), tol.exact, out, &y);
+        let out = (|| {
+            let (_, argmax) = b.adaptive_max_pool2d(&p, &up(&x)?)?;
+            b.download(&b.adaptive_max_pool2d_grad_input(&p, &argmax, &up(&dy)?)?)
+        })();
+        c.check(
+            format!("adaptive_max_pool2d_grad_input {shape}"),
+            tol.exact,
+            out,
+            &dx,
+        );
+    }
+
+    // Strided copies: a concat part, a chunk, NCHW → NHWC, a channel shuffle.
+    let whole = [2usize, 6, 5, 3];
+    let len: usize = whole.iter().product();
+    for (what, p, src_len, dst_len) in [
+        (
+            "concat part",
+            StridedCopyParams::block(&whole, 1, 2, 3, true),
+            len / 2,
+            len,
+        ),
+        (
+            "chunk",
+            StridedCopyParams::block(&whole, 1, 1, 4, false),
+            len,
+            len / 6 * 4,
+        ),
+        (
+            "permute NHWC",
+            StridedCopyParams::permute(&whole, &[0, 2, 3, 1]),
+            len,
+            len,
+        ),
+        (
+            "channel shuffle",
+            StridedCopyParams::permute(&[2, 2, 3, 5, 3], &[0, 2, 1, 3, 4]),
+            len,
+            len,
+        ),
+    ] {
+        let src = randn(rng, src_len);
+        let mut reference = vec![0f64; dst_len];
+        layout::strided_copy(&p, &f64s(&src), &mut reference);
+        let out = (|| {
+            let mut dst = b.zeros(dst_len)?;
+            b.strided_copy(&p, &up(&src)?, &mut dst)?;
+            b.download(&dst)
+        })();
+        c.check(format!("strided_copy {what}"), 0.0, out, &reference);
+    }
+
+    // LayerNorm over NHWC channels (inner 1) and NCHW channels (LayerNorm2d).
+    for (outer, dim, inner) in [(30, 96, 1), (2, 20, 35)] {
+        let p = LayerNormParams {
+            outer,
+            dim,
+            inner,
+            eps: 1e-6,
+        };
+        let shape = format!("[{outer}, {dim}, {inner}]");
+        let (x, w, bias) = (randn(rng, p.len()), randn(rng, dim), randn(rng, dim));
+        let dy = randn(rng, p.len());
+        let (xf, wf) = (f64s(&x), f64s(&w));
+        let mut reference = vec![0f64; p.len()];
+        layer_norm::layer_norm_forward(&p, &xf, &wf, &f64s(&bias), &mut reference);
+        let out = (|| b.download(&b.layer_norm(&p, &up(&x)?, &up(&w)?, &up(&bias)?)?))();
+        c.check(format!("layer_norm {shape}"), tol.linear, out, &reference);
+        let mut reference = vec![0f64; p.len()];
+        layer_norm::layer_norm_backward_input(&p, &xf, &wf, &f64s(&dy), &mut reference);
+        let out = (|| b.download(&b.layer_norm_grad_input(&p, &up(&x)?, &up(&w)?, &up(&dy)?)?))();
+        c.check(
+            format!("layer_norm_grad_input {shape}"),
+            tol.linear,
+            out,
+            &reference,
+        );
+    }
 }
 
 /// A 3×3 convolution, stride 1, padding 1.

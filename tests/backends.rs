@@ -14,12 +14,26 @@
 //! - adaptive average pool: atol 1e-6, rtol 1e-5 (sums of ≤ 16 values and one division).
 //! - class_seed: exact (0s and 1s).
 //! - conv2d_fused (conv → BatchNorm → add → ReLU): exact against the same backend's separate ops.
+//! - grouped / depthwise / dilated / asymmetrically padded conv2d: as conv2d (atol 1e-5,
+//!   rtol 1e-4): sums of ≤ 54 products, in another order than the CPU's register tiles.
+//! - activations: atol 2e-6, rtol 1e-5: one transcendental (exp, erf, tanh) per element; the
+//!   WGSL erf is Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-7), exp is within a few ulp on
+//!   lavapipe. Inputs include every breakpoint exactly (−3, 0, 3, 6, hardtanh's bounds).
+//! - broadcast add/mul: forward atol 1e-6, rtol 1e-6 (one operation); the operand gradients
+//!   sum ≤ 105 products in another order than the CPU's blocks: atol 1e-5, rtol 1e-5.
+//! - avg-pool (ceil mode, count_include_pad or not): atol 1e-6, rtol 1e-5 (sums of ≤ 9 values,
+//!   one division); adaptive max-pool: as max-pool, ties on a coarse grid.
+//! - strided copy (concat, permute, shuffle): exact.
+//! - LayerNorm: atol 2e-5, rtol 1e-4: sequential f32 sums over dim ≤ 96 (the CPU sums
+//!   pairwise), and the backward pass's two means of products.
 //! - grad_cam: atol 1e-4 against the CPU step (which accumulates in f64): the f32 channel sum's
 //!   error, relative to the CAM's range after normalization to [0, 1].
 
 mod common;
 
-use gradcam::backend::cpu::{cam, conv, elementwise, linear, pool};
+use gradcam::backend::cpu::{
+    activation, binary, cam, conv, elementwise, grouped_conv, layer_norm, layout, linear, pool,
+};
 use gradcam::backend::{Backend, ConvEpilogue};
 use gradcam::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -230,14 +244,17 @@ on_backends!(conv2d_backward:
 
 fn max_pool<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(13);
-    // (n, c, h, w, k, stride, pad)
+    // (n, c, h, w, k, stride, pad, ceil_mode): the last two have ceil-mode windows that hang
+    // over the input's end (googlenet's, squeezenet's pools).
     let cases = [
-        (2, 3, 7, 9, 3, 2, 1),
-        (3, 2, 8, 8, 2, 2, 0),
-        (2, 2, 6, 7, 3, 1, 1),
-        (2, 3, 11, 5, 2, 1, 0),
+        (2, 3, 7, 9, 3, 2, 1, false),
+        (3, 2, 8, 8, 2, 2, 0, false),
+        (2, 2, 6, 7, 3, 1, 1, false),
+        (2, 3, 11, 5, 2, 1, 0, false),
+        (2, 3, 8, 11, 3, 2, 0, true),
+        (3, 2, 7, 6, 2, 2, 1, true),
     ];
-    for (n, c, h, w, k, s, pad) in cases {
+    for (n, c, h, w, k, s, pad, ceil_mode) in cases {
         let p = MaxPool2dParams {
             n,
             c,
@@ -249,7 +266,7 @@ fn max_pool<B: Backend>(be: &B) {
             stride_w: s,
             pad_h: pad,
             pad_w: pad,
-            ceil_mode: false,
+            ceil_mode,
         };
         // Values on a coarse grid: many ties, which must go to the first maximum.
         let x: Vec<f32> = (0..p.input_len())
@@ -456,7 +473,9 @@ on_backends!(add:
 
 fn linear_layer<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(18);
-    for (n, in_f, out_f) in [(3, 37, 11), (2, 300, 5), (5, 1, 3)] {
+    // The last is a channels-last Linear (ConvNeXt: N·H·W rows), the one-invocation-per-output
+    // kernel on wgpu.
+    for (n, in_f, out_f) in [(3, 37, 11), (2, 300, 5), (5, 1, 3), (2 * 7 * 5, 24, 40)] {
         let p = LinearParams { n, in_f, out_f };
         let x = random(n * in_f, &mut rng);
         let w = random(out_f * in_f, &mut rng);
@@ -604,4 +623,436 @@ fn wgpu_second_batch_reuses_every_bind_group() {
     assert_eq!(engine.backend.bind_groups_created(), created);
     assert_eq!(first.cams.data, second.cams.data);
     assert_eq!(first.logits.data, second.logits.data);
+}
+
+/// (n, c_in, (h, w), c_out, (kh, kw), (sh, sw), (top, left, bottom, right), (dh, dw), groups)
+type GroupedCase = (
+    usize,
+    usize,
+    (usize, usize),
+    usize,
+    (usize, usize),
+    (usize, usize),
+    (usize, usize, usize, usize),
+    (usize, usize),
+    usize,
+);
+
+fn grouped_conv_cases() -> Vec<Conv2dParams> {
+    let cases: [GroupedCase; 6] = [
+        // depthwise 3×3, stride 1 (MobileNet)
+        (2, 6, (9, 7), 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),
+        // depthwise 5×5 stride 2 with TF "same" asymmetric padding (EfficientNet-style)
+        (2, 5, (11, 10), 5, (5, 5), (2, 2), (1, 2, 2, 1), (1, 1), 5),
+        // grouped, dilated
+        (3, 4, (8, 9), 6, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 2),
+        // 3 groups, rectangular kernel, anisotropic stride (ResNeXt / RegNet-like)
+        (2, 6, (7, 8), 9, (3, 1), (1, 2), (1, 0, 1, 0), (1, 1), 3),
+        // depthwise dilated 3, channel multiplier 2 (c_out = 2·c_in)
+        (2, 5, (10, 9), 10, (3, 3), (1, 1), (3, 3, 3, 3), (3, 3), 5),
+        // dense but asymmetric padding (nn.ZeroPad2d before a conv)
+        (2, 3, (7, 6), 4, (3, 3), (2, 2), (0, 0, 1, 1), (1, 1), 1),
+    ];
+    cases
+        .iter()
+        .map(
+            |&(
+                n,
+                c_in,
+                (h_in, w_in),
+                c_out,
+                (k_h, k_w),
+                (stride_h, stride_w),
+                pads,
+                dil,
+                groups,
+            )| {
+                Conv2dParams {
+                    n,
+                    c_in,
+                    h_in,
+                    w_in,
+                    c_out,
+                    k_h,
+                    k_w,
+                    stride_h,
+                    stride_w,
+                    pad_h: pads.0,
+                    pad_w: pads.1,
+                    pad_h_end: pads.2,
+                    pad_w_end: pads.3,
+                    dilation_h: dil.0,
+                    dilation_w: dil.1,
+                    groups,
+                }
+            },
+        )
+        .collect()
+}
+
+fn grouped_conv<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(41);
+    for p in grouped_conv_cases() {
+        assert!(!p.is_dense() && p.fits(), "{p:?}");
+        let x = random(p.input_len(), &mut rng);
+        let w = random(p.weight_len(), &mut rng);
+        let b = random(p.c_out, &mut rng);
+        let dy = random(p.output_len(), &mut rng);
+        let mut want_y = vec![0f64; p.output_len()];
+        grouped_conv::conv2d_forward(&p, &f64s(&x), &f64s(&w), Some(&f64s(&b)), &mut want_y);
+        let mut want_dx = vec![0f64; p.input_len()];
+        grouped_conv::conv2d_backward_input(&p, &f64s(&dy), &f64s(&w), &mut want_dx);
+
+        let (xb, wb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap());
+        let y = be
+            .conv2d(&p, &xb, &wb, Some(&be.upload(&b).unwrap()))
+            .unwrap();
+        let what = format!("{} grouped conv2d {p:?}", be.name());
+        assert_close(&what, &be.download(&y).unwrap(), &want_y, 1e-5, 1e-4);
+        let dx = be
+            .conv2d_grad_input(&p, &be.upload(&dy).unwrap(), &wb)
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+on_backends!(grouped_conv:
+    grouped_conv_cpu => common::cpu(),
+    grouped_conv_wgpu => common::wgpu(),
+);
+
+fn activations<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(42);
+    // Breakpoints exactly, then values over [-8, 8]; an odd length.
+    let mut x: Vec<f32> = vec![
+        -3.0, 0.0, 3.0, 6.0, -1.5, 2.0, -0.0, 1e-3, -1e-3, 20.0, -20.0,
+    ];
+    x.extend((0..3 * 7 * 5 * 2).map(|_| rng.random_range(-8.0f32..8.0)));
+    let dy = random(x.len(), &mut rng);
+    let xb = be.upload(&x).unwrap();
+    let dyb = be.upload(&dy).unwrap();
+    for &act in Activation::ALL {
+        // hardtanh on (-1.5, 2), leaky_relu slope 0.01, elu alpha 1.3.
+        let (alpha, beta) = match act {
+            Activation::Hardtanh => (-1.5, 2.0),
+            Activation::LeakyRelu => (0.01, 0.0),
+            Activation::Elu => (1.3, 0.0),
+            _ => (0.0, 0.0),
+        };
+        let p = ActivationParams {
+            act,
+            alpha,
+            beta,
+            len: x.len(),
+        };
+        let mut want_y = vec![0f64; x.len()];
+        activation::activation_forward(&p, &f64s(&x), &mut want_y);
+        let y = be.activation(&p, &xb).unwrap();
+        let what = format!("{} {}", be.name(), act.name());
+        let got_y = be.download(&y).unwrap();
+        assert_close(&what, &got_y, &want_y, 2e-6, 1e-5);
+        // The backward pass reads what the engine saves: the input, or this backend's output.
+        let saved = match act.saved() {
+            Saved::Input => x.clone(),
+            Saved::Output => got_y,
+        };
+        let mut want_dx = vec![0f64; x.len()];
+        activation::activation_backward_input(&p, &f64s(&saved), &f64s(&dy), &mut want_dx);
+        let dx = be
+            .activation_grad_input(&p, &be.upload(&saved).unwrap(), &dyb)
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            2e-6,
+            1e-5,
+        );
+    }
+}
+
+on_backends!(activations:
+    activations_cpu => common::cpu(),
+    activations_wgpu => common::wgpu(),
+);
+
+fn broadcast_binary<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(43);
+    let cases: [(&[usize], &[usize]); 6] = [
+        // squeeze-excitation gate
+        (&[2, 5, 7, 3], &[2, 5, 1, 1]),
+        // ConvNeXt's layer scale on NCHW, and on NHWC
+        (&[5, 1, 1], &[2, 5, 7, 3]),
+        (&[2, 3, 4, 5], &[5]),
+        // both broadcast
+        (&[2, 1, 4, 1], &[1, 3, 1, 5]),
+        (&[3, 4, 5], &[3, 4, 5]),
+        (&[1], &[2, 3, 5]),
+    ];
+    for (sa, sb) in cases {
+        for op in [BinaryOp::Add, BinaryOp::Mul] {
+            let (p, _) = BinaryParams::broadcast(op, sa, sb).unwrap();
+            let a = random(sa.iter().product(), &mut rng);
+            let b = random(sb.iter().product(), &mut rng);
+            let dy = random(p.len(), &mut rng);
+            let (af, bf, dyf) = (f64s(&a), f64s(&b), f64s(&dy));
+            let mut want = vec![0f64; p.len()];
+            binary::binary_forward(&p, &af, &bf, &mut want);
+            let (ab, bb, dyb) = (
+                be.upload(&a).unwrap(),
+                be.upload(&b).unwrap(),
+                be.upload(&dy).unwrap(),
+            );
+            let what = format!("{} {} {sa:?} {sb:?}", be.name(), op.name());
+            let y = be.binary(&p, &ab, &bb).unwrap();
+            assert_close(&what, &be.download(&y).unwrap(), &want, 1e-6, 1e-6);
+            for operand in 0..2 {
+                // The engine never asks an add for the gradient of an output-shaped operand.
+                if op == BinaryOp::Add && p.operand(operand) == p.out {
+                    continue;
+                }
+                let mut want_dx = vec![0f64; p.operand(operand).iter().product()];
+                binary::binary_backward_input(&p, operand, &dyf, &af, &bf, &mut want_dx);
+                let dx = be.binary_grad_input(&p, operand, &dyb, &ab, &bb).unwrap();
+                assert_close(
+                    &format!("{what} backward of operand {operand}"),
+                    &be.download(&dx).unwrap(),
+                    &want_dx,
+                    1e-5,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+on_backends!(broadcast_binary:
+    broadcast_binary_cpu => common::cpu(),
+    broadcast_binary_wgpu => common::wgpu(),
+);
+
+fn avg_pool<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(44);
+    // (n, c, h, w, k, stride, pad, ceil_mode, count_include_pad)
+    let cases = [
+        (2, 3, 7, 9, 3, 2, 1, false, true),
+        (2, 3, 7, 9, 3, 2, 1, true, true),
+        (3, 2, 8, 7, 3, 1, 1, false, false),
+        (2, 2, 9, 8, 2, 2, 0, true, true),
+        (2, 3, 6, 5, 3, 2, 1, true, false),
+        (2, 2, 5, 6, 2, 1, 0, false, true),
+    ];
+    for (n, c, h, w, k, s, pad, ceil_mode, count_include_pad) in cases {
+        let p = AvgPool2dParams {
+            n,
+            c,
+            h_in: h,
+            w_in: w,
+            k_h: k,
+            k_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: pad,
+            pad_w: pad,
+            ceil_mode,
+            count_include_pad,
+        };
+        let x = random(p.input_len(), &mut rng);
+        let dy = random(p.output_len(), &mut rng);
+        let mut want_y = vec![0f64; p.output_len()];
+        pool::avg_pool2d_forward(&p, &f64s(&x), &mut want_y);
+        let mut want_dx = vec![0f64; p.input_len()];
+        pool::avg_pool2d_backward_input(&p, &f64s(&dy), &mut want_dx);
+        let what = format!("{} avg_pool2d {p:?}", be.name());
+        let y = be.avg_pool2d(&p, &be.upload(&x).unwrap()).unwrap();
+        assert_close(&what, &be.download(&y).unwrap(), &want_y, 1e-6, 1e-5);
+        let dx = be
+            .avg_pool2d_grad_input(&p, &be.upload(&dy).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+on_backends!(avg_pool:
+    avg_pool_cpu => common::cpu(),
+    avg_pool_wgpu => common::wgpu(),
+);
+
+fn adaptive_max_pool<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(45);
+    // (n, c, h_in, w_in, h_out, w_out): shrinking, growing (overlapping windows), global.
+    let cases = [(2, 3, 7, 5, 3, 2), (2, 2, 4, 5, 6, 7), (3, 2, 5, 9, 1, 1)];
+    for (n, c, h_in, w_in, h_out, w_out) in cases {
+        let p = AdaptivePool2dParams {
+            n,
+            c,
+            h_in,
+            w_in,
+            h_out,
+            w_out,
+        };
+        // A coarse grid: ties, which go to the first maximum.
+        let x: Vec<f32> = (0..p.input_len())
+            .map(|_| rng.random_range(-2i32..=2) as f32 * 0.5)
+            .collect();
+        let dy = random(p.output_len(), &mut rng);
+        let mut want_y = vec![0f64; p.output_len()];
+        let mut idx = vec![0u32; p.output_len()];
+        pool::adaptive_max_pool2d_forward(&p, &f64s(&x), &mut want_y, &mut idx);
+        let mut want_dx = vec![0f64; p.input_len()];
+        pool::adaptive_max_pool2d_backward_input(&p, &idx, &f64s(&dy), &mut want_dx);
+        let what = format!("{} adaptive_max_pool2d {p:?}", be.name());
+        let (y, argmax) = be.adaptive_max_pool2d(&p, &be.upload(&x).unwrap()).unwrap();
+        assert_close(&what, &be.download(&y).unwrap(), &want_y, 0.0, 0.0);
+        let dx = be
+            .adaptive_max_pool2d_grad_input(&p, &argmax, &be.upload(&dy).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+on_backends!(adaptive_max_pool:
+    adaptive_max_pool_cpu => common::cpu(),
+    adaptive_max_pool_wgpu => common::wgpu(),
+);
+
+fn strided_copy<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(46);
+    let shape = [2usize, 6, 5, 3];
+    let len: usize = shape.iter().product();
+    // (what, copy, source elements, destination elements)
+    let cases = [
+        // channels 2..5 of a concat's output written from a [2, 3, 5, 3] part
+        (
+            "concat part",
+            StridedCopyParams::block(&shape, 1, 2, 3, true),
+            2 * 3 * 5 * 3,
+            len,
+        ),
+        // a chunk read out of it
+        (
+            "chunk",
+            StridedCopyParams::block(&shape, 1, 1, 4, false),
+            len,
+            2 * 4 * 5 * 3,
+        ),
+        (
+            "permute to NHWC",
+            StridedCopyParams::permute(&shape, &[0, 2, 3, 1]),
+            len,
+            len,
+        ),
+        // channel shuffle with 2 groups: [N, 2, 3, H, W] → [N, 3, 2, H, W]
+        (
+            "channel shuffle",
+            StridedCopyParams::permute(&[2, 2, 3, 5, 3], &[0, 2, 1, 3, 4]),
+            len,
+            len,
+        ),
+    ];
+    for (what, p, src_len, dst_len) in cases {
+        let src = random(src_len, &mut rng);
+        let mut want = vec![0f32; dst_len];
+        layout::strided_copy(&p, &src, &mut want);
+        let mut dst = be.zeros(dst_len).unwrap();
+        be.strided_copy(&p, &be.upload(&src).unwrap(), &mut dst)
+            .unwrap();
+        let what = format!("{} strided copy: {what}", be.name());
+        assert_close(&what, &be.download(&dst).unwrap(), &f64s(&want), 0.0, 0.0);
+    }
+}
+
+on_backends!(strided_copy:
+    strided_copy_cpu => common::cpu(),
+    strided_copy_wgpu => common::wgpu(),
+);
+
+fn layer_norm_op<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(47);
+    // NHWC (nn.LayerNorm, inner = 1) and NCHW (LayerNorm2d, inner = H·W); a mean far from 0.
+    let cases = [(2 * 5 * 3, 96, 1, 0.0), (2, 20, 35, 0.0), (3, 7, 9, 5.0)];
+    for (outer, dim, inner, offset) in cases {
+        let p = LayerNormParams {
+            outer,
+            dim,
+            inner,
+            eps: 1e-6,
+        };
+        let x: Vec<f32> = random(p.len(), &mut rng)
+            .iter()
+            .map(|v| v + offset)
+            .collect();
+        let (w, b) = (random(dim, &mut rng), random(dim, &mut rng));
+        let dy = random(p.len(), &mut rng);
+        let mut want_y = vec![0f64; p.len()];
+        layer_norm::layer_norm_forward(&p, &f64s(&x), &f64s(&w), &f64s(&b), &mut want_y);
+        let mut want_dx = vec![0f64; p.len()];
+        layer_norm::layer_norm_backward_input(&p, &f64s(&x), &f64s(&w), &f64s(&dy), &mut want_dx);
+        let (xb, wb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap());
+        let what = format!("{} layer_norm {p:?}", be.name());
+        let y = be
+            .layer_norm(&p, &xb, &wb, &be.upload(&b).unwrap())
+            .unwrap();
+        assert_close(&what, &be.download(&y).unwrap(), &want_y, 2e-5, 1e-4);
+        let dx = be
+            .layer_norm_grad_input(&p, &xb, &wb, &be.upload(&dy).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{what} backward"),
+            &be.download(&dx).unwrap(),
+            &want_dx,
+            2e-5,
+            1e-4,
+        );
+    }
+}
+
+on_backends!(layer_norm_op:
+    layer_norm_cpu => common::cpu(),
+    layer_norm_wgpu => common::wgpu(),
+);
+
+/// A tensor larger than one storage binding, given to an op that binds it whole, is one error
+/// that names the tensor and the limit (lavapipe's limit is 128 MiB; adapters with more than
+/// 512 MiB skip the check).
+#[test]
+fn wgpu_tensor_past_the_binding_limit_is_named() {
+    let be = common::wgpu();
+    let max = be.max_binding_bytes();
+    if max > 512 << 20 {
+        println!("binding limit {max} bytes: nothing to check here");
+        return;
+    }
+    let len = (max / 4) as usize + 64;
+    let x = be.upload(&vec![0.5; len]).unwrap();
+    let p = ActivationParams {
+        act: Activation::Silu,
+        alpha: 0.0,
+        beta: 0.0,
+        len,
+    };
+    let msg = be.activation(&p, &x).unwrap_err().to_string();
+    assert!(
+        msg.contains("silu input") && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
 }

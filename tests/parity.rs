@@ -33,8 +33,8 @@ fn fixtures() -> Vec<PathBuf> {
     dirs
 }
 
-/// One narrowed model of every other torchvision family (scripts/make_family_fixtures.py):
-/// the CPU backend runs them; the GPU backends lack some of their ops.
+/// One narrowed model of every other torchvision family (scripts/make_family_fixtures.py),
+/// run by the CPU and wgpu backends alike.
 fn family_fixtures() -> Vec<PathBuf> {
     let dirs = fixture_dirs("families");
     assert!(dirs.len() >= 18, "expected the 18 family fixtures");
@@ -130,6 +130,13 @@ fn cpu_engine_matches_pytorch_grad_cam_on_every_family() {
 }
 
 #[test]
+fn wgpu_engine_matches_pytorch_grad_cam_on_every_family() {
+    let checked = engine_matches_pytorch_grad_cam(family_fixtures(), common::wgpu);
+    let filtered = std::env::var("GRADCAM_FAMILY").is_ok();
+    assert!(filtered || checked >= 54, "only {checked} cases checked");
+}
+
+#[test]
 fn fixtures_cover_every_weight_dtype() {
     let dtypes: Vec<String> = fixtures()
         .iter()
@@ -147,4 +154,64 @@ fn fixtures_cover_every_weight_dtype() {
             "no fixture with {dt} weights"
         );
     }
+}
+
+/// Full-size VGG16 on wgpu, weights drawn here (He-uniform, so activations keep their scale
+/// through the 16 layers): its first classifier weight (25088×4096, 392 MiB) is larger than
+/// lavapipe's 128 MiB storage-binding limit, and the linear kernels bind it in row tiles. One
+/// 224×224 image, forward and CAM at the default layer, against the CPU backend with the
+/// parity tolerances above.
+#[test]
+fn wgpu_runs_full_size_vgg16() {
+    use gradcam::model::weights::WeightStore;
+    use gradcam::tensor::Tensor;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let path = common::fixture("families/manifests/vgg16.json");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut tensors = std::collections::BTreeMap::new();
+    for t in m["tensors"].as_array().unwrap() {
+        let name = t[0].as_str().unwrap();
+        let shape: Vec<usize> = t[2]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+        let a = if shape.len() == 1 {
+            0.01
+        } else {
+            (6.0 / fan_in as f32).sqrt()
+        };
+        let data = (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(-a..a))
+            .collect();
+        tensors.insert(name.to_owned(), Tensor::new(shape, data));
+    }
+    let store = WeightStore::from_tensors("vgg16", tensors);
+    let x = Tensor::new(
+        vec![1, 3, 224, 224],
+        (0..3 * 224 * 224)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect(),
+    );
+    let cpu = Engine::new(common::cpu(), Model::from_store(&store, None).unwrap()).unwrap();
+    let want = cpu.explain(&x, None, None).unwrap();
+    drop(cpu);
+    let gpu = Engine::new(common::wgpu(), Model::from_store(&store, None).unwrap())
+        .unwrap_or_else(|e| panic!("vgg16 on wgpu: {e}"));
+    let got = gpu
+        .explain(&x, None, None)
+        .unwrap_or_else(|e| panic!("vgg16 on wgpu: {e}"));
+    assert_eq!(got.classes, want.classes, "vgg16: classes");
+    let err = rel_l2(&got.logits.data, &want.logits.data);
+    assert!(err <= 1e-4, "vgg16: logits relative L2 {err}");
+    assert!(
+        got.cams.data.iter().all(|v| v.is_finite()),
+        "vgg16: non-finite CAM"
+    );
+    let err = max_abs(&got.cams.data, &want.cams.data);
+    assert!(err <= 1e-3, "vgg16: CAM max abs difference {err}");
 }

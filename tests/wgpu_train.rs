@@ -21,7 +21,7 @@
 
 mod common;
 
-use gradcam::backend::cpu::{conv, linear, training, weight_grad};
+use gradcam::backend::cpu::{conv, grouped_conv, linear, training, weight_grad};
 use gradcam::backend::TrainBackend;
 use gradcam::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -135,6 +135,55 @@ on_backends!(conv2d_weight_and_bias_grads:
     conv2d_weight_and_bias_grads_cpu => common::cpu(),
     conv2d_weight_and_bias_grads_wgpu => common::wgpu(),
     conv2d_weight_and_bias_grads_wgpu_v1 => common::wgpu_v1(),
+);
+
+/// The weight gradient of grouped (depthwise included), dilated, asymmetrically padded convs.
+fn grouped_conv2d_weight_grad<B: TrainBackend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(32);
+    // (n, c_in, h, w, c_out, k, stride, (top, left, bottom, right), dilation, groups)
+    let cases = [
+        (2, 6, 9, 7, 6, 3, 1, (1, 1, 1, 1), 1, 6),
+        (2, 5, 11, 10, 5, 5, 2, (1, 2, 2, 1), 1, 5),
+        (3, 4, 8, 9, 6, 3, 1, (2, 2, 2, 2), 2, 2),
+        (2, 6, 7, 8, 9, 3, 2, (1, 0, 1, 0), 1, 3),
+    ];
+    for (n, c_in, h_in, w_in, c_out, k, s, pads, d, groups) in cases {
+        let p = Conv2dParams {
+            n,
+            c_in,
+            h_in,
+            w_in,
+            c_out,
+            k_h: k,
+            k_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: pads.0,
+            pad_w: pads.1,
+            pad_h_end: pads.2,
+            pad_w_end: pads.3,
+            dilation_h: d,
+            dilation_w: d,
+            groups,
+        };
+        let x = random(p.input_len(), &mut rng);
+        let dy = random(p.output_len(), &mut rng);
+        let dw = be
+            .download(
+                &be.conv2d_grad_weight(&p, &be.upload(&x).unwrap(), &be.upload(&dy).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        let mut want = vec![0f64; p.weight_len()];
+        grouped_conv::conv2d_backward_weight(&p, &f64s(&x), &f64s(&dy), &mut want);
+        let what = format!("{} grouped conv2d weight grad {p:?}", be.name());
+        assert_close(&what, &dw, &want, ATOL, RTOL);
+    }
+}
+
+on_backends!(grouped_conv2d_weight_grad:
+    grouped_conv2d_weight_grad_cpu => common::cpu(),
+    grouped_conv2d_weight_grad_wgpu => common::wgpu(),
 );
 
 fn linear_weight_and_bias_grads<B: TrainBackend>(be: &B) {

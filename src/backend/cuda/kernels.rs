@@ -12,6 +12,20 @@ use std::sync::{Mutex, OnceLock};
 /// (file name, source) of every kernel file, one per op family.
 pub const SOURCES: &[(&str, &str)] = &[
     ("conv2d.cu", include_str!("../../../kernels/conv2d.cu")),
+    (
+        "grouped_conv.cu",
+        include_str!("../../../kernels/grouped_conv.cu"),
+    ),
+    (
+        "activation.cu",
+        include_str!("../../../kernels/activation.cu"),
+    ),
+    ("binary.cu", include_str!("../../../kernels/binary.cu")),
+    ("layout.cu", include_str!("../../../kernels/layout.cu")),
+    (
+        "layer_norm.cu",
+        include_str!("../../../kernels/layer_norm.cu"),
+    ),
     ("pool.cu", include_str!("../../../kernels/pool.cu")),
     (
         "elementwise.cu",
@@ -53,15 +67,27 @@ pub fn require_nvrtc() -> Result<()> {
     }
 }
 
+/// Files that call the activation table's `act_fwd` / `act_df`: the functions generated from
+/// the table (`crate::ops::gpu_source`) go in front of their source.
+const USES_ACTIVATION_TABLE: &[&str] = &["activation.cu"];
+
 /// Compiles one source to PTX for `arch` (e.g. "sm_90"). Errors carry NVRTC's log.
 pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {
     require_nvrtc()?;
+    let source = if USES_ACTIVATION_TABLE.contains(&name) {
+        format!(
+            "{}\n{source}",
+            crate::ops::gpu_source(crate::ops::GpuLang::Cuda)
+        )
+    } else {
+        source.to_string()
+    };
     let opts = CompileOptions {
         name: Some(name.to_string()),
         options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
         ..Default::default()
     };
-    cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| match e {
+    cudarc::nvrtc::compile_ptx_with_opts(&source, opts).map_err(|e| match e {
         cudarc::nvrtc::CompileError::CompileError { log, .. } => backend_error(format!(
             "NVRTC failed to compile {name} for {arch}: {}",
             log.to_string_lossy().trim().replace('\n', " | ")

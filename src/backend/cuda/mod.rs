@@ -37,6 +37,19 @@ pub const KERNEL_NAMES: &[&str] = &[
     "conv2d_bwd_input_v3",
     "conv2d_fwd_v4",
     "conv2d_bwd_input_v4",
+    "grouped_conv_fwd",
+    "grouped_conv_bwd_input",
+    "activation_fwd",
+    "activation_bwd_input",
+    "binary_fwd",
+    "binary_bwd_input",
+    "strided_copy",
+    "layer_norm_fwd",
+    "layer_norm_bwd_input",
+    "avg_pool2d_fwd",
+    "avg_pool2d_bwd_input",
+    "adaptive_max_pool2d_fwd",
+    "adaptive_max_pool2d_bwd_input",
     "max_pool2d_fwd",
     "max_pool2d_bwd_input",
     "adaptive_avg_pool2d_fwd",
@@ -52,6 +65,28 @@ pub const KERNEL_NAMES: &[&str] = &[
     "grad_cam",
     "class_seed",
 ];
+
+/// A rank-4 shape or stride vector passed by value (`struct Dims4` of kernels/binary.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Dims4([i32; 4]);
+// SAFETY: #[repr(C)] array of i32, the layout of `struct Dims4 { int v[4]; }`.
+unsafe impl cudarc::driver::DeviceRepr for Dims4 {}
+
+/// A rank-6 shape or stride vector passed by value (`struct Dims6` of kernels/layout.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Dims6([i64; COPY_RANK]);
+// SAFETY: #[repr(C)] array of i64, the layout of `struct Dims6 { long long v[6]; }`.
+unsafe impl cudarc::driver::DeviceRepr for Dims6 {}
+
+fn dims4(v: [usize; 4]) -> Dims4 {
+    Dims4(v.map(|x| x as i32))
+}
+
+fn dims6(v: [usize; COPY_RANK]) -> Dims6 {
+    Dims6(v.map(|x| x as i64))
+}
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
 const THREADS: u32 = 256;
@@ -304,6 +339,30 @@ impl CudaBackend {
         Ok(y)
     }
 
+    /// Shape arguments of kernels/grouped_conv.cu after the batch size: c_in … pad_w as
+    /// `conv_shape`, then dilation and groups.
+    fn grouped_shape(p: &Conv2dParams) -> [i32; 16] {
+        [
+            p.c_in,
+            p.h_in,
+            p.w_in,
+            p.c_out,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
+            p.pad_w,
+            p.dilation_h,
+            p.dilation_w,
+            p.groups,
+            p.n,
+        ]
+        .map(|v| v as i32)
+    }
+
     fn conv_shape(p: &Conv2dParams) -> [i32; 13] {
         [
             p.n,
@@ -319,6 +378,24 @@ impl CudaBackend {
             p.stride_w,
             p.pad_h,
             p.pad_w,
+        ]
+        .map(|v| v as i32)
+    }
+
+    /// Shape arguments of kernels/pool.cu's avg_pool2d kernels.
+    fn avg_pool_shape(p: &AvgPool2dParams) -> [i32; 11] {
+        [
+            p.h_in,
+            p.w_in,
+            p.h_out(),
+            p.w_out(),
+            p.k_h,
+            p.k_w,
+            p.stride_h,
+            p.stride_w,
+            p.pad_h,
+            p.pad_w,
+            p.count_include_pad as usize,
         ]
         .map(|v| v as i32)
     }
@@ -422,7 +499,15 @@ impl Backend for CudaBackend {
         bias: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
         if !p.is_dense() {
-            return self.unsupported("conv2d with groups, dilation or asymmetric padding");
+            let mut y = self.out(p.output_len())?;
+            let has_bias = bias.is_some() as i32;
+            let b = bias.unwrap_or(w);
+            let s = Self::grouped_shape(p);
+            let name = "grouped_conv_fwd";
+            launch!(self, name, flat(p.output_len()), || conv_label(name, p); &mut y, x, w, b, &has_bias,
+                &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11],
+                &s[12], &s[13], &s[14]);
+            return Ok(y);
         }
         if matches!(self.conv, ConvKernel::V3 | ConvKernel::V4) {
             return self.conv2d_v3(p, x, w, bias, None);
@@ -452,7 +537,7 @@ impl Backend for CudaBackend {
         e: &ConvEpilogue<'_, CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
         if !p.is_dense() {
-            return self.unsupported("conv2d with groups, dilation or asymmetric padding");
+            return super::conv2d_then_epilogue(self, p, x, w, bias, e);
         }
         match self.conv {
             ConvKernel::V3 | ConvKernel::V4 => self.conv2d_v3(p, x, w, bias, Some(e)),
@@ -467,7 +552,13 @@ impl Backend for CudaBackend {
         w: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
         if !p.is_dense() {
-            return self.unsupported("conv2d.backward with groups, dilation or asymmetric padding");
+            let mut dx = self.out(p.input_len())?;
+            let s = Self::grouped_shape(p);
+            let name = "grouped_conv_bwd_input";
+            launch!(self, name, flat(p.input_len()), || conv_label(name, p); &mut dx, dy, w,
+                &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11],
+                &s[12], &s[13], &s[14]);
+            return Ok(dx);
         }
         let mut dx = self.out(p.input_len())?;
         let s = Self::conv_shape(p);
@@ -643,6 +734,195 @@ impl Backend for CudaBackend {
         let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
         let threads = p.in_f * p.n.div_ceil(8);
         launch!(self, "linear_bwd_input", exact(threads); &mut dx, dy, w, &n, &i, &o);
+        Ok(dx)
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.out(len)
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.stream
+            .alloc_zeros::<f32>(len)
+            .map_err(|e| backend_error(format!("cannot allocate {len} floats: {e}")))
+    }
+
+    fn activation(&self, p: &ActivationParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.len)?;
+        let (id, n) = (p.act.index() as u32, p.len as i64);
+        launch!(self, "activation_fwd", flat(p.len), || format!("activation_fwd {}", p.act.name());
+            &mut y, x, &id, &p.alpha, &p.beta, &n);
+        Ok(y)
+    }
+
+    fn activation_grad_input(
+        &self,
+        p: &ActivationParams,
+        saved: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.len)?;
+        let (id, n) = (p.act.index() as u32, p.len as i64);
+        launch!(self, "activation_bwd_input", flat(p.len),
+            || format!("activation_bwd_input {}", p.act.name());
+            &mut dx, saved, dy, &id, &p.alpha, &p.beta, &n);
+        Ok(dx)
+    }
+
+    fn binary(
+        &self,
+        p: &BinaryParams,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.len())?;
+        let (out, sa, sb) = (
+            dims4(p.out),
+            dims4(broadcast_strides(p.a, p.out)),
+            dims4(broadcast_strides(p.b, p.out)),
+        );
+        let (op, n) = ((p.op == BinaryOp::Mul) as i32, p.len() as i64);
+        launch!(self, "binary_fwd", flat(p.len()); &mut y, a, b, &out, &sa, &sb, &op, &n);
+        Ok(y)
+    }
+
+    fn binary_grad_input(
+        &self,
+        p: &BinaryParams,
+        operand: usize,
+        dy: &CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let shape = p.operand(operand.min(1));
+        let (other_shape, other) = if operand == 0 { (p.b, b) } else { (p.a, a) };
+        let len: usize = shape.iter().product();
+        let reduced: usize = (0..4)
+            .filter(|&k| shape[k] == 1 && p.out[k] != 1)
+            .map(|k| p.out[k])
+            .product();
+        let mut dx = self.out(len)?;
+        let mul = (p.op == BinaryOp::Mul) as i32;
+        // An add reads no other operand: dy stands in for it.
+        let other = if mul == 1 { other } else { dy };
+        let (out, sh, so) = (
+            dims4(p.out),
+            dims4(shape),
+            dims4(broadcast_strides(other_shape, p.out)),
+        );
+        let (reduced, n) = (reduced as i64, len as i64);
+        launch!(self, "binary_bwd_input", flat(len); &mut dx, dy, other, &out, &sh, &so, &mul, &reduced, &n);
+        Ok(dx)
+    }
+
+    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.output_len())?;
+        let d = Self::avg_pool_shape(p);
+        let total = p.output_len() as i64;
+        launch!(self, "avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
+            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
+        Ok(y)
+    }
+
+    fn avg_pool2d_grad_input(
+        &self,
+        p: &AvgPool2dParams,
+        dy: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.input_len())?;
+        let d = Self::avg_pool_shape(p);
+        let total = p.input_len() as i64;
+        launch!(self, "avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
+            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
+        Ok(dx)
+    }
+
+    fn adaptive_max_pool2d(
+        &self,
+        p: &AdaptivePool2dParams,
+        x: &CudaSlice<f32>,
+    ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
+        let mut y = self.out(p.output_len())?;
+        // SAFETY: every element is written by the kernel (checked by the selftest).
+        let mut idx = unsafe { self.stream.alloc::<u32>(p.output_len()) }
+            .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))?;
+        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
+        let total = p.output_len() as i64;
+        launch!(self, "adaptive_max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
+            &d[0], &d[1], &d[2], &d[3], &total);
+        Ok((y, idx))
+    }
+
+    fn adaptive_max_pool2d_grad_input(
+        &self,
+        p: &AdaptivePool2dParams,
+        argmax: &CudaSlice<u32>,
+        dy: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.input_len())?;
+        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
+        let total = p.input_len() as i64;
+        launch!(self, "adaptive_max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
+            &d[0], &d[1], &d[2], &d[3], &total);
+        Ok(dx)
+    }
+
+    fn strided_copy(
+        &self,
+        p: &StridedCopyParams,
+        src: &CudaSlice<f32>,
+        dst: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if p.is_empty() {
+            return Ok(());
+        }
+        let last = |offset: usize, strides: &[usize; COPY_RANK]| {
+            offset
+                + (0..COPY_RANK)
+                    .map(|k| (p.shape[k] - 1) * strides[k])
+                    .sum::<usize>()
+        };
+        if last(p.src_offset, &p.src_strides) >= src.len()
+            || last(p.dst_offset, &p.dst_strides) >= dst.len()
+        {
+            return Err(backend_error(format!(
+                "strided copy of shape {:?} past its source ({} elements) or destination ({})",
+                p.shape,
+                src.len(),
+                dst.len()
+            )));
+        }
+        let (shape, ss, ds) = (dims6(p.shape), dims6(p.src_strides), dims6(p.dst_strides));
+        let (so, d_o, n) = (p.src_offset as i64, p.dst_offset as i64, p.len() as i64);
+        launch!(self, "strided_copy", flat(p.len()); &mut *dst, src, &shape, &ss, &ds, &so, &d_o, &n);
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        p: &LayerNormParams,
+        x: &CudaSlice<f32>,
+        weight: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.out(p.len())?;
+        let (outer, dim, inner) = (p.outer as i32, p.dim as i32, p.inner as i64);
+        launch!(self, "layer_norm_fwd", flat(p.outer * p.inner); &mut y, x, weight, bias,
+            &outer, &dim, &inner, &p.eps);
+        Ok(y)
+    }
+
+    fn layer_norm_grad_input(
+        &self,
+        p: &LayerNormParams,
+        x: &CudaSlice<f32>,
+        weight: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.out(p.len())?;
+        let (outer, dim, inner) = (p.outer as i32, p.dim as i32, p.inner as i64);
+        launch!(self, "layer_norm_bwd_input", flat(p.outer * p.inner); &mut dx, x, weight, dy,
+            &outer, &dim, &inner, &p.eps);
         Ok(dx)
     }
 

@@ -64,14 +64,13 @@ fn byte_size(len: usize) -> u64 {
 /// Allocates (or recycles) a buffer of `len` elements. Its contents are undefined.
 pub fn alloc(ctx: &Context, pool: &Rc<RefCell<Pool>>, len: usize) -> Result<GpuBuffer> {
     let size = byte_size(len);
-    let max = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
+    // Buffers may exceed one binding (max_storage_buffer_binding_size): ops that split a big
+    // tensor bind it range by range, the others say which of their tensors is too big.
+    let max = ctx.limits.max_buffer_size;
     if size > max {
         return Err(backend_error(format!(
-            "a tensor of {len} elements ({:.1} MiB) exceeds the adapter's storage buffer limit \
-             of {:.1} MiB; use a smaller batch or input size",
+            "a tensor of {len} elements ({:.1} MiB) exceeds the adapter's largest buffer \
+             (max_buffer_size) of {:.1} MiB",
             size as f64 / 1048576.0,
             max as f64 / 1048576.0
         )));

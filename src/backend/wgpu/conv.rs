@@ -1,7 +1,8 @@
 //! Glue for shaders/conv2d.wgsl: forward, input gradient and weight gradient, each v1 (direct)
-//! or v2 (tiled), and the bias gradient.
+//! or v2 (tiled), and the bias gradient; and for shaders/grouped_conv.wgsl: the convs with
+//! groups, dilation or asymmetric padding, forward, input and weight gradients (v1, direct).
 
-use super::kernels::{kernel, Kernel, Shader::Conv2d};
+use super::kernels::{kernel, Kernel, Shader::Conv2d, Shader::GroupedConv};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::backend::ConvKernel;
 use crate::error::Result;
@@ -14,6 +15,9 @@ const BWD_V2: Kernel = kernel(Conv2d, "conv2d_bwd_v2");
 const WGRAD_V1: Kernel = kernel(Conv2d, "conv2d_wgrad_v1");
 const WGRAD_V2: Kernel = kernel(Conv2d, "conv2d_wgrad_v2");
 const BGRAD: Kernel = kernel(Conv2d, "conv2d_bgrad");
+const GROUPED_FWD: Kernel = kernel(GroupedConv, "grouped_conv_fwd");
+const GROUPED_BWD: Kernel = kernel(GroupedConv, "grouped_conv_bwd");
+const GROUPED_WGRAD: Kernel = kernel(GroupedConv, "grouped_conv_wgrad");
 
 /// Output tile edge of the v2 kernels (TILE in conv2d.wgsl).
 const TILE: usize = 64;
@@ -44,6 +48,32 @@ fn tiled_groups(rows: usize, cols: usize) -> Result<[u32; 3]> {
     Ok([x, u(y), z])
 }
 
+/// Uniform words of grouped_conv.wgsl.
+fn grouped_params(p: &Conv2dParams, has_bias: bool) -> [u32; 20] {
+    [
+        u(p.n),
+        u(p.c_in),
+        u(p.h_in),
+        u(p.w_in),
+        u(p.c_out),
+        u(p.k_h),
+        u(p.k_w),
+        u(p.stride_h),
+        u(p.stride_w),
+        u(p.pad_h),
+        u(p.pad_w),
+        u(p.h_out()),
+        u(p.w_out()),
+        u(p.dilation_h),
+        u(p.dilation_w),
+        u(p.groups),
+        has_bias as u32,
+        0,
+        0,
+        0,
+    ]
+}
+
 pub fn forward(
     be: &WgpuBackend,
     p: &Conv2dParams,
@@ -59,6 +89,11 @@ pub fn forward(
     let y = be.output(p.output_len())?;
     let b = bias.map(|b| b.raw()).unwrap_or(&be.dummy);
     let bufs = [x.raw(), w.raw(), b, y.raw()];
+    if !p.is_dense() {
+        let prm = grouped_params(p, bias.is_some());
+        be.run(GROUPED_FWD, &prm, &bufs, groups_1d(p.output_len(), 256)?)?;
+        return Ok(y);
+    }
     let prm = params(p, bias.is_some());
     match be.conv {
         ConvKernel::V1 => be.run(FWD_V1, &prm, &bufs, groups_1d(p.output_len(), 256)?)?,
@@ -81,6 +116,11 @@ pub fn backward_input(
     be.need(w, p.weight_len(), "conv2d weight")?;
     let dx = be.output(p.input_len())?;
     let bufs = [dy.raw(), w.raw(), dx.raw()];
+    if !p.is_dense() {
+        let prm = grouped_params(p, false);
+        be.run(GROUPED_BWD, &prm, &bufs, groups_1d(p.input_len(), 256)?)?;
+        return Ok(dx);
+    }
     let prm = params(p, false);
     match be.conv {
         ConvKernel::V1 => be.run(BWD_V1, &prm, &bufs, groups_1d(p.input_len(), 256)?)?,
@@ -103,6 +143,11 @@ pub fn grad_weight(
     be.need(dy, p.output_len(), "conv2d output gradient")?;
     let dw = be.output(p.weight_len())?;
     let bufs = [x.raw(), dy.raw(), dw.raw()];
+    if !p.is_dense() {
+        let prm = grouped_params(p, false);
+        be.run(GROUPED_WGRAD, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?;
+        return Ok(dw);
+    }
     let prm = params(p, false);
     match be.conv {
         ConvKernel::V1 => be.run(WGRAD_V1, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?,

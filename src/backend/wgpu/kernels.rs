@@ -25,6 +25,11 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Conv2d,
+    GroupedConv,
+    Activation,
+    Binary,
+    Layout,
+    LayerNorm,
     Pool,
     Elementwise,
     Linear,
@@ -36,6 +41,11 @@ impl Shader {
     fn source(self) -> &'static str {
         match self {
             Shader::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Shader::GroupedConv => include_str!("../../../shaders/grouped_conv.wgsl"),
+            Shader::Activation => include_str!("../../../shaders/activation.wgsl"),
+            Shader::Binary => include_str!("../../../shaders/binary.wgsl"),
+            Shader::Layout => include_str!("../../../shaders/layout.wgsl"),
+            Shader::LayerNorm => include_str!("../../../shaders/layer_norm.wgsl"),
             Shader::Pool => include_str!("../../../shaders/pool.wgsl"),
             Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
@@ -46,12 +56,29 @@ impl Shader {
     fn file(self) -> &'static str {
         match self {
             Shader::Conv2d => "conv2d.wgsl",
+            Shader::GroupedConv => "grouped_conv.wgsl",
+            Shader::Activation => "activation.wgsl",
+            Shader::Binary => "binary.wgsl",
+            Shader::Layout => "layout.wgsl",
+            Shader::LayerNorm => "layer_norm.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Linear => "linear.wgsl",
             Shader::GradCam => "gradcam.wgsl",
             Shader::Sgd => "sgd.wgsl",
         }
+    }
+    /// Code generated on the host that the file needs before its own: the activation table's
+    /// functions (`crate::ops::gpu_source`).
+    fn generated(self) -> String {
+        match self {
+            Shader::Activation => crate::ops::gpu_source(crate::ops::GpuLang::Wgsl),
+            _ => String::new(),
+        }
+    }
+    /// The whole WGSL module of the file.
+    pub fn module_source(self) -> String {
+        format!("{COMMON}\n{}\n{}", self.generated(), self.source())
     }
 }
 
@@ -94,8 +121,12 @@ pub struct Timing {
 
 const QUERIES_PER_SET: u32 = 4096;
 
-/// A dispatch's bindings: its kernel, its uniform words and its storage buffers.
-type BindKey = (Kernel, Vec<u32>, Vec<wgpu::Buffer>);
+/// A storage binding: a buffer, and the byte range of it the kernel sees (None: all of it).
+/// Ranges let one op bind a tensor larger than the adapter's binding limit piece by piece.
+pub type Binding<'a> = (&'a wgpu::Buffer, Option<(u64, u64)>);
+
+/// A dispatch's bindings: its kernel, its uniform words and its storage bindings.
+type BindKey = (Kernel, Vec<u32>, Vec<(wgpu::Buffer, Option<(u64, u64)>)>);
 
 /// Cached bind groups keep their buffers alive; past this many the cache starts over, which
 /// bounds that memory when shapes keep changing.
@@ -130,7 +161,7 @@ impl Kernels {
             modules
                 .entry(k.shader)
                 .or_insert_with(|| {
-                    let src = format!("{COMMON}\n{}", k.shader.source());
+                    let src = k.shader.module_source();
                     Rc::new(
                         ctx.device
                             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -173,10 +204,44 @@ impl Kernels {
         bufs: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        let whole: Vec<Binding> = bufs.iter().map(|&b| (b, None)).collect();
+        self.dispatch_ranges(ctx, k, params, &whole, groups)
+    }
+
+    /// [`Kernels::dispatch`] with storage bindings that may be byte ranges of their buffers.
+    /// A binding larger than the adapter's `max_storage_buffer_binding_size` is an error that
+    /// names the kernel, the binding and both sizes (ops that split big tensors bind ranges).
+    pub fn dispatch_ranges(
+        &self,
+        ctx: &Context,
+        k: Kernel,
+        params: &[u32],
+        bufs: &[Binding],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let max = ctx.limits.max_storage_buffer_binding_size;
+        for (i, (b, range)) in bufs.iter().enumerate() {
+            let size = range.map_or(b.size(), |r| r.1);
+            if size > max {
+                return Err(backend_error(format!(
+                    "kernel {} of {}: storage binding {} is {:.1} MiB, more than the adapter's \
+                     max_storage_buffer_binding_size of {:.1} MiB",
+                    k.entry,
+                    k.shader.file(),
+                    i + 1,
+                    size as f64 / 1048576.0,
+                    max as f64 / 1048576.0
+                )));
+            }
+        }
         let pipeline = self.pipeline(ctx, k)?;
         let mut words = params.to_vec();
         words.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let key: BindKey = (k, words, bufs.iter().map(|&b| b.clone()).collect());
+        let key: BindKey = (
+            k,
+            words,
+            bufs.iter().map(|&(b, r)| (b.clone(), r)).collect(),
+        );
         let bind = self.bind_group(ctx, &pipeline, key);
 
         let mut timing = self.timing.borrow_mut();
@@ -262,10 +327,18 @@ impl Kernels {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (i, b) in bufs.iter().enumerate() {
+        for (i, (b, range)) in bufs.iter().enumerate() {
+            let resource = match range {
+                None => b.as_entire_binding(),
+                Some((offset, size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b,
+                    offset: *offset,
+                    size: std::num::NonZeroU64::new(*size),
+                }),
+            };
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
+                resource,
             });
         }
         let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {

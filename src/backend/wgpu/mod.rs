@@ -7,16 +7,21 @@
 //!
 //! Modules: `context` (adapter and device, error capture), `buffer` (pool, upload, download),
 //! `kernels` (shader sources, pipeline cache, dispatch, timing), and one file of glue per op
-//! family (`conv`, `pool`, `elementwise`, `linear`, `cam`, `sgd`). Training ops
+//! family (`conv`, `pool`, `elementwise`, `activation`, `binary`, `layout`, `norm`, `linear`,
+//! `cam`, `sgd`). Training ops
 //! (`TrainBackend`: weight and bias gradients, dropout, SGD) live with their families.
 
+mod activation;
+mod binary;
 mod buffer;
 mod cam;
 mod context;
 mod conv;
 mod elementwise;
 mod kernels;
+mod layout;
 mod linear;
+mod norm;
 mod pool;
 mod sgd;
 
@@ -81,6 +86,11 @@ impl WgpuBackend {
         &self.ctx.info
     }
 
+    /// The adapter's largest storage binding, in bytes (`max_storage_buffer_binding_size`).
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.ctx.limits.max_storage_buffer_binding_size
+    }
+
     /// Whether the adapter can time kernels with timestamp queries.
     pub fn has_timestamps(&self) -> bool {
         self.ctx.timestamps
@@ -112,6 +122,18 @@ impl WgpuBackend {
         self.kernels.dispatch(&self.ctx, k, params, bufs, groups)
     }
 
+    /// [`WgpuBackend::run`] with bindings that may be byte ranges of their buffers.
+    fn run_ranges(
+        &self,
+        k: Kernel,
+        params: &[u32],
+        bufs: &[kernels::Binding],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.kernels
+            .dispatch_ranges(&self.ctx, k, params, bufs, groups)
+    }
+
     /// A buffer for a kernel's output: uninitialized, or NaN when poisoning.
     fn output(&self, len: usize) -> Result<GpuBuffer> {
         let b = buffer::alloc(&self.ctx, &self.pool, len)?;
@@ -121,8 +143,25 @@ impl WgpuBackend {
         Ok(b)
     }
 
-    /// Errors out when a buffer holds fewer elements than an op reads.
+    /// Errors out when a buffer holds fewer elements than an op reads, or more bytes than one
+    /// storage binding takes (for ops that bind it whole): the error names the tensor.
     fn need(&self, buf: &GpuBuffer, len: usize, what: &str) -> Result<()> {
+        self.need_len(buf, len, what)?;
+        let max = self.ctx.limits.max_storage_buffer_binding_size;
+        if buf.raw().size() > max {
+            return Err(backend_error(format!(
+                "{what}: a tensor of {} elements ({:.1} MiB) is larger than the adapter's \
+                 max_storage_buffer_binding_size of {:.1} MiB, and this op does not split it",
+                buf.len(),
+                buf.raw().size() as f64 / 1048576.0,
+                max as f64 / 1048576.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// The length check of [`WgpuBackend::need`] alone, for tensors the op binds in ranges.
+    fn need_len(&self, buf: &GpuBuffer, len: usize, what: &str) -> Result<()> {
         if buf.len() < len {
             return Err(backend_error(format!(
                 "{what}: buffer of {} elements, op needs {len}",
@@ -171,9 +210,6 @@ impl Backend for WgpuBackend {
         w: &GpuBuffer,
         bias: Option<&GpuBuffer>,
     ) -> Result<GpuBuffer> {
-        if !p.is_dense() {
-            return self.unsupported("conv2d with groups, dilation or asymmetric padding");
-        }
         conv::forward(self, p, x, w, bias)
     }
 
@@ -183,11 +219,103 @@ impl Backend for WgpuBackend {
         dy: &GpuBuffer,
         w: &GpuBuffer,
     ) -> Result<GpuBuffer> {
-        if !p.is_dense() {
-            return self.unsupported("conv2d.backward with groups, dilation or asymmetric padding");
-        }
         conv::backward_input(self, p, dy, w)
     }
+
+    fn alloc(&self, len: usize) -> Result<GpuBuffer> {
+        self.output(len)
+    }
+
+    fn zeros(&self, len: usize) -> Result<GpuBuffer> {
+        let b = buffer::alloc(&self.ctx, &self.pool, len)?;
+        if len > 0 {
+            elementwise::fill(self, &b, 0.0)?;
+        }
+        Ok(b)
+    }
+
+    fn activation(&self, p: &ActivationParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+        activation::forward(self, p, x)
+    }
+
+    fn activation_grad_input(
+        &self,
+        p: &ActivationParams,
+        saved: &GpuBuffer,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        activation::backward(self, p, saved, dy)
+    }
+
+    fn binary(&self, p: &BinaryParams, a: &GpuBuffer, b: &GpuBuffer) -> Result<GpuBuffer> {
+        binary::forward(self, p, a, b)
+    }
+
+    fn binary_grad_input(
+        &self,
+        p: &BinaryParams,
+        operand: usize,
+        dy: &GpuBuffer,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        binary::backward(self, p, operand, dy, a, b)
+    }
+
+    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+        pool::win_avg_pool(self, p, x)
+    }
+
+    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
+        pool::win_avg_pool_backward(self, p, dy)
+    }
+
+    fn adaptive_max_pool2d(
+        &self,
+        p: &AdaptivePool2dParams,
+        x: &GpuBuffer,
+    ) -> Result<(GpuBuffer, GpuBuffer)> {
+        pool::adaptive_max_pool(self, p, x)
+    }
+
+    fn adaptive_max_pool2d_grad_input(
+        &self,
+        p: &AdaptivePool2dParams,
+        argmax: &GpuBuffer,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        pool::adaptive_max_pool_backward(self, p, argmax, dy)
+    }
+
+    fn strided_copy(
+        &self,
+        p: &StridedCopyParams,
+        src: &GpuBuffer,
+        dst: &mut GpuBuffer,
+    ) -> Result<()> {
+        layout::strided_copy(self, p, src, dst)
+    }
+
+    fn layer_norm(
+        &self,
+        p: &LayerNormParams,
+        x: &GpuBuffer,
+        weight: &GpuBuffer,
+        bias: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        norm::forward(self, p, x, weight, bias)
+    }
+
+    fn layer_norm_grad_input(
+        &self,
+        p: &LayerNormParams,
+        x: &GpuBuffer,
+        weight: &GpuBuffer,
+        dy: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        norm::backward(self, p, x, weight, dy)
+    }
+
     fn dropout(&self, x: &GpuBuffer, mask: &GpuBuffer, len: usize) -> Result<GpuBuffer> {
         elementwise::dropout(self, x, mask, len)
     }
@@ -288,10 +416,6 @@ impl TrainBackend for WgpuBackend {
         x: &GpuBuffer,
         dy: &GpuBuffer,
     ) -> Result<GpuBuffer> {
-        if !p.is_dense() {
-            return self
-                .unsupported("conv2d weight gradient with groups, dilation or asymmetric padding");
-        }
         conv::grad_weight(self, p, x, dy)
     }
 

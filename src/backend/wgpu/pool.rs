@@ -1,15 +1,40 @@
-//! Glue for shaders/pool.wgsl: max pooling with argmax, adaptive average pooling, and their
-//! backward gathers.
+//! Glue for shaders/pool.wgsl: max pooling with argmax (ceil mode included), average pooling,
+//! adaptive average and max pooling, and their backward gathers.
 
 use super::kernels::{kernel, Kernel, Shader::Pool};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::error::Result;
-use crate::ops::{AdaptivePool2dParams, MaxPool2dParams};
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
 
 const MAX_FWD: Kernel = kernel(Pool, "max_pool_fwd");
 const MAX_BWD: Kernel = kernel(Pool, "max_pool_bwd");
 const AVG_FWD: Kernel = kernel(Pool, "avg_pool_fwd");
 const AVG_BWD: Kernel = kernel(Pool, "avg_pool_bwd");
+const WIN_AVG_FWD: Kernel = kernel(Pool, "avg_pool2d_fwd");
+const WIN_AVG_BWD: Kernel = kernel(Pool, "avg_pool2d_bwd");
+const ADA_MAX_FWD: Kernel = kernel(Pool, "adaptive_max_pool_fwd");
+const ADA_MAX_BWD: Kernel = kernel(Pool, "adaptive_max_pool_bwd");
+
+fn win_avg_params(p: &AvgPool2dParams) -> [u32; 16] {
+    [
+        u(p.n),
+        u(p.c),
+        u(p.h_in),
+        u(p.w_in),
+        u(p.k_h),
+        u(p.k_w),
+        u(p.stride_h),
+        u(p.stride_w),
+        u(p.pad_h),
+        u(p.pad_w),
+        u(p.h_out()),
+        u(p.w_out()),
+        p.count_include_pad as u32,
+        0,
+        0,
+        0,
+    ]
+}
 
 fn max_params(p: &MaxPool2dParams) -> [u32; 12] {
     [
@@ -90,6 +115,69 @@ pub fn avg_pool_backward(
         AVG_BWD,
         &avg_params(p),
         &[dy.raw(), dx.raw()],
+        groups_1d(p.input_len(), 256)?,
+    )?;
+    Ok(dx)
+}
+
+pub fn win_avg_pool(be: &WgpuBackend, p: &AvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+    be.need(x, p.input_len(), "avg_pool2d input")?;
+    let y = be.output(p.output_len())?;
+    be.run(
+        WIN_AVG_FWD,
+        &win_avg_params(p),
+        &[x.raw(), y.raw()],
+        groups_1d(p.output_len(), 256)?,
+    )?;
+    Ok(y)
+}
+
+pub fn win_avg_pool_backward(
+    be: &WgpuBackend,
+    p: &AvgPool2dParams,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(dy, p.output_len(), "avg_pool2d output gradient")?;
+    let dx = be.output(p.input_len())?;
+    be.run(
+        WIN_AVG_BWD,
+        &win_avg_params(p),
+        &[dy.raw(), dx.raw()],
+        groups_1d(p.input_len(), 256)?,
+    )?;
+    Ok(dx)
+}
+
+pub fn adaptive_max_pool(
+    be: &WgpuBackend,
+    p: &AdaptivePool2dParams,
+    x: &GpuBuffer,
+) -> Result<(GpuBuffer, GpuBuffer)> {
+    be.need(x, p.input_len(), "adaptive_max_pool input")?;
+    let y = be.output(p.output_len())?;
+    let idx = be.output(p.output_len())?;
+    be.run(
+        ADA_MAX_FWD,
+        &avg_params(p),
+        &[x.raw(), y.raw(), idx.raw()],
+        groups_1d(p.output_len(), 256)?,
+    )?;
+    Ok((y, idx))
+}
+
+pub fn adaptive_max_pool_backward(
+    be: &WgpuBackend,
+    p: &AdaptivePool2dParams,
+    argmax: &GpuBuffer,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    be.need(argmax, p.output_len(), "adaptive_max_pool argmax")?;
+    be.need(dy, p.output_len(), "adaptive_max_pool output gradient")?;
+    let dx = be.output(p.input_len())?;
+    be.run(
+        ADA_MAX_BWD,
+        &avg_params(p),
+        &[argmax.raw(), dy.raw(), dx.raw()],
         groups_1d(p.input_len(), 256)?,
     )?;
     Ok(dx)

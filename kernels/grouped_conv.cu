@@ -1,0 +1,85 @@
+// 2-D convolution with groups (depthwise when groups = c_in = c_out), dilation and padding
+// that may differ between the leading and trailing side (the trailing padding only changes
+// h_out, w_out, which the host passes). v1, mirroring shaders/grouped_conv.wgsl: one thread
+// per output element (forward) or input-gradient element (backward, a gather), taps summed in
+// (channel, ky, kx) order: deterministic, no atomics. Depthwise convs are memory-bound; this
+// direct form is the GPU reference.
+//
+// Shapes (contiguous, NCHW): x, dx: [n, c_in, h_in, w_in]; w: [c_out, c_in/groups, k_h, k_w];
+// bias: [c_out]; y, dy: [n, c_out, h_out, w_out].
+
+// y = conv(x, w) + bias (bias read only when has_bias != 0).
+extern "C" __global__ void grouped_conv_fwd(float* __restrict__ y, const float* __restrict__ x,
+                                            const float* __restrict__ w, const float* __restrict__ bias,
+                                            int has_bias, int n, int c_in, int h_in, int w_in, int c_out,
+                                            int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,
+                                            int pad_h, int pad_w, int dil_h, int dil_w, int groups) {
+    long long total = (long long)n * c_out * h_out * w_out;
+    int cig = c_in / groups, cog = c_out / groups;
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
+        int ox = (int)(o % w_out);
+        int oy = (int)((o / w_out) % h_out);
+        int co = (int)((o / ((long long)w_out * h_out)) % c_out);
+        int img = (int)(o / ((long long)w_out * h_out * c_out));
+        int ci0 = (co / cog) * cig;
+        int y0 = oy * stride_h - pad_h, x0 = ox * stride_w - pad_w;
+        float s = 0.0f;
+        for (int c = 0; c < cig; ++c) {
+            const float* xp = x + ((long long)img * c_in + ci0 + c) * h_in * w_in;
+            const float* wp = w + ((long long)co * cig + c) * k_h * k_w;
+            for (int ky = 0; ky < k_h; ++ky) {
+                int iy = y0 + ky * dil_h;
+                if (iy < 0 || iy >= h_in) continue;
+                for (int kx = 0; kx < k_w; ++kx) {
+                    int ix = x0 + kx * dil_w;
+                    if (ix < 0 || ix >= w_in) continue;
+                    s += xp[iy * w_in + ix] * wp[ky * k_w + kx];
+                }
+            }
+        }
+        if (has_bias) s += bias[co];
+        y[o] = s;
+    }
+}
+
+// The output position whose tap k (offset k*dil) reads input position i, or -1:
+// o*stride - pad + k*dil = i.
+__device__ __forceinline__ int dilated_tap_source(int i, int k, int dil, int stride, int pad, int len_out) {
+    int t = i + pad - k * dil;
+    if (t < 0 || t % stride != 0) return -1;
+    int o = t / stride;
+    return o < len_out ? o : -1;
+}
+
+// dx = conv_transpose(dy, w), gathered over the output channels of x's group.
+extern "C" __global__ void grouped_conv_bwd_input(float* __restrict__ dx, const float* __restrict__ dy,
+                                                  const float* __restrict__ w, int n, int c_in, int h_in,
+                                                  int w_in, int c_out, int h_out, int w_out, int k_h, int k_w,
+                                                  int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                                                  int dil_w, int groups) {
+    long long total = (long long)n * c_in * h_in * w_in;
+    int cig = c_in / groups, cog = c_out / groups;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+        int ix = (int)(t % w_in);
+        int iy = (int)((t / w_in) % h_in);
+        int ci = (int)((t / ((long long)w_in * h_in)) % c_in);
+        int img = (int)(t / ((long long)w_in * h_in * c_in));
+        int grp = ci / cig, c = ci - grp * cig;
+        float s = 0.0f;
+        for (int k = 0; k < cog; ++k) {
+            int co = grp * cog + k;
+            const float* dyp = dy + ((long long)img * c_out + co) * h_out * w_out;
+            const float* wp = w + ((long long)co * cig + c) * k_h * k_w;
+            for (int ky = 0; ky < k_h; ++ky) {
+                int oy = dilated_tap_source(iy, ky, dil_h, stride_h, pad_h, h_out);
+                if (oy < 0) continue;
+                for (int kx = 0; kx < k_w; ++kx) {
+                    int ox = dilated_tap_source(ix, kx, dil_w, stride_w, pad_w, w_out);
+                    if (ox < 0) continue;
+                    s += dyp[oy * w_out + ox] * wp[ky * k_w + kx];
+                }
+            }
+        }
+        dx[t] = s;
+    }
+}

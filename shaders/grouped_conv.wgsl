@@ -1,0 +1,137 @@
+// 2-D convolution with groups (depthwise when groups = Cin = Cout), dilation and padding that
+// may differ between the leading and trailing side (the trailing padding only changes Ho, Wo,
+// which the host passes). v1: one invocation per output element (forward) or input-gradient
+// element (backward, a gather), its taps summed in (channel, ky, kx) order: deterministic
+// without atomics. Depthwise convs are memory-bound; this direct form is the GPU reference.
+
+struct GroupedConv {
+    n: u32, c_in: u32, h_in: u32, w_in: u32,
+    c_out: u32, k_h: u32, k_w: u32, stride_h: u32,
+    stride_w: u32, pad_h: u32, pad_w: u32, h_out: u32,
+    w_out: u32, dil_h: u32, dil_w: u32, groups: u32,
+    has_bias: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> g: GroupedConv;
+
+// Forward: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw], bias [Cout] (1-element dummy when
+// has_bias = 0) -> y [N, Cout, Ho, Wo].
+@group(0) @binding(1) var<storage, read> gf_x: array<f32>;
+@group(0) @binding(2) var<storage, read> gf_w: array<f32>;
+@group(0) @binding(3) var<storage, read> gf_bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gf_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn grouped_conv_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= g.n * g.c_out * g.h_out * g.w_out { return; }
+    let ox = i % g.w_out;
+    let oy = (i / g.w_out) % g.h_out;
+    let co = (i / (g.w_out * g.h_out)) % g.c_out;
+    let img = i / (g.w_out * g.h_out * g.c_out);
+    let cig = g.c_in / g.groups;
+    let ci0 = (co / (g.c_out / g.groups)) * cig;
+    let y0 = i32(oy * g.stride_h) - i32(g.pad_h);
+    let x0 = i32(ox * g.stride_w) - i32(g.pad_w);
+    var acc = 0.0;
+    for (var c = 0u; c < cig; c++) {
+        let xb = (img * g.c_in + ci0 + c) * g.h_in * g.w_in;
+        let wb = (co * cig + c) * g.k_h * g.k_w;
+        for (var ky = 0u; ky < g.k_h; ky++) {
+            let iy = y0 + i32(ky * g.dil_h);
+            if iy < 0 || iy >= i32(g.h_in) { continue; }
+            for (var kx = 0u; kx < g.k_w; kx++) {
+                let ix = x0 + i32(kx * g.dil_w);
+                if ix < 0 || ix >= i32(g.w_in) { continue; }
+                acc += gf_x[xb + u32(iy) * g.w_in + u32(ix)] * gf_w[wb + ky * g.k_w + kx];
+            }
+        }
+    }
+    if g.has_bias != 0u {
+        acc += gf_bias[co];
+    }
+    gf_y[i] = acc;
+}
+
+// Input gradient: dy [N, Cout, Ho, Wo], w [Cout, Cin/groups, kh, kw] -> dx [N, Cin, H, W].
+@group(0) @binding(1) var<storage, read> gb_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> gb_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gb_dx: array<f32>;
+
+// The output position whose tap k (dilated: offset k·dil) reads input position i, if any:
+// o·stride − pad + k·dil = i.
+fn dilated_tap_source(i: u32, k: u32, dil: u32, stride: u32, pad: u32, len_out: u32) -> i32 {
+    let t = i32(i + pad) - i32(k * dil);
+    if t < 0 || u32(t) % stride != 0u { return -1; }
+    let o = u32(t) / stride;
+    if o >= len_out { return -1; }
+    return i32(o);
+}
+
+@compute @workgroup_size(256)
+fn grouped_conv_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if i >= g.n * g.c_in * g.h_in * g.w_in { return; }
+    let ix = i % g.w_in;
+    let iy = (i / g.w_in) % g.h_in;
+    let ci = (i / (g.w_in * g.h_in)) % g.c_in;
+    let img = i / (g.w_in * g.h_in * g.c_in);
+    let cig = g.c_in / g.groups;
+    let cog = g.c_out / g.groups;
+    let grp = ci / cig;
+    let c = ci - grp * cig;
+    var acc = 0.0;
+    for (var k = 0u; k < cog; k++) {
+        let co = grp * cog + k;
+        let db = (img * g.c_out + co) * g.h_out * g.w_out;
+        let wb = (co * cig + c) * g.k_h * g.k_w;
+        for (var ky = 0u; ky < g.k_h; ky++) {
+            let oy = dilated_tap_source(iy, ky, g.dil_h, g.stride_h, g.pad_h, g.h_out);
+            if oy < 0 { continue; }
+            for (var kx = 0u; kx < g.k_w; kx++) {
+                let ox = dilated_tap_source(ix, kx, g.dil_w, g.stride_w, g.pad_w, g.w_out);
+                if ox < 0 { continue; }
+                acc += gb_dy[db + u32(oy) * g.w_out + u32(ox)] * gb_w[wb + ky * g.k_w + kx];
+            }
+        }
+    }
+    gb_dx[i] = acc;
+}
+
+// Weight gradient (training): x [N, Cin, H, W], dy [N, Cout, Ho, Wo] ->
+// dw [Cout, Cin/groups, kh, kw], dw[co, c, ky, kx] = Σ_(n, oy, ox) dy[n, co, oy, ox] ·
+// x[n, group's channel c, oy·sh − ph + ky·dh, ox·sw − pw + kx·dw]; one invocation per weight,
+// summing in (n, oy, ox) order (deterministic).
+@group(0) @binding(1) var<storage, read> gw_x: array<f32>;
+@group(0) @binding(2) var<storage, read> gw_dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gw_dw: array<f32>;
+
+@compute @workgroup_size(256)
+fn grouped_conv_wgrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let cig = g.c_in / g.groups;
+    let i = flat_index(wg, nwg, lid);
+    if i >= g.c_out * cig * g.k_h * g.k_w { return; }
+    let kx = i % g.k_w;
+    let ky = (i / g.k_w) % g.k_h;
+    let c = (i / (g.k_w * g.k_h)) % cig;
+    let co = i / (g.k_w * g.k_h * cig);
+    let ci = (co / (g.c_out / g.groups)) * cig + c;
+    var acc = 0.0;
+    for (var img = 0u; img < g.n; img++) {
+        let xb = (img * g.c_in + ci) * g.h_in * g.w_in;
+        let db = (img * g.c_out + co) * g.h_out * g.w_out;
+        for (var oy = 0u; oy < g.h_out; oy++) {
+            let iy = i32(oy * g.stride_h + ky * g.dil_h) - i32(g.pad_h);
+            if iy < 0 || iy >= i32(g.h_in) { continue; }
+            for (var ox = 0u; ox < g.w_out; ox++) {
+                let ix = i32(ox * g.stride_w + kx * g.dil_w) - i32(g.pad_w);
+                if ix < 0 || ix >= i32(g.w_in) { continue; }
+                acc += gw_dy[db + oy * g.w_out + ox] * gw_x[xb + u32(iy) * g.w_in + u32(ix)];
+            }
+        }
+    }
+    gw_dw[i] = acc;
+}
