@@ -18,77 +18,17 @@ pub enum Saved {
 }
 
 /// Reals the activation table is evaluated in (f32 to run models, f64 for finite differences).
-///
-/// f64 uses libm's correctly rounded-or-nearly functions: it is the oracle. f32, which runs the
-/// models, uses branch-free approximations of eˣ and erf that the compiler vectorizes (libm's are
-/// scalar calls, which made SiLU and GELU half of EfficientNet's and ConvNeXt's time), accurate
-/// to a few f32 ulps (`tests::f32_approximations_are_accurate` states the bounds). PyTorch's own
-/// CPU kernels use vectorized approximations (Sleef) too, not libm.
 pub trait ActReal: Float {
     fn c(v: f64) -> Self;
     fn erf(self) -> Self;
-    /// eˣ.
-    fn exp_(self) -> Self;
 }
 
 impl ActReal for f32 {
     fn c(v: f64) -> Self {
         v as f32
     }
-
-    #[allow(clippy::excessive_precision)]
-    /// Numerical Recipes' erfc (a Chebyshev fit in t = 1/(1 + |x|/2), fractional error below
-    /// 1.2e-7 in exact arithmetic), folded to erf by symmetry.
-    #[inline(always)]
     fn erf(self) -> Self {
-        let z = self.abs();
-        let t = 1.0 / (1.0 + 0.5 * z);
-        let poly = [
-            0.170_872_77,
-            -0.822_152_23,
-            1.488_515_87,
-            -1.135_203_98,
-            0.278_868_07,
-            -0.186_288_06,
-            0.096_784_18,
-            0.374_091_96,
-            1.000_023_68,
-            -1.265_512_23,
-        ]
-        .iter()
-        .fold(0.0f32, |acc, &k| acc * t + k);
-        let erfc = t * (poly - z * z).exp_();
-        if self >= 0.0 {
-            1.0 - erfc
-        } else if self < 0.0 {
-            erfc - 1.0
-        } else {
-            self // NaN
-        }
-    }
-
-    #[allow(clippy::excessive_precision)]
-    /// Cephes' expf: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 in two parts), eʳ by a degree-7
-    /// polynomial, 2ⁿ from the exponent bits. Inputs are clamped to [−87, 88], where 2ⁿ stays a
-    /// normal number: e⁻⁸⁷ ≈ 1.6e-38 stands for anything smaller, e⁸⁸ ≈ 1.7e38 for anything
-    /// larger (NaN stays NaN).
-    #[inline(always)]
-    fn exp_(self) -> Self {
-        let x = self.clamp(-87.0, 88.0);
-        let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-        let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
-        let p = [
-            1.987_569_2e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ]
-        .iter()
-        .fold(0.0f32, |acc, &k| acc * r + k);
-        let er = p * r * r + r + 1.0;
-        er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        libm::erff(self)
     }
 }
 
@@ -98,9 +38,6 @@ impl ActReal for f64 {
     }
     fn erf(self) -> Self {
         libm::erf(self)
-    }
-    fn exp_(self) -> Self {
-        self.exp()
     }
 }
 
@@ -164,9 +101,8 @@ fn step<T: Float>(cond: bool) -> T {
     }
 }
 
-#[inline(always)]
 fn sigmoid<T: ActReal>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp_())
+    T::one() / (T::one() + (-x).exp())
 }
 
 activations! {
@@ -237,7 +173,7 @@ activations! {
         f = |x, a, b| x * c(0.5) * (c::<T>(1.0) + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
         df = |x, a, b| {
             let cdf = c::<T>(0.5) * (c::<T>(1.0) + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf());
-            let pdf = (-(x * x) * c(0.5)).exp_() * c(0.398_942_280_401_432_7);
+            let pdf = (-(x * x) * c(0.5)).exp() * c(0.398_942_280_401_432_7);
             cdf + x * pdf
         },
         gpu f = "x * 0.5f * (1.0f + erf_(x * 0.70710678f))",
@@ -357,31 +293,6 @@ pub struct ActivationParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The f32 approximations against libm in f64, on a dense grid: eˣ within 2 ulp (relative
-    /// 2.4e-7; measured 8.1e-8) over [−87, 88]; erf within 4e-7 absolute (the fit's 1.2e-7 on
-    /// erfc plus f32 rounding; measured 3.4e-7, a few ulps of values near 1) over [−10, 10];
-    /// and the ends: huge inputs saturate, NaN stays NaN.
-    #[test]
-    fn f32_approximations_are_accurate() {
-        let (mut exp_err, mut erf_err) = (0f64, 0f64);
-        for i in 0..=175_000 {
-            let x = -87.0 + i as f64 * 1e-3;
-            let got = (x as f32).exp_() as f64;
-            let want = (x as f32 as f64).exp();
-            exp_err = exp_err.max(((got - want) / want).abs());
-        }
-        for i in 0..=200_000 {
-            let x = (-10.0 + i as f64 * 1e-4) as f32;
-            erf_err = erf_err.max((x.erf() as f64 - libm::erf(x as f64)).abs());
-        }
-        assert!(exp_err <= 2.4e-7, "exp relative error {exp_err:e}");
-        assert!(erf_err <= 4e-7, "erf absolute error {erf_err:e}");
-        assert_eq!(1000f32.exp_(), 88f32.exp_());
-        assert!(88f32.exp_().is_finite() && (-1000f32).exp_() >= 0.0);
-        assert!(f32::NAN.exp_().is_nan() && f32::NAN.erf().is_nan());
-        assert_eq!((30f32.erf(), (-30f32).erf()), (1.0, -1.0));
-    }
 
     #[test]
     fn breakpoints_follow_pytorch() {
