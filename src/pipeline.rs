@@ -14,7 +14,7 @@
 //! not finite (NaN or infinite logits, CAMs or gradients) are reported and skipped, never
 //! written. A SIGINT or SIGTERM stops the run after the files being written.
 
-use crate::engine::{Classes, Outputs};
+use crate::engine::{Classes, MapKind, Method, MethodOptions};
 use crate::error::{Error, Result};
 use crate::image::inputs::{self, Input};
 use crate::image::load::Limits;
@@ -37,9 +37,11 @@ pub struct Options {
     pub paths: Vec<PathBuf>,
     pub out: PathBuf,
     pub transform: Transform,
-    pub layer: Option<String>,
+    /// Target layers; empty: the model's default.
+    pub layers: Vec<String>,
     pub classes: Classes,
-    pub outputs: Outputs,
+    pub methods: Vec<Method>,
+    pub method_options: MethodOptions,
     pub image_weight: f64,
     pub overlay_original: bool,
     pub save_raw: bool,
@@ -83,10 +85,8 @@ struct Explained {
 struct ImageTarget {
     class: usize,
     probability: f32,
-    /// [H, W], normalized to [0, 1].
-    cam: Option<Vec<f32>>,
-    /// [3, H, W]
-    guided: Option<Vec<f32>>,
+    /// One per method: the image's map and its shape (`MapKind`).
+    maps: Vec<(Method, Tensor)>,
 }
 
 /// Decoded images of one input size, with their index in the batch.
@@ -308,25 +308,32 @@ pub fn check_activations(engine: &AnyEngine, shape: &[usize]) -> Result<()> {
         .map_err(|e| Error::Usage(format!("{e}; use a smaller --batch-size or input size")))
 }
 
-/// The files one image's outputs for one class take: (JSON key, file suffix).
+/// The files one image's outputs for one class take: (JSON key, file suffix). Grad-CAM's
+/// are NAME.cam.png, NAME.overlay.png, NAME.cam.npy; another CAM method M's carry its name,
+/// NAME.M.cam.png, NAME.M.overlay.png, NAME.M.cam.npy; gradient maps and occlusion are
+/// NAME.M.png and NAME.M.npy. Method names are distinct and none is `cam` or `overlay`, so
+/// no two outputs share a name.
 fn suffixes(o: &Options) -> Vec<(String, String)> {
     let mut v = Vec::new();
-    if o.outputs.cam {
-        v.push(("cam".into(), "cam.png".into()));
-        v.push(("overlay".into(), "overlay.png".into()));
-        if o.save_raw {
-            v.push(("raw".into(), "cam.npy".into()));
-        }
-    }
-    if o.outputs.guided {
-        let key = if o.outputs.cam {
-            "guided-gradcam"
-        } else {
-            "guided-backprop"
-        };
-        v.push((key.into(), format!("{key}.png")));
-        if o.save_raw {
-            v.push((format!("{key}-raw"), format!("{key}.npy")));
+    for &m in &o.methods {
+        match m.kind() {
+            MapKind::Cam => {
+                let (key, file) = match m {
+                    Method::Gradcam => (String::new(), String::new()),
+                    m => (format!("{}.", m.name()), format!("{}.", m.name())),
+                };
+                v.push((format!("{key}cam"), format!("{file}cam.png")));
+                v.push((format!("{key}overlay"), format!("{file}overlay.png")));
+                if o.save_raw {
+                    v.push((format!("{key}raw"), format!("{file}cam.npy")));
+                }
+            }
+            MapKind::Gradient | MapKind::Signed => {
+                v.push((m.name().into(), format!("{}.png", m.name())));
+                if o.save_raw {
+                    v.push((format!("{}-raw", m.name()), format!("{}.npy", m.name())));
+                }
+            }
         }
     }
     v
@@ -394,8 +401,17 @@ pub fn json_path(path: &Path, line: &mut serde_json::Value) {
 /// Layer, class and input size errors concern every image: report them once, before the run.
 fn check_model(engine: &AnyEngine, o: &Options, inputs: usize) -> Result<()> {
     let model = engine.model();
-    if o.outputs.cam {
-        model.module(o.layer.as_deref().unwrap_or(&model.default_layer))?;
+    let uses_layer = o.methods.iter().any(|m| m.uses_layer());
+    let default = [model.default_layer.clone()];
+    let layers = if o.layers.is_empty() {
+        &default[..]
+    } else {
+        &o.layers[..]
+    };
+    if uses_layer {
+        for layer in layers {
+            model.module(layer)?;
+        }
     }
     if let Classes::Fixed(c) = o.classes {
         if c >= model.num_classes {
@@ -407,8 +423,7 @@ fn check_model(engine: &AnyEngine, o: &Options, inputs: usize) -> Result<()> {
     }
     if let Some((h, w)) = o.transform.input_size() {
         let plan = model.graph.plan(&[1, model.graph.in_channels, h, w])?;
-        if o.outputs.cam {
-            let layer = o.layer.as_deref().unwrap_or(&model.default_layer);
+        for layer in layers.iter().filter(|_| uses_layer) {
             let shape = &plan.shapes[model.module(layer)?.value];
             if shape.len() != 4 {
                 return Err(Error::NotSpatial {
@@ -473,15 +488,16 @@ pub fn non_finite(a: &crate::engine::Attribution, j: usize) -> Option<String> {
         ));
     }
     for t in &a.targets {
-        for (what, tensor) in [("CAM", &t.cams), ("gradient", &t.guided)] {
-            let Some(tensor) = tensor else { continue };
+        for map in &t.maps {
+            let tensor = &map.data;
             let per = tensor.len() / tensor.shape[0];
             if tensor.data[j * per..(j + 1) * per]
                 .iter()
                 .any(|v| !v.is_finite())
             {
                 return Some(format!(
-                    "the {what} for class {} is not finite (NaN or infinite values)",
+                    "the {} map for class {} is not finite (NaN or infinite values)",
+                    map.method.name(),
                     t.classes[j]
                 ));
             }
@@ -529,7 +545,13 @@ fn compute(
             data.extend_from_slice(&d.prepared.tensor);
         }
         let x = Tensor::new(vec![n, 3, h, w], data);
-        let a = match engine.attribute(&x, o.layer.as_deref(), o.classes, o.outputs) {
+        let req = crate::engine::Request {
+            methods: &o.methods,
+            layers: &o.layers,
+            classes: o.classes,
+            options: &o.method_options,
+        };
+        let a = match engine.attribute(&x, &req) {
             Ok(a) => a,
             // Only possible when sizes vary: this size does not fit the network.
             Err(e @ Error::InputShape { .. }) => {
@@ -543,7 +565,6 @@ fn compute(
             }
             Err(e) => return Err(e),
         };
-        let plane = h * w;
         for (j, (i, decoded)) in group.into_iter().enumerate() {
             if let Some(reason) = non_finite(&a, j) {
                 slots[i] = Some(Done::Skipped {
@@ -555,21 +576,18 @@ fn compute(
             let targets = a
                 .targets
                 .iter()
-                .map(|t| {
-                    let cam = t
-                        .cams
-                        .as_ref()
-                        .map(|c| c.data[j * plane..(j + 1) * plane].to_vec());
-                    let guided = t
-                        .guided
-                        .as_ref()
-                        .map(|g| g.data[j * 3 * plane..(j + 1) * 3 * plane].to_vec());
-                    ImageTarget {
-                        class: t.classes[j],
-                        probability: t.scores[j],
-                        cam,
-                        guided,
-                    }
+                .map(|t| ImageTarget {
+                    class: t.classes[j],
+                    probability: t.scores[j],
+                    maps: t
+                        .maps
+                        .iter()
+                        .map(|m| {
+                            let per = m.data.len() / n;
+                            let data = m.data.data[j * per..(j + 1) * per].to_vec();
+                            (m.method, Tensor::new(m.data.shape[1..].to_vec(), data))
+                        })
+                        .collect(),
                 })
                 .collect();
             slots[i] = Some(Done::Explained(Box::new(Explained { decoded, targets })));
@@ -602,7 +620,7 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
     let top_k = matches!(o.classes, Classes::TopK(k) if k > 1);
     let mut lines = Vec::new();
     for (rank, t) in e.targets.iter().enumerate() {
-        let (class, cam, guided) = (t.class, &t.cam, &t.guided);
+        let class = t.class;
         let stem = if top_k {
             format!("{}.c{class}", d.input.name)
         } else {
@@ -613,38 +631,52 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
         let mut put = |key: &str, path: &Path| {
             outputs.insert(key.into(), json!(path.display().to_string()));
         };
-        if let Some(cam) = cam {
-            let p = file("cam.png");
-            write_png(&p, &overlay::heatmap(cam, h, w)).map_err(path_msg)?;
-            put("cam", &p);
-            let p = file("overlay.png");
-            let img = match &d.original {
-                Some(orig) => {
-                    overlay::overlay_original(orig, cam, &d.prepared.geometry, o.image_weight)
+        let raw = |p: &Path, t: &Tensor| crate::npy::write_f32(p, t).map_err(path_msg);
+        for (m, map) in &t.maps {
+            let name = m.name();
+            match m.kind() {
+                MapKind::Cam => {
+                    let (key, infix) = match m {
+                        Method::Gradcam => (String::new(), String::new()),
+                        _ => (format!("{name}."), format!("{name}.")),
+                    };
+                    let cam = &map.data;
+                    let p = file(&format!("{infix}cam.png"));
+                    write_png(&p, &overlay::heatmap(cam, h, w)).map_err(path_msg)?;
+                    put(&format!("{key}cam"), &p);
+                    let p = file(&format!("{infix}overlay.png"));
+                    let img = match &d.original {
+                        Some(orig) => overlay::overlay_original(
+                            orig,
+                            cam,
+                            &d.prepared.geometry,
+                            o.image_weight,
+                        ),
+                        None => overlay::show_cam_on_image(&d.prepared.rgb, cam, o.image_weight),
+                    };
+                    write_png(&p, &img).map_err(path_msg)?;
+                    put(&format!("{key}overlay"), &p);
+                    if o.save_raw {
+                        let p = file(&format!("{infix}cam.npy"));
+                        raw(&p, map)?;
+                        put(&format!("{key}raw"), &p);
+                    }
                 }
-                None => overlay::show_cam_on_image(&d.prepared.rgb, cam, o.image_weight),
-            };
-            write_png(&p, &img).map_err(path_msg)?;
-            put("overlay", &p);
-            if o.save_raw {
-                let p = file("cam.npy");
-                crate::npy::write_f32(&p, &Tensor::new(vec![h, w], cam.clone()))
-                    .map_err(path_msg)?;
-                put("raw", &p);
-            }
-        }
-        if let Some(g) = guided {
-            let (key, g) = match cam {
-                Some(cam) => ("guided-gradcam", guided_times_cam(g, cam)),
-                None => ("guided-backprop", g.clone()),
-            };
-            let p = file(&format!("{key}.png"));
-            write_png(&p, &overlay::gradient_image(&g, h, w)).map_err(path_msg)?;
-            put(key, &p);
-            if o.save_raw {
-                let p = file(&format!("{key}.npy"));
-                crate::npy::write_f32(&p, &Tensor::new(vec![3, h, w], g)).map_err(path_msg)?;
-                put(&format!("{key}-raw"), &p);
+                MapKind::Gradient | MapKind::Signed => {
+                    let img = if m.kind() == MapKind::Gradient {
+                        overlay::gradient_image(&map.data, h, w)
+                    } else {
+                        overlay::diverging(&map.data, map.shape[0], map.shape[1], h, w)
+                    };
+                    let p = file(&format!("{name}.png"));
+                    write_png(&p, &img).map_err(path_msg)?;
+                    put(name, &p);
+                    if o.save_raw {
+                        let p = file(&format!("{name}.npy"));
+                        raw(&p, map)?;
+                        put(&format!("{name}-raw"), &p);
+                    }
+                }
             }
         }
         let mut line = json!({
@@ -660,14 +692,4 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
         lines.push(line.to_string());
     }
     Ok(lines)
-}
-
-/// kazuto1011's guided Grad-CAM for one image: gradient [3, H, W] times CAM [H, W].
-pub fn guided_times_cam(guided: &[f32], cam: &[f32]) -> Vec<f32> {
-    let plane = cam.len();
-    guided
-        .iter()
-        .enumerate()
-        .map(|(i, &g)| g * cam[i % plane])
-        .collect()
 }

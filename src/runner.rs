@@ -6,7 +6,7 @@ use crate::backend::cuda::{self, CudaBackend};
 use crate::backend::wgpu::{AdapterChoice, WgpuBackend};
 use crate::backend::Backend;
 use crate::backend::ConvKernel;
-use crate::engine::{Attribution, Classes, Engine, Explanation, Outputs, Profile};
+use crate::engine::{Attribution, Engine, Explanation, Profile, Request};
 use crate::error::Result;
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -140,14 +140,8 @@ impl AnyEngine {
         dispatch!(self, e => e.explain(x, layer, class))
     }
 
-    pub fn attribute(
-        &self,
-        x: &Tensor,
-        layer: Option<&str>,
-        classes: Classes,
-        outputs: Outputs,
-    ) -> Result<Attribution> {
-        dispatch!(self, e => e.attribute(x, layer, classes, outputs))
+    pub fn attribute(&self, x: &Tensor, req: &Request) -> Result<Attribution> {
+        dispatch!(self, e => e.attribute(x, req))
     }
 
     pub fn enable_profile(&mut self) {

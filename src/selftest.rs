@@ -476,6 +476,8 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
             w,
             out_h,
             out_w,
+            combine: CamCombine::Mean,
+            renormalize: true,
         };
         let shape = format!(
             "n{n} c{ch} {h}x{w}->{out_h}x{out_w}{}",

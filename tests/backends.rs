@@ -542,6 +542,8 @@ fn grad_cam<B: Backend>(be: &B) {
             w,
             out_h,
             out_w,
+            combine: CamCombine::Mean,
+            renormalize: true,
         };
         let len = n * c * h * w;
         let act: Vec<f32> = (0..len).map(|_| rng.random_range(0.0f32..1.0)).collect();

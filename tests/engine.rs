@@ -4,7 +4,7 @@
 use gradcam::backend::cpu::{cam::grad_cam, CpuBackend};
 use gradcam::engine::Engine;
 use gradcam::model::Model;
-use gradcam::ops::GradCamParams;
+use gradcam::ops::{CamCombine, GradCamParams};
 use gradcam::tensor::Tensor;
 
 mod common;
@@ -108,6 +108,8 @@ fn degenerate_cams_are_zero_not_nan() {
         w: 3,
         out_h: 5,
         out_w: 7,
+        combine: CamCombine::Mean,
+        renormalize: true,
     };
     let act = vec![1.0f32; 36];
     // Image 0: all-negative weights (ReLU zeroes the CAM); image 1: a constant CAM.
@@ -128,6 +130,8 @@ fn cam_upsampling_uses_half_pixel_centers() {
         w: 2,
         out_h: 1,
         out_w: 4,
+        combine: CamCombine::Mean,
+        renormalize: true,
     };
     let mut cam = vec![f32::NAN; 4];
     grad_cam(&p, &[0.0, 1.0], &[1.0, 1.0], &mut cam);

@@ -3,7 +3,7 @@
 //! directory trees, name collisions and bad files. Fixtures: scripts/make_image_fixtures.py.
 
 use gradcam::backend::cpu::CpuBackend;
-use gradcam::engine::{Classes, Engine, Outputs};
+use gradcam::engine::{Classes, Engine, Method, MethodOptions, Request};
 use gradcam::image::load::decode;
 use gradcam::image::overlay::gradient_image;
 use gradcam::image::preprocess::{Filter, Resize, Transform};
@@ -380,10 +380,7 @@ fn guided_fixture() -> Vec<u8> {
 fn guided_backprop_matches_pytorch() {
     let bytes = guided_fixture();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let guided = Outputs {
-        cam: false,
-        guided: true,
-    };
+    let options = MethodOptions::default();
     for (fixture, prefix) in [("seed_cnn", "seed_cnn"), ("resnet_basic_narrow", "resnet")] {
         let path = common::fixture(fixture).join("model.safetensors");
         let e = Engine::new(
@@ -399,9 +396,15 @@ fn guided_backprop_matches_pytorch() {
             let mut shape = x.shape.clone();
             shape[0] = 1;
             let xi = Tensor::new(shape, x.data[i * per..(i + 1) * per].to_vec());
-            let a = e.attribute(&xi, None, Classes::Fixed(c), guided).unwrap();
-            let got = a.targets[0].guided.as_ref().unwrap();
-            assert!(a.targets[0].cams.is_none());
+            let req = Request {
+                methods: &[Method::GuidedBackprop],
+                layers: &[],
+                classes: Classes::Fixed(c),
+                options: &options,
+            };
+            let a = e.attribute(&xi, &req).unwrap();
+            assert_eq!(a.targets[0].maps.len(), 1);
+            let got = &a.targets[0].maps[0].data;
             let w = &want.data[i * per..(i + 1) * per];
             let scale = w.iter().map(|v| v.abs()).fold(0f32, f32::max);
             let diff = got

@@ -1,5 +1,5 @@
-use super::{BackendKind, Method, ModelArgs};
-use crate::engine::{Classes, Outputs};
+use super::{BackendKind, ModelArgs};
+use crate::engine::{Classes, Method, MethodOptions, Score};
 use crate::error::{Error, Result};
 use crate::image::preprocess::{Filter, Resize, Transform};
 use crate::pipeline::{self, Options};
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Image options that make no sense with --input-tensor.
-const IMAGE_ONLY: [&str; 14] = [
+const IMAGE_ONLY: [&str; 13] = [
     "resize",
     "interpolation",
     "crop",
@@ -22,7 +22,6 @@ const IMAGE_ONLY: [&str; 14] = [
     "save_raw",
     "labels",
     "top_k",
-    "batch_size",
     "max_image_pixels",
     "skip_existing",
 ];
@@ -39,8 +38,9 @@ Default --layer: the family's (`gradcam inspect` prints it), e.g. VGG the last R
   ResNet layer4, DenseNet/MobileNet/EfficientNet/ConvNeXt features, seed-cnn conv3.
 
 Outputs per image, in --out, named after the input's path relative to its PATH argument:
-  NAME.cam.png (JET heatmap), NAME.overlay.png, NAME.cam.npy (--save-raw),
-  NAME.guided-backprop.png / NAME.guided-gradcam.png (guided methods);
+  Grad-CAM: NAME.cam.png (JET heatmap), NAME.overlay.png, NAME.cam.npy (--save-raw);
+  another CAM method M: NAME.M.cam.png, NAME.M.overlay.png, NAME.M.cam.npy;
+  gradient methods and occlusion: NAME.M.png, NAME.M.npy (e.g. NAME.guided-backprop.png);
   with --top-k, NAME.c<class>.cam.png etc. One JSON line per image and class on stdout.
 Unreadable images are reported on stderr and skipped; the exit status is then 1."
 )]
@@ -54,17 +54,51 @@ pub struct Args {
     )]
     paths: Vec<PathBuf>,
     /// Target layer as a PyTorch module path (e.g. features.35, layer4, layer4.1.conv2, conv3).
-    /// Default: the family's (see below and `gradcam inspect`).
-    #[arg(long)]
-    layer: Option<String>,
+    /// Default: the family's (see below and `gradcam inspect`). Several (`--layer a,b` or
+    /// repeated): each layer's CAM normalized and resized, then their mean, normalized again.
+    #[arg(long, value_delimiter = ',')]
+    layer: Vec<String>,
     /// Class to explain for every image (default: each image's top-1 prediction).
     #[arg(long = "class", conflicts_with = "top_k", allow_hyphen_values = true, value_parser = parse_class)]
     class: Option<usize>,
     /// Explain each image's K most probable classes (output names carry the class id).
     #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, u32::MAX as u64))]
     top_k: Option<u64>,
-    #[arg(long, value_enum, default_value = "gradcam")]
-    method: Method,
+    /// Methods, comma-separated (`--method gradcam,gradcam++,scorecam`); one forward pass and
+    /// the backward passes are shared. README lists what each computes.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "gradcam")]
+    method: Vec<Method>,
+    /// The score explained: the class's logit (pytorch-grad-cam's ClassifierOutputTarget) or
+    /// its softmax probability (ClassifierOutputSoftmaxTarget).
+    #[arg(long, value_enum, default_value = "logit")]
+    target: Score,
+    /// The mean CAM over 6 augmented inputs (horizontal flip × brightness 0.9, 1, 1.1), as
+    /// pytorch-grad-cam's aug_smooth (CAM methods only).
+    #[arg(long)]
+    aug_smooth: bool,
+    /// The first principal component of the weighted activations instead of their sum, as
+    /// pytorch-grad-cam's eigen_smooth.
+    #[arg(long)]
+    eigen_smooth: bool,
+    /// Occlusion: side of the square patch, in input pixels.
+    #[arg(long, default_value_t = 35, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, super::MAX_SIDE))]
+    patch: u64,
+    /// Occlusion: step between patch centres, in input pixels (1 is one pass per pixel).
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, super::MAX_SIDE))]
+    stride: u64,
+    /// Integrated gradients: points of the Gauss–Legendre rule on the path from 0.
+    #[arg(long, default_value_t = 50, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 4096))]
+    steps: u64,
+    /// SmoothGrad: average saliency, guided-backprop and integrated-gradients over N noisy
+    /// copies of the input.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 65536))]
+    smooth: Option<u64>,
+    /// SmoothGrad's noise: standard deviation in network-input (normalized) units.
+    #[arg(long, default_value_t = 0.15, requires = "smooth", allow_hyphen_values = true, value_parser = parse_noise)]
+    noise: f32,
+    /// Seeds the random method and SmoothGrad's noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
     /// float32 .npy array [N, 3, H, W], already normalized, used as is (instead of images).
@@ -105,7 +139,9 @@ pub struct Args {
     /// Class names, one per line (default for 10-class seed-cnn models: CIFAR-10's).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Images per forward/backward pass (1 to 65536).
+    /// Images per forward/backward pass (1 to 65536); for scorecam, ablationcam, occlusion and
+    /// integrated-gradients also the perturbed inputs (masks, ablations, patches, path points)
+    /// per forward pass.
     #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = |s: &str| super::parse_count(s, 1, 65536))]
     batch_size: u64,
     /// Refuse images (and resized images and network inputs) with more pixels than this, as
@@ -171,28 +207,40 @@ fn parse_weight(s: &str) -> std::result::Result<f64, String> {
         .ok_or_else(|| format!("'{s}' is not a weight between 0 and 1"))
 }
 
-fn outputs(method: Method) -> Outputs {
-    match method {
-        Method::Gradcam => Outputs::CAM,
-        Method::GuidedBackprop => Outputs {
-            cam: false,
-            guided: true,
-        },
-        Method::GuidedGradcam => Outputs {
-            cam: true,
-            guided: true,
-        },
+fn parse_noise(s: &str) -> std::result::Result<f32, String> {
+    s.parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("'{s}' is not a finite non-negative standard deviation"))
+}
+
+fn method_options(a: &Args) -> MethodOptions {
+    MethodOptions {
+        score: a.target,
+        aug_smooth: a.aug_smooth,
+        eigen_smooth: a.eigen_smooth,
+        batch_size: a.batch_size as usize,
+        patch: a.patch as usize,
+        stride: a.stride as usize,
+        fill: 0.0,
+        steps: a.steps as usize,
+        smooth: a.smooth.unwrap_or(0) as usize,
+        noise: a.noise,
+        seed: a.seed,
     }
 }
 
 /// Checks of options against each other, before anything is read.
 fn check_options(a: &Args) -> Result<()> {
-    if a.layer.is_some() && matches!(a.method, Method::GuidedBackprop) {
-        return Err(Error::BadOption(
-            "--layer has no effect with --method guided-backprop (a gradient to the input, no CAM); \
-             leave it out, or use --method guided-gradcam"
-                .into(),
-        ));
+    if !a.layer.is_empty() && !a.method.iter().any(|m| m.uses_layer()) {
+        return Err(Error::BadOption(format!(
+            "--layer has no effect with --method {} (no CAM of a layer); leave it out",
+            a.method
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
     }
     Ok(())
 }
@@ -288,13 +336,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     check_sizes(&transform, a.max_image_pixels)?;
     let labels = crate::image::labels::load(a.labels.as_deref(), &model.arch, model.num_classes)?;
     let engine = AnyEngine::new(a.backend, model)?;
+    let method_options = method_options(&a);
     let opts = Options {
         paths: a.paths,
         out: a.out,
         transform,
-        layer: a.layer,
+        method_options,
+        layers: a.layer,
         classes,
-        outputs: outputs(a.method),
+        methods: a.method,
         image_weight: a.image_weight,
         overlay_original: a.overlay_original,
         save_raw: a.save_raw,
@@ -310,6 +360,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The file of a method's results with --input-tensor: cams.npy for Grad-CAM and guided.npy
+/// for guided backpropagation (their names before there were other methods), M.npy for any
+/// other method M.
+fn tensor_file(m: Method) -> String {
+    match m {
+        Method::Gradcam => "cams.npy".into(),
+        Method::GuidedBackprop => "guided.npy".into(),
+        m => format!("{}.npy", m.name()),
+    }
 }
 
 fn run_tensor(
@@ -344,7 +405,14 @@ fn run_tensor(
             img.fill(0.0);
         }
     }
-    let mut out = engine.attribute(&x, a.layer.as_deref(), classes, outputs(a.method))?;
+    let options = method_options(&a);
+    let req = crate::engine::Request {
+        methods: &a.method,
+        layers: &a.layer,
+        classes,
+        options: &options,
+    };
+    let mut out = engine.attribute(&x, &req)?;
     for (i, s) in skipped.iter_mut().enumerate() {
         if s.is_none() {
             *s = pipeline::non_finite(&out, i);
@@ -372,24 +440,8 @@ fn run_tensor(
         }
         t
     };
-    if let Some(cams) = &t.cams {
-        crate::npy::write_f32(&a.out.join("cams.npy"), &nan_rows(cams))?;
-    }
-    if let Some(g) = &t.guided {
-        let g = match &t.cams {
-            Some(cams) => {
-                let plane = cams.shape[1] * cams.shape[2];
-                let data = g
-                    .data
-                    .chunks(g.data.len() / g.shape[0])
-                    .zip(cams.data.chunks(plane))
-                    .flat_map(|(g, c)| pipeline::guided_times_cam(g, c))
-                    .collect();
-                Tensor::new(g.shape.clone(), data)
-            }
-            None => g.clone(),
-        };
-        crate::npy::write_f32(&a.out.join("guided.npy"), &nan_rows(&g))?;
+    for map in &t.maps {
+        crate::npy::write_f32(&a.out.join(tensor_file(map.method)), &nan_rows(&map.data))?;
     }
     crate::npy::write_f32(&a.out.join("logits.npy"), &nan_rows(&out.logits))?;
     let mut stdout = std::io::stdout().lock();

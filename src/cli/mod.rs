@@ -12,7 +12,7 @@ mod selftest;
 mod train;
 
 pub use crate::runner::BackendKind;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,17 +51,6 @@ enum Command {
     EvalPointing(eval_pointing::Args),
     /// Write sample images of the shapes data set (PNG), their input tensor and their boxes.
     ShapesSamples(samples::Args),
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Method {
-    /// Grad-CAM, as pytorch-grad-cam's `GradCAM`.
-    Gradcam,
-    /// Guided backpropagation (kazuto1011/grad-cam-pytorch): d class score / d input, with
-    /// ReLUs passing back only positive gradients.
-    GuidedBackprop,
-    /// Guided backpropagation times the upsampled Grad-CAM (kazuto1011/grad-cam-pytorch).
-    GuidedGradcam,
 }
 
 /// Weights and architecture, shared by every subcommand.

@@ -83,6 +83,32 @@ pub fn gradient_image(grad: &[f32], h: usize, w: usize) -> RgbImage {
     RgbImage::from_raw(w as u32, h as u32, out).expect("buffer fits its size")
 }
 
+/// kazuto1011's `save_sensitivity`: an occlusion map [gh, gw] of score differences, divided by
+/// its largest magnitude, mapped to [0, 1] around 0.5 and drawn with matplotlib's `bwr_r`
+/// (a score drop red, a rise blue, no change white), resized to H×W by nearest neighbour.
+pub fn diverging(map: &[f32], gh: usize, gw: usize, h: usize, w: usize) -> RgbImage {
+    let scale = map.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    let mut out = vec![0u8; h * w * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let v = map[(y * gh / h) * gw + x * gw / w];
+            let t = v / scale * 0.5 + 0.5;
+            // The 256-entry table of `bwr_r`: entry i is bwr(1 - i/255).
+            let u = 1.0 - ((t * 256.0) as usize).min(255) as f32 / 255.0;
+            let rgb = if u < 0.5 {
+                [2.0 * u, 2.0 * u, 1.0]
+            } else {
+                [1.0, 2.0 - 2.0 * u, 2.0 - 2.0 * u]
+            };
+            for c in 0..3 {
+                out[(y * w + x) * 3 + c] = (rgb[c] * 255.0) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(w as u32, h as u32, out).expect("buffer fits its size")
+}
+
 /// One pixel of `(1 - image_weight) * heatmap + image_weight * img`, both scaled to [0, 1].
 /// The weights are Python floats (f64) that numpy applies to float32 arrays as float32.
 fn blend(img: &[u8], i: usize, heat: [u8; 3], image_weight: f64) -> [f32; 3] {

@@ -33,7 +33,11 @@ pub struct SgdParams {
     pub weight_decay: f64,
 }
 
-/// The fused Grad-CAM step. activation and gradient: [n, c, h, w]; cam: [n, out_h, out_w].
+/// The fused CAM step: the target's activation A [n, c, h, w] and a second operand (the
+/// gradient g [n, c, h, w], or channel weights [n, c] for `CamCombine::Weights`) → the map of
+/// `combine`, then the tail every pytorch-grad-cam method shares: ReLU, min-max
+/// normalization, bilinear resizing to [out_h, out_w], and (with `renormalize`) min-max
+/// normalization again. cam: [n, out_h, out_w].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GradCamParams {
     pub n: usize,
@@ -42,7 +46,83 @@ pub struct GradCamParams {
     pub w: usize,
     pub out_h: usize,
     pub out_w: usize,
+    pub combine: CamCombine,
+    /// Normalize again after resizing (a single layer's CAM); off for the per-layer CAMs of
+    /// several layers, which are averaged first and normalized once.
+    pub renormalize: bool,
 }
+
+impl GradCamParams {
+    /// Grad-CAM of one layer, normalized after resizing.
+    pub fn new(shape: &[usize], out_h: usize, out_w: usize, combine: CamCombine) -> Self {
+        GradCamParams {
+            n: shape[0],
+            c: shape[1],
+            h: shape[2],
+            w: shape[3],
+            out_h,
+            out_w,
+            combine,
+            renormalize: true,
+        }
+    }
+
+    /// Elements of the second operand.
+    pub fn second_len(&self) -> usize {
+        match self.combine {
+            CamCombine::Weights => self.n * self.c,
+            _ => self.n * self.c * self.h * self.w,
+        }
+    }
+}
+
+/// How the fused CAM step makes the map from A and g (pytorch-grad-cam 1.5's formulas;
+/// Σ_c over channels, Σ_ij over the layer's pixels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CamCombine {
+    /// Grad-CAM: w_c = mean_ij g; map = Σ_c w_c·A_c.
+    Mean,
+    /// Grad-CAM++: α = g² / (2g² + Σ_ij A · g³ + 1e-6), 0 where g = 0; w_c = Σ_ij ReLU(g)·α.
+    PlusPlus,
+    /// XGrad-CAM: w_c = Σ_ij g·A / (Σ_ij A + 1e-7).
+    XGrad,
+    /// HiResCAM: map = Σ_c g ⊙ A.
+    HiRes,
+    /// Grad-CAM element-wise: map = Σ_c ReLU(g ⊙ A).
+    ElementWise,
+    /// LayerCAM: map = Σ_c ReLU(g) ⊙ A.
+    Layer,
+    /// FEM (gradient-free; g is not read): w_c = mean_ij [A > mean_ij A + 2·std_ij A].
+    Fem,
+    /// Channel weights computed elsewhere (ScoreCAM, AblationCAM, random), g: [n, c];
+    /// with c = 1 and a weight of 1, a map computed elsewhere (EigenCAM).
+    Weights,
+}
+
+impl CamCombine {
+    pub const ALL: [CamCombine; 8] = [
+        CamCombine::Mean,
+        CamCombine::PlusPlus,
+        CamCombine::XGrad,
+        CamCombine::HiRes,
+        CamCombine::ElementWise,
+        CamCombine::Layer,
+        CamCombine::Fem,
+        CamCombine::Weights,
+    ];
+
+    /// The number the GPU kernels switch on.
+    pub fn code(self) -> u32 {
+        Self::ALL.iter().position(|&c| c == self).expect("listed") as u32
+    }
+}
+
+/// FEM's threshold: k standard deviations above the mean (pytorch-grad-cam's default k = 2).
+pub const FEM_K: f64 = 2.0;
+/// Grad-CAM++'s epsilon in α's denominator.
+pub const PLUS_PLUS_EPS: f64 = 1e-6;
+/// XGrad-CAM's epsilon in the activation sum.
+pub const XGRAD_EPS: f64 = 1e-7;
 
 /// Which class of each image seeds a backward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,51 +1,131 @@
-//! The fused Grad-CAM post-processing, the reference for the GPU kernels that do the same
-//! in one pass: channel weights = spatial mean of the gradient, cam = ReLU(Σ_c w_c·A_c),
-//! min-max normalization, bilinear upsampling with half-pixel centers, and min-max
-//! normalization again, each as (cam - min) / (max - min + 1e-7). Normalizing before and after
-//! resizing is what pytorch-grad-cam does; it only matters for CAMs whose range is near 1e-7,
-//! but then it matters, so we do the same.
+//! The fused CAM step, the reference for the GPU kernels that do the same in one pass: the
+//! map of the method (`CamCombine`: channel weights then Σ_c w_c·A_c, or an element-wise
+//! product summed over channels), then the shared tail: ReLU, min-max normalization, bilinear
+//! upsampling with half-pixel centers, and min-max normalization again, each as
+//! (cam - min) / (max - min + 1e-7). Normalizing before and after resizing is what
+//! pytorch-grad-cam does; it only matters for CAMs whose range is near 1e-7, but then it
+//! matters, so we do the same.
 
-use crate::ops::{bilinear_source, rank_cmp, ClassPick, ClassSeedParams, GradCamParams, CAM_EPS};
+use crate::ops::{
+    bilinear_source, rank_cmp, CamCombine, ClassPick, ClassSeedParams, GradCamParams, CAM_EPS,
+    FEM_K, PLUS_PLUS_EPS, XGRAD_EPS,
+};
 use rayon::prelude::*;
 
-/// activation, gradient: [N, C, h, w]; cam: [N, out_h, out_w].
+/// activation: [N, C, h, w]; gradient: [N, C, h, w] (or [N, C] weights); cam: [N, out_h, out_w].
 pub fn grad_cam(p: &GradCamParams, activation: &[f32], gradient: &[f32], cam: &mut [f32]) {
     let hw = p.h * p.w;
     assert_eq!(activation.len(), p.n * p.c * hw);
-    assert_eq!(gradient.len(), p.n * p.c * hw);
+    assert_eq!(gradient.len(), p.second_len());
     assert_eq!(cam.len(), p.n * p.out_h * p.out_w);
+    let g_len = p.second_len() / p.n.max(1);
     cam.par_chunks_mut(p.out_h * p.out_w)
         .enumerate()
         .for_each(|(img, out)| {
             let a = &activation[img * p.c * hw..(img + 1) * p.c * hw];
-            let g = &gradient[img * p.c * hw..(img + 1) * p.c * hw];
-            // Accumulate in f64: this is the oracle the f32 GPU kernels are measured against.
-            let mut small = vec![0f64; hw];
-            for (ac, gc) in a.chunks(hw).zip(g.chunks(hw)) {
-                let weight = gc.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
-                for (s, &v) in small.iter_mut().zip(ac) {
-                    *s += weight * v as f64;
-                }
-            }
+            let g = &gradient[img * g_len..(img + 1) * g_len];
+            let small = combine(p.combine, hw, a, g);
             let mut small: Vec<f32> = small.iter().map(|&v| v.max(0.0) as f32).collect();
             normalize(&mut small);
-            let cols: Vec<_> = (0..p.out_w)
-                .map(|x| bilinear_source(x, p.w, p.out_w))
-                .collect();
-            for y in 0..p.out_h {
-                let (y0, y1, wy) = bilinear_source(y, p.h, p.out_h);
-                let (r0, r1) = (&small[y0 * p.w..][..p.w], &small[y1 * p.w..][..p.w]);
-                for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
-                    let top = r0[x0] * (1.0 - wx) + r0[x1] * wx;
-                    let bottom = r1[x0] * (1.0 - wx) + r1[x1] * wx;
-                    out[y * p.out_w + x] = top * (1.0 - wy) + bottom * wy;
-                }
+            resize_bilinear(&small, p.h, p.w, out, p.out_h, p.out_w);
+            if p.renormalize {
+                normalize(out);
             }
-            normalize(out);
         });
 }
 
-fn normalize(v: &mut [f32]) {
+/// One image's map before the ReLU, accumulated in f64: this is the oracle the f32 GPU kernels
+/// are measured against. a: [C, hw]; g: [C, hw], or [C] weights.
+fn combine(how: CamCombine, hw: usize, a: &[f32], g: &[f32]) -> Vec<f64> {
+    let mut small = vec![0f64; hw];
+    let weighted = |small: &mut [f64], weight: f64, ac: &[f32]| {
+        for (s, &v) in small.iter_mut().zip(ac) {
+            *s += weight * v as f64;
+        }
+    };
+    let elementwise = |small: &mut [f64], f: fn(f64, f64) -> f64| {
+        for (ac, gc) in a.chunks(hw).zip(g.chunks(hw)) {
+            for ((s, &av), &gv) in small.iter_mut().zip(ac).zip(gc) {
+                *s += f(gv as f64, av as f64);
+            }
+        }
+    };
+    match how {
+        CamCombine::HiRes => elementwise(&mut small, |g, a| g * a),
+        CamCombine::ElementWise => elementwise(&mut small, |g, a| (g * a).max(0.0)),
+        CamCombine::Layer => elementwise(&mut small, |g, a| g.max(0.0) * a),
+        CamCombine::Weights => {
+            for (ac, &w) in a.chunks(hw).zip(g) {
+                weighted(&mut small, w as f64, ac);
+            }
+        }
+        CamCombine::Mean | CamCombine::PlusPlus | CamCombine::XGrad | CamCombine::Fem => {
+            for (ac, gc) in a.chunks(hw).zip(g.chunks(hw)) {
+                weighted(&mut small, channel_weight(how, ac, gc), ac);
+            }
+        }
+    }
+    small
+}
+
+/// The weight of one channel (a, g: [hw]) for the methods that weight channels.
+pub fn channel_weight(how: CamCombine, a: &[f32], g: &[f32]) -> f64 {
+    let hw = a.len() as f64;
+    let sum_a = || a.iter().map(|&v| v as f64).sum::<f64>();
+    match how {
+        CamCombine::Mean => g.iter().map(|&v| v as f64).sum::<f64>() / hw,
+        CamCombine::PlusPlus => {
+            let sa = sum_a();
+            g.iter()
+                .filter(|&&gv| gv != 0.0)
+                .map(|&gv| {
+                    let gv = gv as f64;
+                    let (g2, g3) = (gv * gv, gv * gv * gv);
+                    gv.max(0.0) * g2 / (2.0 * g2 + sa * g3 + PLUS_PLUS_EPS)
+                })
+                .sum()
+        }
+        CamCombine::XGrad => {
+            let den = sum_a() + XGRAD_EPS;
+            a.iter()
+                .zip(g)
+                .map(|(&av, &gv)| gv as f64 * av as f64 / den)
+                .sum()
+        }
+        CamCombine::Fem => {
+            let mean = sum_a() / hw;
+            let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / hw;
+            let th = mean + FEM_K * var.sqrt();
+            a.iter().filter(|&&v| v as f64 > th).count() as f64 / hw
+        }
+        _ => unreachable!("{how:?} has no channel weights"),
+    }
+}
+
+/// Bilinear resizing with half-pixel centers (OpenCV's INTER_LINEAR, PyTorch's
+/// align_corners=False) of `src` [h, w] into `out` [out_h, out_w].
+pub fn resize_bilinear(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    out_h: usize,
+    out_w: usize,
+) {
+    let cols: Vec<_> = (0..out_w).map(|x| bilinear_source(x, w, out_w)).collect();
+    for y in 0..out_h {
+        let (y0, y1, wy) = bilinear_source(y, h, out_h);
+        let (r0, r1) = (&src[y0 * w..][..w], &src[y1 * w..][..w]);
+        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
+            let top = r0[x0] * (1.0 - wx) + r0[x1] * wx;
+            let bottom = r1[x0] * (1.0 - wx) + r1[x1] * wx;
+            out[y * out_w + x] = top * (1.0 - wy) + bottom * wy;
+        }
+    }
+}
+
+/// (v - min) / (max - min + 1e-7), pytorch-grad-cam's `scale_cam_image` without the resize.
+pub fn normalize(v: &mut [f32]) {
     let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = v.iter().map(|&x| x - lo).fold(0.0f32, f32::max);
     for x in v.iter_mut() {

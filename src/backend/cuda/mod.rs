@@ -943,6 +943,12 @@ impl Backend for CudaBackend {
         activation: &CudaSlice<f32>,
         gradient: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
+        if p.combine != crate::ops::CamCombine::Mean || !p.renormalize {
+            return self.unsupported(&format!(
+                "the CAM step {:?} (renormalize {})",
+                p.combine, p.renormalize
+            ));
+        }
         let mut cam = self.out(p.n * p.out_h * p.out_w)?;
         let alloc_err = |e| backend_error(format!("cannot allocate Grad-CAM scratch: {e}"));
         // SAFETY: both scratch buffers are written by the kernel before it reads them.

@@ -3,8 +3,9 @@
 
 use super::kernels::{kernel, Kernel, Shader::GradCam};
 use super::{buffer, groups_1d, u, GpuBuffer, WgpuBackend};
+use crate::backend::Backend;
 use crate::error::Result;
-use crate::ops::{ClassPick, ClassSeedParams, GradCamParams};
+use crate::ops::{CamCombine, ClassPick, ClassSeedParams, GradCamParams};
 
 const GRAD_CAM: Kernel = kernel(GradCam, "grad_cam");
 const CLASS_SEED: Kernel = kernel(GradCam, "class_seed");
@@ -34,9 +35,15 @@ pub fn grad_cam(
     activation: &GpuBuffer,
     gradient: &GpuBuffer,
 ) -> Result<GpuBuffer> {
+    if p.combine != CamCombine::Mean || !p.renormalize {
+        return be.unsupported(&format!(
+            "the CAM step {:?} (renormalize {})",
+            p.combine, p.renormalize
+        ));
+    }
     let len = p.n * p.c * p.h * p.w;
     be.need(activation, len, "grad_cam activation")?;
-    be.need(gradient, len, "grad_cam gradient")?;
+    be.need(gradient, p.second_len(), "grad_cam gradient")?;
     let cam = be.output(p.n * p.out_h * p.out_w)?;
     if cam.is_empty() {
         return Ok(cam);

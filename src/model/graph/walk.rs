@@ -65,10 +65,12 @@ impl Keep {
     }
 }
 
-/// The part of the graph one backward pass visits: the ops downstream of `target`, and the
+/// The part of the graph one backward pass visits: the ops downstream of its targets, and the
 /// values that receive a gradient.
 pub struct Scope {
-    pub target: ValueId,
+    /// The values whose gradients the pass returns (every one is kept, even when an op
+    /// downstream of another target reads it).
+    pub targets: Vec<ValueId>,
     pub needs: Vec<bool>,
     pub downstream: Vec<bool>,
 }
@@ -77,8 +79,16 @@ impl Scope {
     /// A backward pass from the output to `target`; with `target_grad` false the target's own
     /// gradient is not computed (training: the input image needs none).
     pub fn new(g: &Graph, target: ValueId, target_grad: bool) -> Scope {
+        let mut s = Scope::multi(g, &[target]);
+        s.needs[target] = target_grad;
+        s
+    }
+
+    /// One backward pass from the output to every value of `targets` (several CAM layers;
+    /// FullGrad's bias layers and the input).
+    pub fn multi(g: &Graph, targets: &[ValueId]) -> Scope {
         let mut needs = vec![false; g.num_values];
-        needs[target] = true;
+        targets.iter().for_each(|&t| needs[t] = true);
         let mut downstream = vec![false; g.nodes.len()];
         for (i, n) in g.nodes.iter().enumerate() {
             if n.inputs.iter().any(|&v| needs[v]) {
@@ -86,12 +96,16 @@ impl Scope {
                 needs[n.output] = true;
             }
         }
-        needs[target] = target_grad;
         Scope {
-            target,
+            targets: targets.to_vec(),
             needs,
             downstream,
         }
+    }
+
+    /// The first target (the only one of `new`).
+    pub fn target(&self) -> ValueId {
+        self.targets[0]
     }
 }
 
@@ -110,13 +124,61 @@ pub fn forward<B: Backend>(
     fuse: bool,
 ) -> Result<Values<B>> {
     let g = cx.graph;
-    let last_use = g.last_uses();
     let mut values: Vec<Option<Rc<B::Buf>>> = vec![None; g.num_values];
+    values[g.input] = Some(Rc::new(x));
+    forward_nodes(cx, plan, values, None, keep, fuse)
+}
+
+/// Runs only the nodes downstream of `scope`'s targets (AblationCAM: the network above the
+/// target layer), on `values`, which holds the targets and every other value those nodes read.
+pub fn forward_from<B: Backend>(
+    cx: &Ctx<B>,
+    plan: &Plan,
+    values: Vec<Option<Rc<B::Buf>>>,
+    scope: &Scope,
+    keep: &Keep,
+) -> Result<Values<B>> {
+    forward_nodes(cx, plan, values, Some(&scope.downstream), keep, true)
+}
+
+/// The values that the nodes downstream of `scope` read from nodes that are not (what
+/// `forward_from` needs besides the targets).
+pub fn read_from_outside(g: &Graph, scope: &Scope) -> Vec<ValueId> {
+    let mut made = vec![false; g.num_values];
+    scope.targets.iter().for_each(|&t| made[t] = true);
+    let mut outside = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !scope.downstream[i] {
+            continue;
+        }
+        for &v in &n.inputs {
+            if !made[v] && !outside.contains(&v) {
+                outside.push(v);
+            }
+        }
+        made[n.output] = true;
+    }
+    outside
+}
+
+fn forward_nodes<B: Backend>(
+    cx: &Ctx<B>,
+    plan: &Plan,
+    mut values: Vec<Option<Rc<B::Buf>>>,
+    run: Option<&[bool]>,
+    keep: &Keep,
+    fuse: bool,
+) -> Result<Values<B>> {
+    let g = cx.graph;
+    let last_use = g.last_uses();
     let mut aux: Vec<Option<B::Idx>> = (0..g.nodes.len()).map(|_| None).collect();
     let mut masks: Vec<Option<B::Buf>> = (0..g.nodes.len()).map(|_| None).collect();
-    values[g.input] = Some(Rc::new(x));
     let mut i = 0;
     while i < g.nodes.len() {
+        if run.is_some_and(|r| !r[i]) {
+            i += 1;
+            continue;
+        }
         let node = &g.nodes[i];
         let inputs: Vec<Rc<B::Buf>> = node
             .inputs
@@ -185,7 +247,13 @@ pub fn backward<B: Backend>(
         if !scope.downstream[i] {
             continue;
         }
-        let Some(dy) = grads[node.output].take() else {
+        // A target's gradient stays for the caller; other gradients are consumed.
+        let dy = if scope.targets.contains(&node.output) {
+            grads[node.output].clone()
+        } else {
+            grads[node.output].take()
+        };
+        let Some(dy) = dy else {
             continue;
         };
         let io = Io {

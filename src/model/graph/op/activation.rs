@@ -61,7 +61,8 @@ impl OpDef for Act {
     }
 
     /// With guided backpropagation a ReLU passes back only positive gradients where its
-    /// output was positive (dx = dy·[y>0]·[dy>0]): relu_grad(y, relu(dy)), no new kernel.
+    /// output was positive (dx = dy·[y>0]·[dy>0]): relu_grad(y, relu(dy)), no new kernel; with
+    /// deconvnet, relu(dy) whatever the forward pass did.
     fn backward<B: Backend>(
         &self,
         cx: &Ctx<B>,
@@ -79,11 +80,16 @@ impl OpDef for Act {
             Saved::Output => io.output(),
         };
         let key = format!("{}.backward", self.name());
-        let dx = if cx.guided && self.act == Activation::Relu {
-            let pos = cx.timed("relu.guided", || cx.be.activation(&p, dy))?;
-            run(cx, &key, || cx.be.activation_grad_input(&p, saved, &pos))?
-        } else {
-            run(cx, &key, || cx.be.activation_grad_input(&p, saved, dy))?
+        let relu = self.act == Activation::Relu;
+        let dx = match cx.relu_rule {
+            ReluRule::Guided if relu => {
+                let pos = cx.timed("relu.guided", || cx.be.activation(&p, dy))?;
+                run(cx, &key, || cx.be.activation_grad_input(&p, saved, &pos))?
+            }
+            ReluRule::Deconv if relu => {
+                Rc::new(cx.timed("relu.deconv", || cx.be.activation(&p, dy))?)
+            }
+            _ => run(cx, &key, || cx.be.activation_grad_input(&p, saved, dy))?,
         };
         Ok(vec![Some(dx)])
     }

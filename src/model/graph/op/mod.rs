@@ -62,6 +62,19 @@ pub struct DropoutMode<'a> {
     pub rng: RefCell<&'a mut StdRng>,
 }
 
+/// How a ReLU's backward treats the gradient (kazuto1011/grad-cam-pytorch's three
+/// backpropagations).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReluRule {
+    /// The true gradient, dx = dy·[y > 0] (vanilla backpropagation, every CAM).
+    #[default]
+    Gradient,
+    /// Guided backpropagation: dx = ReLU(dy)·[y > 0].
+    Guided,
+    /// Deconvnet: dx = ReLU(dy), the forward mask ignored.
+    Deconv,
+}
+
 /// What every op sees while it runs: the backend, the params on it, the graph (for param
 /// shapes), the pass's mode, and the profile being recorded.
 pub struct Ctx<'a, B: Backend> {
@@ -70,8 +83,8 @@ pub struct Ctx<'a, B: Backend> {
     pub graph: &'a Graph,
     /// Training-mode dropout; None: dropout is the identity (inference).
     pub dropout: Option<DropoutMode<'a>>,
-    /// Guided backpropagation: ReLUs pass back only positive gradients.
-    pub guided: bool,
+    /// How ReLUs pass gradients back (guided backpropagation, deconvnet).
+    pub relu_rule: ReluRule,
     pub profile: Option<&'a RefCell<Profile>>,
 }
 
@@ -82,7 +95,7 @@ impl<'a, B: Backend> Ctx<'a, B> {
             params,
             graph,
             dropout: None,
-            guided: false,
+            relu_rule: ReluRule::Gradient,
             profile: None,
         }
     }
