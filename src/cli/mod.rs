@@ -36,7 +36,7 @@ enum Command {
     /// overlays in --out (default gradcam-demo/).
     Demo(demo::Args),
     /// Explain the predictions of a model on a batch of inputs.
-    Explain(explain::Args),
+    Explain(Box<explain::Args>),
     /// Show a model's detected architecture and every module path with its output shape.
     Inspect(inspect::Args),
     /// Measure images/s of Grad-CAM and of the plain forward pass, and time per kernel.
@@ -105,7 +105,7 @@ pub fn run() -> ExitCode {
     }
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
-        Command::Explain(a) => explain::run(a),
+        Command::Explain(a) => explain::run(*a),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Selftest(a) => selftest::run(a).map(|()| ExitCode::SUCCESS),

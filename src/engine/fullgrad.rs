@@ -3,7 +3,11 @@
 //! β − μγ/√(σ²+ε), the folded affine's shift), |b ⊙ ∂layer|; each (image, channel) plane
 //! min-max normalized, resized to the input, summed over channels and terms, normalized once.
 //! Resizing is linear, so each layer's planes are summed at the layer's size and resized
-//! once (the same sum up to rounding).
+//! once (the same sum up to rounding). Each bias is paired with its own layer's gradient;
+//! pytorch-grad-cam pairs the biases, listed in module order, with the gradients in the order
+//! the layers ran, which differ when a block runs a module defined later first (a ResNet
+//! block written to compute its downsample branch first): then its map is wrong and ours is
+//! not.
 
 use crate::backend::cpu::cam::{normalize, resize_bilinear};
 use crate::model::graph::op::Op;

@@ -197,7 +197,7 @@ impl<B: Backend> Engine<B> {
         if o.batch_size == 0 || o.patch == 0 || o.stride == 0 || o.steps == 0 {
             return bad("--batch-size, --patch, --stride and --steps must be at least 1".into());
         }
-        if !(o.noise.is_finite() && o.noise >= 0.0) || !o.fill.is_finite() {
+        if !(o.noise.is_finite() && o.noise >= 0.0 && o.fill.is_finite()) {
             return bad("--noise and the occlusion fill value must be finite".into());
         }
         match req.classes {
@@ -324,6 +324,7 @@ impl<B: Backend> Engine<B> {
         };
 
         let mut targets = Vec::with_capacity(ranks);
+        #[allow(clippy::needless_range_loop)] // `rank` picks a column of every image's order
         for rank in 0..ranks {
             let classes: Vec<usize> = (0..n)
                 .map(|i| match req.classes {
