@@ -36,7 +36,7 @@ from models import save_weights
 # The families' default targets (`gradcam inspect` prints ours; pytorch-grad-cam's README
 # recommends features[-1] / layer4 / trunk_output), as modules pytorch-grad-cam can hook.
 DEFAULT_LAYER = {
-    "vgg16": "features.29", "resnet50": "layer4", "resnext50_32x4d": "layer4",
+    "vgg16": "features.29", "resnet18": "layer4", "resnet50": "layer4", "resnext50_32x4d": "layer4",
     "mobilenet_v3_large": "features", "efficientnet_b0": "features", "convnext_tiny": "features",
     "densenet121": "features", "regnet_y_1_6gf": "trunk_output",
 }
@@ -100,6 +100,11 @@ def main():
     ap.add_argument("--bin", default="target/release/gradcam")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--conv-kernel", default=None, choices=["v1", "v2"])
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated CAM methods (gradcam++,scorecam,ablationcam) timed "
+                         "against pytorch-grad-cam's classes instead of the GradCAM table")
+    ap.add_argument("--mask-batch", type=int, default=16,
+                    help="masks / ablations per forward pass, both sides (--methods)")
     args = ap.parse_args()
     args.archs = [a for arch in args.archs for a in (FAMILY_BENCH if arch == "families" else [arch])]
     device = torch.device(args.device)
@@ -116,6 +121,8 @@ def main():
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.1f}; threads {args.threads}; batch {args.batch}; "
           f"{args.size}x{args.size}; median of {args.iters} runs; torch {torch.__version__}")
+    if args.methods:
+        return method_rows(args, tmp)
     if args.mode != "process":
         print(f"{'model':18} {'pytorch fwd':>12} {'pgc GradCAM':>12} {'gradcam fwd':>12} "
               f"{'gradcam CAM':>12} {'fwd ratio':>10} {'CAM speed-up':>13}")
@@ -171,6 +178,43 @@ def main():
         print(f"{'model':18} {'pgc process':>12} {'gradcam process':>16} {'speed-up':>9}")
         for arch, t_pgc, t_ours in rows:
             print(f"{arch:18} {t_pgc:12.2f} {t_ours:16.2f} {t_pgc / t_ours:8.2f}x")
+
+
+PGC_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
+               "ablationcam": "AblationCAM", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
+               "eigencam": "EigenCAM", "fem": "FEM"}
+
+
+def method_rows(args, tmp):
+    """Each method of --methods: pytorch-grad-cam's class in this process (the model built and
+    warm) against one `gradcam explain --input-tensor --method M` process on the same batch
+    (its model loading included), top-1 classes, --mask-batch perturbed inputs per pass."""
+    import numpy
+    import pytorch_grad_cam
+    print(f"{'model':18} {'method':12} {'pgc s/batch':>12} {'gradcam s/batch':>16} {'speed-up':>9}")
+    for arch in args.archs:
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, arch)(weights=None).eval()
+        weights = tmp / f"{arch}.safetensors"
+        save_weights(model, weights)
+        x = torch.randn(args.batch, 3, args.size, args.size)
+        xpath = tmp / f"{arch}.x.npy"
+        numpy.save(xpath, x.numpy())
+        layer = model.get_submodule(DEFAULT_LAYER[arch])
+        for method in args.methods.split(","):
+            cls = getattr(pytorch_grad_cam, PGC_CLASSES[method])
+            with cls(model=model, target_layers=[layer]) as cam:
+                cam.batch_size = args.mask_batch
+                t_pgc = median_time(lambda: cam(input_tensor=x, targets=None), args.iters)
+            ours = [args.bin, "--threads", str(args.threads), "explain", "--weights", str(weights),
+                    "--backend", args.device, "--quiet", "--method", method, "--layer",
+                    DEFAULT_LAYER[arch], "--batch-size", str(args.mask_batch),
+                    "--input-tensor", str(xpath), "--out", str(tmp / f"{arch}.{method}")]
+            t_ours = median_wall(ours, args.iters)
+            print(f"{arch:18} {method:12} {t_pgc:12.2f} {t_ours:16.2f} {t_pgc / t_ours:8.2f}x",
+                  flush=True)
+    print("(seconds per batch, median; pgc in process with a warm model, ours one process "
+          "per batch, loading included)")
 
 
 def process_row(args, arch, weights, tmp):

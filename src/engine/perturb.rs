@@ -3,7 +3,7 @@
 //! that the class ranks of one request share them.
 //! - ScoreCAM (pytorch-grad-cam): the input times each channel of the layer, upsampled
 //!   (bilinear, align_corners=True, as `nn.UpsamplingBilinear2d`) and min-max normalized
-//!   (+1e-8).
+//!   (+1e-8); constant channels, whose masks are all 0, share one pass.
 //! - AblationCAM (pytorch-grad-cam): the network above the layer only, on the image's
 //!   activation with one channel ablated per batch element: set to 0 when the activation's
 //!   minimum is 0, else to that minimum − 1e7. (pytorch-grad-cam lowers the value by another
@@ -72,7 +72,9 @@ impl<B: Backend> Engine<B> {
         Ok(logits)
     }
 
-    /// ScoreCAM's masked inputs of every image: per image, logits [C, K].
+    /// ScoreCAM's masked inputs of every image: per image, logits [C, K]. A constant channel
+    /// (a dead ReLU's) normalizes to a zero mask, so all of them share one forward pass of the
+    /// zero input.
     pub(super) fn scorecam_logits(
         &self,
         x: &Tensor,
@@ -83,13 +85,16 @@ impl<B: Backend> Engine<B> {
         let (c, h, w) = (shape[1], shape[2], shape[3]);
         let (out_h, out_w) = (x.shape[2], x.shape[3]);
         let plane = out_h * out_w;
+        let k = self.model.num_classes;
         (0..x.shape[0])
             .map(|i| {
                 let a = &act[i * c * h * w..(i + 1) * c * h * w];
                 let xi = &x.data[i * x.shape[1] * plane..(i + 1) * x.shape[1] * plane];
-                self.perturbed_logits(x, c, batch, |ch, out| {
-                    let mut mask =
-                        upsample_align_corners(&a[ch * h * w..][..h * w], h, w, out_h, out_w);
+                let channel = |ch: usize| &a[ch * h * w..][..h * w];
+                let (live, dead): (Vec<usize>, Vec<usize>) =
+                    (0..c).partition(|&ch| channel(ch).iter().any(|&v| v != channel(ch)[0]));
+                let live_logits = self.perturbed_logits(x, live.len(), batch, |j, out| {
+                    let mut mask = upsample_align_corners(channel(live[j]), h, w, out_h, out_w);
                     let lo = mask.iter().copied().fold(f32::INFINITY, f32::min);
                     let hi = mask.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     mask.iter_mut()
@@ -99,7 +104,20 @@ impl<B: Backend> Engine<B> {
                             *o = xv * m;
                         }
                     }
-                })
+                })?;
+                let dead_logits = if dead.is_empty() {
+                    vec![]
+                } else {
+                    self.perturbed_logits(x, 1, 1, |_, out| out.fill(0.0))?
+                };
+                let mut logits = vec![0f32; c * k];
+                for (j, &ch) in live.iter().enumerate() {
+                    logits[ch * k..(ch + 1) * k].copy_from_slice(&live_logits[j * k..(j + 1) * k]);
+                }
+                for &ch in &dead {
+                    logits[ch * k..(ch + 1) * k].copy_from_slice(&dead_logits);
+                }
+                Ok(logits)
             })
             .collect()
     }
