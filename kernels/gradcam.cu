@@ -1,14 +1,29 @@
-// The fused Grad-CAM step, one block per image, as the CPU oracle (src/backend/cpu/cam.rs):
-// channel weights = spatial mean of the gradient; cam = ReLU(sum_c w_c * A_c); min-max
-// normalization; bilinear upsampling with half-pixel centers; min-max normalization again,
-// each as (v - min) / (max - min + 1e-7). Sums are in double, like the oracle: they are tiny
-// next to the network, and the CAM is what users look at.
+// The fused CAM step, one block per image, as the CPU oracle (src/backend/cpu/cam.rs): the
+// map of the combine (channel weights then sum_c w_c * A_c, or an element-wise product summed
+// over channels), ReLU, min-max normalization, bilinear upsampling with half-pixel centers, and
+// (with renormalize) min-max normalization again, each as (v - min) / (max - min + 1e-7). Sums
+// are in double, like the oracle: they are tiny next to the network, and the CAM is what users
+// look at.
 
 // +infinity; NVRTC has no <math.h>, so INFINITY is not defined.
 #define GC_INF __int_as_float(0x7f800000)
 
 #define CAM_THREADS 256
 #define CAM_EPS 1e-7f
+
+// CamCombine::code(), the order of CamCombine::ALL.
+#define CAM_MEAN 0
+#define CAM_PLUS_PLUS 1
+#define CAM_XGRAD 2
+#define CAM_HIRES 3
+#define CAM_ELEMENT_WISE 4
+#define CAM_LAYER 5
+#define CAM_FEM 6
+#define CAM_WEIGHTS 7
+
+#define PLUS_PLUS_EPS 1e-6  // ops::PLUS_PLUS_EPS
+#define XGRAD_EPS 1e-7      // ops::XGRAD_EPS
+#define FEM_K 2.0           // ops::FEM_K
 
 // Block-wide min (is_max = 0) or max (is_max = 1) of one value per thread; all threads get it.
 __device__ float block_reduce(float v, bool is_max, float* shared) {
@@ -57,39 +72,125 @@ __device__ void bilinear_source(int dst, int len_in, int len_out, int* i0, int* 
     *w1 = a == len_in - 1 ? 0.0f : __fsub_rn(src, (float)a);
 }
 
-// activation, gradient: [n, c, h, w]; cam: [n, out_h, out_w]; weights: [n, c] scratch (double);
-// small: [n, h, w] scratch. Grid: n blocks of CAM_THREADS threads.
+// The sum of v over the 32 lanes of a warp, in every lane. A butterfly: each lane adds the
+// same pairs (in swapped order, which addition ignores), so every lane gets the same bits.
+__device__ double warp_sum(double v) {
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+// The weight of one channel for the combines that weight channels, computed by one warp (every
+// lane returns it). a: the channel's activation [hw]; g: its gradient [hw], or its one weight
+// for CAM_WEIGHTS.
+__device__ double channel_weight(int combine, const float* a, const float* g, long long hw, int lane) {
+    const double n = (double)hw;
+    switch (combine) {
+    case CAM_MEAN: {
+        double s = 0.0;
+        for (long long i = lane; i < hw; i += 32) s += (double)g[i];
+        return warp_sum(s) / n;
+    }
+    case CAM_PLUS_PLUS: {
+        double sa = 0.0;
+        for (long long i = lane; i < hw; i += 32) sa += (double)a[i];
+        sa = warp_sum(sa);
+        // Only g > 0 adds: ReLU(g) is 0 elsewhere, and alpha is 0 where g = 0.
+        double s = 0.0;
+        for (long long i = lane; i < hw; i += 32) {
+            double gv = (double)g[i];
+            if (gv > 0.0) {
+                double g2 = gv * gv;
+                s += gv * g2 / (2.0 * g2 + sa * (g2 * gv) + PLUS_PLUS_EPS);
+            }
+        }
+        return warp_sum(s);
+    }
+    case CAM_XGRAD: {
+        double sa = 0.0, sga = 0.0;
+        for (long long i = lane; i < hw; i += 32) {
+            double av = (double)a[i];
+            sa += av;
+            sga += (double)g[i] * av;
+        }
+        return warp_sum(sga) / (warp_sum(sa) + XGRAD_EPS);
+    }
+    case CAM_FEM: {
+        // Two passes, as the oracle: the mean, then the population variance around it.
+        double sa = 0.0;
+        for (long long i = lane; i < hw; i += 32) sa += (double)a[i];
+        double mean = warp_sum(sa) / n;
+        double sq = 0.0;
+        for (long long i = lane; i < hw; i += 32) {
+            double d = (double)a[i] - mean;
+            sq += d * d;
+        }
+        double th = mean + FEM_K * sqrt(warp_sum(sq) / n);
+        double count = 0.0;
+        for (long long i = lane; i < hw; i += 32) count += (double)a[i] > th ? 1.0 : 0.0;
+        return warp_sum(count) / n;
+    }
+    case CAM_WEIGHTS:
+        return (double)g[0];
+    default:
+        return 0.0;
+    }
+}
+
+// The map of one pixel before the ReLU: the sum over channels of the combine's term. a, g: the
+// pixel's element in channel 0 (channel ch at + ch * hw); wt: the image's channel weights.
+__device__ double pixel_sum(int combine, const float* a, const float* g, const double* wt, int c,
+                            long long hw) {
+    double s = 0.0;
+    switch (combine) {
+    case CAM_HIRES:
+        for (int ch = 0; ch < c; ++ch) s += (double)g[ch * hw] * (double)a[ch * hw];
+        break;
+    case CAM_ELEMENT_WISE:
+        for (int ch = 0; ch < c; ++ch) s += fmax((double)g[ch * hw] * (double)a[ch * hw], 0.0);
+        break;
+    case CAM_LAYER:
+        for (int ch = 0; ch < c; ++ch) s += fmax((double)g[ch * hw], 0.0) * (double)a[ch * hw];
+        break;
+    default:
+        for (int ch = 0; ch < c; ++ch) s += wt[ch] * (double)a[ch * hw];
+    }
+    return s;
+}
+
+// activation: [n, c, h, w]; gradient: [n, c, h, w], or [n, c] weights for CAM_WEIGHTS (not read
+// for CAM_FEM); cam: [n, out_h, out_w]; weights: [n, c] scratch (double); small: [n, h, w]
+// scratch. combine: CamCombine::code(); renormalize: 0 or 1. Grid: n blocks of CAM_THREADS.
 extern "C" __global__ void __launch_bounds__(CAM_THREADS) grad_cam(
     float* __restrict__ cam, double* __restrict__ weights, float* __restrict__ small,
     const float* __restrict__ activation, const float* __restrict__ gradient, int c, int h, int w, int out_h,
-    int out_w) {
+    int out_w, int combine, int renormalize) {
     __shared__ float shared[32];
     const int img = blockIdx.x;
     const long long hw = (long long)h * w;
+    const long long g_stride = combine == CAM_WEIGHTS ? 1 : hw;
     const float* a = activation + (long long)img * c * hw;
-    const float* g = gradient + (long long)img * c * hw;
+    const float* g = gradient + (long long)img * c * g_stride;
     double* wt = weights + (long long)img * c;
     float* sm = small + (long long)img * hw;
     float* out = cam + (long long)img * out_h * out_w;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-    // 1. Channel weights: one warp per channel.
-    for (int ch = warp; ch < c; ch += CAM_THREADS / 32) {
-        double s = 0.0;
-        for (long long i = lane; i < hw; i += 32) s += (double)g[ch * hw + i];
-        for (int off = 16; off > 0; off /= 2) s += __shfl_down_sync(0xffffffffu, s, off);
-        if (lane == 0) wt[ch] = s / (double)hw;
+    // 1. Channel weights, one warp per channel (the element-wise combines have none).
+    if (combine != CAM_HIRES && combine != CAM_ELEMENT_WISE && combine != CAM_LAYER) {
+        for (int ch = warp; ch < c; ch += CAM_THREADS / 32) {
+            double v = channel_weight(combine, a + ch * hw, g + ch * g_stride, hw, lane);
+            if (lane == 0) wt[ch] = v;
+        }
     }
     __syncthreads();
-    // 2. Weighted sum over channels and ReLU, one thread per pixel.
+    // 2. The map and its ReLU, one thread per pixel.
     for (long long i = threadIdx.x; i < hw; i += CAM_THREADS) {
-        double s = 0.0;
-        for (int ch = 0; ch < c; ++ch) s += wt[ch] * (double)a[ch * hw + i];
+        double s = pixel_sum(combine, a + i, g + i, wt, c, hw);
         sm[i] = (float)(s > 0.0 ? s : 0.0);
     }
     __syncthreads();
     normalize(sm, (int)hw, shared);
-    // 3. Bilinear upsampling, then normalization again.
+    // 3. Bilinear upsampling, then (with renormalize) normalization again.
     for (int i = threadIdx.x; i < out_h * out_w; i += CAM_THREADS) {
         int y = i / out_w, x = i % out_w;
         int y0, y1, x0, x1;
@@ -103,7 +204,7 @@ extern "C" __global__ void __launch_bounds__(CAM_THREADS) grad_cam(
         out[i] = __fadd_rn(__fmul_rn(top, 1.0f - wy), __fmul_rn(bottom, wy));
     }
     __syncthreads();
-    normalize(out, out_h * out_w, shared);
+    if (renormalize) normalize(out, out_h * out_w, shared);
 }
 
 // Whether logit a (class ia) ranks before logit b (class ib): larger first, ties to the lower

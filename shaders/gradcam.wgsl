@@ -1,12 +1,14 @@
 // Two kernels: `class_seed` starts the backward pass from the logits; `grad_cam` is the fused
 // Grad-CAM step at its end.
 //
-// The fused Grad-CAM step, one dispatch, one 256-thread workgroup per image:
+// The fused CAM step, one dispatch, one 256-thread workgroup per image, as the CPU oracle
+// (src/backend/cpu/cam.rs, which accumulates in f64; here every sum is f32):
 //
-//   1. w[c] = mean over (y, x) of grad[c, y, x]                 threads split the channels
-//   2. s[p] = ReLU(Σ_c w[c]·act[c, p]) and its min/max           threads split the pixels
+//   1. w[c] = the channel weight of `combine`                    threads split the channels
+//   2. s[p] = ReLU(Σ_c w[c]·act[c, p]), or ReLU of the           threads split the pixels
+//      element-wise forms, and its min/max
 //   3. out[q] = bilinear(normalize(s))[q] and its min/max        threads split output pixels
-//   4. out[q] = normalize(out[q])                                each thread its own pixels
+//   4. with `renormalize`: out[q] = normalize(out[q])            each thread its own pixels
 //
 // Why one workgroup per image: every phase needs the whole previous phase of the same image
 // (the weights before the sum, the min and max before the upsampling, the upsampled min and max
@@ -18,21 +20,37 @@
 // input size for an early layer). The normalized small CAM is never stored: each sample
 // normalizes the two-to-four values it reads. Phase 3 writes the unnormalized upsampled value to
 // the output itself and phase 4 rescales it in place, each thread touching only its own pixels.
-// Min-max normalization is (v - min) / (max - min + 1e-7), twice, as pytorch-grad-cam does.
+// Min-max normalization is (v - min) / (max - min + 1e-7), twice, as pytorch-grad-cam does;
+// without `renormalize` (the per-layer CAMs of several layers, averaged later) only once.
 
 struct GradCam {
     n: u32, c: u32, h: u32, w: u32,
     out_h: u32, out_w: u32,
     scale_h: f32,  // h / out_h, computed on the host exactly as the CPU backend does
     scale_w: f32,  // w / out_w
+    combine: u32,  // CamCombine::code(): the constants below
+    renormalize: u32,  // 1: normalize again after resizing
 }
+
+// CamCombine::code(), the order of CamCombine::ALL.
+const MEAN: u32 = 0u;
+const PLUS_PLUS: u32 = 1u;
+const XGRAD: u32 = 2u;
+const HIRES: u32 = 3u;
+const ELEMENT_WISE: u32 = 4u;
+const LAYER: u32 = 5u;
+const FEM: u32 = 6u;
+const WEIGHTS: u32 = 7u;
 
 const EPS: f32 = 1e-7;
 const BIG: f32 = 3.0e38;
+const PLUS_PLUS_EPS: f32 = 1e-6;  // ops::PLUS_PLUS_EPS
+const XGRAD_EPS: f32 = 1e-7;      // ops::XGRAD_EPS
+const FEM_K: f32 = 2.0;           // ops::FEM_K
 
 @group(0) @binding(0) var<uniform> u: GradCam;
 @group(0) @binding(1) var<storage, read> act: array<f32>;             // [N, C, h, w]
-@group(0) @binding(2) var<storage, read> grad: array<f32>;            // [N, C, h, w]
+@group(0) @binding(2) var<storage, read> grad: array<f32>;            // [N, C, h, w]; WEIGHTS: [N, C]; FEM: not read
 @group(0) @binding(3) var<storage, read_write> scratch: array<f32>;   // [N, C + h·w]
 @group(0) @binding(4) var<storage, read_write> cam: array<f32>;       // [N, out_h, out_w]
 
@@ -68,6 +86,91 @@ fn source(dst: u32, len_in: u32, scale: f32) -> vec3<f32> {
     return vec3<f32>(f32(i0), f32(i1), w1);
 }
 
+// The weight of one channel, for the combines that weight channels. a: the channel's first
+// element in act ([hw]); g: its first element in grad ([hw], or its one weight for WEIGHTS).
+fn channel_weight(a: u32, g: u32, hw: u32) -> f32 {
+    let n = f32(hw);
+    switch u.combine {
+        case MEAN: {
+            var s = 0.0;
+            for (var p = 0u; p < hw; p++) { s += grad[g + p]; }
+            return s / n;
+        }
+        case PLUS_PLUS: {
+            var sa = 0.0;
+            for (var p = 0u; p < hw; p++) { sa += act[a + p]; }
+            // Only g > 0 adds: ReLU(g) is 0 elsewhere, and α is 0 where g = 0.
+            var s = 0.0;
+            for (var p = 0u; p < hw; p++) {
+                let gv = grad[g + p];
+                if gv > 0.0 {
+                    let g2 = gv * gv;
+                    s += gv * g2 / (2.0 * g2 + sa * (g2 * gv) + PLUS_PLUS_EPS);
+                }
+            }
+            return s;
+        }
+        case XGRAD: {
+            var sa = 0.0;
+            var sga = 0.0;
+            for (var p = 0u; p < hw; p++) {
+                let av = act[a + p];
+                sa += av;
+                sga += grad[g + p] * av;
+            }
+            return sga / (sa + XGRAD_EPS);
+        }
+        case FEM: {
+            // Two passes, as the oracle: the mean, then the population variance around it.
+            var sa = 0.0;
+            for (var p = 0u; p < hw; p++) { sa += act[a + p]; }
+            let mean = sa / n;
+            var sq = 0.0;
+            for (var p = 0u; p < hw; p++) {
+                let d = act[a + p] - mean;
+                sq += d * d;
+            }
+            let th = mean + FEM_K * sqrt(sq / n);
+            var count = 0u;
+            for (var p = 0u; p < hw; p++) {
+                if act[a + p] > th { count++; }
+            }
+            return f32(count) / n;
+        }
+        case WEIGHTS: {
+            return grad[g];
+        }
+        default: {
+            return 0.0;
+        }
+    }
+}
+
+// The map of one pixel before the ReLU: Σ_c over channels of the combine's term. a, g: the
+// pixel's element in channel 0 of act and grad; w: the image's weights in scratch.
+fn pixel_sum(a: u32, g: u32, w: u32, hw: u32) -> f32 {
+    var s = 0.0;
+    switch u.combine {
+        case HIRES: {
+            for (var ch = 0u; ch < u.c; ch++) { s += grad[g + ch * hw] * act[a + ch * hw]; }
+        }
+        case ELEMENT_WISE: {
+            for (var ch = 0u; ch < u.c; ch++) {
+                s += max(grad[g + ch * hw] * act[a + ch * hw], 0.0);
+            }
+        }
+        case LAYER: {
+            for (var ch = 0u; ch < u.c; ch++) {
+                s += max(grad[g + ch * hw], 0.0) * act[a + ch * hw];
+            }
+        }
+        default: {
+            for (var ch = 0u; ch < u.c; ch++) { s += scratch[w + ch] * act[a + ch * hw]; }
+        }
+    }
+    return s;
+}
+
 @compute @workgroup_size(256)
 fn grad_cam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -75,28 +178,29 @@ fn grad_cam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     if img >= u.n { return; }
     let hw = u.h * u.w;
     let a0 = img * u.c * hw;
+    var g0 = a0;
+    var g_stride = hw;
+    if u.combine == WEIGHTS {
+        g0 = img * u.c;
+        g_stride = 1u;
+    }
     let wts = img * (u.c + hw);
     let small = wts + u.c;
 
-    // 1. channel weights
-    for (var ch = lid; ch < u.c; ch += 256u) {
-        var s = 0.0;
-        for (var p = 0u; p < hw; p++) {
-            s += grad[a0 + ch * hw + p];
+    // 1. channel weights (the element-wise combines have none)
+    let elementwise = u.combine == HIRES || u.combine == ELEMENT_WISE || u.combine == LAYER;
+    if !elementwise {
+        for (var ch = lid; ch < u.c; ch += 256u) {
+            scratch[wts + ch] = channel_weight(a0 + ch * hw, g0 + ch * g_stride, hw);
         }
-        scratch[wts + ch] = s / f32(hw);
     }
     storageBarrier();
 
-    // 2. weighted channel sum, ReLU, min and max
+    // 2. the map, ReLU, min and max
     var lo = BIG;
     var hi = -BIG;
     for (var p = lid; p < hw; p += 256u) {
-        var s = 0.0;
-        for (var ch = 0u; ch < u.c; ch++) {
-            s += scratch[wts + ch] * act[a0 + ch * hw + p];
-        }
-        s = max(s, 0.0);
+        let s = max(pixel_sum(a0 + p, g0 + p, wts, hw), 0.0);
         scratch[small + p] = s;
         lo = min(lo, s);
         hi = max(hi, s);
@@ -129,6 +233,7 @@ fn grad_cam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         lo = min(lo, v);
         hi = max(hi, v);
     }
+    if u.renormalize == 0u { return; }
     let r2 = reduce_min_max(lid, lo, hi);
     let den2 = r2.y - r2.x + EPS;
 

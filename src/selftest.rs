@@ -462,36 +462,41 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
 
     op_families(b, &mut c, &mut rng, tol);
 
-    // The fused Grad-CAM step: odd sizes, ResNet's 7x7 -> 224x224, and a constant CAM (the
-    // 1e-7 epsilon path).
-    for (n, ch, h, w, out_h, out_w, constant) in [
-        (3, 13, 5, 7, 29, 31, false),
-        (2, 40, 7, 7, 224, 224, false),
-        (2, 3, 4, 3, 9, 8, true),
-    ] {
-        let p = GradCamParams {
-            n,
-            c: ch,
-            h,
-            w,
-            out_h,
-            out_w,
-            combine: CamCombine::Mean,
-            renormalize: true,
-        };
-        let shape = format!(
-            "n{n} c{ch} {h}x{w}->{out_h}x{out_w}{}",
-            if constant { " constant" } else { "" }
-        );
-        let len = n * ch * h * w;
-        let (a, g) = if constant {
-            (vec![0.5; len], vec![1.0; len])
-        } else {
-            (randn(&mut rng, len), randn(&mut rng, len))
-        };
-        let reference = cam_ref(&p, &a, &g);
-        let out = (|| b.download(&b.grad_cam(&p, &up(&a)?, &up(&g)?)?))();
-        c.check(format!("grad_cam {shape}"), tol.cam, out, &reference);
+    // The fused CAM step, every combine: odd sizes, ResNet's 7x7 -> 224x224 (not normalized
+    // again, as for the per-layer CAMs of several layers), and a constant CAM (the 1e-7
+    // epsilon path). Activations after a ReLU, as at the usual target layers (Grad-CAM++'s
+    // weights have a pole where Σ A < 0, which f32 kernels cannot follow).
+    for combine in CamCombine::ALL {
+        for (n, ch, h, w, out_h, out_w, constant) in [
+            (3, 13, 5, 7, 29, 31, false),
+            (2, 40, 7, 7, 224, 224, false),
+            (2, 3, 4, 3, 9, 8, true),
+        ] {
+            let p = GradCamParams {
+                renormalize: out_h != 224,
+                ..GradCamParams::new(&[n, ch, h, w], out_h, out_w, combine)
+            };
+            let shape = format!(
+                "n{n} c{ch} {h}x{w}->{out_h}x{out_w}{}{}",
+                if p.renormalize { "" } else { " once" },
+                if constant { " constant" } else { "" }
+            );
+            let (len, g_len) = (n * ch * h * w, p.second_len());
+            let (a, g) = if constant {
+                (vec![0.5; len], vec![1.0; g_len])
+            } else {
+                let a = randn(&mut rng, len).iter().map(|v| v.max(0.0)).collect();
+                (a, randn(&mut rng, g_len))
+            };
+            let reference = cam_ref(&p, &a, &g);
+            let out = (|| b.download(&b.grad_cam(&p, &up(&a)?, &up(&g)?)?))();
+            c.check(
+                format!("grad_cam {combine:?} {shape}"),
+                tol.cam,
+                out,
+                &reference,
+            );
+        }
     }
     c.lines
 }
@@ -931,18 +936,68 @@ fn normalize_ref(v: &mut [f64]) {
     }
 }
 
+/// The map of one image before the ReLU, straight from pytorch-grad-cam 1.5's formulas.
+/// a: [c, hw]; g: [c, hw], or [c] weights for `Weights`.
+fn cam_map_ref(how: CamCombine, c: usize, hw: usize, a: &[f32], g: &[f32]) -> Vec<f64> {
+    let mut map = vec![0f64; hw];
+    for ch in 0..c {
+        let a = f64s(&a[ch * hw..(ch + 1) * hw]);
+        let g = if how == CamCombine::Weights {
+            vec![g[ch] as f64]
+        } else {
+            f64s(&g[ch * hw..(ch + 1) * hw])
+        };
+        let n = hw as f64;
+        let sum_a: f64 = a.iter().sum();
+        let weight = match how {
+            CamCombine::Mean => g.iter().sum::<f64>() / n,
+            CamCombine::PlusPlus => g
+                .iter()
+                .map(|&gv| {
+                    let alpha = if gv == 0.0 {
+                        0.0
+                    } else {
+                        gv.powi(2) / (2.0 * gv.powi(2) + sum_a * gv.powi(3) + PLUS_PLUS_EPS)
+                    };
+                    gv.max(0.0) * alpha
+                })
+                .sum(),
+            CamCombine::XGrad => {
+                a.iter().zip(&g).map(|(av, gv)| av * gv).sum::<f64>() / (sum_a + XGRAD_EPS)
+            }
+            CamCombine::Fem => {
+                let mean = sum_a / n;
+                let std = (a.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+                a.iter().filter(|&&v| v > mean + FEM_K * std).count() as f64 / n
+            }
+            CamCombine::Weights => g[0],
+            CamCombine::HiRes | CamCombine::ElementWise | CamCombine::Layer => {
+                for (i, m) in map.iter_mut().enumerate() {
+                    let ga = g[i] * a[i];
+                    *m += match how {
+                        CamCombine::HiRes => ga,
+                        CamCombine::ElementWise => ga.max(0.0),
+                        _ => g[i].max(0.0) * a[i],
+                    };
+                }
+                continue;
+            }
+        };
+        for (m, v) in map.iter_mut().zip(&a) {
+            *m += weight * v;
+        }
+    }
+    map
+}
+
 fn cam_ref(p: &GradCamParams, a: &[f32], g: &[f32]) -> Vec<f64> {
     let hw = p.h * p.w;
+    let g_len = p.second_len() / p.n;
     let mut out = vec![];
     for i in 0..p.n {
-        let mut small = vec![0f64; hw];
-        for ch in 0..p.c {
-            let base = (i * p.c + ch) * hw;
-            let weight = f64s(&g[base..base + hw]).iter().sum::<f64>() / hw as f64;
-            for (s, &v) in small.iter_mut().zip(&a[base..base + hw]) {
-                *s += weight * v as f64;
-            }
-        }
+        let a = &a[i * p.c * hw..(i + 1) * p.c * hw];
+        let g = &g[i * g_len..(i + 1) * g_len];
+        let mut small = cam_map_ref(p.combine, p.c, hw, a, g);
         small.iter_mut().for_each(|v| *v = v.max(0.0));
         normalize_ref(&mut small);
         let mut cam = vec![0f64; p.out_h * p.out_w];
@@ -957,7 +1012,9 @@ fn cam_ref(p: &GradCamParams, a: &[f32], g: &[f32]) -> Vec<f64> {
                 cam[y * p.out_w + x] = top * (1.0 - wy) + bottom * wy;
             }
         }
-        normalize_ref(&mut cam);
+        if p.renormalize {
+            normalize_ref(&mut cam);
+        }
         out.extend(cam);
     }
     out

@@ -26,8 +26,13 @@
 //! - strided copy (concat, permute, shuffle): exact.
 //! - LayerNorm: atol 2e-5, rtol 1e-4: sequential f32 sums over dim ≤ 96 (the CPU sums
 //!   pairwise), and the backward pass's two means of products.
-//! - grad_cam: atol 1e-4 against the CPU step (which accumulates in f64): the f32 channel sum's
-//!   error, relative to the CAM's range after normalization to [0, 1].
+//! - grad_cam, every CamCombine × renormalize on/off: atol 1e-4 on outputs in [0, 1], against
+//!   the CPU step, which accumulates in f64; the WGSL kernel sums in f32 (per-channel sums over
+//!   h·w ≤ 72 pixels, then over C ≤ 300 channels), so the error is the f32 sums' rounding
+//!   relative to the map's range. Measured on lavapipe (max over all cases): Mean 4e-7,
+//!   Grad-CAM++ 1.1e-6, XGrad 1.6e-5 (Σ A near 0 for a channel of mixed-sign activations
+//!   amplifies the f32 sum's error), HiRes 4e-7, element-wise 1e-6, LayerCAM 5e-7, FEM 7e-7,
+//!   Weights 3e-7. Constant maps (1×1 layers, channels constant over their pixels) are exactly 0.
 
 mod common;
 
@@ -524,44 +529,92 @@ on_backends!(linear_layer:
     linear_wgpu => common::wgpu(),
 );
 
+/// Inputs of the fused CAM step: activations like a layer's (a quarter exact zeros, some
+/// negative: FEM's thresholds, XGrad's sums), gradients with exact zeros (Grad-CAM++'s g = 0
+/// branch), or [N, C] weights for `Weights`. `constant`: every channel constant over its pixels
+/// (A[c, ·] = a_c, g[c, ·] = g_c), so every pixel's map is the same sum in the same order: a
+/// constant CAM, normalized with the 1e-7 epsilon alone.
+fn cam_inputs(p: &GradCamParams, constant: bool, rng: &mut StdRng) -> (Vec<f32>, Vec<f32>) {
+    let hw = p.h * p.w;
+    let mut value = |lo: f32, zeros: f64| {
+        if rng.random_bool(zeros) {
+            0.0
+        } else {
+            rng.random_range(lo..1.0)
+        }
+    };
+    let mut act = Vec::with_capacity(p.n * p.c * hw);
+    let mut grad = Vec::with_capacity(p.second_len());
+    for _ in 0..p.n * p.c {
+        let (a, g) = (value(-0.5, 0.25), value(-1.0, 0.125));
+        for _ in 0..hw {
+            act.push(if constant { a } else { value(-0.5, 0.25) });
+            if p.combine != CamCombine::Weights {
+                grad.push(if constant { g } else { value(-1.0, 0.125) });
+            }
+        }
+        if p.combine == CamCombine::Weights {
+            grad.push(g);
+        }
+    }
+    (act, grad)
+}
+
 fn grad_cam<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(19);
-    // (n, c, h, w, out_h, out_w): upsampling by odd factors, C above one workgroup (300),
-    // same size, a 1×1 map (a constant CAM: normalizes to zeros), downsampling.
-    for (n, c, h, w, out_h, out_w) in [
-        (3, 5, 4, 3, 13, 11),
-        (2, 300, 7, 7, 32, 29),
-        (2, 4, 5, 6, 5, 6),
-        (2, 3, 1, 1, 5, 4),
-        (2, 6, 9, 8, 4, 3),
-    ] {
-        let p = GradCamParams {
-            n,
-            c,
-            h,
-            w,
-            out_h,
-            out_w,
-            combine: CamCombine::Mean,
-            renormalize: true,
-        };
-        let len = n * c * h * w;
-        let act: Vec<f32> = (0..len).map(|_| rng.random_range(0.0f32..1.0)).collect();
-        let grad = random(len, &mut rng);
-        let mut want = vec![0f32; n * out_h * out_w];
-        cam::grad_cam(&p, &act, &grad, &mut want);
-        let got = be
-            .grad_cam(&p, &be.upload(&act).unwrap(), &be.upload(&grad).unwrap())
-            .unwrap();
-        assert_close(
-            &format!("{} grad_cam {p:?}", be.name()),
-            &be.download(&got).unwrap(),
-            &f64s(&want),
-            1e-4,
-            0.0,
-        );
+    // (n, c, h, w, out_h, out_w, constant): upsampling by odd factors, C above one workgroup's
+    // threads (300), same size, a 1×1 map (a constant CAM: normalizes to zeros), downsampling,
+    // and channels constant over their pixels (a constant CAM).
+    let cases = [
+        (3, 5, 4, 3, 13, 11, false),
+        (2, 300, 7, 7, 32, 29, false),
+        (2, 4, 5, 6, 5, 6, false),
+        (2, 3, 1, 1, 5, 4, false),
+        (2, 6, 9, 8, 4, 3, false),
+        (2, 7, 5, 4, 9, 10, true),
+    ];
+    for combine in CamCombine::ALL {
+        let mut worst = 0f64;
+        for renormalize in [true, false] {
+            for (n, c, h, w, out_h, out_w, constant) in cases {
+                let p = GradCamParams {
+                    n,
+                    c,
+                    h,
+                    w,
+                    out_h,
+                    out_w,
+                    combine,
+                    renormalize,
+                };
+                let (act, grad) = cam_inputs(&p, constant, &mut rng);
+                let mut want = vec![0f32; n * out_h * out_w];
+                cam::grad_cam(&p, &act, &grad, &mut want);
+                let got = be
+                    .download(
+                        &be.grad_cam(&p, &be.upload(&act).unwrap(), &be.upload(&grad).unwrap())
+                            .unwrap(),
+                    )
+                    .unwrap();
+                let what = format!("{} grad_cam {p:?} constant {constant}", be.name());
+                assert_close(&what, &got, &f64s(&want), CAM_ATOL, 0.0);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(&g, &w)| (g - w).abs() as f64)
+                    .fold(0.0, f64::max);
+                worst = worst.max(err);
+                if constant || h * w == 1 {
+                    assert!(want.iter().all(|&v| v == 0.0), "{what}: not constant");
+                }
+            }
+        }
+        println!("{} grad_cam {combine:?}: max error {worst:e}", be.name());
     }
 }
+
+/// See the header: the f32 kernels against the f64 oracle, on [0, 1] outputs.
+const CAM_ATOL: f64 = 1e-4;
 
 on_backends!(grad_cam:
     grad_cam_cpu => common::cpu(),

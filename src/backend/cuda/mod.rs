@@ -943,25 +943,34 @@ impl Backend for CudaBackend {
         activation: &CudaSlice<f32>,
         gradient: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        if p.combine != crate::ops::CamCombine::Mean || !p.renormalize {
-            return self.unsupported(&format!(
-                "the CAM step {:?} (renormalize {})",
-                p.combine, p.renormalize
-            ));
+        for (buf, len, what) in [
+            (activation, p.n * p.c * p.h * p.w, "activation"),
+            (gradient, p.second_len(), "second operand"),
+        ] {
+            if buf.len() < len {
+                return Err(backend_error(format!(
+                    "grad_cam {what}: buffer of {} elements, {p:?} needs {len}",
+                    buf.len()
+                )));
+            }
         }
         let mut cam = self.out(p.n * p.out_h * p.out_w)?;
+        if p.n * p.out_h * p.out_w == 0 {
+            return Ok(cam);
+        }
         let alloc_err = |e| backend_error(format!("cannot allocate Grad-CAM scratch: {e}"));
         // SAFETY: both scratch buffers are written by the kernel before it reads them.
         let mut weights = unsafe { self.stream.alloc::<f64>(p.n * p.c) }.map_err(alloc_err)?;
         let mut small = unsafe { self.stream.alloc::<f32>(p.n * p.h * p.w) }.map_err(alloc_err)?;
         let d = [p.c, p.h, p.w, p.out_h, p.out_w].map(|v| v as i32);
+        let (combine, renormalize) = (p.combine.code() as i32, i32::from(p.renormalize));
         let cfg = LaunchConfig {
             grid_dim: (p.n as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         launch!(self, "grad_cam", cfg; &mut cam, &mut weights, &mut small, activation, gradient,
-            &d[0], &d[1], &d[2], &d[3], &d[4]);
+            &d[0], &d[1], &d[2], &d[3], &d[4], &combine, &renormalize);
         Ok(cam)
     }
 }

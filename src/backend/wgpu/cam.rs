@@ -3,9 +3,8 @@
 
 use super::kernels::{kernel, Kernel, Shader::GradCam};
 use super::{buffer, groups_1d, u, GpuBuffer, WgpuBackend};
-use crate::backend::Backend;
 use crate::error::Result;
-use crate::ops::{CamCombine, ClassPick, ClassSeedParams, GradCamParams};
+use crate::ops::{ClassPick, ClassSeedParams, GradCamParams};
 
 const GRAD_CAM: Kernel = kernel(GradCam, "grad_cam");
 const CLASS_SEED: Kernel = kernel(GradCam, "class_seed");
@@ -35,12 +34,6 @@ pub fn grad_cam(
     activation: &GpuBuffer,
     gradient: &GpuBuffer,
 ) -> Result<GpuBuffer> {
-    if p.combine != CamCombine::Mean || !p.renormalize {
-        return be.unsupported(&format!(
-            "the CAM step {:?} (renormalize {})",
-            p.combine, p.renormalize
-        ));
-    }
     let len = p.n * p.c * p.h * p.w;
     be.need(activation, len, "grad_cam activation")?;
     be.need(gradient, p.second_len(), "grad_cam gradient")?;
@@ -65,6 +58,8 @@ pub fn grad_cam(
             u(p.out_w),
             scale_h.to_bits(),
             scale_w.to_bits(),
+            p.combine.code(),
+            u32::from(p.renormalize),
         ],
         &[activation.raw(), gradient.raw(), scratch.raw(), cam.raw()],
         groups_1d(p.n, 1)?,
