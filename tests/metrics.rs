@@ -130,7 +130,7 @@ fn removed_pixels_match_pytorch_grad_cam() {
             let cam = f.cam(case);
             for (j, &p) in percentiles.iter().enumerate() {
                 let at = (case * percentiles.len() + j) * hw;
-                let ours = removed_pixels(&cam.data, p, order);
+                let ours = removed_pixels(&cam.data, p, order).unwrap();
                 let differ = ours
                     .iter()
                     .zip(&removed[at..at + hw])
@@ -156,7 +156,7 @@ fn imputer_matches_pytorch_grad_cam() {
             let x = f.image(image);
             let cam = f.cam(case);
             for (j, &p) in percentiles.iter().enumerate() {
-                let removed = removed_pixels(&cam.data, p, order);
+                let removed = removed_pixels(&cam.data, p, order).unwrap();
                 let ours = impute(&x.data, &removed, h, w, 0.0, &mut rng).unwrap();
                 let at = (case * percentiles.len() + j) * n;
                 let err = max_abs(&ours, &expected.data[at..at + n]);
@@ -304,7 +304,7 @@ fn noise_is_seeded_and_on_removed_pixels_only() {
     let f = Fixture::load();
     let (x, cam) = (f.image(0), f.cam(0));
     let (h, w) = (cam.shape[0], cam.shape[1]);
-    let removed = removed_pixels(&cam.data, 50, Order::MostRelevantFirst);
+    let removed = removed_pixels(&cam.data, 50, Order::MostRelevantFirst).unwrap();
     let run = |noise: f32, seed: u64| {
         impute(
             &x.data,
@@ -358,7 +358,7 @@ fn a_flat_cam_imputes_zeros() {
     let cam = vec![0.25; 5 * 4];
     for (order, name) in orders() {
         for p in [0, 10, 90, 100] {
-            let removed = removed_pixels(&cam, p, order);
+            let removed = removed_pixels(&cam, p, order).unwrap();
             assert!(
                 removed.iter().all(|&r| r),
                 "{name} p{p}: all pixels removed"
@@ -447,6 +447,14 @@ fn bad_inputs_are_errors() {
     assert!(impute(&[], &[], 0, 0, 0.0, &mut rng).is_err());
     let e = impute(&[f32::NAN; 60], &[true; 20], 4, 5, 0.0, &mut rng).unwrap_err();
     assert!(e.to_string().contains("NaN"), "{e}");
+
+    assert!(removed_pixels(&[], 50, Order::MostRelevantFirst).is_err());
+    assert!(removed_pixels(&[0.5], 101, Order::LeastRelevantFirst).is_err());
+    let e = removed_pixels(&[0.5, f32::NAN], 50, Order::MostRelevantFirst).unwrap_err();
+    assert!(e.to_string().contains("NaN"), "{e}");
+    assert!(Score::Logit
+        .of(&Tensor::new(vec![2, 0], vec![]), &[0, 0])
+        .is_err());
 
     let logits = Tensor::new(vec![2, 3], vec![0.0; 6]);
     let e = Score::Logit.of(&logits, &[0, 3]).unwrap_err().to_string();

@@ -16,16 +16,18 @@
 //! Deviations from pytorch-grad-cam: the imputer's Gaussian noise (σ = [`NOISE`] = 0.01 there,
 //! fixed; a parameter here) comes from the caller's seeded RNG, so with noise the draws, and the
 //! ROAD numbers, differ from torch's by the noise; with noise 0 they match (tests/metrics.rs). A
-//! ROAD step that removes every pixel (a CAM flat on more than (100 − p) % of the image) imputes
-//! 0 + noise, the value scipy's solver returns for that singular system. Non-finite inputs or
-//! CAMs, and a CAM whose shape is not the image's [H, W], are errors rather than numbers.
+//! ROAD step that removes every pixel (MoRF when the CAM sits at its minimum on more than about
+//! p % of the pixels, common for ReLU'd Grad-CAMs with zero regions; LeRF the same at its
+//! maximum) has a singular system: it imputes 0 + noise, which is what scipy's solver returns
+//! there (explicitly here, not by luck of the pivots). Non-finite inputs or CAMs, and a CAM whose
+//! shape is not the image's [H, W], are errors rather than numbers.
 
 mod confidence;
 mod road;
 mod summary;
 
 pub use confidence::CamMultImage;
-pub use road::{impute, percentile, removed_pixels, Order, Road, NOISE, PERCENTILES};
+pub use road::{impute, removed_pixels, Order, Road, NOISE, PERCENTILES};
 pub use summary::Summary;
 
 use crate::error::{Error, Result};
@@ -71,13 +73,16 @@ impl Score {
                 logits.shape
             )));
         };
+        if k == 0 {
+            return Err(Error::Usage("metrics: the network has no classes".into()));
+        }
         if rows != classes.len() {
             return Err(Error::Usage(format!(
                 "metrics: {rows} rows of logits for {} classes",
                 classes.len()
             )));
         }
-        let rows = logits.data.chunks_exact(k.max(1));
+        let rows = logits.data.chunks_exact(k);
         rows.zip(classes)
             .map(|(row, &class)| {
                 if class >= k {
@@ -145,7 +150,9 @@ pub fn cam_mult_image(
     Ok(CamMultImage::from_scores(s[0], s[1]))
 }
 
-/// Every metric: one scorer call on a batch of 2 + 2 · percentiles (x, x · cam, then ROAD's).
+/// Every metric: one scorer call on a batch of 2 + 2 · percentiles (x, x · cam, then ROAD's
+/// imputed images, most relevant first, then least; 20 images with the default percentiles, which
+/// a scorer may split to bound its memory). `rng` draws the imputer's noise.
 pub fn evaluate<R: Rng + ?Sized>(
     x: &Tensor,
     cam: &Tensor,

@@ -42,7 +42,7 @@ const NEIGHBOURS: [(isize, isize, f64); 8] = [
 /// `numpy.percentile(values, p)` (method "linear") for a finite, non-empty slice, in numpy's
 /// arithmetic for an f32 array and an integer `p`: the virtual index in f64, the interpolation in
 /// f32, from the upper neighbour when the fraction is ≥ 0.5.
-pub fn percentile(values: &[f32], p: u32) -> f32 {
+fn percentile(values: &[f32], p: u32) -> f32 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f32::total_cmp);
     let n = sorted.len();
@@ -61,17 +61,26 @@ pub fn percentile(values: &[f32], p: u32) -> f32 {
     }
 }
 
-/// The pixels ROAD removes from a finite CAM [H·W] at percentile `p` (0..=100): road.py keeps
-/// the pixels strictly below the percentile (of the CAM, or of 1 − CAM for least relevant first)
-/// and removes the rest, so ties at the threshold are removed and at least one pixel always is.
-pub fn removed_pixels(cam: &[f32], p: u32, order: Order) -> Vec<bool> {
+/// The pixels ROAD removes from a CAM [H·W] at percentile `p` (0..=100): road.py keeps the
+/// pixels strictly below the percentile (of the CAM, or of 1 − CAM for least relevant first) and
+/// removes the rest, so ties at the threshold are removed and at least one pixel always is.
+pub fn removed_pixels(cam: &[f32], p: u32, order: Order) -> Result<Vec<bool>> {
+    if p > 100 {
+        return Err(Error::Usage(format!(
+            "ROAD percentile {p} is out of range 0..=100"
+        )));
+    }
+    if cam.is_empty() {
+        return Err(Error::Usage("ROAD: the cam is empty".into()));
+    }
+    super::check_finite("cam", cam, &[cam.len()])?;
     let mask: Vec<f32> = match order {
         Order::MostRelevantFirst => cam.to_vec(),
         Order::LeastRelevantFirst => cam.iter().map(|&c| 1.0 - c).collect(),
     };
     let threshold = percentile(&mask, p);
-    // kept: m < threshold (road.py); the CAM is finite, so removed is m ≥ threshold
-    mask.iter().map(|&m| m >= threshold).collect()
+    // kept: m < threshold (road.py); the values are finite, so removed is m ≥ threshold
+    Ok(mask.iter().map(|&m| m >= threshold).collect())
 }
 
 /// The noisy linear imputer (road.py's `NoisyLinearImputer`) on an image `x` [C, H, W] with
@@ -237,18 +246,13 @@ pub(super) fn perturbations<R: Rng + ?Sized>(
     noise: f32,
     rng: &mut R,
 ) -> Result<Vec<Vec<f32>>> {
-    if let Some(p) = percentiles.iter().find(|&&p| p > 100) {
-        return Err(Error::Usage(format!(
-            "ROAD percentile {p} is out of range 0..=100"
-        )));
-    }
     if percentiles.is_empty() {
         return Err(Error::Usage("ROAD needs at least one percentile".into()));
     }
     let mut images = Vec::with_capacity(2 * percentiles.len());
     for order in [Order::MostRelevantFirst, Order::LeastRelevantFirst] {
         for &p in percentiles {
-            let removed = removed_pixels(cam, p, order);
+            let removed = removed_pixels(cam, p, order)?;
             images.push(impute(x, &removed, h, w, noise, rng)?);
         }
     }
