@@ -14,6 +14,8 @@ src/metrics/ against these files:
     imputed_lerf    [cases, Q, 3, H, W]
     odd.image / odd.removed / odd.imputed   the imputer alone on a non-square image and mask
   manifest.json     cases (image, class) and the metric values per target (logit, softmax)
+Rerunning reproduces every value; only the signs of the zeros scipy returns for the singular
+all-removed systems (case 3 at percentile 10) may change from run to run.
 """
 import json
 import pathlib
