@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod interrupt;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod ops;

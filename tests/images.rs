@@ -448,7 +448,7 @@ fn guided_backprop_image_from_the_cli() {
         &[
             img.to_str().unwrap(),
             "--method",
-            "guided-gradcam",
+            "gradcam,guided-gradcam",
             "--save-raw",
         ],
     );

@@ -11,6 +11,8 @@
 //! - Gradient maps and integrated gradients: max abs ≤ 1e-4 × the largest magnitude (f32
 //!   sums through a dozen layers, as tests/images.rs's guided backpropagation).
 //! - Occlusion (logit differences): max abs ≤ 1e-4 × the largest |logit|.
+//! - The same tolerances on wgpu: its kernels are checked against the CPU backend to ~1e-5
+//!   (tests/backends.rs), far inside them.
 //! - EigenCAM and Eigen-Grad-CAM: against pytorch-grad-cam with the projection's sign fixed
 //!   (the engine's rule); against pytorch-grad-cam as it is, per image, either equal or its
 //!   reference's sign differs (counted and printed).
@@ -153,6 +155,13 @@ fn methods_match_references<B: Backend>(make: impl Fn() -> B) {
 #[test]
 fn cpu_methods_match_references() {
     methods_match_references(common::cpu);
+}
+
+/// The same cases on wgpu (lavapipe in CI): the fused CAM step of every combine, the strided
+/// copies of AblationCAM and the backward passes run in WGSL; the host parts are shared.
+#[test]
+fn wgpu_methods_match_references() {
+    methods_match_references(common::wgpu);
 }
 
 /// The random CAM is seeded: the same seed gives the same map, another seed another.
