@@ -207,6 +207,61 @@ extern "C" __global__ void __launch_bounds__(CAM_THREADS) grad_cam(
     if (renormalize) normalize(out, out_h * out_w, shared);
 }
 
+// Bilinear source of output index dst with align_corners=True (scale = (len_in - 1) /
+// (len_out - 1), 0 for one output pixel, computed on the host as ops::align_corners_scale).
+__device__ void corner_source(int dst, int len_in, float scale, int* i0, int* i1, float* w1) {
+    float s = __fmul_rn((float)dst, scale);
+    int a = min((int)s, len_in - 1);
+    *i0 = a;
+    *i1 = min(a + 1, len_in - 1);
+    *w1 = __fsub_rn(s, (float)a);
+}
+
+// The upsampled mask at output pixel i of an out_w-wide output; src: one channel [h, w].
+__device__ float mask_at(const float* src, int i, int h, int w, int out_w, float scale_h,
+                         float scale_w) {
+    int y0, y1, x0, x1;
+    float wy, wx;
+    corner_source(i / out_w, h, scale_h, &y0, &y1, &wy);
+    corner_source(i % out_w, w, scale_w, &x0, &x1, &wx);
+    const float* r0 = src + y0 * w;
+    const float* r1 = src + y1 * w;
+    float top = __fadd_rn(__fmul_rn(r0[x0], __fsub_rn(1.0f, wx)), __fmul_rn(r0[x1], wx));
+    float bottom = __fadd_rn(__fmul_rn(r1[x0], __fsub_rn(1.0f, wx)), __fmul_rn(r1[x1], wx));
+    return __fadd_rn(__fmul_rn(top, __fsub_rn(1.0f, wy)), __fmul_rn(bottom, wy));
+}
+
+// ScoreCAM's masked inputs for one image (ops::ScoreMaskParams), one block per mask j: the
+// min and max of channel c0 + j upsampled (align_corners=True), then out[j, k] = x[k] * (m -
+// min) / (max - min + 1e-8) for every image channel k. The upsampled mask is computed twice
+// (four taps) rather than stored. Rounded like the CPU reference (no fused multiply-add).
+// out: [count, in_c, out_h, out_w]; x: [in_c, out_h, out_w]; activation: [N, C, h, w], of which
+// channels c0 .. c0 + count of image `image` are read. Grid: count blocks of CAM_THREADS.
+extern "C" __global__ void __launch_bounds__(CAM_THREADS) score_cam_masks(
+    float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ activation,
+    int image, int c0, int c, int h, int w, int in_c, int out_h, int out_w, float scale_h,
+    float scale_w) {
+    __shared__ float shared[32];
+    const int j = blockIdx.x;
+    const long long plane = (long long)out_h * out_w;
+    const float* src = activation + ((long long)image * c + c0 + j) * h * w;
+    float* o = out + (long long)j * in_c * plane;
+
+    float lo = GC_INF, hi = -GC_INF;
+    for (int i = threadIdx.x; i < plane; i += CAM_THREADS) {
+        float m = mask_at(src, i, h, w, out_w, scale_h, scale_w);
+        lo = fminf(lo, m);
+        hi = fmaxf(hi, m);
+    }
+    lo = block_reduce(lo, false, shared);
+    hi = block_reduce(hi, true, shared);
+    float den = __fadd_rn(__fsub_rn(hi, lo), 1e-8f);
+    for (int i = threadIdx.x; i < plane; i += CAM_THREADS) {
+        float m = __fdiv_rn(__fsub_rn(mask_at(src, i, h, w, out_w, scale_h, scale_w), lo), den);
+        for (int k = 0; k < in_c; ++k) o[k * plane + i] = __fmul_rn(x[k * plane + i], m);
+    }
+}
+
 // Whether logit a (class ia) ranks before logit b (class ib): larger first, ties to the lower
 // class, NaN last. The same strict total order as the CPU's `ranks_before`.
 __device__ bool ranks_before(float a, int ia, float b, int ib) {

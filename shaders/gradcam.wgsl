@@ -208,7 +208,9 @@ fn grad_cam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r1 = reduce_min_max(lid, lo, hi);
     storageBarrier();
     let lo1 = r1.x;
-    let den1 = r1.y - lo1 + EPS;
+    // max(…, 0) (a no-op: max ≥ min) keeps the compiler from reassociating the sum into
+    // max + (EPS - min), which is 0 for a constant map whose half-ulp exceeds EPS: 0 / 0 = NaN.
+    let den1 = max(r1.y - lo1, 0.0) + EPS;
 
     // 3. bilinear upsampling of the normalized small CAM, min and max
     let out_len = u.out_h * u.out_w;
@@ -235,11 +237,88 @@ fn grad_cam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     if u.renormalize == 0u { return; }
     let r2 = reduce_min_max(lid, lo, hi);
-    let den2 = r2.y - r2.x + EPS;
+    let den2 = max(r2.y - r2.x, 0.0) + EPS;
 
     // 4. normalize again, in place (each thread rewrites the pixels it wrote)
     for (var q = lid; q < out_len; q += 256u) {
         cam[o0 + q] = (cam[o0 + q] - r2.x) / den2;
+    }
+}
+
+// score_cam_masks: ScoreCAM's masked inputs for one image (ops::ScoreMaskParams), one
+// 256-thread workgroup per mask j (channel c0 + j of the image's activation):
+//
+//   1. m[q] = bilinear align_corners=True upsampling of the channel, and its min/max
+//   2. out[j, k, q] = x[k, q] · (m[q] - min) / (max - min + 1e-8)     for every image channel k
+//
+// The upsampled mask is not stored: phase 2 computes each m[q] again from its four taps (the
+// same function, so the same bits), which costs less than a [count, out_h, out_w] scratch
+// buffer's traffic. One workgroup per mask, because phase 2 needs the whole mask's min and max;
+// ScoreCAM's batches of masks are each followed by a full forward pass of the network, next to
+// which this is small.
+
+struct ScoreMask {
+    image: u32, c0: u32, count: u32,
+    c: u32, h: u32, w: u32,
+    in_c: u32, out_h: u32, out_w: u32,
+    scale_h: f32,  // ops::align_corners_scale(h, out_h), computed on the host
+    scale_w: f32,  // ops::align_corners_scale(w, out_w)
+}
+
+const SCORE_MASK_EPS: f32 = 1e-8;  // ops::SCORE_MASK_EPS
+
+@group(0) @binding(0) var<uniform> mask_u: ScoreMask;
+@group(0) @binding(1) var<storage, read> mask_x: array<f32>;              // [in_c, out_h, out_w]
+@group(0) @binding(2) var<storage, read> mask_act: array<f32>;            // [N, C, h, w]
+@group(0) @binding(3) var<storage, read_write> masked: array<f32>;        // [count, in_c, out_h, out_w]
+
+// Source index pair and weight of bilinear sampling with align_corners=True.
+fn corner_source(dst: u32, len_in: u32, scale: f32) -> vec3<f32> {
+    let s = f32(dst) * scale;
+    let i0 = min(u32(s), len_in - 1u);
+    let i1 = min(i0 + 1u, len_in - 1u);
+    return vec3<f32>(f32(i0), f32(i1), s - f32(i0));
+}
+
+// The upsampled mask at output pixel q; src: the channel's first element in mask_act.
+fn mask_at(src: u32, q: u32) -> f32 {
+    let sy = corner_source(q / mask_u.out_w, mask_u.h, mask_u.scale_h);
+    let sx = corner_source(q % mask_u.out_w, mask_u.w, mask_u.scale_w);
+    let row0 = src + u32(sy.x) * mask_u.w;
+    let row1 = src + u32(sy.y) * mask_u.w;
+    let x0 = u32(sx.x);
+    let x1 = u32(sx.y);
+    let top = mask_act[row0 + x0] * (1.0 - sx.z) + mask_act[row0 + x1] * sx.z;
+    let bottom = mask_act[row1 + x0] * (1.0 - sx.z) + mask_act[row1 + x1] * sx.z;
+    return top * (1.0 - sy.z) + bottom * sy.z;
+}
+
+@compute @workgroup_size(256)
+fn score_cam_masks(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let j = flat_group(wg, nwg);
+    if j >= mask_u.count { return; }
+    let src = (mask_u.image * mask_u.c + mask_u.c0 + j) * mask_u.h * mask_u.w;
+    let plane = mask_u.out_h * mask_u.out_w;
+
+    // 1. min and max of the upsampled mask
+    var lo = BIG;
+    var hi = -BIG;
+    for (var q = lid; q < plane; q += 256u) {
+        let m = mask_at(src, q);
+        lo = min(lo, m);
+        hi = max(hi, m);
+    }
+    let r = reduce_min_max(lid, lo, hi);
+    let den = max(r.y - r.x, 0.0) + SCORE_MASK_EPS;  // max: see den1 of grad_cam
+
+    // 2. the image times the normalized mask
+    let o0 = j * mask_u.in_c * plane;
+    for (var q = lid; q < plane; q += 256u) {
+        let m = (mask_at(src, q) - r.x) / den;
+        for (var k = 0u; k < mask_u.in_c; k++) {
+            masked[o0 + k * plane + q] = mask_x[k * plane + q] * m;
+        }
     }
 }
 

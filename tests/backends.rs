@@ -33,6 +33,13 @@
 //!   Grad-CAM++ 1.1e-6, XGrad 1.6e-5 (Σ A near 0 for a channel of mixed-sign activations
 //!   amplifies the f32 sum's error), HiRes 4e-7, element-wise 1e-6, LayerCAM 5e-7, FEM 7e-7,
 //!   Weights 3e-7. Constant maps (1×1 layers, channels constant over their pixels) are exactly 0.
+//!   Grad-CAM++ with gradients scaled to |g| < 1, 10, 100, on activations after a ReLU and with
+//!   negative values (α's denominator 2g² + Σ A·g³ has a pole at g = -2/Σ A when Σ A < 0):
+//!   measured 1.1e-6 … 2.5e-6 on these seeds, same atol; a g that lands near the pole would
+//!   exceed any f32 tolerance, which is why the selftest's CAM inputs are post-ReLU.
+//! - score_cam_masks: atol 1e-6, rtol 1e-6 (measured 1.2e-7): a four-tap interpolation, one
+//!   normalization and one product per element, same order as the CPU; the shader compiler
+//!   may fuse multiply-adds.
 
 mod common;
 
@@ -546,7 +553,9 @@ fn cam_inputs(p: &GradCamParams, constant: bool, rng: &mut StdRng) -> (Vec<f32>,
     let mut act = Vec::with_capacity(p.n * p.c * hw);
     let mut grad = Vec::with_capacity(p.second_len());
     for _ in 0..p.n * p.c {
-        let (a, g) = (value(-0.5, 0.25), value(-1.0, 0.125));
+        // Constant channels are large, so that the constant map is too (values ≥ 2, whose
+        // half-ulp exceeds the 1e-7 of the normalization).
+        let (a, g) = (8.0 * value(-0.5, 0.25), value(-1.0, 0.125));
         for _ in 0..hw {
             act.push(if constant { a } else { value(-0.5, 0.25) });
             if p.combine != CamCombine::Weights {
@@ -615,6 +624,138 @@ fn grad_cam<B: Backend>(be: &B) {
 
 /// See the header: the f32 kernels against the f64 oracle, on [0, 1] outputs.
 const CAM_ATOL: f64 = 1e-4;
+
+/// Grad-CAM++ with gradients scaled up (|g| < 1, 10, 100), on activations after a ReLU and on
+/// activations with negative values: α's denominator 2g² + Σ A·g³ has a pole at g = -2/Σ A
+/// when Σ A < 0, which larger gradients reach for more channels. Measured (see the header).
+fn grad_cam_plus_plus_large_gradients<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(23);
+    for negative in [false, true] {
+        for scale in [1.0f32, 10.0, 100.0] {
+            let mut worst = 0f64;
+            for (n, c, h, w, out_h, out_w) in [(3, 5, 4, 3, 13, 11), (2, 300, 7, 7, 32, 29)] {
+                let p = GradCamParams::new(&[n, c, h, w], out_h, out_w, CamCombine::PlusPlus);
+                let (mut act, mut grad) = cam_inputs(&p, false, &mut rng);
+                if !negative {
+                    act.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                grad.iter_mut().for_each(|v| *v *= scale);
+                let mut want = vec![0f32; n * out_h * out_w];
+                cam::grad_cam(&p, &act, &grad, &mut want);
+                let got = be
+                    .download(
+                        &be.grad_cam(&p, &be.upload(&act).unwrap(), &be.upload(&grad).unwrap())
+                            .unwrap(),
+                    )
+                    .unwrap();
+                let what = format!("{} grad_cam {p:?} |g| < {scale}", be.name());
+                assert_close(&what, &got, &f64s(&want), CAM_ATOL, 0.0);
+                worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(&g, &w)| (g - w).abs() as f64)
+                    .fold(worst, f64::max);
+            }
+            println!(
+                "{} Grad-CAM++ |g| < {scale}, negative activations {negative}: max error {worst:e}",
+                be.name()
+            );
+        }
+    }
+}
+
+on_backends!(grad_cam_plus_plus_large_gradients:
+    grad_cam_plus_plus_large_gradients_cpu => common::cpu(),
+    grad_cam_plus_plus_large_gradients_wgpu => common::wgpu(),
+);
+
+/// ScoreCAM's masked inputs against the CPU reference. (image, c0, count, c, h, w, in_c,
+/// out_h, out_w): odd upsampling of the last image of a batch, a 1×1 map and one output pixel
+/// (constant masks: zeros), the same size with C = 300, downsampling, ResNet's 7×7 → 224×224.
+/// Activations with zeros and negative values, one channel 0 (a zero mask) and 1×1 maps
+/// (constant masks of any value: (m - min) / (0 + 1e-8) = 0).
+fn score_cam_masks<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(29);
+    for (image, c0, count, c, h, w, in_c, out_h, out_w) in [
+        (1, 2, 5, 9, 7, 7, 3, 33, 29),
+        (0, 0, 4, 4, 1, 1, 3, 5, 4),
+        (2, 290, 10, 300, 5, 6, 3, 5, 6),
+        (0, 3, 3, 8, 4, 3, 1, 1, 1),
+        (0, 0, 3, 3, 9, 8, 3, 4, 3),
+        (1, 0, 2, 2, 7, 7, 3, 224, 224),
+    ] {
+        let p = ScoreMaskParams {
+            image,
+            c0,
+            count,
+            c,
+            h,
+            w,
+            in_c,
+            out_h,
+            out_w,
+        };
+        let hw = h * w;
+        let mut act: Vec<f32> = (0..p.activation_len())
+            .map(|_| {
+                if rng.random_bool(0.25) {
+                    0.0
+                } else {
+                    rng.random_range(-0.5f32..1.0)
+                }
+            })
+            .collect();
+        let constant = (image * c + c0) * hw;
+        act[constant..constant + hw].fill(0.0);
+        let x = random(p.x_len(), &mut rng);
+        let mut want = vec![0f32; p.output_len()];
+        cam::score_cam_masks(&p, &x, &act, &mut want);
+        assert!(want[..p.x_len()].iter().all(|&v| v == 0.0));
+        let got = be
+            .score_cam_masks(&p, &be.upload(&x).unwrap(), &be.upload(&act).unwrap())
+            .unwrap();
+        let got = be.download(&got).unwrap();
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (g - w).abs() as f64)
+            .fold(0.0, f64::max);
+        println!("{} score_cam_masks {p:?}: max error {err:e}", be.name());
+        assert_close(
+            &format!("{} score_cam_masks {p:?}", be.name()),
+            &got,
+            &f64s(&want),
+            1e-6,
+            1e-6,
+        );
+    }
+    // Channels past the last one are an error, not a read past the buffer.
+    let p = ScoreMaskParams {
+        image: 0,
+        c0: 3,
+        count: 2,
+        c: 4,
+        h: 2,
+        w: 2,
+        in_c: 3,
+        out_h: 4,
+        out_w: 4,
+    };
+    let err = be
+        .score_cam_masks(
+            &p,
+            &be.upload(&[0.0; 48]).unwrap(),
+            &be.upload(&[0.0; 16]).unwrap(),
+        )
+        .err()
+        .expect("channels 3..5 of 4");
+    assert!(err.to_string().contains("channels 3..5 of 4"), "{err}");
+}
+
+on_backends!(score_cam_masks:
+    score_cam_masks_cpu => common::cpu(),
+    score_cam_masks_wgpu => common::wgpu(),
+);
 
 on_backends!(grad_cam:
     grad_cam_cpu => common::cpu(),

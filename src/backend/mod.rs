@@ -340,6 +340,18 @@ pub trait Backend {
         activation: &Self::Buf,
         gradient: &Self::Buf,
     ) -> Result<Self::Buf>;
+
+    /// ScoreCAM's masked inputs (`ScoreMaskParams`): one image x [in_c, H, W] times `count`
+    /// channels of activation [N, C, h, w], upsampled and normalized → [count, in_c, H, W].
+    fn score_cam_masks(
+        &self,
+        p: &ScoreMaskParams,
+        x: &Self::Buf,
+        activation: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let _ = (p, x, activation);
+        self.unsupported("score_cam_masks")
+    }
 }
 
 /// The ops training needs beyond those of Grad-CAM: the weight and bias gradients of conv2d and

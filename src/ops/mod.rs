@@ -124,6 +124,90 @@ pub const PLUS_PLUS_EPS: f64 = 1e-6;
 /// XGrad-CAM's epsilon in the activation sum.
 pub const XGRAD_EPS: f64 = 1e-7;
 
+/// ScoreCAM's masked inputs for one image (pytorch-grad-cam's ScoreCAM): channels
+/// c0 .. c0 + count of image `image` of the activation A [n, c, h, w], each upsampled to
+/// [out_h, out_w] bilinearly with align_corners=True (`nn.UpsamplingBilinear2d`), min-max
+/// normalized as (m - min) / (max - min + 1e-8) over the upsampled mask, times the image
+/// x [in_c, out_h, out_w] (the mask broadcast over its channels) → [count, in_c, out_h, out_w].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScoreMaskParams {
+    /// The image of the activation batch whose channels are the masks.
+    pub image: usize,
+    /// The first channel, and how many masks (the batch of masked inputs).
+    pub c0: usize,
+    pub count: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// The image's channels (3 for RGB) and size.
+    pub in_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ScoreMaskParams {
+    /// Elements of the activation the op reads from: images 0 ..= image.
+    pub fn activation_len(&self) -> usize {
+        (self.image + 1) * self.c * self.h * self.w
+    }
+
+    /// Elements of the image x.
+    pub fn x_len(&self) -> usize {
+        self.in_c * self.out_h * self.out_w
+    }
+
+    /// Elements of the output.
+    pub fn output_len(&self) -> usize {
+        self.count * self.x_len()
+    }
+
+    /// Why an image of `x_len` and an activation of `activation_len` elements do not fit these
+    /// parameters, if they do not (each backend makes it its error).
+    pub fn check(&self, x_len: usize, activation_len: usize) -> std::result::Result<(), String> {
+        if self.c0 + self.count > self.c || self.h * self.w == 0 || self.out_h * self.out_w == 0 {
+            return Err(format!(
+                "score_cam_masks {self:?}: channels {}..{} of {}, or an empty size",
+                self.c0,
+                self.c0 + self.count,
+                self.c
+            ));
+        }
+        for (what, len, need) in [
+            ("image", x_len, self.x_len()),
+            ("activation", activation_len, self.activation_len()),
+        ] {
+            if len < need {
+                return Err(format!(
+                    "score_cam_masks {what}: buffer of {len} elements, {self:?} needs {need}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ScoreCAM's epsilon in its mask normalization.
+pub const SCORE_MASK_EPS: f32 = 1e-8;
+
+/// Source coordinate and weights of bilinear sampling with align_corners=True
+/// (`nn.UpsamplingBilinear2d`): returns (i0, i1, w1) so that out = in[i0]·(1-w1) + in[i1]·w1.
+pub fn align_corners_source(dst: usize, len_in: usize, len_out: usize) -> (usize, usize, f32) {
+    let s = dst as f32 * align_corners_scale(len_in, len_out);
+    let i0 = (s as usize).min(len_in - 1);
+    let i1 = (i0 + 1).min(len_in - 1);
+    (i0, i1, s - i0 as f32)
+}
+
+/// (len_in - 1) / (len_out - 1) in f32 (0 for one output pixel): the step of align_corners=True,
+/// computed once on the host for the GPU kernels exactly as here.
+pub fn align_corners_scale(len_in: usize, len_out: usize) -> f32 {
+    if len_out > 1 {
+        (len_in - 1) as f32 / (len_out - 1) as f32
+    } else {
+        0.0
+    }
+}
+
 /// Which class of each image seeds a backward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClassPick {

@@ -7,8 +7,8 @@
 //! matters, so we do the same.
 
 use crate::ops::{
-    bilinear_source, rank_cmp, CamCombine, ClassPick, ClassSeedParams, GradCamParams, CAM_EPS,
-    FEM_K, PLUS_PLUS_EPS, XGRAD_EPS,
+    align_corners_source, bilinear_source, rank_cmp, CamCombine, ClassPick, ClassSeedParams,
+    GradCamParams, ScoreMaskParams, CAM_EPS, FEM_K, PLUS_PLUS_EPS, SCORE_MASK_EPS, XGRAD_EPS,
 };
 use rayon::prelude::*;
 
@@ -131,6 +131,56 @@ pub fn normalize(v: &mut [f32]) {
     for x in v.iter_mut() {
         *x = (*x - lo) / (hi + CAM_EPS);
     }
+}
+
+/// ScoreCAM's masked inputs (`ScoreMaskParams`). x: [in_c, out_h, out_w] one image;
+/// activation: [n, c, h, w]; out: [count, in_c, out_h, out_w].
+pub fn score_cam_masks(p: &ScoreMaskParams, x: &[f32], activation: &[f32], out: &mut [f32]) {
+    let hw = p.h * p.w;
+    let plane = p.out_h * p.out_w;
+    if let Err(e) = p.check(x.len(), activation.len()) {
+        panic!("{e}");
+    }
+    assert_eq!(out.len(), p.output_len());
+    out.par_chunks_mut(p.x_len())
+        .enumerate()
+        .for_each(|(j, o)| {
+            let ch = &activation[(p.image * p.c + p.c0 + j) * hw..][..hw];
+            let mut mask = upsample_align_corners(ch, p.h, p.w, p.out_h, p.out_w);
+            let lo = mask.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = mask.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            mask.iter_mut()
+                .for_each(|v| *v = (*v - lo) / (hi - lo + SCORE_MASK_EPS));
+            for (oc, xc) in o.chunks_mut(plane).zip(x.chunks(plane)) {
+                for ((o, &xv), &m) in oc.iter_mut().zip(xc).zip(&mask) {
+                    *o = xv * m;
+                }
+            }
+        });
+}
+
+/// Bilinear upsampling with align_corners=True (`nn.UpsamplingBilinear2d`): [h, w] → [H, W].
+pub fn upsample_align_corners(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    let cols: Vec<_> = (0..out_w)
+        .map(|x| align_corners_source(x, w, out_w))
+        .collect();
+    let mut out = vec![0f32; out_h * out_w];
+    for y in 0..out_h {
+        let (y0, y1, wy) = align_corners_source(y, h, out_h);
+        let (r0, r1) = (&src[y0 * w..][..w], &src[y1 * w..][..w]);
+        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
+            let top = r0[x0] * (1.0 - wx) + r0[x1] * wx;
+            let bottom = r1[x0] * (1.0 - wx) + r1[x1] * wx;
+            out[y * out_w + x] = top * (1.0 - wy) + bottom * wy;
+        }
+    }
+    out
 }
 
 /// logits, seed: [N, K]. Each image's row of `seed` is one-hot at its picked class; the class

@@ -332,6 +332,22 @@ impl Backend for CpuBackend {
         cam::grad_cam(p, activation, gradient, &mut cam);
         Ok(cam)
     }
+
+    fn score_cam_masks(
+        &self,
+        p: &ScoreMaskParams,
+        x: &Vec<f32>,
+        activation: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        p.check(x.len(), activation.len())
+            .map_err(|reason| crate::error::Error::Backend {
+                backend: self.name(),
+                reason,
+            })?;
+        let mut out = self.out(p.output_len());
+        cam::score_cam_masks(p, x, activation, &mut out);
+        Ok(out)
+    }
 }
 
 impl TrainBackend for CpuBackend {

@@ -63,6 +63,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "linear_fwd",
     "linear_bwd_input",
     "grad_cam",
+    "score_cam_masks",
     "class_seed",
 ];
 
@@ -972,5 +973,31 @@ impl Backend for CudaBackend {
         launch!(self, "grad_cam", cfg; &mut cam, &mut weights, &mut small, activation, gradient,
             &d[0], &d[1], &d[2], &d[3], &d[4], &combine, &renormalize);
         Ok(cam)
+    }
+
+    fn score_cam_masks(
+        &self,
+        p: &ScoreMaskParams,
+        x: &CudaSlice<f32>,
+        activation: &CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        p.check(x.len(), activation.len()).map_err(backend_error)?;
+        let mut out = self.out(p.output_len())?;
+        if p.count == 0 {
+            return Ok(out);
+        }
+        let d = [p.image, p.c0, p.c, p.h, p.w, p.in_c, p.out_h, p.out_w].map(|v| v as i32);
+        let scale = [
+            align_corners_scale(p.h, p.out_h),
+            align_corners_scale(p.w, p.out_w),
+        ];
+        let cfg = LaunchConfig {
+            grid_dim: (p.count as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(self, "score_cam_masks", cfg; &mut out, x, activation, &d[0], &d[1], &d[2],
+            &d[3], &d[4], &d[5], &d[6], &d[7], &scale[0], &scale[1]);
+        Ok(out)
     }
 }

@@ -1,13 +1,15 @@
-//! Glue for shaders/gradcam.wgsl: the class seed of the backward pass, and the fused Grad-CAM
-//! step (its design is explained there).
+//! Glue for shaders/gradcam.wgsl: the class seed of the backward pass, the fused Grad-CAM
+//! step, and ScoreCAM's masked inputs (their designs are explained there).
 
+use super::context::backend_error;
 use super::kernels::{kernel, Kernel, Shader::GradCam};
 use super::{buffer, groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::error::Result;
-use crate::ops::{ClassPick, ClassSeedParams, GradCamParams};
+use crate::ops::{align_corners_scale, ClassPick, ClassSeedParams, GradCamParams, ScoreMaskParams};
 
 const GRAD_CAM: Kernel = kernel(GradCam, "grad_cam");
 const CLASS_SEED: Kernel = kernel(GradCam, "class_seed");
+const SCORE_CAM_MASKS: Kernel = kernel(GradCam, "score_cam_masks");
 
 pub fn class_seed(be: &WgpuBackend, p: &ClassSeedParams, logits: &GpuBuffer) -> Result<GpuBuffer> {
     be.need(logits, p.n * p.k, "class_seed logits")?;
@@ -65,4 +67,39 @@ pub fn grad_cam(
         groups_1d(p.n, 1)?,
     )?;
     Ok(cam)
+}
+
+/// ScoreCAM's masked inputs (shaders/gradcam.wgsl explains the kernel).
+pub fn score_cam_masks(
+    be: &WgpuBackend,
+    p: &ScoreMaskParams,
+    x: &GpuBuffer,
+    activation: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    p.check(x.len(), activation.len()).map_err(backend_error)?;
+    be.need(x, p.x_len(), "score_cam_masks image")?;
+    be.need(activation, p.activation_len(), "score_cam_masks activation")?;
+    let out = be.output(p.output_len())?;
+    if out.is_empty() {
+        return Ok(out);
+    }
+    be.run(
+        SCORE_CAM_MASKS,
+        &[
+            u(p.image),
+            u(p.c0),
+            u(p.count),
+            u(p.c),
+            u(p.h),
+            u(p.w),
+            u(p.in_c),
+            u(p.out_h),
+            u(p.out_w),
+            align_corners_scale(p.h, p.out_h).to_bits(),
+            align_corners_scale(p.w, p.out_w).to_bits(),
+        ],
+        &[x.raw(), activation.raw(), out.raw()],
+        groups_1d(p.count, 1)?,
+    )?;
+    Ok(out)
 }

@@ -407,6 +407,15 @@ impl Backend for WgpuBackend {
     ) -> Result<GpuBuffer> {
         cam::grad_cam(self, p, activation, gradient)
     }
+
+    fn score_cam_masks(
+        &self,
+        p: &ScoreMaskParams,
+        x: &GpuBuffer,
+        activation: &GpuBuffer,
+    ) -> Result<GpuBuffer> {
+        cam::score_cam_masks(self, p, x, activation)
+    }
 }
 
 impl TrainBackend for WgpuBackend {
