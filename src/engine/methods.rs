@@ -29,7 +29,7 @@ pub enum Score {
 
 impl Score {
     /// The score of class `c` for one row of logits.
-    pub fn of(self, logits: &[f32], c: usize) -> f32 {
+    pub fn of_row(self, logits: &[f32], c: usize) -> f32 {
         match self {
             Score::Logit => logits[c],
             Score::Softmax => softmax_at(logits, c),
@@ -51,6 +51,59 @@ impl Score {
                     *o = (pc * (f64::from(u8::from(j == c)) - pj)) as f32;
                 }
             }
+        }
+    }
+
+    /// Its name on the command line and in metric records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Score::Logit => "logit",
+            Score::Softmax => "softmax",
+        }
+    }
+
+    /// The score of `classes[b]` in row b of `logits` [B, K].
+    pub fn of(self, logits: &Tensor, classes: &[usize]) -> Result<Vec<f32>> {
+        let &[rows, k] = logits.shape.as_slice() else {
+            return Err(Error::Usage(format!(
+                "metrics: logits of shape {:?}, expected [batch, classes]",
+                logits.shape
+            )));
+        };
+        if k == 0 {
+            return Err(Error::Usage("metrics: the network has no classes".into()));
+        }
+        if rows != classes.len() {
+            return Err(Error::Usage(format!(
+                "metrics: {rows} rows of logits for {} classes",
+                classes.len()
+            )));
+        }
+        let rows = logits.data.chunks_exact(k);
+        rows.zip(classes)
+            .map(|(row, &class)| {
+                if class >= k {
+                    return Err(Error::ClassOutOfRange { class, classes: k });
+                }
+                Ok(match self {
+                    Score::Logit => row[class],
+                    Score::Softmax => crate::engine::softmax_at(row, class),
+                })
+            })
+            .collect()
+    }
+}
+
+impl std::str::FromStr for Score {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "logit" => Ok(Score::Logit),
+            "softmax" => Ok(Score::Softmax),
+            _ => Err(Error::Usage(format!(
+                "unknown score '{s}'; one of: logit, softmax"
+            ))),
         }
     }
 }
@@ -304,7 +357,10 @@ impl<B: Backend> Engine<B> {
             layers
                 .iter()
                 .zip(&acts)
-                .map(|(&v, a)| self.scorecam_logits(x, a, &plan.shapes[v], o.batch_size))
+                .map(|(&v, a)| {
+                    let buf = value(&fw, v);
+                    self.scorecam_logits(x, a, buf, &plan.shapes[v], o.batch_size)
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             vec![]
@@ -663,7 +719,7 @@ fn eigen_maps(shape: &[usize], act: &[f32], how: Option<Weighting>) -> Vec<f32> 
 fn scorecam_weights(logits: &[Vec<f32>], classes: &[usize], k: usize, score: Score) -> Vec<f32> {
     let mut w = Vec::new();
     for (rows, &class) in logits.iter().zip(classes) {
-        let s: Vec<f64> = rows.chunks(k).map(|r| score.of(r, class) as f64).collect();
+        let s: Vec<f64> = rows.chunks(k).map(|r| score.of_row(r, class) as f64).collect();
         let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
         w.extend(s.iter().map(|v| ((v - m).exp() / z) as f32));
@@ -682,8 +738,8 @@ fn ablation_weights(
     let k = logits.shape[1];
     let mut w = Vec::new();
     for ((rows, row), &class) in ablated.iter().zip(logits.data.chunks(k)).zip(classes) {
-        let s = score.of(row, class);
-        w.extend(rows.chunks(k).map(|r| (s - score.of(r, class)) / s));
+        let s = score.of_row(row, class);
+        w.extend(rows.chunks(k).map(|r| (s - score.of_row(r, class)) / s));
     }
     w
 }
@@ -698,8 +754,8 @@ fn occlusion_map(
     let k = logits.shape[1];
     let mut data = Vec::new();
     for ((rows, row), &class) in occ.logits.iter().zip(logits.data.chunks(k)).zip(classes) {
-        let s = score.of(row, class);
-        data.extend(rows.chunks(k).map(|r| score.of(r, class) - s));
+        let s = score.of_row(row, class);
+        data.extend(rows.chunks(k).map(|r| score.of_row(r, class) - s));
     }
     Tensor::new(vec![classes.len(), occ.grid.0, occ.grid.1], data)
 }

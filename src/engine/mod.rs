@@ -88,10 +88,15 @@ impl<B: Backend> Engine<B> {
 
     /// Logits [N, classes] for input [N, C, H, W].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_buf(self.backend.upload(&x.data)?, &x.shape)
+    }
+
+    /// Logits for an input already on the device, of shape `shape`.
+    fn forward_buf(&self, x: B::Buf, shape: &[usize]) -> Result<Tensor> {
         let g = &self.model.graph;
-        let plan = g.plan(&x.shape)?;
+        let plan = g.plan(shape)?;
         let keep = Keep::for_scopes(g, &[], &[g.output]);
-        let fw = self.run_forward(x, &plan, &keep)?;
+        let fw = walk::forward(&self.ctx(), &plan, x, &keep, true)?;
         self.logits(&fw, &plan)
     }
 

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::graph::op::ReluRule;
 use crate::model::graph::walk::{self, Keep, Scope, Values};
 use crate::model::graph::{Plan, ValueId};
-use crate::ops::StridedCopyParams;
+use crate::ops::{ScoreMaskParams, StridedCopyParams};
 use crate::tensor::Tensor;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -72,54 +72,68 @@ impl<B: Backend> Engine<B> {
         Ok(logits)
     }
 
-    /// ScoreCAM's masked inputs of every image: per image, logits [C, K]. A constant channel
-    /// (a dead ReLU's) normalizes to a zero mask, so all of them share one forward pass of the
-    /// zero input.
+    /// ScoreCAM's masked inputs of every image, made on the device (`score_cam_masks`) from
+    /// the layer's activation `act_buf` [N, C, h, w] (`act`: its host copy): per image, logits
+    /// [C, K]. A constant channel (a dead ReLU's) normalizes to a zero mask, so all of them
+    /// share one forward pass of the zero input; batches are runs of consecutive other
+    /// channels.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn scorecam_logits(
         &self,
         x: &Tensor,
         act: &[f32],
+        act_buf: &B::Buf,
         shape: &[usize],
         batch: usize,
     ) -> Result<Vec<Vec<f32>>> {
         let (c, h, w) = (shape[1], shape[2], shape[3]);
-        let (out_h, out_w) = (x.shape[2], x.shape[3]);
-        let plane = out_h * out_w;
+        let (in_c, out_h, out_w) = (x.shape[1], x.shape[2], x.shape[3]);
+        let per = in_c * out_h * out_w;
         let k = self.model.num_classes;
-        (0..x.shape[0])
-            .map(|i| {
-                let a = &act[i * c * h * w..(i + 1) * c * h * w];
-                let xi = &x.data[i * x.shape[1] * plane..(i + 1) * x.shape[1] * plane];
-                let channel = |ch: usize| &a[ch * h * w..][..h * w];
-                let (live, dead): (Vec<usize>, Vec<usize>) =
-                    (0..c).partition(|&ch| channel(ch).iter().any(|&v| v != channel(ch)[0]));
-                let live_logits = self.perturbed_logits(x, live.len(), batch, |j, out| {
-                    let mut mask = upsample_align_corners(channel(live[j]), h, w, out_h, out_w);
-                    let lo = mask.iter().copied().fold(f32::INFINITY, f32::min);
-                    let hi = mask.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    mask.iter_mut()
-                        .for_each(|v| *v = (*v - lo) / (hi - lo + 1e-8));
-                    for (o, xv) in out.chunks_mut(plane).zip(xi.chunks(plane)) {
-                        for ((o, &xv), &m) in o.iter_mut().zip(xv).zip(&mask) {
-                            *o = xv * m;
-                        }
-                    }
-                })?;
-                let dead_logits = if dead.is_empty() {
-                    vec![]
-                } else {
-                    self.perturbed_logits(x, 1, 1, |_, out| out.fill(0.0))?
+        let mut all = Vec::with_capacity(x.shape[0]);
+        for i in 0..x.shape[0] {
+            let channel = |ch: usize| &act[(i * c + ch) * h * w..][..h * w];
+            let live: Vec<bool> = (0..c)
+                .map(|ch| channel(ch).iter().any(|&v| v != channel(ch)[0]))
+                .collect();
+            let xi = self.backend.upload(&x.data[i * per..(i + 1) * per])?;
+            let mut logits = vec![0f32; c * k];
+            let mut c0 = 0;
+            while c0 < c {
+                if !live[c0] {
+                    c0 += 1;
+                    continue;
+                }
+                check_interrupt()?;
+                let count = (c0..c.min(c0 + batch)).take_while(|&ch| live[ch]).count();
+                let p = ScoreMaskParams {
+                    image: i,
+                    c0,
+                    count,
+                    c,
+                    h,
+                    w,
+                    in_c,
+                    out_h,
+                    out_w,
                 };
-                let mut logits = vec![0f32; c * k];
-                for (j, &ch) in live.iter().enumerate() {
-                    logits[ch * k..(ch + 1) * k].copy_from_slice(&live_logits[j * k..(j + 1) * k]);
+                let masked = self.timed("score_cam_masks", || {
+                    self.backend.score_cam_masks(&p, &xi, act_buf)
+                })?;
+                let l = self.forward_buf(masked, &[count, in_c, out_h, out_w])?;
+                logits[c0 * k..(c0 + count) * k].copy_from_slice(&l.data);
+                c0 += count;
+            }
+            if live.contains(&false) {
+                let zero = self.backend.zeros(per)?;
+                let l = self.forward_buf(zero, &[1, in_c, out_h, out_w])?;
+                for ch in (0..c).filter(|&ch| !live[ch]) {
+                    logits[ch * k..(ch + 1) * k].copy_from_slice(&l.data);
                 }
-                for &ch in &dead {
-                    logits[ch * k..(ch + 1) * k].copy_from_slice(&dead_logits);
-                }
-                Ok(logits)
-            })
-            .collect()
+            }
+            all.push(logits);
+        }
+        Ok(all)
     }
 
     /// AblationCAM: per image, the logits [C, K] of the network above layer `v` with each
@@ -283,38 +297,6 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-/// Bilinear upsampling with align_corners=True (`nn.UpsamplingBilinear2d`): [h, w] → [H, W].
-pub fn upsample_align_corners(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
-    let source = |dst: usize, len_in: usize, len_out: usize| -> (usize, usize, f32) {
-        let scale = if len_out > 1 {
-            (len_in - 1) as f32 / (len_out - 1) as f32
-        } else {
-            0.0
-        };
-        let s = dst as f32 * scale;
-        let i0 = (s as usize).min(len_in - 1);
-        let i1 = (i0 + 1).min(len_in - 1);
-        (i0, i1, s - i0 as f32)
-    };
-    let cols: Vec<_> = (0..out_w).map(|x| source(x, w, out_w)).collect();
-    let mut out = vec![0f32; out_h * out_w];
-    for y in 0..out_h {
-        let (y0, y1, wy) = source(y, h, out_h);
-        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
-            let top = src[y0 * w + x0] * (1.0 - wx) + src[y0 * w + x1] * wx;
-            let bottom = src[y1 * w + x0] * (1.0 - wx) + src[y1 * w + x1] * wx;
-            out[y * out_w + x] = top * (1.0 - wy) + bottom * wy;
-        }
-    }
-    out
-}
-
 /// Captum's Gauss–Legendre rule on [0, 1]: the points α_k (ascending) and weights w_k
 /// (summing to 1), from numpy's `leggauss` on [−1, 1] mapped by α = (1 + t)/2, w = w_t/2.
 /// The roots of P_n by Newton's method from Chebyshev guesses, in f64.
@@ -373,12 +355,5 @@ mod tests {
             let q: f64 = a.iter().zip(&w).map(|(a, w)| w * a.powi(m)).sum();
             assert!((q - 1.0 / (2 * n) as f64).abs() < 1e-10, "n = {n}: {q}");
         }
-    }
-
-    #[test]
-    fn align_corners_keeps_the_corners() {
-        let src = [0.0, 1.0, 2.0, 3.0];
-        let up = upsample_align_corners(&src, 2, 2, 3, 3);
-        assert_eq!(up, vec![0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.0, 2.5, 3.0]);
     }
 }

@@ -30,6 +30,7 @@ pub use confidence::CamMultImage;
 pub use road::{impute, removed_pixels, Order, Road, NOISE, PERCENTILES};
 pub use summary::Summary;
 
+pub use crate::engine::Score;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rand::Rng;
@@ -45,69 +46,6 @@ pub trait Scorer {
 impl<F: FnMut(&Tensor, &[usize]) -> Result<Vec<f32>>> Scorer for F {
     fn scores(&mut self, batch: &Tensor, classes: &[usize]) -> Result<Vec<f32>> {
         self(batch, classes)
-    }
-}
-
-/// What a score is, read off the network's logits [B, K].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Score {
-    /// pytorch-grad-cam's `ClassifierOutputTarget`: the class's logit.
-    Logit,
-    /// `ClassifierOutputSoftmaxTarget`: the class's softmax probability.
-    Softmax,
-}
-
-impl Score {
-    pub fn name(self) -> &'static str {
-        match self {
-            Score::Logit => "logit",
-            Score::Softmax => "softmax",
-        }
-    }
-
-    /// The score of `classes[b]` in row b of `logits` [B, K].
-    pub fn of(self, logits: &Tensor, classes: &[usize]) -> Result<Vec<f32>> {
-        let &[rows, k] = logits.shape.as_slice() else {
-            return Err(Error::Usage(format!(
-                "metrics: logits of shape {:?}, expected [batch, classes]",
-                logits.shape
-            )));
-        };
-        if k == 0 {
-            return Err(Error::Usage("metrics: the network has no classes".into()));
-        }
-        if rows != classes.len() {
-            return Err(Error::Usage(format!(
-                "metrics: {rows} rows of logits for {} classes",
-                classes.len()
-            )));
-        }
-        let rows = logits.data.chunks_exact(k);
-        rows.zip(classes)
-            .map(|(row, &class)| {
-                if class >= k {
-                    return Err(Error::ClassOutOfRange { class, classes: k });
-                }
-                Ok(match self {
-                    Score::Logit => row[class],
-                    Score::Softmax => crate::engine::softmax_at(row, class),
-                })
-            })
-            .collect()
-    }
-}
-
-impl std::str::FromStr for Score {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "logit" => Ok(Score::Logit),
-            "softmax" => Ok(Score::Softmax),
-            _ => Err(Error::Usage(format!(
-                "unknown score '{s}'; one of: logit, softmax"
-            ))),
-        }
     }
 }
 
