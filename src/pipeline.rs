@@ -52,6 +52,9 @@ pub struct Options {
     pub max_image_pixels: u64,
     /// Leave out images whose outputs are all present.
     pub skip_existing: bool,
+    /// `--metrics`: score every CAM with pytorch-grad-cam's faithfulness metrics; stdout then
+    /// has one JSON line per image, class and CAM method, and stderr a summary table.
+    pub metrics: Option<crate::metrics::RoadConfig>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -79,6 +82,8 @@ struct Explained {
     decoded: Decoded,
     /// One per target rank.
     targets: Vec<ImageTarget>,
+    /// With --metrics: one per class and CAM method.
+    records: Vec<crate::metrics::MetricsRecord>,
 }
 
 /// One image's result for one class.
@@ -161,19 +166,27 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
         });
         let writer = s.spawn(|| {
             let mut counts = Summary::default();
+            let mut table = crate::metrics::Summary::default();
             for batch in done_rx {
                 let written: Vec<_> = batch
                     .into_par_iter()
                     .map(|d| {
+                        let records = match &d {
+                            Done::Explained(e) => e.records.clone(),
+                            Done::Skipped { .. } => vec![],
+                        };
                         // After SIGINT/SIGTERM no new image is started.
-                        interrupt::requested().is_none().then(|| write(d, o))
+                        interrupt::requested()
+                            .is_none()
+                            .then(|| write(d, o).map(|lines| (lines, records)))
                     })
                     .collect();
                 let mut stdout = std::io::stdout().lock();
                 for w in written.into_iter().flatten() {
                     match w {
-                        Ok(lines) => {
+                        Ok((lines, records)) => {
                             counts.processed += 1;
+                            records.iter().for_each(|r| table.add(r));
                             for l in lines {
                                 let _ = writeln!(stdout, "{l}");
                             }
@@ -186,6 +199,9 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
                     bar.inc(1);
                 }
                 let _ = stdout.flush();
+            }
+            if o.metrics.is_some() && counts.processed > 0 {
+                bar.suspend(|| eprint!("{}", table.table()));
             }
             counts
         });
@@ -573,7 +589,7 @@ fn compute(
                 });
                 continue;
             }
-            let targets = a
+            let targets: Vec<ImageTarget> = a
                 .targets
                 .iter()
                 .map(|t| ImageTarget {
@@ -590,7 +606,24 @@ fn compute(
                         .collect(),
                 })
                 .collect();
-            slots[i] = Some(Done::Explained(Box::new(Explained { decoded, targets })));
+            let records = match &o.metrics {
+                Some(cfg) => match score_image(engine, o, cfg, &decoded, &targets) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        slots[i] = Some(Done::Skipped {
+                            path: decoded.input.path,
+                            reason: format!("metrics: {e}"),
+                        });
+                        continue;
+                    }
+                },
+                None => vec![],
+            };
+            slots[i] = Some(Done::Explained(Box::new(Explained {
+                decoded,
+                targets,
+                records,
+            })));
         }
     }
     Ok(slots
@@ -689,7 +722,48 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
             line["rank"] = json!(rank + 1);
         }
         json_path(&d.input.path, &mut line);
+        if o.metrics.is_none() {
+            lines.push(line.to_string());
+        }
+    }
+    for r in &e.records {
+        let mut line = r.to_json();
+        json_path(&d.input.path, &mut line);
         lines.push(line.to_string());
     }
     Ok(lines)
+}
+
+/// --metrics for one image: every CAM method's map of every class, scored by perturbed
+/// forward passes of the engine (one batch of 2 + 2 · percentiles per map). The imputer's
+/// noise is seeded by --seed, the same for every image and method, so methods are compared
+/// on the same draws.
+fn score_image(
+    engine: &AnyEngine,
+    o: &Options,
+    cfg: &crate::metrics::RoadConfig,
+    d: &Decoded,
+    targets: &[ImageTarget],
+) -> Result<Vec<crate::metrics::MetricsRecord>> {
+    use rand::SeedableRng;
+    let (h, w) = d.prepared.geometry.input;
+    let x = Tensor::new(vec![3, h, w], d.prepared.tensor.clone());
+    let score = o.method_options.score;
+    let mut scorer = |b: &Tensor, classes: &[usize]| score.of(&engine.forward(b)?, classes);
+    let mut records = Vec::new();
+    for t in targets {
+        for (m, map) in t.maps.iter().filter(|(m, _)| m.kind() == MapKind::Cam) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(o.method_options.seed);
+            let metrics = crate::metrics::evaluate(&x, map, t.class, cfg, &mut rng, &mut scorer)?;
+            records.push(crate::metrics::MetricsRecord {
+                image: d.input.name.clone(),
+                method: m.name().into(),
+                class: t.class,
+                score,
+                noise: cfg.noise,
+                metrics,
+            });
+        }
+    }
+    Ok(records)
 }

@@ -170,3 +170,62 @@ fn method_option_errors_are_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// --metrics: one JSON line per image and CAM method with pytorch-grad-cam's metric names, a
+/// summary table on stderr, and the same numbers on a second run (the imputer's noise is
+/// seeded).
+#[test]
+fn metrics_give_a_line_per_image_and_method_and_a_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &str| {
+        gradcam(&[
+            "explain",
+            "--weights",
+            demo_weights().to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--method",
+            "gradcam,scorecam,saliency",
+            "--metrics",
+            "--road-percentiles",
+            "20,80",
+            "--out",
+            tmp.path().join(out).to_str().unwrap(),
+            samples().join("sample_0.png").to_str().unwrap(),
+            samples().join("sample_1.png").to_str().unwrap(),
+        ])
+    };
+    let o = run("a");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Two images × the two CAM methods (saliency is not a CAM).
+    assert_eq!(lines.len(), 4, "{stdout}");
+    for l in &lines {
+        for key in [
+            "cam_mult_image_confidence_change",
+            "drop_in_confidence",
+            "increase_in_confidence",
+            "road_morf_average",
+            "road_lerf_average",
+            "road_combined",
+        ] {
+            assert!(l[key].as_f64().unwrap().is_finite(), "{key}: {l}");
+        }
+        assert!(l["road_morf"]["80"].is_number(), "{l}");
+        assert!(l["path"].is_string());
+    }
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("road_combined") && stderr.contains("scorecam"),
+        "{stderr}"
+    );
+    let again = run("b");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).replace("/b/", "/a/"),
+        stdout
+    );
+}

@@ -96,9 +96,21 @@ pub struct Args {
     /// SmoothGrad's noise: standard deviation in network-input (normalized) units.
     #[arg(long, default_value_t = 0.15, requires = "smooth", allow_hyphen_values = true, value_parser = parse_noise)]
     noise: f32,
-    /// Seeds the random method and SmoothGrad's noise.
+    /// Seeds the random method, SmoothGrad's noise and the ROAD imputer's noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Score every CAM with pytorch-grad-cam's faithfulness metrics (CamMultImageConfidenceChange,
+    /// Drop/IncreaseInConfidence, ROAD MoRF/LeRF at --road-percentiles, their averages,
+    /// ROADCombined): stdout has one JSON line per image, class and CAM method instead of one
+    /// per image, and stderr a table of the means per method. The pictures are written as usual.
+    #[arg(long)]
+    metrics: bool,
+    /// ROAD's percentiles (--metrics).
+    #[arg(long, value_delimiter = ',', default_value = "10,20,30,40,50,60,70,80,90", requires = "metrics", value_parser = |s: &str| super::parse_count(s, 0, 100).map(|v| v as u32))]
+    road_percentiles: Vec<u32>,
+    /// ROAD imputer's Gaussian noise, in network-input units (pytorch-grad-cam's 0.01).
+    #[arg(long, default_value_t = 0.01, requires = "metrics", value_parser = parse_noise)]
+    road_noise: f32,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
     /// float32 .npy array [N, 3, H, W], already normalized, used as is (instead of images).
@@ -353,6 +365,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         progress: !a.quiet,
         max_image_pixels: a.max_image_pixels,
         skip_existing: a.skip_existing,
+        metrics: a.metrics.then(|| crate::metrics::RoadConfig {
+            percentiles: a.road_percentiles.clone(),
+            noise: a.road_noise,
+        }),
     };
     let summary = pipeline::run(&engine, &opts)?;
     Ok(if summary.skipped > 0 {

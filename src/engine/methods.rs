@@ -719,7 +719,10 @@ fn eigen_maps(shape: &[usize], act: &[f32], how: Option<Weighting>) -> Vec<f32> 
 fn scorecam_weights(logits: &[Vec<f32>], classes: &[usize], k: usize, score: Score) -> Vec<f32> {
     let mut w = Vec::new();
     for (rows, &class) in logits.iter().zip(classes) {
-        let s: Vec<f64> = rows.chunks(k).map(|r| score.of_row(r, class) as f64).collect();
+        let s: Vec<f64> = rows
+            .chunks(k)
+            .map(|r| score.of_row(r, class) as f64)
+            .collect();
         let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
         w.extend(s.iter().map(|v| ((v - m).exp() / z) as f32));
