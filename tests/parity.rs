@@ -14,13 +14,14 @@ use std::path::PathBuf;
 mod common;
 use common::fixture_tensor as tensor;
 
-/// The fixture directories under `dir` (relative to tests/fixtures).
+/// The fixture directories under `dir` (relative to tests/fixtures): those with a model and a
+/// manifest (tests/fixtures/metrics and methods hold other tests' fixtures).
 fn fixture_dirs(dir: &str) -> Vec<PathBuf> {
     let root = common::fixture(dir);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("the fixture directory exists")
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.join("manifest.json").exists())
+        .filter(|p| p.join("manifest.json").exists() && p.join("model.safetensors").exists())
         .collect();
     dirs.sort();
     dirs
