@@ -330,25 +330,32 @@ pub fn check_activations(engine: &AnyEngine, shape: &[usize]) -> Result<()> {
 /// NAME.M.png and NAME.M.npy. Method names are distinct and none is `cam` or `overlay`, so
 /// no two outputs share a name.
 fn suffixes(o: &Options) -> Vec<(String, String)> {
+    o.methods
+        .iter()
+        .flat_map(|&m| method_files(m, o.save_raw))
+        .collect()
+}
+
+/// One method's (JSON key, file suffix) pairs, in the order `write` writes them: a CAM's
+/// heatmap, overlay and (with --save-raw) .npy; another map's picture and .npy.
+fn method_files(m: Method, save_raw: bool) -> Vec<(String, String)> {
     let mut v = Vec::new();
-    for &m in &o.methods {
-        match m.kind() {
-            MapKind::Cam => {
-                let (key, file) = match m {
-                    Method::Gradcam => (String::new(), String::new()),
-                    m => (format!("{}.", m.name()), format!("{}.", m.name())),
-                };
-                v.push((format!("{key}cam"), format!("{file}cam.png")));
-                v.push((format!("{key}overlay"), format!("{file}overlay.png")));
-                if o.save_raw {
-                    v.push((format!("{key}raw"), format!("{file}cam.npy")));
-                }
+    match m.kind() {
+        MapKind::Cam => {
+            let infix = match m {
+                Method::Gradcam => String::new(),
+                m => format!("{}.", m.name()),
+            };
+            v.push((format!("{infix}cam"), format!("{infix}cam.png")));
+            v.push((format!("{infix}overlay"), format!("{infix}overlay.png")));
+            if save_raw {
+                v.push((format!("{infix}raw"), format!("{infix}cam.npy")));
             }
-            MapKind::Gradient | MapKind::Signed => {
-                v.push((m.name().into(), format!("{}.png", m.name())));
-                if o.save_raw {
-                    v.push((format!("{}-raw", m.name()), format!("{}.npy", m.name())));
-                }
+        }
+        MapKind::Gradient | MapKind::Signed => {
+            v.push((m.name().into(), format!("{}.png", m.name())));
+            if save_raw {
+                v.push((format!("{}-raw", m.name()), format!("{}.npy", m.name())));
             }
         }
     }
@@ -664,21 +671,12 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
         let mut put = |key: &str, path: &Path| {
             outputs.insert(key.into(), json!(path.display().to_string()));
         };
-        let raw = |p: &Path, t: &Tensor| crate::npy::write_f32(p, t).map_err(path_msg);
         for (m, map) in &t.maps {
-            let name = m.name();
-            match m.kind() {
+            let files = method_files(*m, o.save_raw);
+            let images = match m.kind() {
                 MapKind::Cam => {
-                    let (key, infix) = match m {
-                        Method::Gradcam => (String::new(), String::new()),
-                        _ => (format!("{name}."), format!("{name}.")),
-                    };
                     let cam = &map.data;
-                    let p = file(&format!("{infix}cam.png"));
-                    write_png(&p, &overlay::heatmap(cam, h, w)).map_err(path_msg)?;
-                    put(&format!("{key}cam"), &p);
-                    let p = file(&format!("{infix}overlay.png"));
-                    let img = match &d.original {
+                    let overlay = match &d.original {
                         Some(orig) => overlay::overlay_original(
                             orig,
                             cam,
@@ -687,29 +685,25 @@ fn write(done: Done, o: &Options) -> std::result::Result<Vec<String>, String> {
                         ),
                         None => overlay::show_cam_on_image(&d.prepared.rgb, cam, o.image_weight),
                     };
-                    write_png(&p, &img).map_err(path_msg)?;
-                    put(&format!("{key}overlay"), &p);
-                    if o.save_raw {
-                        let p = file(&format!("{infix}cam.npy"));
-                        raw(&p, map)?;
-                        put(&format!("{key}raw"), &p);
-                    }
+                    vec![overlay::heatmap(cam, h, w), overlay]
                 }
-                MapKind::Gradient | MapKind::Signed => {
-                    let img = if m.kind() == MapKind::Gradient {
-                        overlay::gradient_image(&map.data, h, w)
-                    } else {
-                        overlay::diverging(&map.data, map.shape[0], map.shape[1], h, w)
-                    };
-                    let p = file(&format!("{name}.png"));
-                    write_png(&p, &img).map_err(path_msg)?;
-                    put(name, &p);
-                    if o.save_raw {
-                        let p = file(&format!("{name}.npy"));
-                        raw(&p, map)?;
-                        put(&format!("{name}-raw"), &p);
-                    }
+                MapKind::Gradient => vec![overlay::gradient_image(&map.data, h, w)],
+                MapKind::Signed => vec![overlay::diverging(
+                    &map.data,
+                    map.shape[0],
+                    map.shape[1],
+                    h,
+                    w,
+                )],
+            };
+            // The pictures, then (with --save-raw) the raw map, as `method_files` lists them.
+            for (i, (key, suffix)) in files.iter().enumerate() {
+                let p = file(suffix);
+                match images.get(i) {
+                    Some(img) => write_png(&p, img).map_err(path_msg)?,
+                    None => crate::npy::write_f32(&p, map).map_err(path_msg)?,
                 }
+                put(key, &p);
             }
         }
         let mut line = json!({
