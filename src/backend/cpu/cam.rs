@@ -112,9 +112,21 @@ pub fn resize_bilinear(
     out_h: usize,
     out_w: usize,
 ) {
-    let cols: Vec<_> = (0..out_w).map(|x| bilinear_source(x, w, out_w)).collect();
+    resample(src, (h, w), out, (out_h, out_w), bilinear_source);
+}
+
+/// Bilinear resampling of `src` [h, w] into `out` [out_h, out_w], with `source(dst, len_in,
+/// len_out)` giving each output coordinate's two source indices and the second one's weight.
+fn resample(
+    src: &[f32],
+    (h, w): (usize, usize),
+    out: &mut [f32],
+    (out_h, out_w): (usize, usize),
+    source: fn(usize, usize, usize) -> (usize, usize, f32),
+) {
+    let cols: Vec<_> = (0..out_w).map(|x| source(x, w, out_w)).collect();
     for y in 0..out_h {
-        let (y0, y1, wy) = bilinear_source(y, h, out_h);
+        let (y0, y1, wy) = source(y, h, out_h);
         let (r0, r1) = (&src[y0 * w..][..w], &src[y1 * w..][..w]);
         for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
             let top = r0[x0] * (1.0 - wx) + r0[x1] * wx;
@@ -167,19 +179,8 @@ pub fn upsample_align_corners(
     out_h: usize,
     out_w: usize,
 ) -> Vec<f32> {
-    let cols: Vec<_> = (0..out_w)
-        .map(|x| align_corners_source(x, w, out_w))
-        .collect();
     let mut out = vec![0f32; out_h * out_w];
-    for y in 0..out_h {
-        let (y0, y1, wy) = align_corners_source(y, h, out_h);
-        let (r0, r1) = (&src[y0 * w..][..w], &src[y1 * w..][..w]);
-        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
-            let top = r0[x0] * (1.0 - wx) + r0[x1] * wx;
-            let bottom = r1[x0] * (1.0 - wx) + r1[x1] * wx;
-            out[y * out_w + x] = top * (1.0 - wy) + bottom * wy;
-        }
-    }
+    resample(src, (h, w), &mut out, (out_h, out_w), align_corners_source);
     out
 }
 
