@@ -82,17 +82,20 @@ mod tests {
         for p in 0..6 {
             assert!((proj[p] - t[p] * 5f64.sqrt()).abs() < 0.05, "{proj:?}");
         }
-        // The same data with pixels as channels (hw ≤ C branch): transposed problem.
-        let mut wide = vec![0.0; 6 * 2];
-        for ch in 0..6 {
-            for p in 0..2 {
-                wide[ch * 2 + p] = v[p * 6 + ch];
-            }
+        // Fewer pixels than channels (the X Xᵀ branch): 2 pixels, 6 channels. Centred, the
+        // two rows are ±d with d half their difference, so the projection is ±|d|.
+        let wide: Vec<f64> = (0..6)
+            .flat_map(|ch| [ch as f64, -(ch as f64) * 0.5])
+            .collect();
+        let norm = (0..6)
+            .map(|ch| (0.75 * ch as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let proj = projection(&wide, 6, 2);
+        assert_eq!(proj.len(), 2);
+        for p in proj {
+            assert!((p.abs() - norm).abs() < 1e-9, "{p} vs ±{norm}");
         }
-        let proj_wide = projection(&wide, 6, 2);
-        let proj_check = projection(&v, 2, 6);
-        assert_eq!(proj_wide.len(), 2);
-        assert_eq!(proj_check, proj);
     }
 
     #[test]
