@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod pointing;
 pub mod runner;
 pub mod selftest;
+pub mod storage;
 pub mod tensor;
 pub mod train;
 

@@ -48,11 +48,11 @@ fn check_two_sgd_steps<B: TrainBackend>(be: B, name: &str) {
         momentum: manifest["sgd"]["momentum"].as_f64().unwrap(),
         weight_decay: manifest["sgd"]["weight_decay"].as_f64().unwrap(),
     };
-    let mut trainer = Trainer::with_backend(be, initial.tensors().clone(), None, sgd, 0).unwrap();
+    let mut trainer = Trainer::with_backend(be, initial.state_dict(), None, sgd, 0).unwrap();
     // PyTorch ran with dropout p = 0 (its mask cannot be reproduced here).
     trainer.dropout_p = 0.0;
     for i in 0..2 {
-        let x = batches.tensors()[&format!("x{i}")].clone();
+        let x = batches.tensors()[&format!("x{i}")].to_tensor();
         let labels: Vec<usize> = batches.tensors()[&format!("y{i}")]
             .data
             .iter()
@@ -115,7 +115,7 @@ fn two_fixture_steps<B: TrainBackend>(trainer: &mut Trainer<B>, name: &str) -> V
     let batches = load(&fixture(name).join("batches.safetensors"));
     (0..2)
         .map(|i| {
-            let x = batches.tensors()[&format!("x{i}")].clone();
+            let x = batches.tensors()[&format!("x{i}")].to_tensor();
             let labels: Vec<usize> = batches.tensors()[&format!("y{i}")]
                 .data
                 .iter()
@@ -143,7 +143,7 @@ fn dropout_masks_are_the_same_on_cpu_and_wgpu() {
         momentum: 0.9,
         weight_decay: 5e-3,
     };
-    let state = initial.tensors().clone();
+    let state = initial.state_dict();
     let mut cpu = Trainer::with_backend(common::cpu(), state.clone(), None, sgd, 7).unwrap();
     let mut gpu = Trainer::with_backend(common::wgpu(), state, None, sgd, 7).unwrap();
     assert_eq!(cpu.dropout_p, 0.5);

@@ -9,6 +9,7 @@ pub mod wgpu;
 
 use crate::error::{Error, Result};
 use crate::ops::*;
+use crate::storage::Storage;
 
 /// Time spent per kernel, keyed by op kind ("conv2d", "conv2d.backward", …) or kernel name.
 pub type Profile = std::collections::BTreeMap<String, (std::time::Duration, usize)>;
@@ -106,6 +107,10 @@ pub trait Backend {
 
     fn name(&self) -> String;
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    /// A weight, uploaded once per model: the CPU backend shares it instead of copying.
+    fn upload_weight(&self, data: &Storage) -> Result<Self::Buf> {
+        self.upload(data)
+    }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
 
     /// x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], bias: [Cout] → [N, Cout, Ho, Wo].

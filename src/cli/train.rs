@@ -98,7 +98,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(path) => {
             let store = WeightStore::load(path)?;
             let model = Model::from_store(&store, a.arch.as_deref())?;
-            let mut state = store.tensors().clone();
+            let mut state = store.state_dict();
             if let Some(c) = a.replace_head {
                 init::replace_head(&mut state, &model, c as usize, a.seed)?;
             }

@@ -52,7 +52,7 @@ impl<B: Backend> Engine<B> {
             .graph
             .params
             .iter()
-            .map(|t| backend.upload(&t.data))
+            .map(|t| backend.upload_weight(&t.data))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             backend,

@@ -7,6 +7,7 @@ use super::graph::*;
 use super::weights::WeightStore;
 use crate::error::{Error, Result};
 use crate::ops::{Activation, BinaryOp};
+use crate::storage::Weight;
 use crate::tensor::Tensor;
 
 /// torchvision's BatchNorm2d default.
@@ -104,7 +105,7 @@ pub struct Builder<'a> {
     pub transform_input_applied: Option<bool>,
     nodes: Vec<Node>,
     modules: Vec<Module>,
-    params: Vec<Tensor>,
+    params: Vec<Weight>,
     param_names: Vec<String>,
     num_values: usize,
 }
@@ -128,8 +129,8 @@ impl<'a> Builder<'a> {
     pub const INPUT: ValueId = 0;
 
     /// A param that is not a tensor of the store (a folded BatchNorm, a constant).
-    pub fn param(&mut self, name: &str, t: Tensor) -> ParamId {
-        self.params.push(t);
+    pub fn param(&mut self, name: &str, t: impl Into<Weight>) -> ParamId {
+        self.params.push(t.into());
         self.param_names.push(name.to_owned());
         self.params.len() - 1
     }
@@ -266,7 +267,11 @@ impl<'a> Builder<'a> {
     ) -> Result<ValueId> {
         let get = |field: &str| -> Result<Vec<f32>> {
             let full = format!("{name}.{field}");
-            Ok(self.store.take(&self.arch, &full, &[Some(c)])?.data.clone())
+            Ok(self
+                .store
+                .take(&self.arch, &full, &[Some(c)])?
+                .data
+                .to_vec())
         };
         let (w, b) = (get("weight")?, get("bias")?);
         let (mean, var) = (get("running_mean")?, get("running_var")?);

@@ -536,8 +536,8 @@ fn add_node(
                 .take(&arch, &need("weight", &mut roles)?, &[None])?
                 .data;
             let c = Some(w.len());
-            let mut get = |role| -> std::result::Result<&Vec<f32>, NodeError> {
-                Ok(&store.take(&arch, &need(role, &mut roles)?, &[c])?.data)
+            let mut get = |role| -> std::result::Result<&[f32], NodeError> {
+                Ok(&store.take(&arch, &need(role, &mut roles)?, &[c])?.data[..])
             };
             let (bias, mean, var) = (get("bias")?, get("running_mean")?, get("running_var")?);
             if var.iter().any(|&v| v as f64 + eps <= 0.0) {

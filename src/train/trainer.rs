@@ -63,7 +63,7 @@ impl<B: TrainBackend> Trainer<B> {
             .graph
             .params
             .iter()
-            .map(|t| backend.upload(&t.data))
+            .map(|t| backend.upload_weight(&t.data))
             .collect::<Result<Vec<_>>>()?;
         let mut trainable = vec![];
         for n in &model.graph.nodes {

@@ -40,12 +40,27 @@ pub fn conv2d_forward_fused<T: Real>(
     epi: Option<Epilogue<T>>,
     y: &mut [T],
 ) {
+    let u = winograd::applies(p).then(|| winograd::filters(p, w));
+    conv2d_forward_with(p, x, w, u.as_deref(), b, epi, y)
+}
+
+/// [`conv2d_forward_fused`] with Winograd's filters (`winograd::filters(p, w)`) given when
+/// [`winograd::applies`] to `p`, by a caller that keeps them across calls; None: im2col.
+pub fn conv2d_forward_with<T: Real>(
+    p: &Conv2dParams,
+    x: &[T],
+    w: &[T],
+    winograd_filters: Option<&[T]>,
+    b: Option<&[T]>,
+    epi: Option<Epilogue<T>>,
+    y: &mut [T],
+) {
     assert_eq!(x.len(), p.input_len());
     assert_eq!(w.len(), p.weight_len());
     assert_eq!(y.len(), p.output_len());
     prefer_huge_pages(y);
-    if winograd::applies(p) {
-        return winograd::conv2d_forward(p, x, w, b, epi, y);
+    if let Some(u) = winograd_filters {
+        return winograd::conv2d_forward(p, x, u, b, epi, y);
     }
     let pix = p.h_out() * p.w_out();
     let in_img = p.c_in * p.h_in * p.w_in;
@@ -170,13 +185,26 @@ fn forward_blocks_in_parallel<T: Real>(
 /// dx = conv_transpose(dy, w): the gradient of conv2d with respect to its input.
 /// dy: [N, Cout, Ho, Wo], w: [Cout, Cin, kh, kw], dx: [N, Cin, H, W].
 pub fn conv2d_backward_input<T: Real>(p: &Conv2dParams, dy: &[T], w: &[T], dx: &mut [T]) {
+    let u = winograd::backward_as_forward(p).map(|_| winograd::backward_filters(p, w));
+    conv2d_backward_input_with(p, dy, w, u.as_deref(), dx)
+}
+
+/// [`conv2d_backward_input`] with Winograd's filters (`winograd::backward_filters(p, w)`)
+/// given when `winograd::backward_as_forward(p)` applies, by a caller that keeps them.
+pub fn conv2d_backward_input_with<T: Real>(
+    p: &Conv2dParams,
+    dy: &[T],
+    w: &[T],
+    winograd_filters: Option<&[T]>,
+    dx: &mut [T],
+) {
     assert_eq!(dy.len(), p.output_len());
     assert_eq!(w.len(), p.weight_len());
     assert_eq!(dx.len(), p.input_len());
     prefer_huge_pages(dx);
-    if let Some(q) = winograd::backward_as_forward(p) {
-        let wt = winograd::transpose_rotate(p, w);
-        return winograd::conv2d_forward(&q, dy, &wt, None, None, dx);
+    if let Some(u) = winograd_filters {
+        let q = winograd::backward_as_forward(p).expect("Winograd applies to the input gradient");
+        return winograd::conv2d_forward(&q, dy, u, None, None, dx);
     }
     let pix = p.h_out() * p.w_out();
     let in_img = p.c_in * p.h_in * p.w_in;

@@ -25,6 +25,7 @@ pub mod winograd;
 use super::{Backend, ConvEpilogue, TrainBackend};
 use crate::error::Result;
 use crate::ops::*;
+use crate::storage::{Derived, Storage};
 
 /// The CPU backend. With `poison`, every output buffer starts as NaN, so a kernel that fails to
 /// write an element is caught by the tests.
@@ -39,47 +40,56 @@ impl CpuBackend {
     }
 }
 
+/// Winograd's filters for `p` when it applies, kept with the weight: computed once per model.
+fn winograd_filters<'w>(p: &Conv2dParams, w: &'w Storage) -> Option<&'w [f32]> {
+    winograd::applies(p).then(|| w.derived(Derived::Winograd, |w| winograd::filters(p, w)))
+}
+
 impl Backend for CpuBackend {
-    type Buf = Vec<f32>;
+    type Buf = Storage;
     type Idx = Vec<u32>;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
+    fn upload(&self, data: &[f32]) -> Result<Storage> {
+        Ok(data.to_vec().into())
     }
 
-    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
-        Ok(buf.clone())
+    fn upload_weight(&self, data: &Storage) -> Result<Storage> {
+        Ok(data.clone())
+    }
+
+    fn download(&self, buf: &Storage) -> Result<Vec<f32>> {
+        Ok(buf.to_vec())
     }
 
     fn conv2d(
         &self,
         p: &Conv2dParams,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        bias: Option<&Vec<f32>>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+    ) -> Result<Storage> {
         let mut y = self.out(p.output_len());
-        let b = bias.map(|b| b.as_slice());
+        let b = bias.map(|b| &b[..]);
         if p.is_dense() {
-            conv::conv2d_forward(p, x, w, b, &mut y);
+            conv::conv2d_forward_with(p, x, w, winograd_filters(p, w), b, None, &mut y);
         } else {
             grouped_conv::conv2d_forward(p, x, w, b, &mut y);
         }
-        Ok(y)
+        Ok(y.into())
     }
 
     fn conv2d_fused(
         &self,
         p: &Conv2dParams,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        bias: Option<&Vec<f32>>,
-        e: &ConvEpilogue<'_, Vec<f32>>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+        e: &ConvEpilogue<'_, Storage>,
+    ) -> Result<Storage> {
         if !p.is_dense() {
             return super::conv2d_then_epilogue(self, p, x, w, bias, e);
         }
@@ -87,258 +97,258 @@ impl Backend for CpuBackend {
         let epi = epilogue::Epilogue {
             scale: e.scale,
             shift: e.shift,
-            residual: e.residual.map(|r| r.as_slice()),
+            residual: e.residual.map(|r| &r[..]),
             relu: e.relu,
         };
-        let b = bias.map(|b| b.as_slice());
-        conv::conv2d_forward_fused(p, x, w, b, Some(epi), &mut y);
-        Ok(y)
+        let b = bias.map(|b| &b[..]);
+        conv::conv2d_forward_with(p, x, w, winograd_filters(p, w), b, Some(epi), &mut y);
+        Ok(y.into())
     }
 
-    fn conv2d_grad_input(&self, p: &Conv2dParams, dy: &Vec<f32>, w: &Vec<f32>) -> Result<Vec<f32>> {
+    fn conv2d_grad_input(&self, p: &Conv2dParams, dy: &Storage, w: &Storage) -> Result<Storage> {
         let mut dx = self.out(p.input_len());
         if p.is_dense() {
-            conv::conv2d_backward_input(p, dy, w, &mut dx);
+            let u = winograd::backward_as_forward(p).map(|_| {
+                w.derived(Derived::WinogradTransposed, |w| {
+                    winograd::backward_filters(p, w)
+                })
+            });
+            conv::conv2d_backward_input_with(p, dy, w, u, &mut dx);
         } else {
             grouped_conv::conv2d_backward_input(p, dy, w, &mut dx);
         }
-        Ok(dx)
+        Ok(dx.into())
     }
 
     fn channel_affine(
         &self,
         p: &ChannelAffineParams,
-        x: &Vec<f32>,
-        scale: &Vec<f32>,
-        shift: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        scale: &Storage,
+        shift: &Storage,
+    ) -> Result<Storage> {
         let mut y = self.out(p.len());
         elementwise::channel_affine_forward(p, x, scale, shift, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn channel_affine_grad_input(
         &self,
         p: &ChannelAffineParams,
-        dy: &Vec<f32>,
-        scale: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        dy: &Storage,
+        scale: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.len());
         elementwise::channel_affine_backward_input(p, dy, scale, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn relu(&self, x: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+    fn relu(&self, x: &Storage, len: usize) -> Result<Storage> {
         let mut y = self.out(len);
         elementwise::relu_forward(&x[..len], &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
-    fn relu_grad_input(&self, y: &Vec<f32>, dy: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+    fn relu_grad_input(&self, y: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
         let mut dx = self.out(len);
         elementwise::relu_backward_input(&y[..len], &dy[..len], &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn max_pool2d(&self, p: &MaxPool2dParams, x: &Vec<f32>) -> Result<(Vec<f32>, Vec<u32>)> {
+    fn max_pool2d(&self, p: &MaxPool2dParams, x: &Storage) -> Result<(Storage, Vec<u32>)> {
         let mut y = self.out(p.output_len());
         let mut idx = vec![u32::MAX; p.output_len()];
         pool::max_pool2d_forward(p, x, &mut y, &mut idx);
-        Ok((y, idx))
+        Ok((y.into(), idx))
     }
 
     fn max_pool2d_grad_input(
         &self,
         p: &MaxPool2dParams,
         argmax: &Vec<u32>,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        dy: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.input_len());
         pool::max_pool2d_backward_input(p, argmax, dy, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &Storage) -> Result<Storage> {
         let mut y = self.out(p.output_len());
         pool::adaptive_avg_pool2d_forward(p, x, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn adaptive_avg_pool2d_grad_input(
         &self,
         p: &AdaptivePool2dParams,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        dy: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.input_len());
         pool::adaptive_avg_pool2d_backward_input(p, dy, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn add(&self, a: &Vec<f32>, b: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+    fn add(&self, a: &Storage, b: &Storage, len: usize) -> Result<Storage> {
         let mut y = self.out(len);
         elementwise::add(&a[..len], &b[..len], &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn linear(
         &self,
         p: &LinearParams,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        bias: Option<&Vec<f32>>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+    ) -> Result<Storage> {
         let mut y = self.out(p.n * p.out_f);
-        linear::linear_forward(p, x, w, bias.map(|b| b.as_slice()), &mut y);
-        Ok(y)
+        linear::linear_forward(p, x, w, bias.map(|b| &b[..]), &mut y);
+        Ok(y.into())
     }
 
-    fn linear_grad_input(&self, p: &LinearParams, dy: &Vec<f32>, w: &Vec<f32>) -> Result<Vec<f32>> {
+    fn linear_grad_input(&self, p: &LinearParams, dy: &Storage, w: &Storage) -> Result<Storage> {
         let mut dx = self.out(p.n * p.in_f);
         linear::linear_backward_input(p, dy, w, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(self.out(len))
+    fn alloc(&self, len: usize) -> Result<Storage> {
+        Ok(self.out(len).into())
     }
 
-    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+    fn zeros(&self, len: usize) -> Result<Storage> {
+        Ok(vec![0.0; len].into())
     }
 
-    fn activation(&self, p: &ActivationParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+    fn activation(&self, p: &ActivationParams, x: &Storage) -> Result<Storage> {
         let mut y = self.out(p.len);
         activation::activation_forward(p, &x[..p.len], &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn activation_grad_input(
         &self,
         p: &ActivationParams,
-        saved: &Vec<f32>,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        saved: &Storage,
+        dy: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.len);
         activation::activation_backward_input(p, &saved[..p.len], &dy[..p.len], &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn binary(&self, p: &BinaryParams, a: &Vec<f32>, b: &Vec<f32>) -> Result<Vec<f32>> {
+    fn binary(&self, p: &BinaryParams, a: &Storage, b: &Storage) -> Result<Storage> {
         let mut y = self.out(p.len());
         binary::binary_forward(p, a, b, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn binary_grad_input(
         &self,
         p: &BinaryParams,
         operand: usize,
-        dy: &Vec<f32>,
-        a: &Vec<f32>,
-        b: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        dy: &Storage,
+        a: &Storage,
+        b: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.operand(operand).iter().product());
         binary::binary_backward_input(p, operand, dy, a, b, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Vec<f32>) -> Result<Vec<f32>> {
+    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Storage) -> Result<Storage> {
         let mut y = self.out(p.output_len());
         pool::avg_pool2d_forward(p, x, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
-    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Vec<f32>) -> Result<Vec<f32>> {
+    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Storage) -> Result<Storage> {
         let mut dx = self.out(p.input_len());
         pool::avg_pool2d_backward_input(p, dy, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
     fn adaptive_max_pool2d(
         &self,
         p: &AdaptivePool2dParams,
-        x: &Vec<f32>,
-    ) -> Result<(Vec<f32>, Vec<u32>)> {
+        x: &Storage,
+    ) -> Result<(Storage, Vec<u32>)> {
         let mut y = self.out(p.output_len());
         let mut idx = vec![u32::MAX; p.output_len()];
         pool::adaptive_max_pool2d_forward(p, x, &mut y, &mut idx);
-        Ok((y, idx))
+        Ok((y.into(), idx))
     }
 
     fn adaptive_max_pool2d_grad_input(
         &self,
         p: &AdaptivePool2dParams,
         argmax: &Vec<u32>,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        dy: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.input_len());
         pool::adaptive_max_pool2d_backward_input(p, argmax, dy, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn strided_copy(
-        &self,
-        p: &StridedCopyParams,
-        src: &Vec<f32>,
-        dst: &mut Vec<f32>,
-    ) -> Result<()> {
-        layout::strided_copy(p, src, dst);
+    fn strided_copy(&self, p: &StridedCopyParams, src: &Storage, dst: &mut Storage) -> Result<()> {
+        layout::strided_copy(p, src, dst.make_mut());
         Ok(())
     }
 
     fn layer_norm(
         &self,
         p: &LayerNormParams,
-        x: &Vec<f32>,
-        weight: &Vec<f32>,
-        bias: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        weight: &Storage,
+        bias: &Storage,
+    ) -> Result<Storage> {
         let mut y = self.out(p.len());
         layer_norm::layer_norm_forward(p, x, weight, bias, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn layer_norm_grad_input(
         &self,
         p: &LayerNormParams,
-        x: &Vec<f32>,
-        weight: &Vec<f32>,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        weight: &Storage,
+        dy: &Storage,
+    ) -> Result<Storage> {
         let mut dx = self.out(p.len());
         layer_norm::layer_norm_backward_input(p, x, weight, dy, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
-    fn dropout(&self, x: &Vec<f32>, mask: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+    fn dropout(&self, x: &Storage, mask: &Storage, len: usize) -> Result<Storage> {
         let mut y = self.out(len);
         training::dropout_scaled(&x[..len], &mask[..len], &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
-    fn class_seed(&self, p: &ClassSeedParams, logits: &Vec<f32>) -> Result<Vec<f32>> {
+    fn class_seed(&self, p: &ClassSeedParams, logits: &Storage) -> Result<Storage> {
         let mut seed = self.out(p.n * p.k);
         cam::class_seed(p, logits, &mut seed);
-        Ok(seed)
+        Ok(seed.into())
     }
 
     fn grad_cam(
         &self,
         p: &GradCamParams,
-        activation: &Vec<f32>,
-        gradient: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        activation: &Storage,
+        gradient: &Storage,
+    ) -> Result<Storage> {
         let mut cam = self.out(p.n * p.out_h * p.out_w);
         cam::grad_cam(p, activation, gradient, &mut cam);
-        Ok(cam)
+        Ok(cam.into())
     }
 
     fn score_cam_masks(
         &self,
         p: &ScoreMaskParams,
-        x: &Vec<f32>,
-        activation: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+        x: &Storage,
+        activation: &Storage,
+    ) -> Result<Storage> {
         p.check(x.len(), activation.len())
             .map_err(|reason| crate::error::Error::Backend {
                 backend: self.name(),
@@ -346,63 +356,116 @@ impl Backend for CpuBackend {
             })?;
         let mut out = self.out(p.output_len());
         cam::score_cam_masks(p, x, activation, &mut out);
-        Ok(out)
+        Ok(out.into())
     }
 }
 
 impl TrainBackend for CpuBackend {
-    fn conv2d_grad_weight(
-        &self,
-        p: &Conv2dParams,
-        x: &Vec<f32>,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+    fn conv2d_grad_weight(&self, p: &Conv2dParams, x: &Storage, dy: &Storage) -> Result<Storage> {
         let mut dw = self.out(p.weight_len());
         if p.is_dense() {
             weight_grad::conv2d_backward_weight(p, x, dy, &mut dw);
         } else {
             grouped_conv::conv2d_backward_weight(p, x, dy, &mut dw);
         }
-        Ok(dw)
+        Ok(dw.into())
     }
 
-    fn conv2d_grad_bias(&self, p: &Conv2dParams, dy: &Vec<f32>) -> Result<Vec<f32>> {
+    fn conv2d_grad_bias(&self, p: &Conv2dParams, dy: &Storage) -> Result<Storage> {
         let mut db = self.out(p.c_out);
         weight_grad::conv2d_backward_bias(p, dy, &mut db);
-        Ok(db)
+        Ok(db.into())
     }
 
-    fn linear_grad_weight(
-        &self,
-        p: &LinearParams,
-        x: &Vec<f32>,
-        dy: &Vec<f32>,
-    ) -> Result<Vec<f32>> {
+    fn linear_grad_weight(&self, p: &LinearParams, x: &Storage, dy: &Storage) -> Result<Storage> {
         let mut dw = self.out(p.out_f * p.in_f);
         weight_grad::linear_backward_weight(p, x, dy, &mut dw);
-        Ok(dw)
+        Ok(dw.into())
     }
 
-    fn linear_grad_bias(&self, p: &LinearParams, dy: &Vec<f32>) -> Result<Vec<f32>> {
+    fn linear_grad_bias(&self, p: &LinearParams, dy: &Storage) -> Result<Storage> {
         let mut db = self.out(p.out_f);
         weight_grad::linear_backward_bias(p, dy, &mut db);
-        Ok(db)
+        Ok(db.into())
     }
 
     fn sgd_step(
         &self,
         s: &SgdParams,
-        w: &mut Vec<f32>,
-        grad: &Vec<f32>,
-        velocity: &mut Option<Vec<f32>>,
+        w: &mut Storage,
+        grad: &Storage,
+        velocity: &mut Option<Storage>,
         len: usize,
     ) -> Result<()> {
         // training::sgd_step's "no buffer yet" is an empty vector.
-        let mut v = velocity.take().unwrap_or_default();
-        training::sgd_step(s, &mut w[..len], &grad[..len], &mut v);
+        let mut v = velocity.take().map(Storage::into_vec).unwrap_or_default();
+        training::sgd_step(s, &mut w.make_mut()[..len], &grad[..len], &mut v);
         if !v.is_empty() {
-            *velocity = Some(v);
+            *velocity = Some(v.into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    fn conv(c_in: usize, c_out: usize) -> Conv2dParams {
+        Conv2dParams {
+            n: 2,
+            c_in,
+            h_in: 13,
+            w_in: 11,
+            c_out,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
+            pad_h_end: 1,
+            pad_w_end: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        }
+    }
+
+    /// The Winograd filters kept with a weight give the bits of the uncached kernels, call
+    /// after call, and are recomputed once the weight is written (a training step).
+    #[test]
+    fn kept_winograd_filters_follow_their_weight() {
+        let p = conv(17, 19);
+        assert!(winograd::applies(&p) && winograd::backward_as_forward(&p).is_some());
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut r =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (x, dy) = (r(p.input_len()), r(p.output_len()));
+        let be = CpuBackend { poison: true };
+        let mut w = Storage::from(r(p.weight_len()));
+        let (xs, dys) = (Storage::from(x.clone()), Storage::from(dy.clone()));
+        let want = |w: &[f32]| {
+            let mut y = vec![f32::NAN; p.output_len()];
+            conv::conv2d_forward(&p, &x, w, None, &mut y);
+            let mut dx = vec![f32::NAN; p.input_len()];
+            conv::conv2d_backward_input(&p, &dy, w, &mut dx);
+            (y, dx)
+        };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for step in 0..3 {
+            let (y, dx) = want(&w);
+            for _ in 0..2 {
+                assert_eq!(
+                    bits(&be.conv2d(&p, &xs, &w, None).unwrap()),
+                    bits(&y),
+                    "step {step}"
+                );
+                let got = be.conv2d_grad_input(&p, &dys, &w).unwrap();
+                assert_eq!(bits(&got), bits(&dx), "step {step}");
+            }
+            w.make_mut().iter_mut().for_each(|v| *v = -0.5 * *v + 0.25);
+        }
     }
 }

@@ -120,7 +120,7 @@ mod tests {
         };
         let run = || {
             let mut y = vec![f32::NAN; p.output_len()];
-            winograd::conv2d_forward(&p, &x, &w, Some(&b), None, &mut y);
+            winograd::conv2d_forward(&p, &x, &winograd::filters(&p, &w), Some(&b), None, &mut y);
             let mut h = vec![f32::NAN; x.len()];
             activation_forward(&a, &x, &mut h);
             (y, h)

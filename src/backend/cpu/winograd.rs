@@ -44,19 +44,20 @@ pub fn applies(p: &Conv2dParams) -> bool {
         && p.h_out().div_ceil(2) * p.w_out().div_ceil(2) >= MIN_IMAGE_TILES
 }
 
-/// y = conv(x, w) + b, then the epilogue. Shapes as `conv::conv2d_forward`; `p` must satisfy
-/// the 3×3, stride-1 part of [`applies`] (the channel count only decides speed).
+/// y = conv(x, w) + b, then the epilogue, given `u = filters(p, w)`. Shapes as
+/// `conv::conv2d_forward`; `p` must satisfy the 3×3, stride-1 part of [`applies`] (the
+/// channel count only decides speed).
 pub fn conv2d_forward<T: Real>(
     p: &Conv2dParams,
     x: &[T],
-    w: &[T],
+    u: &[T],
     b: Option<&[T]>,
     epi: Option<Epilogue<T>>,
     y: &mut [T],
 ) {
     assert!(p.k_h == 3 && p.k_w == 3 && p.stride_h == 1 && p.stride_w == 1);
+    assert_eq!(u.len(), 16 * p.c_out * p.c_in);
     let g = Geometry::new(p);
-    let u = transform_weights(p, w);
     let (in_img, out_img) = (p.c_in * p.h_in * p.w_in, p.c_out * g.pix);
     let threads = rayon::current_num_threads();
     let image = |img: usize, xi: &[T], yi: &mut [T], parallel: bool| {
@@ -71,7 +72,7 @@ pub fn conv2d_forward<T: Real>(
             }
         }
         let block = |scratch: &mut Scratch<T>, k: usize, out: Vec<&mut [T]>, par: bool| {
-            g.block(p, xi, &u, b, epi, k, out, scratch, par)
+            g.block(p, xi, u, b, epi, k, out, scratch, par)
         };
         if !parallel {
             let mut scratch = Scratch::default();
@@ -129,8 +130,15 @@ pub fn backward_as_forward(p: &Conv2dParams) -> Option<Conv2dParams> {
     applies(&q).then_some(q)
 }
 
+/// The filters [`conv2d_forward`] takes for the input gradient of `p` (see
+/// [`backward_as_forward`], which must apply): of `w` transposed and rotated.
+pub fn backward_filters<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
+    let q = backward_as_forward(p).expect("Winograd applies to the input gradient");
+    filters(&q, &transpose_rotate(p, w))
+}
+
 /// w [Cout, Cin, 3, 3] → [Cin, Cout, 3, 3], each filter rotated by 180°.
-pub fn transpose_rotate<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
+fn transpose_rotate<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); w.len()];
     for (k, g) in w.chunks_exact(9).enumerate() {
         let (co, ci) = (k / p.c_in, k % p.c_in);
@@ -393,9 +401,10 @@ fn zip_with<T: Copy>(out: &mut [T], x: &[T], y: &[T], f: impl Fn(T, T) -> T) {
     }
 }
 
-/// u[ξ][co][ci] = (G·g·Gᵀ)[ξ] for every 3×3 filter g = w[co][ci], with
-/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-fn transform_weights<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
+/// The transformed filters [`conv2d_forward`] takes: u[ξ][co][ci] = (G·g·Gᵀ)[ξ] for every 3×3
+/// filter g = w[co][ci], with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]. They depend on
+/// the weights only, so a caller that keeps them computes them once per model.
+pub fn filters<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
     let pos = p.c_out * p.c_in;
     let mut u = vec![T::zero(); 16 * pos];
     let half = T::of(0.5);
@@ -476,6 +485,7 @@ mod tests {
         for (n, threads) in [(1, 1), (1, 2), (3, 2), (1, 3)] {
             let p = params(n, 18, (23, 19), 5, 1);
             let (x, w, b) = (r(p.input_len()), r(p.weight_len()), r(p.c_out));
+            let w = filters(&p, &w);
             let (scale, shift, res) = (r(p.c_out), r(p.c_out), r(p.output_len()));
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

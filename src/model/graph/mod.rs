@@ -9,7 +9,7 @@ pub mod op;
 pub mod walk;
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::storage::Weight;
 pub use op::{Op, OpDef};
 
 pub type ValueId = usize;
@@ -44,7 +44,7 @@ pub struct Module {
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub modules: Vec<Module>,
-    pub params: Vec<Tensor>,
+    pub params: Vec<Weight>,
     pub param_names: Vec<String>,
     pub input: ValueId,
     pub output: ValueId,
