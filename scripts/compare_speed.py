@@ -74,7 +74,29 @@ def cpu_model():
 
 def median_wall(cmd, iters):
     """Median wall time of running `cmd` as a process, after one warm-up (page cache)."""
-    return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), iters)
+    return median_process(cmd, iters)[0]
+
+
+def run_process(cmd):
+    """(wall seconds, peak resident set in MB) of one run of `cmd`."""
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - t
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{cmd[0]} exited with {child.returncode}: {err.read().decode()}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux
+
+
+def median_process(cmd, iters):
+    """Medians of wall time and peak RSS over `iters` runs of `cmd`, after one warm-up run
+    (the page cache)."""
+    run_process(cmd)
+    runs = [run_process(cmd) for _ in range(iters)]
+    return tuple(statistics.median(r[i] for r in runs) for i in range(2))
 
 
 def median_time(fn, iters):
@@ -174,10 +196,13 @@ def main():
     if args.mode != "process":
         print("(images/s; 'pgc' = pytorch-grad-cam GradCAM, default target layer, top-1 class)")
     if rows:
-        print(f"one process per batch of {args.batch}, load included (seconds, median of {args.iters}):")
-        print(f"{'model':18} {'pgc process':>12} {'gradcam process':>16} {'speed-up':>9}")
-        for arch, t_pgc, t_ours in rows:
-            print(f"{arch:18} {t_pgc:12.2f} {t_ours:16.2f} {t_pgc / t_ours:8.2f}x")
+        print(f"one process per batch of {args.batch}, load included (seconds and peak RSS in MB, "
+              f"median of {args.iters}):")
+        print(f"{'model':18} {'file MB':>8} {'pgc s':>7} {'pgc MB':>7} {'gradcam s':>10} "
+              f"{'gradcam MB':>11} {'speed-up':>9}")
+        for arch, size, (t_pgc, m_pgc), (t_ours, m_ours) in rows:
+            print(f"{arch:18} {size:8.0f} {t_pgc:7.2f} {m_pgc:7.0f} {t_ours:10.2f} {m_ours:11.0f} "
+                  f"{t_pgc / t_ours:8.2f}x")
 
 
 PGC_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
@@ -218,19 +243,19 @@ def method_rows(args, tmp):
 
 
 def process_row(args, arch, weights, tmp):
-    """(arch, pytorch-grad-cam process seconds, gradcam process seconds) for one batch."""
+    """(arch, weights file MB, pytorch-grad-cam's and ours (seconds, peak RSS MB)) for one
+    batch; with --batch 1, the time to the first result."""
     import numpy
     x = tmp / f"{arch}.x.npy"
     numpy.save(x, torch.randn(args.batch, 3, args.size, args.size).numpy())
     script = PGC_PROCESS.format(scripts=str(pathlib.Path(__file__).parent), threads=args.threads,
                                 arch=arch, weights=str(weights), x=str(x),
                                 layer=DEFAULT_LAYER[arch], out=str(tmp / f"{arch}.pgc.npy"))
-    t_pgc = median_wall(["python3", "-c", script], args.iters)
+    pgc = median_process(["python3", "-c", script], args.iters)
     ours = [args.bin, "--threads", str(args.threads), "explain", "--weights", str(weights),
             "--backend", args.device, "--quiet", "--input-tensor", str(x),
             "--out", str(tmp / f"{arch}.ours")]
-    t_ours = median_wall(ours, args.iters)
-    return arch, t_pgc, t_ours
+    return arch, weights.stat().st_size / 2**20, pgc, median_process(ours, args.iters)
 
 
 if __name__ == "__main__":
