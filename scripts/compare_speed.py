@@ -25,6 +25,7 @@ import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -77,18 +78,29 @@ def median_wall(cmd, iters):
     return median_process(cmd, iters)[0]
 
 
+# Runs a command as its child and reports that child's wall time and peak RSS. The child must
+# not be forked from this script itself: Linux counts the forking process's memory (torch,
+# here) into a child's ru_maxrss up to its exec.
+MEASURE = """
+import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nmeasured {time.perf_counter() - t} {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_process(cmd):
     """(wall seconds, peak resident set in MB) of one run of `cmd`."""
-    with tempfile.TemporaryFile() as err:
-        t = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - t
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"{cmd[0]} exited with {child.returncode}: {err.read().decode()}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", MEASURE, *cmd],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited with {run.returncode}: {run.stderr}")
+    wall, rss_kb = run.stderr.rstrip().rsplit("\n", 1)[-1].split()[1:]
+    return float(wall), int(rss_kb) / 1024  # ru_maxrss is in KB on Linux
 
 
 def median_process(cmd, iters):
