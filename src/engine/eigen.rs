@@ -14,13 +14,14 @@
 //! there are fewer pixels than channels (ResNet's 7×7 layer4: 49 × 49 instead of
 //! 2048 × 2048), else Xᵀ X (C × C). Both in f64.
 
-use nalgebra::{DMatrix, SymmetricEigen};
+use faer::{Mat, MatRef, Side};
 
-/// values: [C, hw] → the projection [hw], sign-corrected.
-pub fn projection(values: &[f64], c: usize, hw: usize) -> Vec<f64> {
+/// values: [C, hw] → the projection [hw], sign-corrected; None if the eigensolver does not
+/// converge (faer reports it; it does not happen in practice).
+pub fn projection(values: &[f64], c: usize, hw: usize) -> Option<Vec<f64>> {
     assert_eq!(values.len(), c * hw);
     // X: hw × C, centred per channel.
-    let x = DMatrix::from_fn(hw, c, |p, ch| {
+    let mut x = Mat::from_fn(hw, c, |p, ch| {
         let v = values[ch * hw + p];
         if v.is_nan() {
             0.0
@@ -28,38 +29,38 @@ pub fn projection(values: &[f64], c: usize, hw: usize) -> Vec<f64> {
             v
         }
     });
-    let mut x = x;
-    for mut col in x.column_iter_mut() {
-        let mean = col.sum() / hw as f64;
-        col.add_scalar_mut(-mean);
+    for ch in 0..c {
+        let col = x.col_mut(ch);
+        let mean = col.as_ref().sum() / hw as f64;
+        col.iter_mut().for_each(|v| *v -= mean);
     }
     let mut proj: Vec<f64> = if hw <= c {
         let gram = &x * x.transpose();
-        let (lambda, u) = top_eigen(gram);
+        let (lambda, u) = top_eigen(gram.as_ref())?;
         u.iter().map(|&v| v * lambda.max(0.0).sqrt()).collect()
     } else {
         let gram = x.transpose() * &x;
-        let (_, v) = top_eigen(gram);
-        (&x * v).iter().copied().collect()
+        let (_, v) = top_eigen(gram.as_ref())?;
+        (0..hw)
+            .map(|p| (0..c).map(|ch| x[(p, ch)] * v[ch]).sum())
+            .collect()
     };
     let lo = proj.iter().copied().fold(0.0, f64::min);
     let hi = proj.iter().copied().fold(0.0, f64::max);
     if -lo > hi {
         proj.iter_mut().for_each(|v| *v = -*v);
     }
-    proj
+    Some(proj)
 }
 
-/// The largest eigenvalue of a symmetric matrix and its unit eigenvector.
-fn top_eigen(m: DMatrix<f64>) -> (f64, nalgebra::DVector<f64>) {
-    let e = SymmetricEigen::new(m);
-    let (i, &lambda) = e
-        .eigenvalues
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .expect("a non-empty matrix");
-    (lambda, e.eigenvectors.column(i).into_owned())
+/// The largest eigenvalue of a symmetric matrix and its unit eigenvector; None if the solver
+/// does not converge.
+fn top_eigen(m: MatRef<'_, f64>) -> Option<(f64, Vec<f64>)> {
+    let e = m.self_adjoint_eigen(Side::Lower).ok()?;
+    // faer sorts the eigenvalues in nondecreasing order: the largest is the last.
+    let last = m.nrows().checked_sub(1)?;
+    let lambda = e.S().column_vector()[last];
+    Some((lambda, e.U().col(last).iter().copied().collect()))
 }
 
 #[cfg(test)]
@@ -77,7 +78,7 @@ mod tests {
             v[p] = t[p] + 2.0 * noise[p] + 3.0;
             v[6 + p] = 2.0 * t[p] - noise[p] - 1.0;
         }
-        let proj = projection(&v, 2, 6);
+        let proj = projection(&v, 2, 6).unwrap();
         // Expected: the centred points projected onto ≈ (1, 2)/√5, increasing with t.
         for p in 0..6 {
             assert!((proj[p] - t[p] * 5f64.sqrt()).abs() < 0.05, "{proj:?}");
@@ -91,7 +92,7 @@ mod tests {
             .map(|ch| (0.75 * ch as f64).powi(2))
             .sum::<f64>()
             .sqrt();
-        let proj = projection(&wide, 6, 2);
+        let proj = projection(&wide, 6, 2).unwrap();
         assert_eq!(proj.len(), 2);
         for p in proj {
             assert!((p.abs() - norm).abs() < 1e-9, "{p} vs ±{norm}");
@@ -102,7 +103,7 @@ mod tests {
     fn the_sign_makes_the_strongest_response_positive() {
         // One pixel far below the rest: after centring it dominates negatively.
         let v = vec![1.0, 1.0, 1.0, -9.0, 2.0, 2.0, 2.0, -18.0];
-        let proj = projection(&v, 2, 4);
+        let proj = projection(&v, 2, 4).unwrap();
         let hi = proj.iter().copied().fold(f64::MIN, f64::max);
         let lo = proj.iter().copied().fold(f64::MAX, f64::min);
         assert!(hi >= -lo, "{proj:?}");
@@ -112,9 +113,9 @@ mod tests {
     #[test]
     fn constant_and_nan_values_give_zeros() {
         let v = vec![3.0, 3.0, f64::NAN, 3.0];
-        let proj = projection(&v, 1, 4);
+        let proj = projection(&v, 1, 4).unwrap();
         // NaN → 0 is a real value after centring; constant channels alone give 0.
         assert!(proj.iter().all(|x| x.is_finite()));
-        assert_eq!(projection(&[2.0; 6], 2, 3), vec![0.0; 3]);
+        assert_eq!(projection(&[2.0; 6], 2, 3), Some(vec![0.0; 3]));
     }
 }

@@ -539,11 +539,11 @@ impl<B: Backend> Engine<B> {
             let host_grad = || self.backend.download(grad());
             let combine = m.combine();
             let cam = match m {
-                Method::Eigencam => self.map_cam(&p, eigen_maps(shape, &acts[l], None))?,
+                Method::Eigencam => self.map_cam(&p, eigen_maps(shape, &acts[l], None)?)?,
                 Method::Eigengradcam => {
                     let g = host_grad()?;
                     let w = Weighting::Elementwise(CamCombine::HiRes, &g);
-                    self.map_cam(&p, eigen_maps(shape, &acts[l], Some(w)))?
+                    self.map_cam(&p, eigen_maps(shape, &acts[l], Some(w))?)?
                 }
                 _ if o.eigen_smooth => {
                     let (g, w);
@@ -564,7 +564,7 @@ impl<B: Backend> Engine<B> {
                             Weighting::Given(&w)
                         }
                     };
-                    self.map_cam(&p, eigen_maps(shape, &acts[l], Some(how)))?
+                    self.map_cam(&p, eigen_maps(shape, &acts[l], Some(how))?)?
                 }
                 _ => {
                     let act = self.backend.upload(&acts[l])?;
@@ -674,7 +674,7 @@ enum Weighting<'a> {
 }
 
 /// The first-principal-component maps [N, h·w] of A (or of its weighting), per image.
-fn eigen_maps(shape: &[usize], act: &[f32], how: Option<Weighting>) -> Vec<f32> {
+fn eigen_maps(shape: &[usize], act: &[f32], how: Option<Weighting>) -> Result<Vec<f32>> {
     let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
     let mut out = Vec::with_capacity(n * hw);
     for i in 0..n {
@@ -709,9 +709,13 @@ fn eigen_maps(shape: &[usize], act: &[f32], how: Option<Weighting>) -> Vec<f32> 
                 .flat_map(|(ac, &w)| ac.iter().map(move |&v| w as f64 * v as f64))
                 .collect(),
         };
-        out.extend(eigen::projection(&vals, c, hw).iter().map(|&v| v as f32));
+        let proj = eigen::projection(&vals, c, hw).ok_or_else(|| Error::Backend {
+            backend: "cpu (EigenCAM)".into(),
+            reason: format!("the eigensolver did not converge on image {i}'s [{c}, {hw}] values"),
+        })?;
+        out.extend(proj.iter().map(|&v| v as f32));
     }
-    out
+    Ok(out)
 }
 
 /// ScoreCAM's weights [N, C]: the softmax over channels of the masked inputs' scores.
