@@ -20,13 +20,13 @@ pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
     prefer_huge_pages(y);
     let (a, b) = (T::of(p.alpha as f64), T::of(p.beta as f64));
     fn run<T: Real, const I: usize>(act: Activation, a: T, b: T, x: &[T], y: &mut [T]) {
-        let act = row::<I>(act);
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
                 simd::dispatch(
                     #[inline(always)]
                     || {
+                        let act = row::<I>(act);
                         for (o, &v) in yc.iter_mut().zip(xc) {
                             *o = act.forward(v, a, b);
                         }
@@ -65,13 +65,13 @@ pub fn activation_backward_input<T: Real>(
         (s, dy): (&[T], &[T]),
         dx: &mut [T],
     ) {
-        let act = row::<I>(act);
         dx.par_chunks_mut(CHUNK)
             .zip(s.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
             .for_each(|(dc, (sc, gc))| {
                 simd::dispatch(
                     #[inline(always)]
                     || {
+                        let act = row::<I>(act);
                         for ((o, &v), &g) in dc.iter_mut().zip(sc).zip(gc) {
                             *o = g * act.derivative(v, a, b);
                         }
@@ -99,7 +99,9 @@ fn row_index(act: Activation) -> usize {
 }
 
 /// Row I of the table, a constant after inlining; rows beyond the specialized ones (a table
-/// grown past 16 rows) are taken at run time.
+/// grown past 16 rows) are taken at run time. Call it inside the dispatched closure: a row
+/// captured from outside is a value in memory to the `target_feature` function that runs the
+/// loop, and the per-element `match` on it stays (a jump table per element, no vectors).
 #[inline(always)]
 fn row<const I: usize>(act: Activation) -> Activation {
     Activation::ALL.get(I).copied().unwrap_or(act)

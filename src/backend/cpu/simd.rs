@@ -95,7 +95,7 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::activation::activation_forward;
+    use crate::backend::cpu::activation::{activation_backward_input, activation_forward};
     use crate::backend::cpu::winograd;
     use crate::ops::{Activation, ActivationParams, Conv2dParams};
     use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -112,18 +112,28 @@ mod tests {
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
         let b: Vec<f32> = (0..p.c_out).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let a = ActivationParams {
-            act: Activation::Hardswish,
-            len: x.len(),
-            alpha: 0.0,
-            beta: 0.0,
-        };
+        // Every row of the activation table, on inputs spread over [-8, 8].
+        let xa: Vec<f32> = x.iter().map(|v| v * 8.0).collect();
         let run = || {
             let mut y = vec![f32::NAN; p.output_len()];
             winograd::conv2d_forward(&p, &x, &winograd::filters(&p, &w), Some(&b), None, &mut y);
-            let mut h = vec![f32::NAN; x.len()];
-            activation_forward(&a, &x, &mut h);
-            (y, h)
+            let acts: Vec<(Vec<f32>, Vec<f32>)> = Activation::ALL
+                .iter()
+                .map(|&act| {
+                    let a = ActivationParams {
+                        act,
+                        len: xa.len(),
+                        alpha: -0.7,
+                        beta: 0.9,
+                    };
+                    let mut h = vec![f32::NAN; xa.len()];
+                    activation_forward(&a, &xa, &mut h);
+                    let mut dx = vec![f32::NAN; xa.len()];
+                    activation_backward_input(&a, &xa, &x, &mut dx);
+                    (h, dx)
+                })
+                .collect();
+            (y, acts)
         };
         let best = Level::detect();
         let want = {
@@ -141,7 +151,10 @@ mod tests {
             let same =
                 |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same(&want.0, &got.0), "winograd at {l:?}");
-            assert!(same(&want.1, &got.1), "hardswish at {l:?}");
+            for (act, (w, g)) in Activation::ALL.iter().zip(want.1.iter().zip(&got.1)) {
+                assert!(same(&w.0, &g.0), "{} forward at {l:?}", act.name());
+                assert!(same(&w.1, &g.1), "{} backward at {l:?}", act.name());
+            }
         }
         set_level(best);
     }
