@@ -244,7 +244,12 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
                 scale: &sb,
                 shift: &tb,
                 residual: residual.then_some(&rb),
-                relu,
+                act: relu.then_some(crate::ops::ActivationParams {
+                    act: crate::ops::Activation::Relu,
+                    alpha: 0.0,
+                    beta: 0.0,
+                    len: p.output_len(),
+                }),
             };
             b.download(&b.conv2d_fused(&p, &up(&x)?, &up(&w)?, Some(&up(&bias)?), &e)?)
         })();

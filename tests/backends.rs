@@ -124,24 +124,43 @@ fn conv2d_fused<B: Backend>(be: &B) {
             hw: p.h_out() * p.w_out(),
         };
         let residual = up(&random(p.output_len(), &mut rng));
-        for (add, relu) in [(false, false), (false, true), (true, false), (true, true)] {
+        // No activation, ReLU (in the GPU fused kernels), and two the GPUs run after them.
+        let acts = [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Silu),
+            Some(Activation::Hardswish),
+        ];
+        for (add, act) in [false, true]
+            .into_iter()
+            .flat_map(|add| acts.map(|a| (add, a)))
+        {
+            let act = act.map(|act| ActivationParams {
+                act,
+                alpha: 0.0,
+                beta: 0.0,
+                len: a.len(),
+            });
             let y = be.conv2d(&p, &x, &w, Some(&b)).unwrap();
             let mut want = be.channel_affine(&a, &y, &scale, &shift).unwrap();
             if add {
                 want = be.add(&want, &residual, a.len()).unwrap();
             }
-            if relu {
-                want = be.relu(&want, a.len()).unwrap();
+            match act {
+                Some(act) if act.act == Activation::Relu => want = be.relu(&want, a.len()).unwrap(),
+                Some(act) => want = be.activation(&act, &want).unwrap(),
+                None => {}
             }
             let want: Vec<f64> = f64s(&be.download(&want).unwrap());
             let e = ConvEpilogue {
                 scale: &scale,
                 shift: &shift,
                 residual: add.then_some(&residual),
-                relu,
+                act,
             };
             let got = be.conv2d_fused(&p, &x, &w, Some(&b), &e).unwrap();
-            let what = format!("{} conv2d_fused {p:?} add {add} relu {relu}", be.name());
+            let name = act.map_or("none", |a| a.act.name());
+            let what = format!("{} conv2d_fused {p:?} add {add} act {name}", be.name());
             assert_close(&what, &be.download(&got).unwrap(), &want, 0.0, 0.0);
         }
     }

@@ -62,7 +62,7 @@ impl ConvKernel {
 
 /// What a fused convolution applies to its output, in this order: eval BatchNorm
 /// v·scale[c] + shift[c], then + residual (a ResNet block's identity or downsample branch) when
-/// given, then ReLU when `relu`.
+/// given, then the activation when given (any row of the table; `len` is the output's).
 pub struct ConvEpilogue<'a, Buf> {
     /// [Cout]
     pub scale: &'a Buf,
@@ -70,7 +70,14 @@ pub struct ConvEpilogue<'a, Buf> {
     pub shift: &'a Buf,
     /// [N, Cout, Ho, Wo]
     pub residual: Option<&'a Buf>,
-    pub relu: bool,
+    pub act: Option<ActivationParams>,
+}
+
+impl<Buf> ConvEpilogue<'_, Buf> {
+    /// Whether its activation, if any, is ReLU: the one the GPU fused kernels apply.
+    pub fn relu_or_none(&self) -> bool {
+        self.act.is_none_or(|a| a.act == Activation::Relu)
+    }
 }
 
 /// [`Backend::conv2d_fused`] as the separate ops one after another: the default, and the
@@ -93,8 +100,11 @@ pub fn conv2d_then_epilogue<B: Backend>(
     if let Some(r) = e.residual {
         z = b.add(&z, r, a.len())?;
     }
-    if e.relu {
-        z = b.relu(&z, a.len())?;
+    match &e.act {
+        // `relu`, as the fused kernels do (the table's row keeps NaN; theirs and this give 0).
+        Some(act) if act.act == Activation::Relu => z = b.relu(&z, a.len())?,
+        Some(act) => z = b.activation(act, &z)?,
+        None => {}
     }
     Ok(z)
 }

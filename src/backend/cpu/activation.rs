@@ -45,6 +45,34 @@ pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
     go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 }
 
+/// v = act(v, alpha, beta) over `v`, on the calling thread: a fused convolution's epilogue runs
+/// it on each output row while the row is in cache. `p.len` is not used.
+pub fn activation_in_place<T: Real>(p: &ActivationParams, v: &mut [T]) {
+    let (a, b) = (T::of(p.alpha as f64), T::of(p.beta as f64));
+    fn run<T: Real, const I: usize>(act: Activation, a: T, b: T, v: &mut [T]) {
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                let act = row::<I>(act);
+                // A `for` loop: `for_each` is a call LLVM may leave outside the dispatched
+                // function, compiled for the baseline.
+                for v in v.iter_mut() {
+                    *v = act.forward(*v, a, b);
+                }
+            },
+        )
+    }
+    macro_rules! go {
+        ($($i:literal)*) => {
+            match row_index(p.act) {
+                $($i => run::<T, $i>(p.act, a, b, v),)*
+                _ => run::<T, { usize::MAX }>(p.act, a, b, v),
+            }
+        };
+    }
+    go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+}
+
 /// dx = dy · act'(saved, alpha, beta) elementwise, where `saved` is the op's input or output
 /// as `p.act.saved()` says. saved, dy, dx: [len].
 pub fn activation_backward_input<T: Real>(

@@ -1,13 +1,15 @@
 //! The epilogue a fused convolution applies to its output blocks (eval BatchNorm, residual,
-//! ReLU), shared by the im2col and Winograd paths.
+//! activation), shared by the im2col and Winograd paths.
 
+use super::activation::activation_in_place;
 use super::real::Real;
+use crate::ops::{Activation, ActivationParams};
 use std::ops::Range;
 
 /// What a fused convolution applies to each output block while it is still in cache: the
 /// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then + residual
-/// when given, then ReLU when `relu`; the same f32 operations, in the same order, as the
-/// separate ops (see `Backend::conv2d_fused`).
+/// when given, then the activation when given; the same f32 operations, in the same order, as
+/// the separate ops (see `Backend::conv2d_fused`).
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
     /// [Cout]
@@ -16,7 +18,8 @@ pub struct Epilogue<'a, T> {
     pub shift: &'a [T],
     /// [N, Cout, Ho, Wo]
     pub residual: Option<&'a [T]>,
-    pub relu: bool,
+    /// Any row of the activation table (`len` unused here).
+    pub act: Option<ActivationParams>,
 }
 
 impl<T: Real> Epilogue<'_, T> {
@@ -46,8 +49,11 @@ impl<T: Real> Epilogue<'_, T> {
     /// Applies the epilogue to `row`, a run of channel `c`'s outputs that starts at element
     /// `start` of the image's output (where its residual is read).
     pub(super) fn apply_row(&self, c: usize, row: &mut [T], start: usize) {
+        // ReLU goes into the affine loop; another activation runs over the row afterwards,
+        // while it is still in cache, as its own vectorized loop.
+        let relu_inline = self.act.is_some_and(|a| a.act == Activation::Relu);
         let relu = |a: T| {
-            if !self.relu || a > T::zero() {
+            if !relu_inline || a > T::zero() {
                 a
             } else {
                 T::zero()
@@ -62,6 +68,9 @@ impl<T: Real> Epilogue<'_, T> {
                 }
             }
             None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
+        }
+        if let Some(a) = self.act.filter(|_| !relu_inline) {
+            activation_in_place(&a, row);
         }
     }
 }

@@ -498,7 +498,12 @@ mod tests {
                     scale: &scale,
                     shift: &shift,
                     residual: Some(&res),
-                    relu: true,
+                    act: Some(crate::ops::ActivationParams {
+                        act: crate::ops::Activation::Relu,
+                        alpha: 0.0,
+                        beta: 0.0,
+                        len: p.output_len(),
+                    }),
                 };
                 let mut fused = vec![f32::NAN; p.output_len()];
                 conv2d_forward(&p, &x, &w, Some(&b), Some(epi), &mut fused);

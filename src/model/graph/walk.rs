@@ -8,7 +8,7 @@ use super::op::{Ctx, Fwd, Io, Saves};
 use super::{Graph, Op, Plan, ValueId};
 use crate::backend::{Backend, ConvEpilogue};
 use crate::error::Result;
-use crate::ops::{Activation, BinaryOp, BinaryParams};
+use crate::ops::{ActivationParams, BinaryOp, BinaryParams};
 use std::rc::Rc;
 
 /// What a forward pass keeps.
@@ -114,7 +114,7 @@ fn shapes<'a>(plan: &'a Plan, ids: &[ValueId]) -> Vec<&'a [usize]> {
 }
 
 /// Runs the graph on input `x`, keeping `keep`. With `fuse`, conv → BatchNorm (→ add)
-/// (→ ReLU) chains whose intermediate values nothing else reads run as one
+/// (→ activation) chains whose intermediate values nothing else reads run as one
 /// `Backend::conv2d_fused` call.
 pub fn forward<B: Backend>(
     cx: &Ctx<B>,
@@ -199,10 +199,10 @@ fn forward_nodes<B: Backend>(
                     scale: cx.param(f.scale),
                     shift: cx.param(f.shift),
                     residual: residual.as_deref(),
-                    relu: f.relu,
+                    act: f.act,
                 };
                 let bias = conv.bias.map(|b| cx.param(b));
-                let y = cx.timed(f.key(), || {
+                let y = cx.timed(&f.key(), || {
                     cx.be
                         .conv2d_fused(&p, &inputs[0], cx.param(conv.weight), bias, &e)
                 })?;
@@ -290,31 +290,34 @@ pub fn backward<B: Backend>(
     Ok(grads)
 }
 
-/// A conv → BatchNorm (→ add) (→ ReLU) chain that runs as one `conv2d_fused` call.
+/// A conv → BatchNorm (→ add) (→ activation) chain that runs as one `conv2d_fused` call.
 struct Fusion {
     scale: usize,
     shift: usize,
     /// The value added after the BatchNorm.
     residual: Option<usize>,
-    relu: bool,
+    act: Option<ActivationParams>,
     /// The chain's last node.
     last: usize,
 }
 
 impl Fusion {
     /// The name its time is reported under.
-    fn key(&self) -> &'static str {
-        match (self.residual.is_some(), self.relu) {
-            (false, false) => "conv2d+batch_norm",
-            (false, true) => "conv2d+batch_norm+relu",
-            (true, false) => "conv2d+batch_norm+add",
-            (true, true) => "conv2d+batch_norm+add+relu",
+    fn key(&self) -> String {
+        let mut key = String::from("conv2d+batch_norm");
+        if self.residual.is_some() {
+            key += "+add";
         }
+        if let Some(a) = self.act {
+            key += "+";
+            key += a.act.name();
+        }
+        key
     }
 }
 
 /// Whether conv node `i` can run fused with the BatchNorm after it, then a residual add,
-/// then a ReLU (each optional but the BatchNorm): each reads the previous one's output,
+/// then an activation (each optional but the BatchNorm): each reads the previous one's output,
 /// which nothing else reads or keeps; the add's other input is computed before the conv.
 fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) -> Option<Fusion> {
     let nodes = &g.nodes;
@@ -338,7 +341,7 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
         scale: bn.scale,
         shift: bn.shift,
         residual: None,
-        relu: false,
+        act: None,
         last: i + 1,
     };
     if only_reader(i + 1, i + 2) {
@@ -358,11 +361,16 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
         }
     }
     if reads_only(f.last, f.last + 1) {
+        // Any activation: what its backward reads (its input, or its output) is kept, and
+        // then not fused, by the `keep` test of `reads_only`.
         if let Op::Act(a) = &nodes[f.last + 1].op {
-            if a.act == Activation::Relu {
-                f.relu = true;
-                f.last += 1;
-            }
+            f.act = Some(ActivationParams {
+                act: a.act,
+                alpha: a.alpha,
+                beta: a.beta,
+                len: plan.shapes[nodes[f.last + 1].output].iter().product(),
+            });
+            f.last += 1;
         }
     }
     Some(f)
