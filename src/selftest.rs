@@ -241,8 +241,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         let out = (|| {
             let (sb, tb, rb) = (up(&scale)?, up(&shift)?, up(&res)?);
             let e = crate::backend::ConvEpilogue {
-                scale: &sb,
-                shift: &tb,
+                bn: Some((&sb, &tb)),
                 residual: residual.then_some(&rb),
                 act: relu.then_some(crate::ops::ActivationParams {
                     act: crate::ops::Activation::Relu,

@@ -131,9 +131,11 @@ fn conv2d_fused<B: Backend>(be: &B) {
             Some(Activation::Silu),
             Some(Activation::Hardswish),
         ];
-        for (add, act) in [false, true]
+        // (BatchNorm, add): a conv → activation without BatchNorm is VGG's.
+        let cases = [(true, false), (true, true), (false, false)];
+        for (bn, add, act) in cases
             .into_iter()
-            .flat_map(|add| acts.map(|a| (add, a)))
+            .flat_map(|(bn, add)| acts.map(|a| (bn, add, a)))
         {
             let act = act.map(|act| ActivationParams {
                 act,
@@ -142,7 +144,11 @@ fn conv2d_fused<B: Backend>(be: &B) {
                 len: a.len(),
             });
             let y = be.conv2d(&p, &x, &w, Some(&b)).unwrap();
-            let mut want = be.channel_affine(&a, &y, &scale, &shift).unwrap();
+            let mut want = if bn {
+                be.channel_affine(&a, &y, &scale, &shift).unwrap()
+            } else {
+                y
+            };
             if add {
                 want = be.add(&want, &residual, a.len()).unwrap();
             }
@@ -153,14 +159,16 @@ fn conv2d_fused<B: Backend>(be: &B) {
             }
             let want: Vec<f64> = f64s(&be.download(&want).unwrap());
             let e = ConvEpilogue {
-                scale: &scale,
-                shift: &shift,
+                bn: bn.then_some((&scale, &shift)),
                 residual: add.then_some(&residual),
                 act,
             };
             let got = be.conv2d_fused(&p, &x, &w, Some(&b), &e).unwrap();
             let name = act.map_or("none", |a| a.act.name());
-            let what = format!("{} conv2d_fused {p:?} add {add} act {name}", be.name());
+            let what = format!(
+                "{} conv2d_fused {p:?} bn {bn} add {add} act {name}",
+                be.name()
+            );
             assert_close(&what, &be.download(&got).unwrap(), &want, 0.0, 0.0);
         }
     }

@@ -59,6 +59,17 @@ fn backward_pass_stops_at_the_target_layer() {
 }
 
 #[test]
+fn conv_then_relu_runs_fused_without_batch_norm() {
+    // AlexNet's (and VGG's) convs have a bias and no BatchNorm: each conv → ReLU is one call.
+    let mut e = engine("families/alexnet");
+    e.enable_profile();
+    e.explain(&input(vec![2, 3, 96, 96]), None, None).unwrap();
+    let p = e.take_profile();
+    assert_eq!(p["conv2d+relu"].1, 5, "{p:?}");
+    assert!(!p.contains_key("conv2d"), "{p:?}");
+}
+
+#[test]
 fn residual_gradients_from_both_branches_are_summed() {
     // Target layer1: its output feeds layer2.0's main branch and its downsample branch.
     let mut e = engine("resnet_basic_narrow");

@@ -61,13 +61,11 @@ impl ConvKernel {
 }
 
 /// What a fused convolution applies to its output, in this order: eval BatchNorm
-/// v·scale[c] + shift[c], then + residual (a ResNet block's identity or downsample branch) when
+/// v·scale[c] + shift[c] when given, then + residual (a ResNet block's identity or downsample branch) when
 /// given, then the activation when given (any row of the table; `len` is the output's).
 pub struct ConvEpilogue<'a, Buf> {
-    /// [Cout]
-    pub scale: &'a Buf,
-    /// [Cout]
-    pub shift: &'a Buf,
+    /// (scale, shift), each [Cout]; None for a conv followed directly by its activation (VGG).
+    pub bn: Option<(&'a Buf, &'a Buf)>,
     /// [N, Cout, Ho, Wo]
     pub residual: Option<&'a Buf>,
     pub act: Option<ActivationParams>,
@@ -96,7 +94,10 @@ pub fn conv2d_then_epilogue<B: Backend>(
         c: p.c_out,
         hw: p.h_out() * p.w_out(),
     };
-    let mut z = b.channel_affine(&a, &y, e.scale, e.shift)?;
+    let mut z = match e.bn {
+        Some((scale, shift)) => b.channel_affine(&a, &y, scale, shift)?,
+        None => y,
+    };
     if let Some(r) = e.residual {
         z = b.add(&z, r, a.len())?;
     }

@@ -6,16 +6,14 @@ use super::real::Real;
 use crate::ops::{Activation, ActivationParams};
 use std::ops::Range;
 
-/// What a fused convolution applies to each output block while it is still in cache: the
-/// per-channel affine map of an eval-mode BatchNorm, v·scale[c] + shift[c], then + residual
-/// when given, then the activation when given; the same f32 operations, in the same order, as
-/// the separate ops (see `Backend::conv2d_fused`).
+/// What a fused convolution applies to each output block while it is still in cache, each
+/// step when given: the per-channel affine map of an eval-mode BatchNorm, v·scale[c] +
+/// shift[c], then the residual added, then the activation; the same f32 operations, in the
+/// same order, as the separate ops (see `Backend::conv2d_fused`).
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
-    /// [Cout]
-    pub scale: &'a [T],
-    /// [Cout]
-    pub shift: &'a [T],
+    /// (scale, shift), each [Cout].
+    pub bn: Option<(&'a [T], &'a [T])>,
     /// [N, Cout, Ho, Wo]
     pub residual: Option<&'a [T]>,
     /// Any row of the activation table (`len` unused here).
@@ -59,15 +57,24 @@ impl<T: Real> Epilogue<'_, T> {
                 T::zero()
             }
         };
-        let (s, t) = (self.scale[c], self.shift[c]);
-        match self.residual {
-            Some(r) => {
-                let r = &r[start..start + row.len()];
+        let residual = self.residual.map(|r| &r[start..start + row.len()]);
+        match (self.bn, residual) {
+            (Some((s, t)), Some(r)) => {
+                let (s, t) = (s[c], t[c]);
                 for (v, &add) in row.iter_mut().zip(r) {
                     *v = relu(*v * s + t + add);
                 }
             }
-            None => row.iter_mut().for_each(|v| *v = relu(*v * s + t)),
+            (Some((s, t)), None) => {
+                let (s, t) = (s[c], t[c]);
+                row.iter_mut().for_each(|v| *v = relu(*v * s + t));
+            }
+            (None, Some(r)) => {
+                for (v, &add) in row.iter_mut().zip(r) {
+                    *v = relu(*v + add);
+                }
+            }
+            (None, None) => row.iter_mut().for_each(|v| *v = relu(*v)),
         }
         if let Some(a) = self.act.filter(|_| !relu_inline) {
             activation_in_place(&a, row);

@@ -95,8 +95,7 @@ impl Backend for CpuBackend {
         }
         let mut y = self.out(p.output_len());
         let epi = epilogue::Epilogue {
-            scale: e.scale,
-            shift: e.shift,
+            bn: e.bn.map(|(s, t)| (&s[..], &t[..])),
             residual: e.residual.map(|r| &r[..]),
             act: e.act,
         };
@@ -433,8 +432,8 @@ mod tests {
         }
     }
 
-    /// A fused conv → BatchNorm (→ add) → activation gives the bits of the separate ops, for
-    /// every row of the activation table, on the Winograd path (3×3) and the im2col path (1×1,
+    /// A fused conv → BatchNorm (→ add) → activation, and conv → activation, give the bits of
+    /// the separate ops, for every row of the activation table, on the Winograd path (3×3) and the im2col path (1×1,
     /// stride 2), with and without a residual.
     #[test]
     fn fused_epilogue_matches_the_separate_ops() {
@@ -468,10 +467,10 @@ mod tests {
             );
             let (scale, shift, res) = (r(p.c_out, 3.0), r(p.c_out, 3.0), r(p.output_len(), 3.0));
             for &act in Activation::ALL {
-                for residual in [None, Some(&res)] {
+                let bn = Some((&scale, &shift));
+                for (bn, residual) in [(bn, None), (bn, Some(&res)), (None, None)] {
                     let e = ConvEpilogue {
-                        scale: &scale,
-                        shift: &shift,
+                        bn,
                         residual,
                         act: Some(ActivationParams {
                             act,
@@ -486,7 +485,8 @@ mod tests {
                         .iter()
                         .zip(apart.iter())
                         .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{} residual {}", act.name(), residual.is_some());
+                    let (b, r) = (bn.is_some(), residual.is_some());
+                    assert!(same, "{} batch norm {b} residual {r}", act.name());
                 }
             }
         }

@@ -495,8 +495,7 @@ mod tests {
                 let mut plain = vec![f32::NAN; p.output_len()];
                 conv2d_forward(&p, &x, &w, Some(&b), None, &mut plain);
                 let epi = Epilogue {
-                    scale: &scale,
-                    shift: &shift,
+                    bn: Some((&scale, &shift)),
                     residual: Some(&res),
                     act: Some(crate::ops::ActivationParams {
                         act: crate::ops::Activation::Relu,

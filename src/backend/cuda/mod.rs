@@ -433,8 +433,8 @@ impl CudaBackend {
         // Absent operands are null pointers: the kernel skips their step.
         let ptr = |b: Option<&CudaSlice<f32>>| b.map_or(0u64, |b| b.device_ptr(&self.stream).0);
         let bias = ptr(bias);
-        let scale = ptr(e.map(|e| e.scale));
-        let shift = ptr(e.map(|e| e.shift));
+        let scale = ptr(e.and_then(|e| e.bn.map(|(s, _)| s)));
+        let shift = ptr(e.and_then(|e| e.bn.map(|(_, t)| t)));
         let residual = ptr(e.and_then(|e| e.residual));
         let relu = e.is_some_and(|e| e.act.is_some()) as i32;
         let cfg = self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out());

@@ -196,8 +196,7 @@ fn forward_nodes<B: Backend>(
                 let p = conv.params(g, x_shapes[0]).expect("planned");
                 let residual = f.residual.map(|v| values[v].clone().expect("computed"));
                 let e = ConvEpilogue {
-                    scale: cx.param(f.scale),
-                    shift: cx.param(f.shift),
+                    bn: f.bn.map(|(s, t)| (cx.param(s), cx.param(t))),
                     residual: residual.as_deref(),
                     act: f.act,
                 };
@@ -290,10 +289,10 @@ pub fn backward<B: Backend>(
     Ok(grads)
 }
 
-/// A conv → BatchNorm (→ add) (→ activation) chain that runs as one `conv2d_fused` call.
+/// A conv (→ BatchNorm (→ add)) (→ activation) chain that runs as one `conv2d_fused` call.
 struct Fusion {
-    scale: usize,
-    shift: usize,
+    /// The BatchNorm's (scale, shift) params.
+    bn: Option<(usize, usize)>,
     /// The value added after the BatchNorm.
     residual: Option<usize>,
     act: Option<ActivationParams>,
@@ -304,7 +303,10 @@ struct Fusion {
 impl Fusion {
     /// The name its time is reported under.
     fn key(&self) -> String {
-        let mut key = String::from("conv2d+batch_norm");
+        let mut key = String::from("conv2d");
+        if self.bn.is_some() {
+            key += "+batch_norm";
+        }
         if self.residual.is_some() {
             key += "+add";
         }
@@ -317,8 +319,9 @@ impl Fusion {
 }
 
 /// Whether conv node `i` can run fused with the BatchNorm after it, then a residual add,
-/// then an activation (each optional but the BatchNorm): each reads the previous one's output,
-/// which nothing else reads or keeps; the add's other input is computed before the conv.
+/// then an activation (the add only after a BatchNorm; at least one of BatchNorm and
+/// activation): each reads the previous one's output, which nothing else reads or keeps; the
+/// add's other input is computed before the conv.
 fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) -> Option<Fusion> {
     let nodes = &g.nodes;
     if !matches!(nodes[i].op, Op::Conv2d(_)) {
@@ -334,29 +337,29 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
     if !reads_only(i, i + 1) {
         return None;
     }
-    let Op::Affine(bn) = &nodes[i + 1].op else {
-        return None;
-    };
     let mut f = Fusion {
-        scale: bn.scale,
-        shift: bn.shift,
+        bn: None,
         residual: None,
         act: None,
-        last: i + 1,
+        last: i,
     };
-    if only_reader(i + 1, i + 2) {
-        if let Op::Binary(b) = &nodes[i + 2].op {
-            let add = &nodes[i + 2];
-            let bn_out = nodes[i + 1].output;
-            let other = add.inputs.iter().copied().find(|&v| v != bn_out);
-            // The other operand must exist before the conv runs (produced by an earlier node
-            // or the graph input) and have the output's shape.
-            let earlier = |v: usize| v == g.input || nodes[..i].iter().any(|n| n.output == v);
-            let plain_add = b.op == BinaryOp::Add && b.param.is_none() && add.inputs.len() == 2;
-            let same_shape = |r: usize| plan.shapes[r] == plan.shapes[bn_out];
-            if let Some(r) = other.filter(|&r| plain_add && earlier(r) && same_shape(r)) {
-                f.residual = Some(r);
-                f.last = i + 2;
+    if let Op::Affine(bn) = &nodes[i + 1].op {
+        f.bn = Some((bn.scale, bn.shift));
+        f.last = i + 1;
+        if only_reader(i + 1, i + 2) {
+            if let Op::Binary(b) = &nodes[i + 2].op {
+                let add = &nodes[i + 2];
+                let bn_out = nodes[i + 1].output;
+                let other = add.inputs.iter().copied().find(|&v| v != bn_out);
+                // The other operand must exist before the conv runs (produced by an earlier
+                // node or the graph input) and have the output's shape.
+                let earlier = |v: usize| v == g.input || nodes[..i].iter().any(|n| n.output == v);
+                let plain_add = b.op == BinaryOp::Add && b.param.is_none() && add.inputs.len() == 2;
+                let same_shape = |r: usize| plan.shapes[r] == plan.shapes[bn_out];
+                if let Some(r) = other.filter(|&r| plain_add && earlier(r) && same_shape(r)) {
+                    f.residual = Some(r);
+                    f.last = i + 2;
+                }
             }
         }
     }
@@ -373,5 +376,6 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
             f.last += 1;
         }
     }
-    Some(f)
+    // A conv alone is not a fusion.
+    (f.last > i).then_some(f)
 }
