@@ -60,9 +60,9 @@ impl ConvKernel {
     }
 }
 
-/// What a fused convolution applies to its output, in this order: eval BatchNorm
-/// v·scale[c] + shift[c] when given, then + residual (a ResNet block's identity or downsample branch) when
-/// given, then the activation when given (any row of the table; `len` is the output's).
+/// What a fused convolution applies to its output, in this order, each step when given: eval
+/// BatchNorm v·scale[c] + shift[c], then the residual added (a ResNet block's identity or
+/// downsample branch), then the activation (any row of the table; `len` is the output's).
 pub struct ConvEpilogue<'a, Buf> {
     /// (scale, shift), each [Cout]; None for a conv followed directly by its activation (VGG).
     pub bn: Option<(&'a Buf, &'a Buf)>,

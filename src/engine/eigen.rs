@@ -14,7 +14,7 @@
 //! there are fewer pixels than channels (ResNet's 7×7 layer4: 49 × 49 instead of
 //! 2048 × 2048), else Xᵀ X (C × C). Both in f64.
 
-use faer::{Mat, MatRef, Side};
+use faer::{Col, Mat, MatRef, Side};
 
 /// values: [C, hw] → the projection [hw], sign-corrected; None if the eigensolver does not
 /// converge (faer reports it; it does not happen in practice).
@@ -41,9 +41,7 @@ pub fn projection(values: &[f64], c: usize, hw: usize) -> Option<Vec<f64>> {
     } else {
         let gram = x.transpose() * &x;
         let (_, v) = top_eigen(gram.as_ref())?;
-        (0..hw)
-            .map(|p| (0..c).map(|ch| x[(p, ch)] * v[ch]).sum())
-            .collect()
+        (&x * &v).iter().copied().collect()
     };
     let lo = proj.iter().copied().fold(0.0, f64::min);
     let hi = proj.iter().copied().fold(0.0, f64::max);
@@ -55,12 +53,12 @@ pub fn projection(values: &[f64], c: usize, hw: usize) -> Option<Vec<f64>> {
 
 /// The largest eigenvalue of a symmetric matrix and its unit eigenvector; None if the solver
 /// does not converge.
-fn top_eigen(m: MatRef<'_, f64>) -> Option<(f64, Vec<f64>)> {
+fn top_eigen(m: MatRef<'_, f64>) -> Option<(f64, Col<f64>)> {
     let e = m.self_adjoint_eigen(Side::Lower).ok()?;
     // faer sorts the eigenvalues in nondecreasing order: the largest is the last.
     let last = m.nrows().checked_sub(1)?;
     let lambda = e.S().column_vector()[last];
-    Some((lambda, e.U().col(last).iter().copied().collect()))
+    Some((lambda, e.U().col(last).to_owned()))
 }
 
 #[cfg(test)]

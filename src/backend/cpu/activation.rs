@@ -13,6 +13,21 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
+/// `run::<T>(…)` as `run::<T, I>(…)` with I the row of `act` in the table, so that
+/// each row gets its own kernel; rows past the 16 specialized ones take I = usize::MAX and are
+/// read at run time (see [`row`]).
+macro_rules! by_row {
+    ($run:ident::<$t:ty> $args:tt, $act:expr) => {
+        by_row!(@ $run, $t, $args, $act, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    };
+    (@ $run:ident, $t:ty, $args:tt, $act:expr, $($i:literal)*) => {
+        match row_index($act) {
+            $($i => $run::<$t, $i> $args,)*
+            _ => $run::<$t, { usize::MAX }> $args,
+        }
+    };
+}
+
 /// y = act(x, alpha, beta) elementwise. x, y: [len].
 pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), p.len);
@@ -34,15 +49,7 @@ pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
                 )
             });
     }
-    macro_rules! go {
-        ($($i:literal)*) => {
-            match row_index(p.act) {
-                $($i => run::<T, $i>(p.act, a, b, x, y),)*
-                _ => run::<T, { usize::MAX }>(p.act, a, b, x, y),
-            }
-        };
-    }
-    go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    by_row!(run::<T>(p.act, a, b, x, y), p.act);
 }
 
 /// v = act(v, alpha, beta) over `v`, on the calling thread: a fused convolution's epilogue runs
@@ -62,15 +69,7 @@ pub fn activation_in_place<T: Real>(p: &ActivationParams, v: &mut [T]) {
             },
         )
     }
-    macro_rules! go {
-        ($($i:literal)*) => {
-            match row_index(p.act) {
-                $($i => run::<T, $i>(p.act, a, b, v),)*
-                _ => run::<T, { usize::MAX }>(p.act, a, b, v),
-            }
-        };
-    }
-    go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    by_row!(run::<T>(p.act, a, b, v), p.act);
 }
 
 /// dx = dy · act'(saved, alpha, beta) elementwise, where `saved` is the op's input or output
@@ -107,15 +106,7 @@ pub fn activation_backward_input<T: Real>(
                 )
             });
     }
-    macro_rules! go {
-        ($($i:literal)*) => {
-            match row_index(p.act) {
-                $($i => run::<T, $i>(p.act, a, b, (saved, dy), dx),)*
-                _ => run::<T, { usize::MAX }>(p.act, a, b, (saved, dy), dx),
-            }
-        };
-    }
-    go!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    by_row!(run::<T>(p.act, a, b, (saved, dy), dx), p.act);
 }
 
 /// The activation's position in the table.

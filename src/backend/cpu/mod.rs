@@ -433,8 +433,8 @@ mod tests {
     }
 
     /// A fused conv → BatchNorm (→ add) → activation, and conv → activation, give the bits of
-    /// the separate ops, for every row of the activation table, on the Winograd path (3×3) and the im2col path (1×1,
-    /// stride 2), with and without a residual.
+    /// the separate ops, for every row of the activation table, on the Winograd path (3×3) and
+    /// the im2col path (1×1, stride 2), with and without a residual.
     #[test]
     fn fused_epilogue_matches_the_separate_ops() {
         use crate::backend::{conv2d_then_epilogue, ConvEpilogue};
