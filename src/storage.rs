@@ -2,6 +2,10 @@
 //! the file's memory map, and the store, the model's graph and the CPU backend hold the same
 //! data. Loading vgg16 then costs its file size in memory, not two or three times it.
 
+mod recycle;
+
+pub use recycle::RECYCLER;
+
 use crate::tensor::Tensor;
 use memmap2::Mmap;
 use std::fmt;
@@ -49,6 +53,15 @@ impl Inner {
     }
 }
 
+/// An owned buffer goes back to [`RECYCLER`] for the next output of its size.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Data::Owned(v) = &mut self.data {
+            RECYCLER.put(std::mem::take(v));
+        }
+    }
+}
+
 impl Storage {
     /// The `len` little-endian f32 values at byte `offset` of `map`, in place; None where they
     /// cannot be used in place (misaligned, or a big-endian machine), for the caller to copy.
@@ -88,11 +101,10 @@ impl Storage {
     /// The data as a vector, without a copy when this is its only, owned, holder.
     pub fn into_vec(self) -> Vec<f32> {
         match Arc::try_unwrap(self.0) {
-            Ok(Inner {
-                data: Data::Owned(v),
-                ..
-            }) => v,
-            Ok(inner) => Self(Arc::new(inner)).to_vec(),
+            Ok(mut inner) => match &mut inner.data {
+                Data::Owned(v) => std::mem::take(v),
+                Data::Mapped { .. } => Self(Arc::new(inner)).to_vec(),
+            },
             Err(shared) => Self(shared).to_vec(),
         }
     }
