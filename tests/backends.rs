@@ -13,7 +13,9 @@
 //!   chose it, in the same order; on inputs with many ties, so a different tie rule fails.
 //! - adaptive average pool: atol 1e-6, rtol 1e-5 (sums of ≤ 16 values and one division).
 //! - class_seed: exact (0s and 1s).
-//! - conv2d_fused (conv → BatchNorm → add → ReLU): exact against the same backend's separate ops.
+//! - conv2d_fused (conv → BatchNorm → add → ReLU), channel_affine_fused (concat → BatchNorm →
+//!   activation) and linear_fused (linear → activation): exact against the same backend's
+//!   separate ops.
 //! - grouped / depthwise / dilated / asymmetrically padded conv2d: as conv2d (atol 1e-5,
 //!   rtol 1e-4): sums of ≤ 54 products, in another order than the CPU's register tiles.
 //! - activations: atol 2e-6, rtol 1e-5: one transcendental (exp, erf, tanh) per element; the
@@ -46,7 +48,7 @@ mod common;
 use gradcam::backend::cpu::{
     activation, binary, cam, conv, elementwise, grouped_conv, layer_norm, layout, linear, pool,
 };
-use gradcam::backend::{Backend, ConvEpilogue};
+use gradcam::backend::{concat_then_affine, Backend, ConvEpilogue};
 use gradcam::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -486,6 +488,60 @@ on_backends!(channel_affine:
     channel_affine_wgpu => common::wgpu(),
 );
 
+/// The fused (concat →) BatchNorm (→ activation) call gives exactly what the ops give one
+/// after another: one piece and several of odd widths, tiny planes (grouped into one job) and
+/// larger ones, every activation of the table and none.
+fn channel_affine_fused<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(31);
+    for (n, widths, hw) in [
+        (2, vec![5], 35),
+        (3, vec![3, 1, 6], 49),
+        (2, vec![7, 2], 1),
+        (2, vec![4, 9], 97 * 91),
+    ] {
+        let c = widths.iter().sum();
+        let p = ChannelAffineParams { n, c, hw };
+        let pieces: Vec<B::Buf> = widths
+            .iter()
+            .map(|&w| be.upload(&random(n * w * hw, &mut rng)).unwrap())
+            .collect();
+        let pieces: Vec<(&B::Buf, usize)> = pieces.iter().zip(widths.iter().copied()).collect();
+        let scale = be.upload(&random(c, &mut rng)).unwrap();
+        let shift = be.upload(&random(c, &mut rng)).unwrap();
+        let acts = Activation::ALL.iter().map(|&act| {
+            Some(ActivationParams {
+                act,
+                alpha: 0.125,
+                beta: 0.875,
+                len: p.len(),
+            })
+        });
+        for act in acts.chain([None]) {
+            let fused = be
+                .channel_affine_fused(&p, &pieces, &scale, &shift, act.as_ref())
+                .unwrap();
+            let apart = concat_then_affine(be, &p, &pieces, &scale, &shift, act.as_ref()).unwrap();
+            let (fused, apart) = (be.download(&fused).unwrap(), be.download(&apart).unwrap());
+            let name = act.map_or("none", |a| a.act.name());
+            assert_eq!(fused.len(), p.len());
+            let same = fused
+                .iter()
+                .zip(&apart)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{} channel_affine_fused {p:?} widths {widths:?} act {name}",
+                be.name()
+            );
+        }
+    }
+}
+
+on_backends!(channel_affine_fused:
+    channel_affine_fused_cpu => common::cpu(),
+    channel_affine_fused_wgpu => common::wgpu(),
+);
+
 fn add<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(17);
     for len in [3, 257, 1001] {
@@ -512,9 +568,16 @@ on_backends!(add:
 
 fn linear_layer<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(18);
-    // The last is a channels-last Linear (ConvNeXt: N·H·W rows), the one-invocation-per-output
-    // kernel on wgpu.
-    for (n, in_f, out_f) in [(3, 37, 11), (2, 300, 5), (5, 1, 3), (2 * 7 * 5, 24, 40)] {
+    // The last two are channels-last Linears (ConvNeXt: N·H·W rows), the
+    // one-invocation-per-output kernel on wgpu; the CPU splits the 2·23·13 rows into blocks.
+    let cases = [
+        (3, 37, 11),
+        (2, 300, 5),
+        (5, 1, 3),
+        (2 * 7 * 5, 24, 40),
+        (2 * 23 * 13, 19, 33),
+    ];
+    for (n, in_f, out_f) in cases {
         let p = LinearParams { n, in_f, out_f };
         let x = random(n * in_f, &mut rng);
         let w = random(out_f * in_f, &mut rng);
@@ -561,6 +624,42 @@ fn linear_layer<B: Backend>(be: &B) {
 on_backends!(linear_layer:
     linear_cpu => common::cpu(),
     linear_wgpu => common::wgpu(),
+);
+
+/// The fused linear → activation call gives exactly what the ops give one after another, for
+/// every activation of the table, on a short product and on one the CPU splits into row
+/// blocks.
+fn linear_fused<B: Backend>(be: &B) {
+    let mut rng = StdRng::seed_from_u64(37);
+    for (n, in_f, out_f) in [(5, 21, 13), (2 * 23 * 13, 19, 33)] {
+        let p = LinearParams { n, in_f, out_f };
+        let x = be.upload(&random(n * in_f, &mut rng)).unwrap();
+        let w = be.upload(&random(out_f * in_f, &mut rng)).unwrap();
+        let b = be.upload(&random(out_f, &mut rng)).unwrap();
+        for &act in Activation::ALL {
+            let a = ActivationParams {
+                act,
+                alpha: 0.125,
+                beta: 0.875,
+                len: n * out_f,
+            };
+            let fused = be.linear_fused(&p, &x, &w, Some(&b), &a).unwrap();
+            let apart = be.linear(&p, &x, &w, Some(&b)).unwrap();
+            let apart = be.activation(&a, &apart).unwrap();
+            let (fused, apart) = (be.download(&fused).unwrap(), be.download(&apart).unwrap());
+            let same = fused.len() == apart.len()
+                && fused
+                    .iter()
+                    .zip(&apart)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} linear_fused {p:?} act {}", be.name(), act.name());
+        }
+    }
+}
+
+on_backends!(linear_fused:
+    linear_fused_cpu => common::cpu(),
+    linear_fused_wgpu => common::wgpu(),
 );
 
 /// Inputs of the fused CAM step: activations like a layer's (a quarter exact zeros, some

@@ -52,9 +52,10 @@ fn backward_pass_stops_at_the_target_layer() {
     let p = e.take_profile();
     assert_eq!(p["conv2d.backward"].1, 5, "{p:?}");
     assert_eq!(p["batch_norm.backward"].1, 6, "{p:?}");
-    // features.8 (a conv output) is kept as the target, so its BatchNorm runs on its own.
+    // features.8 (a conv output) is kept as the target, so its BatchNorm runs without it
+    // (fused with its ReLU).
     assert_eq!(p["conv2d"].1, 1, "{p:?}");
-    assert_eq!(p["batch_norm"].1, 1, "{p:?}");
+    assert_eq!(p["batch_norm+relu"].1, 1, "{p:?}");
     assert_eq!(p["conv2d+batch_norm+relu"].1, 7, "{p:?}");
 }
 
@@ -67,6 +68,44 @@ fn conv_then_relu_runs_fused_without_batch_norm() {
     let p = e.take_profile();
     assert_eq!(p["conv2d+relu"].1, 5, "{p:?}");
     assert!(!p.contains_key("conv2d"), "{p:?}");
+}
+
+#[test]
+fn dense_layers_run_concat_batch_norm_relu_fused() {
+    // DenseNet (blocks 2, 3, 2, 2): each dense layer but a block's first, and each of the 3
+    // transitions, starts with cat → norm → relu: one call. A block's first layer reads one
+    // value: norm → relu. norm5's output is the default target, kept: cat → norm5, then relu.
+    let mut e = engine("families/densenet121");
+    e.enable_profile();
+    let x = input(vec![2, 3, 80, 64]);
+    e.explain(&x, None, None).unwrap();
+    let p = e.take_profile();
+    assert_eq!(p["cat+batch_norm+relu"].1, 5 + 3, "{p:?}");
+    assert_eq!(p["batch_norm+relu"].1, 4, "{p:?}");
+    assert_eq!(p["cat+batch_norm"].1, 1, "{p:?}");
+    assert!(
+        !p.contains_key("cat") && !p.contains_key("batch_norm"),
+        "{p:?}"
+    );
+    // The second block's output (a concat) is a target: kept, so it runs on its own, and the
+    // transition after it fuses only its norm → relu; norm5's output, no longer the target,
+    // joins its cat and the functional relu.
+    e.explain(&x, Some("features.denseblock2"), None).unwrap();
+    let p = e.take_profile();
+    assert_eq!(p["cat"].1, 1, "{p:?}");
+    assert_eq!(p["batch_norm+relu"].1, 4 + 1, "{p:?}");
+    assert_eq!(p["cat+batch_norm+relu"].1, 5 + 2 + 1, "{p:?}");
+}
+
+#[test]
+fn convnext_linear_then_gelu_runs_fused() {
+    // ConvNeXt (blocks 1, 1, 2, 1): each block's first Linear → GELU is one call.
+    let mut e = engine("families/convnext_tiny");
+    e.enable_profile();
+    e.explain(&input(vec![2, 3, 64, 64]), None, None).unwrap();
+    let p = e.take_profile();
+    assert_eq!(p["linear+gelu"].1, 5, "{p:?}");
+    assert!(!p.contains_key("gelu"), "{p:?}");
 }
 
 #[test]

@@ -110,6 +110,39 @@ pub fn conv2d_then_epilogue<B: Backend>(
     Ok(z)
 }
 
+/// [`Backend::channel_affine_fused`] as the separate ops one after another (strided copies
+/// into the concatenation, the affine map, the activation): the default.
+pub fn concat_then_affine<B: Backend>(
+    b: &B,
+    p: &ChannelAffineParams,
+    pieces: &[(&B::Buf, usize)],
+    scale: &B::Buf,
+    shift: &B::Buf,
+    act: Option<&ActivationParams>,
+) -> Result<B::Buf> {
+    let joined;
+    let x = match pieces {
+        [(x, _)] => *x,
+        _ => {
+            let whole = [p.n, p.c, p.hw];
+            let mut out = b.alloc(p.len())?;
+            let mut start = 0;
+            for &(piece, c) in pieces {
+                let copy = StridedCopyParams::block(&whole, 1, start, c, true);
+                b.strided_copy(&copy, piece, &mut out)?;
+                start += c;
+            }
+            joined = out;
+            &joined
+        }
+    };
+    let y = b.channel_affine(p, x, scale, shift)?;
+    match act {
+        Some(a) => b.activation(a, &y),
+        None => Ok(y),
+    }
+}
+
 pub trait Backend {
     /// A device buffer of f32.
     type Buf;
@@ -167,6 +200,24 @@ pub trait Backend {
         scale: &Self::Buf,
         shift: &Self::Buf,
     ) -> Result<Self::Buf>;
+    /// act(x·scale[c] + shift[c]) where x is the concatenation along channels of `pieces`
+    /// (each (buffer [N, C_k, H, W], C_k), ΣC_k = p.c; one piece is a plain BatchNorm):
+    /// DenseNet's cat → BatchNorm → ReLU as one pass when the intermediate values are not
+    /// needed. This default runs the ops one after another; the results must be the same.
+    fn channel_affine_fused(
+        &self,
+        p: &ChannelAffineParams,
+        pieces: &[(&Self::Buf, usize)],
+        scale: &Self::Buf,
+        shift: &Self::Buf,
+        act: Option<&ActivationParams>,
+    ) -> Result<Self::Buf>
+    where
+        Self: Sized,
+    {
+        concat_then_affine(self, p, pieces, scale, shift, act)
+    }
+
     fn channel_affine_grad_input(
         &self,
         p: &ChannelAffineParams,
@@ -209,6 +260,20 @@ pub trait Backend {
         dy: &Self::Buf,
         w: &Self::Buf,
     ) -> Result<Self::Buf>;
+    /// act(linear(x)) in one call: ConvNeXt's Linear → GELU, for when the product's own
+    /// output is not needed. This default runs the ops one after another; the results must
+    /// be the same.
+    fn linear_fused(
+        &self,
+        p: &LinearParams,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        act: &ActivationParams,
+    ) -> Result<Self::Buf> {
+        let y = self.linear(p, x, w, bias)?;
+        self.activation(act, &y)
+    }
 
     /// The error of an op this backend has no kernel for: names the op and the backend.
     fn unsupported<T>(&self, op: &str) -> Result<T> {

@@ -1,8 +1,10 @@
 //! ReLU, the per-channel affine map of eval-mode BatchNorm, and addition.
 
+use super::activation::activation_in_place;
 use super::pages::prefer_huge_pages;
 use super::real::Real;
-use crate::ops::ChannelAffineParams;
+use super::simd;
+use crate::ops::{ActivationParams, ChannelAffineParams};
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -41,16 +43,55 @@ pub fn channel_affine_forward<T: Real>(
     shift: &[T],
     y: &mut [T],
 ) {
-    assert!(x.len() == p.len() && y.len() == p.len());
-    assert!(scale.len() == p.c && shift.len() == p.c);
-    prefer_huge_pages(y);
-    y.par_chunks_mut(p.hw)
-        .zip(x.par_chunks(p.hw))
+    concat_affine_forward(p, &[(x, p.c)], scale, shift, None, y);
+}
+
+/// y[n, c, i] = act(x[n, c, i]·scale[c] + shift[c]) where x is the concatenation along
+/// channels of `pieces` (each (data [N, C_k, hw], C_k), ΣC_k = p.c): DenseNet's cat →
+/// BatchNorm → ReLU in one pass, reading each piece once and writing y once. Each plane is
+/// the same arithmetic as [`channel_affine_forward`] then the activation's kernel, so the
+/// results are bit-identical to the separate ops.
+pub fn concat_affine_forward<T: Real>(
+    p: &ChannelAffineParams,
+    pieces: &[(&[T], usize)],
+    scale: &[T],
+    shift: &[T],
+    act: Option<&ActivationParams>,
+    y: &mut [T],
+) {
+    assert_eq!(pieces.iter().map(|&(_, c)| c).sum::<usize>(), p.c);
+    assert!(pieces.iter().all(|&(x, c)| x.len() == p.n * c * p.hw));
+    assert!(y.len() == p.len() && scale.len() == p.c && shift.len() == p.c);
+    // (piece, its channel) of every channel of the concatenation.
+    let source: Vec<(usize, usize)> = pieces
+        .iter()
         .enumerate()
-        .for_each(|(i, (yp, xp))| {
-            let (s, t) = (scale[i % p.c], shift[i % p.c]);
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * s + t;
+        .flat_map(|(k, &(_, c))| (0..c).map(move |j| (k, j)))
+        .collect();
+    prefer_huge_pages(y);
+    // Planes are grouped so that tiny ones (7×7) still make jobs worth scheduling.
+    let per_job = (CHUNK / p.hw.max(1)).max(1);
+    y.par_chunks_mut(p.hw * per_job)
+        .enumerate()
+        .for_each(|(job, planes)| {
+            for (i, yp) in planes.chunks_mut(p.hw).enumerate() {
+                let i = job * per_job + i;
+                let (img, c) = (i / p.c, i % p.c);
+                let (k, j) = source[c];
+                let (x, ck) = pieces[k];
+                let xp = &x[(img * ck + j) * p.hw..][..p.hw];
+                let (s, t) = (scale[c], shift[c]);
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in yp.iter_mut().zip(xp) {
+                            *o = v * s + t;
+                        }
+                    },
+                );
+                if let Some(a) = act {
+                    activation_in_place(a, yp);
+                }
             }
         });
 }

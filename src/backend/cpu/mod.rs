@@ -136,6 +136,23 @@ impl Backend for CpuBackend {
         Ok(y.into())
     }
 
+    fn channel_affine_fused(
+        &self,
+        p: &ChannelAffineParams,
+        pieces: &[(&Storage, usize)],
+        scale: &Storage,
+        shift: &Storage,
+        act: Option<&ActivationParams>,
+    ) -> Result<Storage> {
+        let mut y = self.out(p.len());
+        let pieces: Vec<(&[f32], usize)> = pieces
+            .iter()
+            .map(|&(x, c)| (&x[..p.n * c * p.hw], c))
+            .collect();
+        elementwise::concat_affine_forward(p, &pieces, scale, shift, act, &mut y);
+        Ok(y.into())
+    }
+
     fn channel_affine_grad_input(
         &self,
         p: &ChannelAffineParams,
@@ -208,6 +225,19 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let mut y = self.out(p.n * p.out_f);
         linear::linear_forward(p, x, w, bias.map(|b| &b[..]), &mut y);
+        Ok(y.into())
+    }
+
+    fn linear_fused(
+        &self,
+        p: &LinearParams,
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+        act: &ActivationParams,
+    ) -> Result<Storage> {
+        let mut y = self.out(p.n * p.out_f);
+        linear::linear_forward_fused(p, x, w, bias.map(|b| &b[..]), Some(act), &mut y);
         Ok(y.into())
     }
 

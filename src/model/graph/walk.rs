@@ -113,9 +113,9 @@ fn shapes<'a>(plan: &'a Plan, ids: &[ValueId]) -> Vec<&'a [usize]> {
     ids.iter().map(|&v| plan.shapes[v].as_slice()).collect()
 }
 
-/// Runs the graph on input `x`, keeping `keep`. With `fuse`, conv → BatchNorm (→ add)
-/// (→ activation) chains whose intermediate values nothing else reads run as one
-/// `Backend::conv2d_fused` call.
+/// Runs the graph on input `x`, keeping `keep`. With `fuse`, chains whose intermediate
+/// values nothing else reads run as one backend call (see [`fusable`]): conv → BatchNorm
+/// (→ add) (→ activation), (concat →) BatchNorm → activation, linear → activation.
 pub fn forward<B: Backend>(
     cx: &Ctx<B>,
     plan: &Plan,
@@ -191,8 +191,11 @@ fn forward_nodes<B: Backend>(
         } else {
             None
         };
-        let (last, out) = match (&node.op, fusion) {
-            (Op::Conv2d(conv), Some(f)) => {
+        let (last, out) = match fusion {
+            Some(Fusion::Conv(f)) => {
+                let Op::Conv2d(conv) = &node.op else {
+                    unreachable!("a conv chain starts at a conv")
+                };
                 let p = conv.params(g, x_shapes[0]).expect("planned");
                 let residual = f.residual.map(|v| values[v].clone().expect("computed"));
                 let e = ConvEpilogue {
@@ -207,7 +210,39 @@ fn forward_nodes<B: Backend>(
                 })?;
                 (f.last, Fwd::new(y))
             }
-            _ => (i, node.op.forward(cx, &x_shapes, &inputs)?),
+            Some(Fusion::Affine(f)) => {
+                // The pieces are the concat's inputs, or the BatchNorm's one input.
+                let pieces: Vec<(&B::Buf, usize)> = inputs
+                    .iter()
+                    .zip(&x_shapes)
+                    .map(|(v, s)| (&**v, s[1]))
+                    .collect();
+                let Op::Affine(bn) = &g.nodes[f.bn].op else {
+                    unreachable!("an affine chain has a BatchNorm")
+                };
+                let whole = &plan.shapes[g.nodes[f.bn].inputs[0]];
+                let p = bn.params(g, whole).expect("planned");
+                let (scale, shift) = (cx.param(bn.scale), cx.param(bn.shift));
+                let y = cx.timed(&f.key(i), || {
+                    cx.be
+                        .channel_affine_fused(&p, &pieces, scale, shift, f.act.as_ref())
+                })?;
+                (f.last, Fwd::new(y))
+            }
+            Some(Fusion::Linear { act, last }) => {
+                let Op::Linear(lin) = &node.op else {
+                    unreachable!("a linear chain starts at a linear")
+                };
+                let p = lin.params(g, x_shapes[0]).expect("planned");
+                let bias = lin.bias.map(|b| cx.param(b));
+                let key = format!("linear+{}", act.act.name());
+                let y = cx.timed(&key, || {
+                    cx.be
+                        .linear_fused(&p, &inputs[0], cx.param(lin.weight), bias, &act)
+                })?;
+                (last, Fwd::new(y))
+            }
+            None => (i, node.op.forward(cx, &x_shapes, &inputs)?),
         };
         drop(inputs);
         values[g.nodes[last].output] = Some(out.y);
@@ -289,8 +324,19 @@ pub fn backward<B: Backend>(
     Ok(grads)
 }
 
+/// A chain of ops that runs as one backend call.
+enum Fusion {
+    Conv(ConvChain),
+    Affine(AffineChain),
+    /// A linear and the activation after it (ConvNeXt's Linear → GELU).
+    Linear {
+        act: ActivationParams,
+        last: usize,
+    },
+}
+
 /// A conv (→ BatchNorm (→ add)) (→ activation) chain that runs as one `conv2d_fused` call.
-struct Fusion {
+struct ConvChain {
     /// The BatchNorm's (scale, shift) params.
     bn: Option<(usize, usize)>,
     /// The value added after the BatchNorm.
@@ -300,7 +346,7 @@ struct Fusion {
     last: usize,
 }
 
-impl Fusion {
+impl ConvChain {
     /// The name its time is reported under.
     fn key(&self) -> String {
         let mut key = String::from("conv2d");
@@ -318,15 +364,40 @@ impl Fusion {
     }
 }
 
-/// Whether conv node `i` can run fused with the BatchNorm after it, then a residual add,
-/// then an activation (the add only after a BatchNorm; at least one of BatchNorm and
-/// activation): each reads the previous one's output, which nothing else reads or keeps; the
-/// add's other input is computed before the conv.
+/// A (channel concat →) BatchNorm (→ activation) chain that runs as one
+/// `channel_affine_fused` call: DenseNet's pre-activation cat → norm → relu.
+struct AffineChain {
+    /// The BatchNorm's node.
+    bn: usize,
+    act: Option<ActivationParams>,
+    last: usize,
+}
+
+impl AffineChain {
+    fn key(&self, first: usize) -> String {
+        let mut key = String::from(if first < self.bn {
+            "cat+batch_norm"
+        } else {
+            "batch_norm"
+        });
+        if let Some(a) = self.act {
+            key += "+";
+            key += a.act.name();
+        }
+        key
+    }
+}
+
+/// The chain starting at node `i` that can run as one fused call, if any:
+/// - a conv with the BatchNorm after it, then a residual add, then an activation (the add
+///   only after a BatchNorm; at least one of BatchNorm and activation);
+/// - a concat along channels with the BatchNorm after it (then an activation);
+/// - a BatchNorm, or a linear, with the activation after it.
+///
+/// Each op of a chain reads the previous one's output, which nothing else reads or keeps; a
+/// residual add's other input is computed before the conv.
 fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) -> Option<Fusion> {
     let nodes = &g.nodes;
-    if !matches!(nodes[i].op, Op::Conv2d(_)) {
-        return None;
-    }
     // Whether node `to` is the only reader of node `from`'s output, which is not kept.
     let only_reader = |from: usize, to: usize| {
         let v = nodes[from].output;
@@ -334,10 +405,45 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
     };
     let reads_only =
         |from: usize, to: usize| only_reader(from, to) && nodes[to].inputs == [nodes[from].output];
+    // The activation at `last + 1`, if it can join a chain ending at `last`: what its backward
+    // reads (its input, or its output) is kept, and then not fused, by `reads_only`'s test.
+    let activation = |last: usize| match nodes.get(last + 1).map(|n| &n.op) {
+        Some(Op::Act(a)) if reads_only(last, last + 1) => Some(ActivationParams {
+            act: a.act,
+            alpha: a.alpha,
+            beta: a.beta,
+            len: plan.shapes[nodes[last + 1].output].iter().product(),
+        }),
+        _ => None,
+    };
+    let affine_chain = |bn: usize| {
+        let act = activation(bn);
+        Fusion::Affine(AffineChain {
+            bn,
+            act,
+            last: bn + act.is_some() as usize,
+        })
+    };
+    match &nodes[i].op {
+        Op::Conv2d(_) => {}
+        Op::Concat(c)
+            if c.axis == 1
+                && plan.shapes[nodes[i].output].len() == 4
+                && reads_only(i, i + 1)
+                && matches!(nodes[i + 1].op, Op::Affine(_)) =>
+        {
+            return Some(affine_chain(i + 1));
+        }
+        Op::Affine(_) if activation(i).is_some() => return Some(affine_chain(i)),
+        Op::Linear(_) => {
+            return activation(i).map(|act| Fusion::Linear { act, last: i + 1 });
+        }
+        _ => return None,
+    }
     if !reads_only(i, i + 1) {
         return None;
     }
-    let mut f = Fusion {
+    let mut f = ConvChain {
         bn: None,
         residual: None,
         act: None,
@@ -363,19 +469,10 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
             }
         }
     }
-    if reads_only(f.last, f.last + 1) {
-        // Any activation: what its backward reads (its input, or its output) is kept, and
-        // then not fused, by the `keep` test of `reads_only`.
-        if let Op::Act(a) = &nodes[f.last + 1].op {
-            f.act = Some(ActivationParams {
-                act: a.act,
-                alpha: a.alpha,
-                beta: a.beta,
-                len: plan.shapes[nodes[f.last + 1].output].iter().product(),
-            });
-            f.last += 1;
-        }
+    if let Some(act) = activation(f.last) {
+        f.act = Some(act);
+        f.last += 1;
     }
     // A conv alone is not a fusion.
-    (f.last > i).then_some(f)
+    (f.last > i).then_some(Fusion::Conv(f))
 }

@@ -13,7 +13,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn params(&self, g: &Graph, x: &[usize]) -> ShapeResult<LinearParams> {
+    pub fn params(&self, g: &Graph, x: &[usize]) -> ShapeResult<LinearParams> {
         let w = &g.params[self.weight].shape;
         let last = *x.last().unwrap_or(&0);
         if x.len() < 2 || last != w[1] {

@@ -14,7 +14,7 @@ pub struct Affine {
 }
 
 impl Affine {
-    fn params(&self, g: &Graph, x: &[usize]) -> ShapeResult<ChannelAffineParams> {
+    pub fn params(&self, g: &Graph, x: &[usize]) -> ShapeResult<ChannelAffineParams> {
         let (n, c, h, w) = nchw(x)?;
         let k = g.params[self.scale].shape.iter().product::<usize>();
         if k != c {
