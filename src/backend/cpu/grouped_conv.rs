@@ -28,7 +28,7 @@ use super::conv;
 use super::matmul::{matmul, matmul_strided, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
-use super::simd;
+use super::simd::{self, Level};
 use super::weight_grad;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;
@@ -165,9 +165,9 @@ fn valid_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) 
     lo.min(hi)..hi
 }
 
-/// Whether the row kernel's AVX2 + FMA build may run (see `simd::level`).
-fn simd() -> bool {
-    cfg!(target_arch = "x86_64") && simd::level().fma()
+/// The vector extension the row kernel runs at (see `simd::level`).
+fn simd() -> Level {
+    simd::level()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ struct RowJob<'a, T, const M: usize> {
     init: [T; M],
 }
 
-fn row<T: Real, const M: usize>(out: &mut [T], job: &RowJob<T, M>, simd: bool) {
+fn row<T: Real, const M: usize>(out: &mut [T], job: &RowJob<T, M>, simd: Level) {
     match job.step {
         1 => row_stride::<T, M, 1>(out, job, simd),
         2 => row_stride::<T, M, 2>(out, job, simd),
@@ -215,29 +215,40 @@ fn row<T: Real, const M: usize>(out: &mut [T], job: &RowJob<T, M>, simd: bool) {
 fn row_stride<T: Real, const M: usize, const S: usize>(
     out: &mut [T],
     job: &RowJob<T, M>,
-    simd: bool,
+    simd: Level,
 ) {
+    // SAFETY: `simd` is never above what the CPU has (see `simd::level`).
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is only true when the CPU has AVX2 and FMA (see `simd::level`).
-        return unsafe { row_avx2::<T, M, S>(out, job) };
+    match simd {
+        Level::Avx512 => return unsafe { row_avx512::<T, M, S>(out, job) },
+        Level::Avx2 => return unsafe { row_avx2::<T, M, S>(out, job) },
+        Level::Baseline => {}
     }
     let _ = simd;
-    row_impl::<T, M, S, false>(out, job)
+    row_impl::<T, M, S, false, false>(out, job)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_avx2<T: Real, const M: usize, const S: usize>(out: &mut [T], job: &RowJob<T, M>) {
-    row_impl::<T, M, S, true>(out, job)
+    row_impl::<T, M, S, true, false>(out, job)
+}
+
+/// With 32 vector registers, blocks of 5–8 channels take 16-pixel tiles too.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn row_avx512<T: Real, const M: usize, const S: usize>(out: &mut [T], job: &RowJob<T, M>) {
+    row_impl::<T, M, S, true, true>(out, job)
 }
 
 /// The row kernel: tiles of V pixels × M channels held in registers, the widest that fit
 /// first; the last tile of a row overlaps its predecessor instead of running a scalar tail
 /// (a tile computes its outputs afresh, so recomputing a few is harmless). S is the column
-/// step when nonzero (so strided loads vectorize), else `job.step` is.
+/// step when nonzero (so strided loads vectorize), else `job.step` is. WIDE: 16-pixel tiles
+/// for up to 8 channels (AVX-512's 32 registers hold them). Each output is the same sum in
+/// the same order whatever its tile, so WIDE changes no bits.
 #[inline(always)]
-fn row_impl<T: Real, const M: usize, const S: usize, const FMA: bool>(
+fn row_impl<T: Real, const M: usize, const S: usize, const FMA: bool, const WIDE: bool>(
     out: &mut [T],
     job: &RowJob<T, M>,
 ) {
@@ -249,7 +260,7 @@ fn row_impl<T: Real, const M: usize, const S: usize, const FMA: bool>(
             j += 32;
         }
     }
-    if M <= 4 {
+    if M <= 4 || WIDE {
         while j + 16 <= len {
             tile::<T, M, 16, S, FMA>(out, job, j);
             j += 16;
@@ -439,7 +450,7 @@ fn forward_block<T: Real, const M: usize>(
     ym: &mut [T],
     wts: &mut Vec<T>,
     taps: &mut Vec<Tap>,
-    simd: bool,
+    simd: Level,
 ) {
     let (ho, wo) = (p.h_out(), p.w_out());
     let wp = p.w_in + p.pad_w + p.pad_w_end;
@@ -447,7 +458,9 @@ fn forward_block<T: Real, const M: usize>(
     wts.clear();
     wts.extend((0..k_len * M).map(|i| wm[(i % M) * k_len + i / M]));
     let wts = wts.as_chunks::<M>().0;
-    for oy in 0..ho {
+    // The taps of output row oy whose input rows lie inside the input, their bases relative
+    // to input row `first` (where the row's window starts).
+    let row_taps = |taps: &mut Vec<Tap>, oy: usize, first: isize| {
         taps.clear();
         for ci in 0..cig {
             for ky in 0..p.k_h {
@@ -455,21 +468,40 @@ fn forward_block<T: Real, const M: usize>(
                 if iy < 0 || iy >= p.h_in as isize {
                     continue;
                 }
-                let line = (ci * p.h_in + iy as usize) * wp;
+                let line = (ci * p.h_in) as isize + iy - first;
                 for kx in 0..p.k_w {
                     taps.push(Tap {
-                        base: line + kx * p.dilation_w,
+                        base: line as usize * wp + kx * p.dilation_w,
                         widx: (ci * p.k_h + ky) * p.k_w + kx,
                     });
                 }
             }
         }
+    };
+    // Rows whose whole window is inside the input share one tap list, shifted along the
+    // source; the border rows build their own (without the rows that fall outside).
+    let window = |oy: usize| (oy * p.stride_h) as isize - p.pad_h as isize;
+    let inner = valid_outputs((p.k_h - 1) * p.dilation_h, p.stride_h, p.pad_h, p.h_in, ho);
+    let inner = valid_outputs(0, p.stride_h, p.pad_h, p.h_in, ho)
+        .start
+        .max(inner.start)..inner.end;
+    let mut shared = Vec::new();
+    if !inner.is_empty() {
+        row_taps(&mut shared, inner.start, window(inner.start));
+    }
+    for oy in 0..ho {
+        let (src, taps): (&[T], &[Tap]) = if inner.contains(&oy) {
+            (&xg[window(oy) as usize * wp..], &shared)
+        } else {
+            row_taps(taps, oy, 0);
+            (xg, taps)
+        };
         let job = RowJob {
             ostride: ho * wo,
             off: oy * wo,
             len: wo,
             step: p.stride_w,
-            src: xg,
+            src,
             taps,
             wts,
             init: std::array::from_fn(|m| bm.map_or(T::zero(), |b| b[m])),
@@ -573,7 +605,7 @@ impl<T: Real> BackwardBlock<'_, T> {
         wts: &mut Vec<T>,
         taps: &mut Vec<Tap>,
         tmp: &mut Vec<T>,
-        simd: bool,
+        simd: Level,
     ) {
         let p = self.p;
         let (ho, sw) = (p.h_out(), p.stride_w);

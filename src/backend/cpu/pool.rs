@@ -3,6 +3,7 @@
 
 use super::pages::prefer_huge_pages;
 use super::real::Real;
+use super::simd;
 use crate::ops::{adaptive_window, AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -50,25 +51,31 @@ pub fn max_pool2d_forward<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut [T], ar
                 // each output still sees its window's elements in row-major order.
                 let (yf, af) = (&mut yr[fast.clone()], &mut ar[fast.clone()]);
                 let first_col = fast.start * p.stride_w - p.pad_w;
-                for ky in 0..p.k_h {
-                    let line = (oy * p.stride_h - p.pad_h + ky) * p.w_in;
-                    for kx in 0..p.k_w {
-                        let start = line + first_col + kx;
-                        let first = ky == 0 && kx == 0;
-                        match p.stride_w {
-                            1 => scan_position::<T, 1>(yf, af, xp, start, first),
-                            2 => scan_position::<T, 2>(yf, af, xp, start, first),
-                            s => scan_position_strided(yf, af, xp, start, s, first),
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for ky in 0..p.k_h {
+                            let line = (oy * p.stride_h - p.pad_h + ky) * p.w_in;
+                            for kx in 0..p.k_w {
+                                let start = line + first_col + kx;
+                                let first = ky == 0 && kx == 0;
+                                match p.stride_w {
+                                    1 => scan_position::<T, 1>(yf, af, xp, start, first),
+                                    2 => scan_position::<T, 2>(yf, af, xp, start, first),
+                                    s => scan_position_strided(yf, af, xp, start, s, first),
+                                }
+                            }
                         }
-                    }
-                }
+                    },
+                );
             }
         });
 }
 
 /// Folds x[start + j·S] into the running max y[j] and argmax idx[j] of interior output j (or
 /// starts them, for the window's first element). S is a constant so the strided loads
-/// vectorize.
+/// vectorize, and the test is branch-free (`|`, `&` on bools) so the loop does: with `||` it
+/// was a scalar loop of compares and jumps, 9% of a ResNet-50 batch.
 #[inline(always)]
 fn scan_position<T: Real, const S: usize>(
     y: &mut [T],
@@ -79,9 +86,16 @@ fn scan_position<T: Real, const S: usize>(
 ) {
     let n = y.len();
     let src = &x[start..start + (n - 1) * S + 1];
+    if first {
+        for (j, (yv, iv)) in y.iter_mut().zip(idx.iter_mut()).enumerate() {
+            *yv = src[j * S];
+            *iv = (start + j * S) as u32;
+        }
+        return;
+    }
     for (j, (yv, iv)) in y.iter_mut().zip(idx.iter_mut()).enumerate() {
         let v = src[j * S];
-        let take = first || takes_over(v, *yv);
+        let take = (v > *yv) | (v.is_nan() & !yv.is_nan());
         *yv = if take { v } else { *yv };
         *iv = if take { (start + j * S) as u32 } else { *iv };
     }

@@ -8,7 +8,8 @@
 //!
 //! Only the instruction set changes, not the arithmetic: Rust never contracts a·b + c into an
 //! FMA by itself, so every level gives the same bits (tests below). Code that asks for FMA
-//! explicitly (`grouped_conv`'s row kernel) checks [`Level::fma`].
+//! explicitly (`grouped_conv`'s row kernel, built per level) gives the same bits at every
+//! level that has it, and differs by rounding at the baseline.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -23,11 +24,6 @@ pub enum Level {
 }
 
 impl Level {
-    /// Whether FMA instructions are available at this level.
-    pub fn fma(self) -> bool {
-        self >= Level::Avx2
-    }
-
     fn detect() -> Level {
         #[cfg(target_arch = "x86_64")]
         {
@@ -96,11 +92,12 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 mod tests {
     use super::*;
     use crate::backend::cpu::activation::{activation_backward_input, activation_forward};
-    use crate::backend::cpu::winograd;
+    use crate::backend::cpu::{grouped_conv, winograd};
     use crate::ops::{Activation, ActivationParams, Conv2dParams};
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
-    /// The dispatched loops give the same bits at every level this CPU has.
+    /// The dispatched loops give the same bits at every level this CPU has (the grouped
+    /// row kernel at every level with FMA).
     #[test]
     fn every_level_gives_the_same_bits() {
         let mut rng = StdRng::seed_from_u64(7);
@@ -133,13 +130,24 @@ mod tests {
                     (h, dx)
                 })
                 .collect();
-            (y, acts)
+            // The grouped row kernel asks for FMA, so only the levels that have it agree: 8
+            // channels per group (16-pixel tiles at AVX-512, 8 at AVX2), rows of 23.
+            let g = Conv2dParams {
+                groups: 3,
+                ..Conv2dParams::dense(2, 24, (19, 23), 24, (3, 3), (1, 1), (1, 1))
+            };
+            let xg: Vec<f32> = (0..g.input_len()).map(|i| x[i % x.len()]).collect();
+            let wg: Vec<f32> = (0..g.weight_len()).map(|i| w[i % w.len()]).collect();
+            let mut yg = vec![f32::NAN; g.output_len()];
+            grouped_conv::conv2d_forward(&g, &xg, &wg, None, &mut yg);
+            (y, acts, yg)
         };
         let best = Level::detect();
         let want = {
             set_level(Level::Baseline);
             run()
         };
+        let mut grouped_fma: Option<Vec<f32>> = None;
         for l in [Level::Avx2, Level::Avx512]
             .into_iter()
             .filter(|&l| l <= best)
@@ -154,6 +162,11 @@ mod tests {
             for (act, (w, g)) in Activation::ALL.iter().zip(want.1.iter().zip(&got.1)) {
                 assert!(same(&w.0, &g.0), "{} forward at {l:?}", act.name());
                 assert!(same(&w.1, &g.1), "{} backward at {l:?}", act.name());
+            }
+            assert!(got.2.iter().all(|v| v.is_finite()));
+            match &grouped_fma {
+                None => grouped_fma = Some(got.2),
+                Some(first) => assert!(same(first, &got.2), "grouped conv at {l:?}"),
             }
         }
         set_level(best);
