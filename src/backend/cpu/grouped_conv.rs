@@ -167,11 +167,6 @@ fn valid_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) 
     lo.min(hi)..hi
 }
 
-/// The vector extension the row kernel runs at (see `simd::level`).
-fn simd() -> Level {
-    simd::level()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The register-tiled row kernel.
 
@@ -414,7 +409,7 @@ pub(crate) fn direct_forward<T: Real>(
     let (cig, cog) = (p.c_in_group(), p.c_out_group());
     let group_in = cig * p.h_in * p.w_in;
     let k_len = p.k_len();
-    let simd = simd();
+    let simd = simd::level();
     let rows = RowTaps::new(p);
     let tasks = plane_blocks(y, cog, pix);
     let min_len = (JOB_ELEMS / (cog.min(BLOCK) * pix).max(1)).max(1);
@@ -563,7 +558,7 @@ pub(crate) fn direct_backward_input<T: Real>(p: &Conv2dParams, dy: &[T], w: &[T]
     let pix = ho * wo;
     let plane = p.h_in * p.w_in;
     let (cig, cog) = (p.c_in_group(), p.c_out_group());
-    let simd = simd();
+    let simd = simd::level();
     // Output-gradient rows are padded with zeros so that every tap of every phase stays
     // inside them: `left` zeros before, `right` after.
     let phases = phases(p);

@@ -51,31 +51,43 @@ pub fn max_pool2d_forward<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut [T], ar
                 // each output still sees its window's elements in row-major order.
                 let (yf, af) = (&mut yr[fast.clone()], &mut ar[fast.clone()]);
                 let first_col = fast.start * p.stride_w - p.pad_w;
+                let corner = (oy * p.stride_h - p.pad_h) * p.w_in + first_col;
                 simd::dispatch(
                     #[inline(always)]
                     || {
-                        for ky in 0..p.k_h {
-                            let line = (oy * p.stride_h - p.pad_h + ky) * p.w_in;
-                            for kx in 0..p.k_w {
-                                let start = line + first_col + kx;
-                                let first = ky == 0 && kx == 0;
-                                match p.stride_w {
-                                    1 => scan_position::<T, 1>(yf, af, xp, start, first),
-                                    2 => scan_position::<T, 2>(yf, af, xp, start, first),
-                                    s => scan_position_strided(yf, af, xp, start, s, first),
-                                }
+                        window_positions((p.k_h, p.k_w), p.w_in, corner, |start, first| {
+                            match p.stride_w {
+                                1 => scan_position::<T, 1>(yf, af, xp, start, first),
+                                2 => scan_position::<T, 2>(yf, af, xp, start, first),
+                                s => scan_position_strided(yf, af, xp, start, s, first),
                             }
-                        }
+                        })
                     },
                 );
             }
         });
 }
 
+/// Calls `f(start, first)` for each position (ky, kx) of a k_h × k_w window in row-major order
+/// (the order PyTorch's ties and sums follow): `start` is the input index of that position in
+/// the window whose top-left element is at `corner`, `first` whether it is the window's first.
+#[inline(always)]
+fn window_positions(
+    (k_h, k_w): (usize, usize),
+    w_in: usize,
+    corner: usize,
+    mut f: impl FnMut(usize, bool),
+) {
+    for ky in 0..k_h {
+        for kx in 0..k_w {
+            f(corner + ky * w_in + kx, ky == 0 && kx == 0);
+        }
+    }
+}
+
 /// Folds x[start + j·S] into the running max y[j] and argmax idx[j] of interior output j (or
 /// starts them, for the window's first element). S is a constant so the strided loads
-/// vectorize, and the test is branch-free (`|`, `&` on bools) so the loop does: with `||` it
-/// was a scalar loop of compares and jumps, 9% of a ResNet-50 batch.
+/// vectorize; so does the branch-free [`takes_over`].
 #[inline(always)]
 fn scan_position<T: Real, const S: usize>(
     y: &mut [T],
@@ -95,7 +107,7 @@ fn scan_position<T: Real, const S: usize>(
     }
     for (j, (yv, iv)) in y.iter_mut().zip(idx.iter_mut()).enumerate() {
         let v = src[j * S];
-        let take = (v > *yv) | (v.is_nan() & !yv.is_nan());
+        let take = takes_over(v, *yv);
         *yv = if take { v } else { *yv };
         *iv = if take { (start + j * S) as u32 } else { *iv };
     }
@@ -119,10 +131,12 @@ fn scan_position_strided<T: Real>(
     }
 }
 
-/// Whether v replaces the running maximum: larger, or the first NaN.
+/// Whether v replaces the running maximum: larger, or the first NaN. Branch-free (`|`, `&` on
+/// bools), so the interior scan vectorizes: with `||` it compiled to a scalar loop of compares
+/// and jumps, 9% of a ResNet-50 batch.
 #[inline(always)]
 fn takes_over<T: Real>(v: T, best: T) -> bool {
-    v > best || (v.is_nan() && !best.is_nan())
+    (v > best) | (v.is_nan() & !best.is_nan())
 }
 
 /// The outputs o whose window [o·stride − pad, o·stride − pad + k) lies inside [0, len).
@@ -228,23 +242,19 @@ pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
                 }
                 let yf = &mut yr[fast.clone()];
                 let first_col = fast.start * p.stride_w - p.pad_w;
-                for ky in 0..p.k_h {
-                    let line = (oy * p.stride_h - p.pad_h + ky) * p.w_in;
-                    for kx in 0..p.k_w {
-                        let start = line + first_col + kx;
-                        let first = ky == 0 && kx == 0;
-                        match p.stride_w {
-                            1 => sum_position::<T, 1>(yf, xp, start, first),
-                            2 => sum_position::<T, 2>(yf, xp, start, first),
-                            s => {
-                                let positions = (start..).step_by(s);
-                                for (yv, i) in yf.iter_mut().zip(positions) {
-                                    *yv = if first { xp[i] } else { *yv + xp[i] };
-                                }
+                let corner = (oy * p.stride_h - p.pad_h) * p.w_in + first_col;
+                window_positions((p.k_h, p.k_w), p.w_in, corner, |start, first| {
+                    match p.stride_w {
+                        1 => sum_position::<T, 1>(yf, xp, start, first),
+                        2 => sum_position::<T, 2>(yf, xp, start, first),
+                        s => {
+                            let positions = (start..).step_by(s);
+                            for (yv, i) in yf.iter_mut().zip(positions) {
+                                *yv = if first { xp[i] } else { *yv + xp[i] };
                             }
                         }
                     }
-                }
+                });
                 for v in yf {
                     *v = *v / full;
                 }

@@ -191,8 +191,8 @@ fn forward_nodes<B: Backend>(
         } else {
             None
         };
-        let (last, out) = match fusion {
-            Some(Fusion::Conv(f)) => {
+        let (last, out) = match &fusion {
+            Some(fused @ Fusion::Conv(f)) => {
                 let Op::Conv2d(conv) = &node.op else {
                     unreachable!("a conv chain starts at a conv")
                 };
@@ -204,13 +204,13 @@ fn forward_nodes<B: Backend>(
                     act: f.act,
                 };
                 let bias = conv.bias.map(|b| cx.param(b));
-                let y = cx.timed(&f.key(), || {
+                let y = cx.timed(&fused.key(i), || {
                     cx.be
                         .conv2d_fused(&p, &inputs[0], cx.param(conv.weight), bias, &e)
                 })?;
                 (f.last, Fwd::new(y))
             }
-            Some(Fusion::Affine(f)) => {
+            Some(fused @ Fusion::Affine(f)) => {
                 // The pieces are the concat's inputs, or the BatchNorm's one input.
                 let pieces: Vec<(&B::Buf, usize)> = inputs
                     .iter()
@@ -223,24 +223,23 @@ fn forward_nodes<B: Backend>(
                 let whole = &plan.shapes[g.nodes[f.bn].inputs[0]];
                 let p = bn.params(g, whole).expect("planned");
                 let (scale, shift) = (cx.param(bn.scale), cx.param(bn.shift));
-                let y = cx.timed(&f.key(i), || {
+                let y = cx.timed(&fused.key(i), || {
                     cx.be
                         .channel_affine_fused(&p, &pieces, scale, shift, f.act.as_ref())
                 })?;
                 (f.last, Fwd::new(y))
             }
-            Some(Fusion::Linear { act, last }) => {
+            Some(fused @ Fusion::Linear { act, last }) => {
                 let Op::Linear(lin) = &node.op else {
                     unreachable!("a linear chain starts at a linear")
                 };
                 let p = lin.params(g, x_shapes[0]).expect("planned");
                 let bias = lin.bias.map(|b| cx.param(b));
-                let key = format!("linear+{}", act.act.name());
-                let y = cx.timed(&key, || {
+                let y = cx.timed(&fused.key(i), || {
                     cx.be
-                        .linear_fused(&p, &inputs[0], cx.param(lin.weight), bias, &act)
+                        .linear_fused(&p, &inputs[0], cx.param(lin.weight), bias, act)
                 })?;
-                (last, Fwd::new(y))
+                (*last, Fwd::new(y))
             }
             None => (i, node.op.forward(cx, &x_shapes, &inputs)?),
         };
@@ -346,24 +345,6 @@ struct ConvChain {
     last: usize,
 }
 
-impl ConvChain {
-    /// The name its time is reported under.
-    fn key(&self) -> String {
-        let mut key = String::from("conv2d");
-        if self.bn.is_some() {
-            key += "+batch_norm";
-        }
-        if self.residual.is_some() {
-            key += "+add";
-        }
-        if let Some(a) = self.act {
-            key += "+";
-            key += a.act.name();
-        }
-        key
-    }
-}
-
 /// A (channel concat →) BatchNorm (→ activation) chain that runs as one
 /// `channel_affine_fused` call: DenseNet's pre-activation cat → norm → relu.
 struct AffineChain {
@@ -373,14 +354,28 @@ struct AffineChain {
     last: usize,
 }
 
-impl AffineChain {
+impl Fusion {
+    /// The name its time is reported under: its ops' names joined by `+`. `first`: the
+    /// chain's first node.
     fn key(&self, first: usize) -> String {
-        let mut key = String::from(if first < self.bn {
-            "cat+batch_norm"
-        } else {
-            "batch_norm"
-        });
-        if let Some(a) = self.act {
+        let (mut key, act) = match self {
+            Fusion::Conv(f) => {
+                let mut key = String::from("conv2d");
+                if f.bn.is_some() {
+                    key += "+batch_norm";
+                }
+                if f.residual.is_some() {
+                    key += "+add";
+                }
+                (key, f.act)
+            }
+            Fusion::Affine(f) => {
+                let cat = if first < f.bn { "cat+" } else { "" };
+                (format!("{cat}batch_norm"), f.act)
+            }
+            Fusion::Linear { act, .. } => ("linear".into(), Some(*act)),
+        };
+        if let Some(a) = act {
             key += "+";
             key += a.act.name();
         }
@@ -408,12 +403,9 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
     // The activation at `last + 1`, if it can join a chain ending at `last`: what its backward
     // reads (its input, or its output) is kept, and then not fused, by `reads_only`'s test.
     let activation = |last: usize| match nodes.get(last + 1).map(|n| &n.op) {
-        Some(Op::Act(a)) if reads_only(last, last + 1) => Some(ActivationParams {
-            act: a.act,
-            alpha: a.alpha,
-            beta: a.beta,
-            len: plan.shapes[nodes[last + 1].output].iter().product(),
-        }),
+        Some(Op::Act(a)) if reads_only(last, last + 1) => {
+            Some(a.params(&plan.shapes[nodes[last + 1].output]))
+        }
         _ => None,
     };
     let affine_chain = |bn: usize| {

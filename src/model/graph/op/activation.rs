@@ -20,7 +20,7 @@ impl Act {
         }
     }
 
-    fn params(&self, x: &[usize]) -> ActivationParams {
+    pub fn params(&self, x: &[usize]) -> ActivationParams {
         ActivationParams {
             act: self.act,
             alpha: self.alpha,
