@@ -73,9 +73,9 @@ def cpu_model():
     return f"{fields.get('Model name', '?').strip()} ({' '.join(ext) or 'no AVX2'})"
 
 
-def median_wall(cmd, iters):
-    """Median wall time of running `cmd` as a process, after one warm-up (page cache)."""
-    return median_process(cmd, iters)[0]
+def median_wall(cmd, iters, warmup=1):
+    """Median wall time of running `cmd` as a process, after `warmup` runs (page cache)."""
+    return median_process(cmd, iters, warmup)[0]
 
 
 # Runs a command as its child and reports that child's wall time and peak RSS. The child must
@@ -103,17 +103,19 @@ def run_process(cmd):
     return float(wall), int(rss_kb) / 1024  # ru_maxrss is in KB on Linux
 
 
-def median_process(cmd, iters):
-    """Medians of wall time and peak RSS over `iters` runs of `cmd`, after one warm-up run
-    (the page cache)."""
-    run_process(cmd)
+def median_process(cmd, iters, warmup=1):
+    """Medians of wall time and peak RSS over `iters` runs of `cmd`, after `warmup` runs (the
+    page cache)."""
+    for _ in range(warmup):
+        run_process(cmd)
     runs = [run_process(cmd) for _ in range(iters)]
     return tuple(statistics.median(r[i] for r in runs) for i in range(2))
 
 
-def median_time(fn, iters):
-    """Median of `iters` timed calls of `fn`, after one warm-up call."""
-    fn()
+def median_time(fn, iters, warmup=1):
+    """Median of `iters` timed calls of `fn`, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(iters):
         t = time.perf_counter()
@@ -139,6 +141,9 @@ def main():
                          "against pytorch-grad-cam's classes instead of the GradCAM table")
     ap.add_argument("--mask-batch", type=int, default=16,
                     help="masks / ablations per forward pass, both sides (--methods)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed runs before the timed ones (--methods; 0 for ScoreCAM at "
+                         "resnet50 scale, where one run takes minutes)")
     args = ap.parse_args()
     args.archs = [a for arch in args.archs for a in (FAMILY_BENCH if arch == "families" else [arch])]
     device = torch.device(args.device)
@@ -242,12 +247,13 @@ def method_rows(args, tmp):
             cls = getattr(pytorch_grad_cam, PGC_CLASSES[method])
             with cls(model=model, target_layers=[layer]) as cam:
                 cam.batch_size = args.mask_batch
-                t_pgc = median_time(lambda: cam(input_tensor=x, targets=None), args.iters)
+                t_pgc = median_time(lambda: cam(input_tensor=x, targets=None), args.iters,
+                                    args.warmup)
             ours = [args.bin, "--threads", str(args.threads), "explain", "--weights", str(weights),
                     "--backend", args.device, "--quiet", "--method", method, "--layer",
                     DEFAULT_LAYER[arch], "--batch-size", str(args.mask_batch),
                     "--input-tensor", str(xpath), "--out", str(tmp / f"{arch}.{method}")]
-            t_ours = median_wall(ours, args.iters)
+            t_ours = median_wall(ours, args.iters, args.warmup)
             print(f"{arch:18} {method:12} {t_pgc:12.2f} {t_ours:16.2f} {t_pgc / t_ours:8.2f}x",
                   flush=True)
     print("(seconds per batch, median; pgc in process with a warm model, ours one process "

@@ -230,6 +230,10 @@ pub trait Backend {
     fn relu_grad_input(&self, y: &Self::Buf, dy: &Self::Buf, len: usize) -> Result<Self::Buf>;
 
     fn max_pool2d(&self, p: &MaxPool2dParams, x: &Self::Buf) -> Result<(Self::Buf, Self::Idx)>;
+    /// `max_pool2d`'s maxima alone, for a pass whose backward does not cross the pool.
+    fn max_pool2d_values(&self, p: &MaxPool2dParams, x: &Self::Buf) -> Result<Self::Buf> {
+        self.max_pool2d(p, x).map(|(y, _)| y)
+    }
     fn max_pool2d_grad_input(
         &self,
         p: &MaxPool2dParams,

@@ -183,6 +183,12 @@ impl Backend for CpuBackend {
         Ok((y.into(), idx))
     }
 
+    fn max_pool2d_values(&self, p: &MaxPool2dParams, x: &Storage) -> Result<Storage> {
+        let mut y = self.out(p.output_len());
+        pool::max_pool2d_forward_values(p, x, &mut y);
+        Ok(y.into())
+    }
+
     fn max_pool2d_grad_input(
         &self,
         p: &MaxPool2dParams,

@@ -241,7 +241,8 @@ fn forward_nodes<B: Backend>(
                 })?;
                 (*last, Fwd::new(y))
             }
-            None => (i, node.op.forward(cx, &x_shapes, &inputs)?),
+            None if keep.aux[i] => (i, node.op.forward(cx, &x_shapes, &inputs)?),
+            None => (i, node.op.forward_without_aux(cx, &x_shapes, &inputs)?),
         };
         drop(inputs);
         values[g.nodes[last].output] = Some(out.y);

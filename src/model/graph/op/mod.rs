@@ -192,6 +192,17 @@ pub trait OpDef {
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>>;
 
+    /// The forward pass when its `aux` will not be kept (no backward crosses the op): an op
+    /// whose aux costs work of its own (max-pool's argmax) skips it.
+    fn forward_without_aux<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        inputs: &[Rc<B::Buf>],
+    ) -> Result<Fwd<B>> {
+        self.forward(cx, x, inputs)
+    }
+
     /// Input gradients from the output gradient `dy`, for the inputs with `need[i]`.
     fn backward<B: Backend>(
         &self,
@@ -278,6 +289,14 @@ impl Op {
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>> {
         dispatch!(self, o => o.forward(cx, x, inputs))
+    }
+    pub fn forward_without_aux<B: Backend>(
+        &self,
+        cx: &Ctx<B>,
+        x: &[&[usize]],
+        inputs: &[Rc<B::Buf>],
+    ) -> Result<Fwd<B>> {
+        dispatch!(self, o => o.forward_without_aux(cx, x, inputs))
     }
     pub fn backward<B: Backend>(
         &self,
