@@ -360,13 +360,15 @@ struct BackwardGather {
 };
 
 // What the forward store applies, in this order: + bias[m]; * scale[m] + shift[m]; + residual;
-// ReLU. Null pointers skip a step.
+// the activation. Null pointers skip a step.
 struct Epilogue {
     const float* bias;      // [c_out] or null
     const float* scale;     // [c_out] or null (then shift is unused)
     const float* shift;     // [c_out]
     const float* residual;  // [n, c_out, h_out, w_out] or null
-    int relu;
+    int relu;               // 1: max(v, 0), as the CPU's fused ReLU (a NaN becomes 0)
+    int act;                // otherwise, >= 0: the activation table's row act_fwd(act, v, alpha, beta)
+    float alpha, beta;      // that row's parameters
 };
 
 __device__ __forceinline__ void split_tf32(float v, unsigned int& big, unsigned int& small) {
@@ -524,6 +526,7 @@ struct ForwardStore {
         if (e.scale) v = __fadd_rn(__fmul_rn(v, e.scale[m]), e.shift[m]);
         if (e.residual) v = __fadd_rn(v, e.residual[o]);
         if (e.relu) v = fmaxf(v, 0.0f);
+        else if (e.act >= 0) v = act_fwd((unsigned)e.act, v, e.alpha, e.beta);
         y[o] = v;
     }
 };
@@ -554,14 +557,16 @@ __device__ void conv_bwd_v3(float* dx, const float* dy, const float* w, ConvShap
 
 // Forward with the fused epilogue. y, residual: [n, c_out, h_out, w_out]; x: [n, c_in, h_in,
 // w_in]; w: [c_out, c_in, k_h, k_w]; bias, scale, shift: [c_out]. bias, scale and residual may
-// be null (scale null: no BatchNorm). Grid: (ceil(N / 128), ceil(M / 128)) blocks of 256.
+// be null (scale null: no BatchNorm); relu, act, alpha, beta: the activation (see Epilogue;
+// relu 0 and act -1: none). Grid: (ceil(N / 128), ceil(M / 128)) blocks of 256.
 #define V3_FWD_PARAMS                                                                                            \
     float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,                            \
         const float *__restrict__ bias, const float *__restrict__ scale, const float *__restrict__ shift,       \
-        const float *__restrict__ residual, int relu, int n, int c_in, int h_in, int w_in, int c_out, int h_out, \
-        int w_out, int k_h, int k_w, int stride_h, int stride_w, int pad_h, int pad_w
+        const float *__restrict__ residual, int relu, int act, float alpha, float beta, int n, int c_in,        \
+        int h_in, int w_in, int c_out, int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,     \
+        int pad_h, int pad_w
 #define V3_FWD_ARGS \
-    y, x, w, Epilogue{bias, scale, shift, residual, relu}, \
+    y, x, w, Epilogue{bias, scale, shift, residual, relu, act, alpha, beta}, \
         ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}
 // Input gradient. dx: [n, c_in, h_in, w_in]; dy: [n, c_out, h_out, w_out]. Grid: (ceil(N /
 // 128), ceil(c_in / 128)) blocks of 256.

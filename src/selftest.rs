@@ -216,9 +216,19 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
         );
     }
 
-    // Conv with its fused epilogue (BatchNorm, then residual, then ReLU), against the f64 ops
-    // one after another; with and without the residual and the ReLU.
-    for (residual, relu) in [(true, true), (false, true), (false, false)] {
+    // Conv with its fused epilogue (BatchNorm, then residual, then the activation), against the
+    // f64 ops one after another; with and without the residual, ReLU and the activations the
+    // families fuse (ReLU as max(v, 0), the others through the activation table).
+    let acts = [
+        (true, Some(Activation::Relu)),
+        (false, Some(Activation::Relu)),
+        (false, None),
+        (false, Some(Activation::Silu)),
+        (true, Some(Activation::Hardswish)),
+        (false, Some(Activation::Relu6)),
+        (false, Some(Activation::Gelu)),
+    ];
+    for (residual, act) in acts {
         let p = conv3x3(2, 21, 9, 7, 131);
         let x = randn(&mut rng, p.input_len());
         let w = randn(&mut rng, p.weight_len());
@@ -234,17 +244,19 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
             if residual {
                 *v += res[i] as f64;
             }
-            if relu {
-                *v = v.max(0.0);
-            }
+            *v = match act {
+                Some(Activation::Relu) => v.max(0.0),
+                Some(a) => a.forward(*v, 0.0, 0.0),
+                None => *v,
+            };
         }
         let out = (|| {
             let (sb, tb, rb) = (up(&scale)?, up(&shift)?, up(&res)?);
             let e = crate::backend::ConvEpilogue {
                 bn: Some((&sb, &tb)),
                 residual: residual.then_some(&rb),
-                act: relu.then_some(crate::ops::ActivationParams {
-                    act: crate::ops::Activation::Relu,
+                act: act.map(|act| ActivationParams {
+                    act,
                     alpha: 0.0,
                     beta: 0.0,
                     len: p.output_len(),
@@ -256,7 +268,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
             format!(
                 "conv2d_fused bn{} {}",
                 if residual { " +res" } else { "" },
-                if relu { "relu" } else { "" }
+                act.map_or("", |a| a.name())
             ),
             tol.conv,
             out,

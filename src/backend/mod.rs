@@ -71,13 +71,6 @@ pub struct ConvEpilogue<'a, Buf> {
     pub act: Option<ActivationParams>,
 }
 
-impl<Buf> ConvEpilogue<'_, Buf> {
-    /// Whether its activation, if any, is ReLU: the one the GPU fused kernels apply.
-    pub fn relu_or_none(&self) -> bool {
-        self.act.is_none_or(|a| a.act == Activation::Relu)
-    }
-}
-
 /// [`Backend::conv2d_fused`] as the separate ops one after another: the default, and the
 /// fallback of backends whose fused kernel only some conv variants have.
 pub fn conv2d_then_epilogue<B: Backend>(

@@ -69,7 +69,7 @@ pub fn require_nvrtc() -> Result<()> {
 
 /// Files that call the activation table's `act_fwd` / `act_df`: the functions generated from
 /// the table (`crate::ops::gpu_source`) go in front of their source.
-const USES_ACTIVATION_TABLE: &[&str] = &["activation.cu"];
+const USES_ACTIVATION_TABLE: &[&str] = &["activation.cu", "conv2d.cu"];
 
 /// Compiles one source to PTX for `arch` (e.g. "sm_90"). Errors carry NVRTC's log.
 pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {

@@ -436,10 +436,16 @@ impl CudaBackend {
         let scale = ptr(e.and_then(|e| e.bn.map(|(s, _)| s)));
         let shift = ptr(e.and_then(|e| e.bn.map(|(_, t)| t)));
         let residual = ptr(e.and_then(|e| e.residual));
-        let relu = e.is_some_and(|e| e.act.is_some()) as i32;
+        // ReLU as max(v, 0) (the CPU's fused rule); any other row through the table.
+        let act = e.and_then(|e| e.act);
+        let relu = act.is_some_and(|a| a.act == Activation::Relu) as i32;
+        let (id, alpha, beta) = match act.filter(|_| relu == 0) {
+            Some(a) => (a.act.index() as i32, a.alpha, a.beta),
+            None => (-1, 0.0, 0.0),
+        };
         let cfg = self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out());
         launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
-            &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
+            &id, &alpha, &beta, &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
         Ok(y)
     }
 }
@@ -539,12 +545,6 @@ impl Backend for CudaBackend {
     ) -> Result<CudaSlice<f32>> {
         if !p.is_dense() {
             return super::conv2d_then_epilogue(self, p, x, w, bias, e);
-        }
-        // The fused kernels apply ReLU only; other activations run after them as their own op.
-        if let Some(act) = e.act.filter(|_| !e.relu_or_none()) {
-            let bare = ConvEpilogue { act: None, ..*e };
-            let y = self.conv2d_fused(p, x, w, bias, &bare)?;
-            return self.activation(&act, &y);
         }
         match self.conv {
             ConvKernel::V3 | ConvKernel::V4 => self.conv2d_v3(p, x, w, bias, Some(e)),
