@@ -23,11 +23,12 @@ pub fn max_pool2d_forward<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut [T], ar
         "plane too large for u32 argmax"
     );
     prefer_huge_pages(y);
+    let sweep = Sweep::of_max_pool(p);
     let plane = (p.h_out() * p.w_out()).max(1);
     y.par_chunks_mut(plane)
         .zip(argmax.par_chunks_mut(plane))
         .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
-        .for_each(|((yp, ap), xp)| max_pool_plane::<T, true>(p, xp, yp, ap));
+        .for_each(|((yp, ap), xp)| max_pool_plane::<T, true>(p, &sweep, xp, yp, ap));
 }
 
 /// [`max_pool2d_forward`] without the argmax, for a forward pass no backward will cross: the
@@ -36,23 +37,22 @@ pub fn max_pool2d_forward_values<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut 
     assert_eq!(x.len(), p.input_len());
     assert_eq!(y.len(), p.output_len());
     prefer_huge_pages(y);
+    let sweep = Sweep::of_max_pool(p);
     y.par_chunks_mut((p.h_out() * p.w_out()).max(1))
         .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
-        .for_each(|(yp, xp)| max_pool_plane::<T, false>(p, xp, yp, &mut []));
+        .for_each(|(yp, xp)| max_pool_plane::<T, false>(p, &sweep, xp, yp, &mut []));
 }
 
 /// One plane of max pooling; `ARG`: whether the argmax plane `ap` is written. The interior
 /// outputs of a row are folded window position by window position ([`Interior::positions`]).
 fn max_pool_plane<T: Real, const ARG: bool>(
     p: &MaxPool2dParams,
+    sweep: &Sweep,
     xp: &[T],
     yp: &mut [T],
     ap: &mut [u32],
 ) {
     let (ho, wo) = (p.h_out(), p.w_out());
-    let inner_y = inner_outputs(p.k_h, p.stride_h, p.pad_h, p.h_in, ho);
-    let inner_x = inner_outputs(p.k_w, p.stride_w, p.pad_w, p.w_in, wo);
-    let s = p.stride_w;
     let mut phases = Vec::new();
     for oy in 0..ho {
         let yr = &mut yp[oy * wo..(oy + 1) * wo];
@@ -61,11 +61,7 @@ fn max_pool_plane<T: Real, const ARG: bool>(
         } else {
             &mut []
         };
-        let fast = if inner_y.contains(&oy) {
-            inner_x.clone()
-        } else {
-            0..0
-        };
+        let fast = sweep.fast(oy);
         for ox in (0..fast.start).chain(fast.end..wo) {
             let (v, i) = clipped_window_max(p, xp, oy, ox);
             yr[ox] = v;
@@ -78,22 +74,79 @@ fn max_pool_plane<T: Real, const ARG: bool>(
         }
         let yf = &mut yr[fast.clone()];
         let af: &mut [u32] = if ARG { &mut ar[fast.clone()] } else { &mut [] };
-        let run = Interior::new(
-            p.w_in,
-            (p.k_h, p.k_w),
-            (p.stride_h, s),
-            (p.pad_h, p.pad_w),
-            oy,
-            &fast,
-        );
+        let run = sweep.interior(oy, &fast);
+        let step = p.stride_w as u32;
         simd::dispatch(
             #[inline(always)]
             || {
                 run.positions(xp, &mut phases, |src, at, first| {
-                    fold_max::<T, ARG>(yf, af, src, at as u32, s as u32, first)
+                    fold_max::<T, ARG>(yf, af, src, at as u32, step, first)
                 })
             },
         );
+    }
+}
+
+/// The geometry of a window sweep over one plane, shared by max and average pooling, with the
+/// outputs whose windows lie wholly inside the input along each axis.
+struct Sweep {
+    w_in: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+    inner_y: Range<usize>,
+    inner_x: Range<usize>,
+}
+
+impl Sweep {
+    fn of_max_pool(p: &MaxPool2dParams) -> Self {
+        Sweep::new(
+            p.h_in,
+            p.w_in,
+            (p.k_h, p.k_w),
+            (p.stride_h, p.stride_w),
+            (p.pad_h, p.pad_w),
+            (p.h_out(), p.w_out()),
+        )
+    }
+
+    fn new(
+        h_in: usize,
+        w_in: usize,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        pad: (usize, usize),
+        (ho, wo): (usize, usize),
+    ) -> Self {
+        Sweep {
+            w_in,
+            kernel,
+            stride,
+            pad,
+            inner_y: inner_outputs(kernel.0, stride.0, pad.0, h_in, ho),
+            inner_x: inner_outputs(kernel.1, stride.1, pad.1, w_in, wo),
+        }
+    }
+
+    /// Output row `oy`'s interior outputs (none on a border row).
+    fn fast(&self, oy: usize) -> Range<usize> {
+        if self.inner_y.contains(&oy) {
+            self.inner_x.clone()
+        } else {
+            0..0
+        }
+    }
+
+    /// Output row `oy`'s run of interior outputs `fast` (non-empty).
+    fn interior(&self, oy: usize, fast: &Range<usize>) -> Interior {
+        Interior {
+            w_in: self.w_in,
+            kernel: self.kernel,
+            stride: self.stride.1,
+            top: oy * self.stride.0 - self.pad.0,
+            first_col: fast.start * self.stride.1 - self.pad.1,
+            n: fast.len(),
+        }
     }
 }
 
@@ -109,25 +162,6 @@ struct Interior {
 }
 
 impl Interior {
-    /// Output row `oy`'s interior outputs `fast` (non-empty) of a window sweep.
-    fn new(
-        w_in: usize,
-        kernel: (usize, usize),
-        stride: (usize, usize),
-        pad: (usize, usize),
-        oy: usize,
-        fast: &Range<usize>,
-    ) -> Self {
-        Interior {
-            w_in,
-            kernel,
-            stride: stride.1,
-            top: oy * stride.0 - pad.0,
-            first_col: fast.start * stride.1 - pad.1,
-            n: fast.len(),
-        }
-    }
-
     /// Calls `f(src, at, first)` for each window position (ky, kx) in row-major order (the
     /// order PyTorch's ties and sums follow): `src[j]` is that position's input value for
     /// output j, `at` its input index for output 0 (output j's is at + j·stride), `first`
@@ -305,8 +339,14 @@ pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
     assert_eq!(y.len(), p.output_len());
     prefer_huge_pages(y);
     let (ho, wo) = (p.h_out(), p.w_out());
-    let inner_y = inner_outputs(p.k_h, p.stride_h, p.pad_h, p.h_in, ho);
-    let inner_x = inner_outputs(p.k_w, p.stride_w, p.pad_w, p.w_in, wo);
+    let sweep = Sweep::new(
+        p.h_in,
+        p.w_in,
+        (p.k_h, p.k_w),
+        (p.stride_h, p.stride_w),
+        (p.pad_h, p.pad_w),
+        (ho, wo),
+    );
     let full = T::of((p.k_h * p.k_w) as f64);
     y.par_chunks_mut((ho * wo).max(1))
         .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
@@ -314,11 +354,7 @@ pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
             let mut phases = Vec::new();
             for oy in 0..ho {
                 let yr = &mut yp[oy * wo..(oy + 1) * wo];
-                let fast = if inner_y.contains(&oy) {
-                    inner_x.clone()
-                } else {
-                    0..0
-                };
+                let fast = sweep.fast(oy);
                 for ox in (0..fast.start).chain(fast.end..wo) {
                     let (ry, rx, div) = p.window(oy, ox);
                     let mut s = T::zero();
@@ -333,14 +369,7 @@ pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
                     continue;
                 }
                 let yf = &mut yr[fast.clone()];
-                let run = Interior::new(
-                    p.w_in,
-                    (p.k_h, p.k_w),
-                    (p.stride_h, p.stride_w),
-                    (p.pad_h, p.pad_w),
-                    oy,
-                    &fast,
-                );
+                let run = sweep.interior(oy, &fast);
                 simd::dispatch(
                     #[inline(always)]
                     || {

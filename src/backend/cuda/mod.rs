@@ -439,9 +439,9 @@ impl CudaBackend {
         // ReLU as max(v, 0) (the CPU's fused rule); any other row through the table.
         let act = e.and_then(|e| e.act);
         let relu = act.is_some_and(|a| a.act == Activation::Relu) as i32;
-        let (id, alpha, beta) = match act.filter(|_| relu == 0) {
-            Some(a) => (a.act.index() as i32, a.alpha, a.beta),
-            None => (-1, 0.0, 0.0),
+        let (id, alpha, beta) = match act {
+            Some(a) if a.act != Activation::Relu => (a.act.index() as i32, a.alpha, a.beta),
+            _ => (-1, 0.0, 0.0),
         };
         let cfg = self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out());
         launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
