@@ -477,6 +477,7 @@ pub fn run_with<B: Backend>(b: &B, tol: Tolerances) -> Vec<Line> {
     }
 
     op_families(b, &mut c, &mut rng, tol);
+    squeeze_excitation(b, &mut c, &mut rng, tol);
 
     // The fused CAM step, every combine: odd sizes, ResNet's 7x7 -> 224x224 (not normalized
     // again, as for the per-layer CAMs of several layers), and a constant CAM (the 1e-7
@@ -793,6 +794,54 @@ fn op_families<B: Backend>(b: &B, c: &mut Checker, rng: &mut StdRng, tol: Tolera
             out,
             &reference,
         );
+    }
+}
+
+/// The fused squeeze-excitation block (pool, fc1, activation, fc2, gate, multiply) against
+/// the CPU kernels in f64: few channels (threads share a channel's mean), more channels and
+/// more hidden units than a block has threads, a 1×1 map.
+fn squeeze_excitation<B: Backend>(b: &B, c: &mut Checker, rng: &mut StdRng, tol: Tolerances) {
+    use crate::backend::cpu::squeeze_excitation::squeeze_excitation_forward;
+    use Activation::*;
+    let up = |v: &[f32]| b.upload(v);
+    let cases = [
+        (3, 5, (13, 11), 3, Relu, Sigmoid),
+        (2, 300, (3, 5), 7, Silu, Hardsigmoid),
+        (2, 130, (1, 1), 260, Hardswish, Sigmoid),
+        (2, 40, (28, 28), 10, Relu, Hardsigmoid),
+    ];
+    for (n, ch, (h, w), squeeze, act, gate) in cases {
+        let a = |act, len| ActivationParams {
+            act,
+            alpha: 0.0,
+            beta: 0.0,
+            len,
+        };
+        let p = SqueezeExciteParams {
+            n,
+            c: ch,
+            h,
+            w,
+            squeeze,
+            act: a(act, n * squeeze),
+            gate: a(gate, n * ch),
+        };
+        let x = randn(rng, p.len());
+        let (w1, b1) = (randn(rng, squeeze * ch), randn(rng, squeeze));
+        let (w2, b2) = (randn(rng, ch * squeeze), randn(rng, ch));
+        let mut reference = vec![0f64; p.len()];
+        let (w1f, b1f, w2f, b2f) = (f64s(&w1), f64s(&b1), f64s(&w2), f64s(&b2));
+        squeeze_excitation_forward(&p, &f64s(&x), (&w1f, &b1f), (&w2f, &b2f), &mut reference);
+        let out = (|| {
+            let (w1, b1, w2, b2) = (up(&w1)?, up(&b1)?, up(&w2)?, up(&b2)?);
+            b.download(&b.squeeze_excitation(&p, &up(&x)?, (&w1, &b1), (&w2, &b2))?)
+        })();
+        let name = format!(
+            "squeeze_excitation n{n} c{ch} {h}x{w} squeeze {squeeze} {}/{}",
+            act.name(),
+            gate.name()
+        );
+        c.check(name, tol.conv, out, &reference);
     }
 }
 

@@ -26,6 +26,8 @@
 //! - avg-pool (ceil mode, count_include_pad or not): atol 1e-6, rtol 1e-5 (sums of ≤ 9 values,
 //!   one division); adaptive max-pool: as max-pool, ties on a coarse grid.
 //! - strided copy (concat, permute, shuffle): exact.
+//! - squeeze_excitation (pool → fc1 → act → fc2 → gate → multiply, fused): as conv2d (atol
+//!   1e-5, rtol 1e-4): f32 means of up to 8827 pixels, then sums of up to 300 products.
 //! - LayerNorm: atol 2e-5, rtol 1e-4: sequential f32 sums over dim ≤ 96 (the CPU sums
 //!   pairwise), and the backward pass's two means of products.
 //! - grad_cam, every CamCombine × renormalize on/off: atol 1e-4 on outputs in [0, 1], against
@@ -48,7 +50,7 @@ mod common;
 use gradcam::backend::cpu::{
     activation, binary, cam, conv, elementwise, grouped_conv, layer_norm, layout, linear, pool,
 };
-use gradcam::backend::{concat_then_affine, Backend, ConvEpilogue};
+use gradcam::backend::{concat_then_affine, squeeze_excitation_separate, Backend, ConvEpilogue};
 use gradcam::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -540,6 +542,79 @@ fn channel_affine_fused<B: Backend>(be: &B) {
 on_backends!(channel_affine_fused:
     channel_affine_fused_cpu => common::cpu(),
     channel_affine_fused_wgpu => common::wgpu(),
+);
+
+/// Squeeze-excitation cases: (n, c, h, w, squeeze, act, gate). Few channels (several threads
+/// per channel in the GPU's means), more channels than a workgroup has threads, more hidden
+/// units than threads, a 1×1 map, a large map, one image; ReLU (the fused convs' rule), and
+/// table rows with parameters.
+fn squeeze_excite_cases() -> Vec<SqueezeExciteParams> {
+    use Activation::*;
+    let act = |act, len| ActivationParams {
+        act,
+        alpha: 0.0,
+        beta: 0.0,
+        len,
+    };
+    [
+        (3, 5, 7, 9, 3, Relu, Sigmoid),
+        (2, 300, 3, 5, 7, Silu, Hardsigmoid),
+        (2, 130, 1, 1, 260, Hardswish, Sigmoid),
+        (2, 24, 97, 91, 6, Relu, Hardsigmoid),
+        (1, 72, 5, 5, 24, Gelu, Sigmoid),
+    ]
+    .into_iter()
+    .map(|(n, c, h, w, squeeze, a, g)| SqueezeExciteParams {
+        n,
+        c,
+        h,
+        w,
+        squeeze,
+        act: act(a, n * squeeze),
+        gate: act(g, n * c),
+    })
+    .collect()
+}
+
+/// The fused squeeze-excitation block against the CPU kernels in f64 (tolerance as conv2d:
+/// f32 sums of up to 8827 pixels in the means and 300 products in fc1/fc2, in another order),
+/// and against the same backend's separate ops (the walker's unfused path; same tolerance).
+fn squeeze_excitation<B: Backend>(be: &B) {
+    use gradcam::backend::cpu::squeeze_excitation::squeeze_excitation_forward;
+    let mut rng = StdRng::seed_from_u64(41);
+    for p in squeeze_excite_cases() {
+        let (c, s) = (p.c, p.squeeze);
+        let x = random(p.len(), &mut rng);
+        let (w1, b1, w2, b2) = (
+            random(s * c, &mut rng),
+            random(s, &mut rng),
+            random(c * s, &mut rng),
+            random(c, &mut rng),
+        );
+        let mut want = vec![0f64; p.len()];
+        let (w1f, b1f, w2f, b2f) = (f64s(&w1), f64s(&b1), f64s(&w2), f64s(&b2));
+        squeeze_excitation_forward(&p, &f64s(&x), (&w1f, &b1f), (&w2f, &b2f), &mut want);
+        let up = |v: &[f32]| be.upload(v).unwrap();
+        let (xb, w1b, b1b, w2b, b2b) = (up(&x), up(&w1), up(&b1), up(&w2), up(&b2));
+        let what = format!("{} squeeze_excitation {p:?}", be.name());
+        let fused = be
+            .squeeze_excitation(&p, &xb, (&w1b, &b1b), (&w2b, &b2b))
+            .unwrap();
+        assert_close(&what, &be.download(&fused).unwrap(), &want, 1e-5, 1e-4);
+        let apart = squeeze_excitation_separate(be, &p, &xb, (&w1b, &b1b), (&w2b, &b2b)).unwrap();
+        assert_close(
+            &format!("{what} (separate ops)"),
+            &be.download(&apart).unwrap(),
+            &want,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+on_backends!(squeeze_excitation:
+    squeeze_excitation_cpu => common::cpu(),
+    squeeze_excitation_wgpu => common::wgpu(),
 );
 
 fn add<B: Backend>(be: &B) {

@@ -109,6 +109,26 @@ fn convnext_linear_then_gelu_runs_fused() {
 }
 
 #[test]
+fn squeeze_excitation_blocks_run_fused() {
+    // MobileNetV3-Large: 8 of its 15 blocks (features.4-6, 11-15) have a squeeze-excitation
+    // layer; each is one call when no backward pass crosses it.
+    let mut e = engine("families/mobilenet_v3_large");
+    e.enable_profile();
+    let x = input(vec![2, 3, 64, 64]);
+    e.explain(&x, None, None).unwrap();
+    let p = e.take_profile();
+    assert_eq!(p["squeeze_excitation"].1, 8, "{p:?}");
+    assert!(!p.contains_key("mul"), "{p:?}");
+    // Target features.4.block: the backward pass crosses the 7 SE layers after it, which run
+    // as their separate ops (their gates are kept); block 4's own runs fused.
+    e.explain(&x, Some("features.4.block"), None).unwrap();
+    let p = e.take_profile();
+    assert_eq!(p["squeeze_excitation"].1, 1, "{p:?}");
+    assert_eq!(p["mul"].1, 7, "{p:?}");
+    assert_eq!(p["mul.backward"].1, 7 * 2, "{p:?}");
+}
+
+#[test]
 fn residual_gradients_from_both_branches_are_summed() {
     // Target layer1: its output feeds layer2.0's main branch and its downsample branch.
     let mut e = engine("resnet_basic_narrow");

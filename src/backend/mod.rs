@@ -136,6 +136,27 @@ pub fn concat_then_affine<B: Backend>(
     }
 }
 
+/// [`Backend::squeeze_excitation`] as the separate ops one after another (the global pool,
+/// fc1 with its activation, fc2 with the gate, the multiply): the default, and what the walker
+/// runs when the block is not fused. `fc1`, `fc2`: (weight, bias).
+pub fn squeeze_excitation_separate<B: Backend>(
+    b: &B,
+    p: &SqueezeExciteParams,
+    x: &B::Buf,
+    fc1: (&B::Buf, &B::Buf),
+    fc2: (&B::Buf, &B::Buf),
+) -> Result<B::Buf> {
+    let s = b.adaptive_avg_pool2d(&p.pool(), x)?;
+    let with = |act| ConvEpilogue {
+        bn: None,
+        residual: None,
+        act: Some(act),
+    };
+    let h = b.conv2d_fused(&p.fc1(), &s, fc1.0, Some(fc1.1), &with(p.act))?;
+    let g = b.conv2d_fused(&p.fc2(), &h, fc2.0, Some(fc2.1), &with(p.gate))?;
+    b.binary(&p.scale(), &g, x)
+}
+
 pub trait Backend {
     /// A device buffer of f32.
     type Buf;
@@ -270,6 +291,23 @@ pub trait Backend {
     ) -> Result<Self::Buf> {
         let y = self.linear(p, x, w, bias)?;
         self.activation(act, &y)
+    }
+
+    /// A squeeze-excitation block ([`SqueezeExciteParams`]) in one call, for when the values
+    /// inside it are not needed: x [N, C, H, W] → x · gate(fc2(act(fc1(mean_hw(x))))); `fc1`,
+    /// `fc2`: (weight, bias). This default runs the ops one after another; a backend overrides
+    /// it to cut the launches (the results must agree within the ops' tolerances).
+    fn squeeze_excitation(
+        &self,
+        p: &SqueezeExciteParams,
+        x: &Self::Buf,
+        fc1: (&Self::Buf, &Self::Buf),
+        fc2: (&Self::Buf, &Self::Buf),
+    ) -> Result<Self::Buf>
+    where
+        Self: Sized,
+    {
+        squeeze_excitation_separate(self, p, x, fc1, fc2)
     }
 
     /// The error of an op this backend has no kernel for: names the op and the backend.

@@ -8,6 +8,7 @@ mod conv;
 mod layout;
 mod norm;
 mod pool;
+mod squeeze_excitation;
 
 pub use activation::*;
 pub use binary::*;
@@ -15,6 +16,7 @@ pub use conv::*;
 pub use layout::*;
 pub use norm::*;
 pub use pool::*;
+pub use squeeze_excitation::*;
 
 /// Fully connected layer y = x·Wᵀ + b. x: [n, in_f], weight: [out_f, in_f], bias: [out_f], y: [n, out_f].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -18,6 +18,7 @@ mod pages;
 pub mod pool;
 pub mod real;
 pub mod simd;
+pub mod squeeze_excitation;
 pub mod training;
 pub mod weight_grad;
 pub mod winograd;

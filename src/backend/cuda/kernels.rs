@@ -32,6 +32,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/elementwise.cu"),
     ),
     ("linear.cu", include_str!("../../../kernels/linear.cu")),
+    (
+        "squeeze_excitation.cu",
+        include_str!("../../../kernels/squeeze_excitation.cu"),
+    ),
     ("gradcam.cu", include_str!("../../../kernels/gradcam.cu")),
 ];
 
@@ -69,7 +73,7 @@ pub fn require_nvrtc() -> Result<()> {
 
 /// Files that call the activation table's `act_fwd` / `act_df`: the functions generated from
 /// the table (`crate::ops::gpu_source`) go in front of their source.
-const USES_ACTIVATION_TABLE: &[&str] = &["activation.cu", "conv2d.cu"];
+const USES_ACTIVATION_TABLE: &[&str] = &["activation.cu", "conv2d.cu", "squeeze_excitation.cu"];
 
 /// Compiles one source to PTX for `arch` (e.g. "sm_90"). Errors carry NVRTC's log.
 pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {

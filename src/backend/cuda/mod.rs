@@ -64,6 +64,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "linear_bwd_input",
     "grad_cam",
     "score_cam_masks",
+    "squeeze_excite_gates",
     "class_seed",
 ];
 
@@ -820,6 +821,31 @@ impl Backend for CudaBackend {
         let (reduced, n) = (reduced as i64, len as i64);
         launch!(self, "binary_bwd_input", flat(len); &mut dx, dy, other, &out, &sh, &so, &mul, &reduced, &n);
         Ok(dx)
+    }
+
+    fn squeeze_excitation(
+        &self,
+        p: &SqueezeExciteParams,
+        x: &CudaSlice<f32>,
+        (w1, b1): (&CudaSlice<f32>, &CudaSlice<f32>),
+        (w2, b2): (&CudaSlice<f32>, &CudaSlice<f32>),
+    ) -> Result<CudaSlice<f32>> {
+        let mut gates = self.out(p.n * p.c)?;
+        let mut hidden = self.out(p.n * p.squeeze)?;
+        let [c, hw, squeeze] = [p.c, p.h * p.w, p.squeeze].map(|v| v as i32);
+        let lanes = p.lanes_per_channel(THREADS as usize) as i32;
+        let (a, g) = (&p.act, &p.gate);
+        let ids = [a.act.index() as u32, g.act.index() as u32];
+        let relu = [a.act, g.act].map(|r| (r == Activation::Relu) as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (p.n as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(self, "squeeze_excite_gates", cfg; &mut gates, &mut hidden, x, w1, b1, w2, b2,
+            &c, &hw, &squeeze, &lanes, &ids[0], &relu[0], &a.alpha, &a.beta, &ids[1], &relu[1],
+            &g.alpha, &g.beta);
+        self.binary(&p.scale(), &gates, x)
     }
 
     fn avg_pool2d(&self, p: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {

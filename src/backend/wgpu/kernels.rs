@@ -34,6 +34,7 @@ pub enum Shader {
     Elementwise,
     Linear,
     GradCam,
+    SqueezeExcitation,
     Sgd,
 }
 
@@ -50,6 +51,9 @@ impl Shader {
             Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
             Shader::GradCam => include_str!("../../../shaders/gradcam.wgsl"),
+            Shader::SqueezeExcitation => {
+                include_str!("../../../shaders/squeeze_excitation.wgsl")
+            }
             Shader::Sgd => include_str!("../../../shaders/sgd.wgsl"),
         }
     }
@@ -65,6 +69,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Linear => "linear.wgsl",
             Shader::GradCam => "gradcam.wgsl",
+            Shader::SqueezeExcitation => "squeeze_excitation.wgsl",
             Shader::Sgd => "sgd.wgsl",
         }
     }
@@ -72,7 +77,9 @@ impl Shader {
     /// functions (`crate::ops::gpu_source`).
     fn generated(self) -> String {
         match self {
-            Shader::Activation => crate::ops::gpu_source(crate::ops::GpuLang::Wgsl),
+            Shader::Activation | Shader::SqueezeExcitation => {
+                crate::ops::gpu_source(crate::ops::GpuLang::Wgsl)
+            }
             _ => String::new(),
         }
     }

@@ -24,6 +24,7 @@ mod linear;
 mod norm;
 mod pool;
 mod sgd;
+mod squeeze_excitation;
 
 pub use buffer::GpuBuffer;
 pub use context::{adapters, AdapterChoice};
@@ -245,6 +246,16 @@ impl Backend for WgpuBackend {
         dy: &GpuBuffer,
     ) -> Result<GpuBuffer> {
         activation::backward(self, p, saved, dy)
+    }
+
+    fn squeeze_excitation(
+        &self,
+        p: &SqueezeExciteParams,
+        x: &GpuBuffer,
+        fc1: (&GpuBuffer, &GpuBuffer),
+        fc2: (&GpuBuffer, &GpuBuffer),
+    ) -> Result<GpuBuffer> {
+        squeeze_excitation::forward(self, p, x, fc1, fc2)
     }
 
     fn binary(&self, p: &BinaryParams, a: &GpuBuffer, b: &GpuBuffer) -> Result<GpuBuffer> {

@@ -8,7 +8,7 @@ use super::op::{Ctx, Fwd, Io, Saves};
 use super::{Graph, Op, Plan, ValueId};
 use crate::backend::{Backend, ConvEpilogue};
 use crate::error::Result;
-use crate::ops::{ActivationParams, BinaryOp, BinaryParams};
+use crate::ops::{ActivationParams, BinaryOp, BinaryParams, SqueezeExciteParams};
 use std::rc::Rc;
 
 /// What a forward pass keeps.
@@ -115,7 +115,8 @@ fn shapes<'a>(plan: &'a Plan, ids: &[ValueId]) -> Vec<&'a [usize]> {
 
 /// Runs the graph on input `x`, keeping `keep`. With `fuse`, chains whose intermediate
 /// values nothing else reads run as one backend call (see [`fusable`]): conv → BatchNorm
-/// (→ add) (→ activation), (concat →) BatchNorm → activation, linear → activation.
+/// (→ add) (→ activation), (concat →) BatchNorm → activation, linear → activation, and
+/// squeeze-excitation blocks.
 pub fn forward<B: Backend>(
     cx: &Ctx<B>,
     plan: &Plan,
@@ -241,6 +242,28 @@ fn forward_nodes<B: Backend>(
                 })?;
                 (*last, Fwd::new(y))
             }
+            Some(fused @ Fusion::SqueezeExcite(f)) => {
+                let (Op::Conv2d(fc1), Op::Conv2d(fc2)) = (&g.nodes[f.fc1].op, &g.nodes[f.fc2].op)
+                else {
+                    unreachable!("a squeeze-excitation chain has two convs")
+                };
+                let x = x_shapes[0];
+                let p = SqueezeExciteParams {
+                    n: x[0],
+                    c: x[1],
+                    h: x[2],
+                    w: x[3],
+                    squeeze: plan.shapes[g.nodes[f.fc1].output][1],
+                    act: f.act,
+                    gate: f.gate,
+                };
+                let w1 = (cx.param(fc1.weight), cx.param(fc1.bias.expect("fusable")));
+                let w2 = (cx.param(fc2.weight), cx.param(fc2.bias.expect("fusable")));
+                let y = cx.timed(&fused.key(i), || {
+                    cx.be.squeeze_excitation(&p, &inputs[0], w1, w2)
+                })?;
+                (f.last, Fwd::new(y))
+            }
             None if keep.aux[i] => (i, node.op.forward(cx, &x_shapes, &inputs)?),
             None => (i, node.op.forward_without_aux(cx, &x_shapes, &inputs)?),
         };
@@ -333,6 +356,18 @@ enum Fusion {
         act: ActivationParams,
         last: usize,
     },
+    SqueezeExcite(SqueezeExciteChain),
+}
+
+/// A squeeze-excitation block that runs as one `squeeze_excitation` call: the global average
+/// pool (the chain's first node), fc1, its activation, fc2, the gate, and the multiply of the
+/// gates with the pool's input (`last`).
+struct SqueezeExciteChain {
+    fc1: usize,
+    fc2: usize,
+    act: ActivationParams,
+    gate: ActivationParams,
+    last: usize,
 }
 
 /// A conv (→ BatchNorm (→ add)) (→ activation) chain that runs as one `conv2d_fused` call.
@@ -375,6 +410,7 @@ impl Fusion {
                 (format!("{cat}batch_norm"), f.act)
             }
             Fusion::Linear { act, .. } => ("linear".into(), Some(*act)),
+            Fusion::SqueezeExcite(_) => return "squeeze_excitation".into(),
         };
         if let Some(a) = act {
             key += "+";
@@ -388,7 +424,10 @@ impl Fusion {
 /// - a conv with the BatchNorm after it, then a residual add, then an activation (the add
 ///   only after a BatchNorm; at least one of BatchNorm and activation);
 /// - a concat along channels with the BatchNorm after it (then an activation);
-/// - a BatchNorm, or a linear, with the activation after it.
+/// - a BatchNorm, or a linear, with the activation after it;
+/// - a squeeze-excitation block: global average pool → 1×1 conv (with bias) → activation →
+///   1×1 conv (with bias) back to the pool's channels → gate activation → multiply by the
+///   pool's input.
 ///
 /// Each op of a chain reads the previous one's output, which nothing else reads or keeps; a
 /// residual add's other input is computed before the conv.
@@ -419,6 +458,9 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
     };
     match &nodes[i].op {
         Op::Conv2d(_) => {}
+        Op::AdaptivePool(pool) if pool.out == (1, 1) && !pool.max => {
+            return squeeze_excitation(g, plan, i, reads_only, only_reader);
+        }
         Op::Concat(c)
             if c.axis == 1
                 && plan.shapes[nodes[i].output].len() == 4
@@ -468,4 +510,57 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
     }
     // A conv alone is not a fusion.
     (f.last > i).then_some(Fusion::Conv(f))
+}
+
+/// The squeeze-excitation block starting at the global pool `i`, if the five nodes after it
+/// are the rest of one (see [`fusable`]); `reads_only` and `only_reader` are `fusable`'s tests.
+fn squeeze_excitation(
+    g: &Graph,
+    plan: &Plan,
+    i: usize,
+    reads_only: impl Fn(usize, usize) -> bool,
+    only_reader: impl Fn(usize, usize) -> bool,
+) -> Option<Fusion> {
+    let nodes = &g.nodes;
+    let x = *nodes[i].inputs.first()?;
+    let shape = &plan.shapes[x];
+    // A 1×1 conv with bias, groups 1, stride 1, no padding or dilation, giving `c_out`.
+    let pointwise = |k: usize, c_out: Option<usize>| match nodes.get(k).map(|n| &n.op) {
+        Some(Op::Conv2d(c)) => {
+            let w = &g.params[c.weight].shape;
+            c.bias.is_some()
+                && c.groups == 1
+                && c.stride == (1, 1)
+                && c.pad == [0; 4]
+                && c.dilation == (1, 1)
+                && w.len() == 4
+                && w[2..] == [1, 1]
+                && c_out.is_none_or(|c_out| w[0] == c_out)
+        }
+        _ => false,
+    };
+    let activation = |k: usize| match &nodes[k].op {
+        Op::Act(a) => Some(a.params(&plan.shapes[nodes[k].output])),
+        _ => None,
+    };
+    let chained = (i..i + 4).all(|k| reads_only(k, k + 1)) && only_reader(i + 4, i + 5);
+    if shape.len() != 4 || !chained || !pointwise(i + 1, None) || !pointwise(i + 3, Some(shape[1]))
+    {
+        return None;
+    }
+    let (act, gate) = (activation(i + 2)?, activation(i + 4)?);
+    let mul = &nodes[i + 5];
+    let gates = nodes[i + 4].output;
+    let scales_x = matches!(&mul.op, Op::Binary(b) if b.op == BinaryOp::Mul && b.param.is_none())
+        && mul.inputs.len() == 2
+        && mul.inputs.contains(&x)
+        && mul.inputs.contains(&gates)
+        && plan.shapes[mul.output] == *shape;
+    scales_x.then_some(Fusion::SqueezeExcite(SqueezeExciteChain {
+        fc1: i + 1,
+        fc2: i + 3,
+        act,
+        gate,
+        last: i + 5,
+    }))
 }

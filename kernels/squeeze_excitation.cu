@@ -1,0 +1,64 @@
+// Squeeze-excitation gates (src/ops/squeeze_excitation.rs), mirroring
+// shaders/squeeze_excitation.wgsl: for each image, the channel means of x, fc1 and its
+// activation, fc2 and the gate, in one block of 256 threads per image; the host then
+// multiplies x by the gates (binary.cu's broadcast multiply). Two launches per block instead
+// of four to six. act_fwd is generated from the activation table and put in front of this
+// file. Every sum runs in a fixed order: deterministic, no atomics.
+//
+// Shapes: x: [n, c, hw]; w1: [squeeze, c]; b1: [squeeze]; w2: [c, squeeze]; b2: [c];
+// hidden: [n, squeeze] (scratch); gates: [n, c] (the means, then the gates).
+// lanes: threads per channel in the means (a power of two, c * lanes <= 256).
+// act / gate: a row of Activation::ALL, or with *_relu = 1, max(v, 0) (the fused convs' ReLU).
+
+__device__ __forceinline__ float se_act(float v, unsigned id, int relu, float alpha, float beta) {
+    return relu ? fmaxf(v, 0.0f) : act_fwd(id, v, alpha, beta);
+}
+
+extern "C" __global__ void squeeze_excite_gates(float* __restrict__ gates, float* __restrict__ hidden,
+                                                const float* __restrict__ x, const float* __restrict__ w1,
+                                                const float* __restrict__ b1, const float* __restrict__ w2,
+                                                const float* __restrict__ b2, int c, int hw, int squeeze,
+                                                int lanes, unsigned act, int act_relu, float act_alpha,
+                                                float act_beta, unsigned gate, int gate_relu, float gate_alpha,
+                                                float gate_beta) {
+    __shared__ float part[256];
+    const int img = blockIdx.x, tid = threadIdx.x;
+    const float* xi = x + (long long)img * c * hw;
+    float* g = gates + (long long)img * c;
+    float* h = hidden + (long long)img * squeeze;
+    // 1. Channel means: `lanes` threads stride through each plane, their sums added in lane
+    // order; or one thread per channel.
+    if (lanes == 1) {
+        for (int ch = tid; ch < c; ch += blockDim.x) {
+            float s = 0.0f;
+            for (int j = 0; j < hw; ++j) s += xi[(long long)ch * hw + j];
+            g[ch] = s / (float)hw;
+        }
+    } else {
+        int lane = tid % lanes, ch = tid / lanes;
+        float s = 0.0f;
+        if (ch < c)
+            for (int j = lane; j < hw; j += lanes) s += xi[(long long)ch * hw + j];
+        part[tid] = s;
+        __syncthreads();
+        if (lane == 0 && ch < c) {
+            float t = 0.0f;
+            for (int k = 0; k < lanes; ++k) t += part[tid + k];
+            g[ch] = t / (float)hw;
+        }
+    }
+    __syncthreads();
+    // 2. fc1 and its activation, one thread per hidden unit.
+    for (int j = tid; j < squeeze; j += blockDim.x) {
+        float s = 0.0f;
+        for (int ch = 0; ch < c; ++ch) s += w1[(long long)j * c + ch] * g[ch];
+        h[j] = se_act(s + b1[j], act, act_relu, act_alpha, act_beta);
+    }
+    __syncthreads();
+    // 3. fc2 and the gate, one thread per channel (the means are no longer read).
+    for (int ch = tid; ch < c; ch += blockDim.x) {
+        float s = 0.0f;
+        for (int j = 0; j < squeeze; ++j) s += w2[(long long)ch * squeeze + j] * h[j];
+        g[ch] = se_act(s + b2[ch], gate, gate_relu, gate_alpha, gate_beta);
+    }
+}
