@@ -3,7 +3,8 @@
 // h_out, w_out, which the host passes). v1, mirroring shaders/grouped_conv.wgsl: one thread
 // per output element (forward) or input-gradient element (backward, a gather), taps summed in
 // (channel, ky, kx) order: deterministic, no atomics. Depthwise convs are memory-bound; this
-// direct form is the GPU reference.
+// direct form is the GPU reference; v2 (forward) stages each tile's input window in shared
+// memory.
 //
 // Shapes (contiguous, NCHW): x, dx: [n, c_in, h_in, w_in]; w: [c_out, c_in/groups, k_h, k_w];
 // bias: [c_out]; y, dy: [n, c_out, h_out, w_out].
@@ -39,6 +40,69 @@ extern "C" __global__ void grouped_conv_fwd(float* __restrict__ y, const float* 
         }
         if (has_bias) s += bias[co];
         y[o] = s;
+    }
+}
+
+// Forward v2, mirroring grouped_conv_fwd_v2 of shaders/grouped_conv.wgsl: a block of 256
+// threads computes a tile_h x tile_w tile of outputs in each of `planes` output planes (small
+// maps: several planes per block; Conv2dParams::grouped_tile picks the tiling). For each input
+// channel of the group it first stages the tile's input window (halo included, zeros where the
+// window leaves the input) in shared memory, so each input value is read from global memory once
+// per tile instead of once per tap; then each thread sums its taps from there. Same (channel,
+// ky, kx) order as v1; a padded tap adds a zero product where v1 skips it. Grid: tiles per plane
+// times ceil(n * c_out / planes) blocks.
+#define GC_WINDOW 4096  // floats of shared memory: planes * rows * cols <= GroupedTile::PATCH
+extern "C" __global__ void grouped_conv_fwd_v2(float* __restrict__ y, const float* __restrict__ x,
+                                               const float* __restrict__ w, const float* __restrict__ bias,
+                                               int has_bias, int n, int c_in, int h_in, int w_in, int c_out,
+                                               int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,
+                                               int pad_h, int pad_w, int dil_h, int dil_w, int groups, int tile_h,
+                                               int tile_w, int planes) {
+    __shared__ float win[GC_WINDOW];
+    const int rows = (tile_h - 1) * stride_h + (k_h - 1) * dil_h + 1;
+    const int cols = (tile_w - 1) * stride_w + (k_w - 1) * dil_w + 1;
+    const int window = rows * cols;
+    const int tiles_x = (w_out + tile_w - 1) / tile_w;
+    const int tiles = tiles_x * ((h_out + tile_h - 1) / tile_h);
+    const long long wid = blockIdx.x;
+    const long long plane0 = (wid / tiles) * planes;
+    const int tile = (int)(wid % tiles);
+    const int oy0 = (tile / tiles_x) * tile_h, ox0 = (tile % tiles_x) * tile_w;
+    const int iy0 = oy0 * stride_h - pad_h, ix0 = ox0 * stride_w - pad_w;
+    const long long all_planes = (long long)n * c_out;
+    const int cig = c_in / groups, cog = c_out / groups;
+    const int tid = threadIdx.x, q = tid / (tile_h * tile_w);
+    const int oy = oy0 + (tid % (tile_h * tile_w)) / tile_w, ox = ox0 + tid % tile_w;
+    const long long plane = plane0 + q;
+    const bool live = q < planes && plane < all_planes && oy < h_out && ox < w_out;
+    const int co = (int)(plane % c_out);
+    const int base = q * window + (oy - oy0) * stride_h * cols + (ox - ox0) * stride_w;
+    float s = 0.0f;
+    for (int c = 0; c < cig; ++c) {
+        for (int e = tid; e < planes * window; e += blockDim.x) {
+            long long pq = plane0 + e / window;
+            float v = 0.0f;
+            if (pq < all_planes) {
+                int ci = (int)((pq % c_out) / cog) * cig + c;
+                int iy = iy0 + (e % window) / cols, ix = ix0 + e % cols;
+                if (iy >= 0 && iy < h_in && ix >= 0 && ix < w_in)
+                    v = x[(((pq / c_out) * c_in + ci) * h_in + iy) * w_in + ix];
+            }
+            win[e] = v;
+        }
+        __syncthreads();
+        if (live) {
+            const float* wp = w + ((long long)co * cig + c) * k_h * k_w;
+            for (int ky = 0; ky < k_h; ++ky) {
+                const float* row = win + base + ky * dil_h * cols;
+                for (int kx = 0; kx < k_w; ++kx) s += row[kx * dil_w] * wp[ky * k_w + kx];
+            }
+        }
+        __syncthreads();
+    }
+    if (live) {
+        if (has_bias) s += bias[co];
+        y[(plane * h_out + oy) * w_out + ox] = s;
     }
 }
 

@@ -3,13 +3,15 @@
 // which the host passes). v1: one invocation per output element (forward) or input-gradient
 // element (backward, a gather), its taps summed in (channel, ky, kx) order: deterministic
 // without atomics. Depthwise convs are memory-bound; this direct form is the GPU reference.
+// v2 (forward): tiled, each input window staged once in workgroup memory (below).
 
 struct GroupedConv {
     n: u32, c_in: u32, h_in: u32, w_in: u32,
     c_out: u32, k_h: u32, k_w: u32, stride_h: u32,
     stride_w: u32, pad_h: u32, pad_w: u32, h_out: u32,
     w_out: u32, dil_h: u32, dil_w: u32, groups: u32,
-    has_bias: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    has_bias: u32,
+    tile_h: u32, tile_w: u32, planes: u32,  // v2's tiling (Conv2dParams::grouped_tile)
 }
 
 @group(0) @binding(0) var<uniform> g: GroupedConv;
@@ -52,6 +54,76 @@ fn grouped_conv_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
         acc += gf_bias[co];
     }
     gf_y[i] = acc;
+}
+
+// Forward v2, the same bindings: a workgroup computes a tile_h × tile_w tile of outputs in
+// each of `planes` output planes (small maps: several planes per workgroup). For each input
+// channel of the group it first stages the tile's input window (halo included, zeros where the
+// window leaves the input) in workgroup memory, so each input value is read from global memory
+// once per tile instead of once per tap; then each invocation sums its taps from there. Same
+// (channel, ky, kx) order as v1; a padded tap adds a zero product where v1 skips it.
+var<workgroup> gc_window: array<f32, 4096>;  // planes × rows × cols ≤ GroupedTile::PATCH
+
+@compute @workgroup_size(256)
+fn grouped_conv_fwd_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let th = g.tile_h;
+    let tw = g.tile_w;
+    let rows = (th - 1u) * g.stride_h + (g.k_h - 1u) * g.dil_h + 1u;
+    let cols = (tw - 1u) * g.stride_w + (g.k_w - 1u) * g.dil_w + 1u;
+    let window = rows * cols;
+    let tiles_x = (g.w_out + tw - 1u) / tw;
+    let tiles = tiles_x * ((g.h_out + th - 1u) / th);
+    let wid = flat_group(wg, nwg);
+    let plane0 = (wid / tiles) * g.planes;
+    let oy0 = ((wid % tiles) / tiles_x) * th;
+    let ox0 = ((wid % tiles) % tiles_x) * tw;
+    let iy0 = i32(oy0 * g.stride_h) - i32(g.pad_h);
+    let ix0 = i32(ox0 * g.stride_w) - i32(g.pad_w);
+    let all_planes = g.n * g.c_out;
+    let cig = g.c_in / g.groups;
+    let cog = g.c_out / g.groups;
+    // This invocation's output: plane slot q, pixel (oy, ox).
+    let q = lid / (th * tw);
+    let oy = oy0 + (lid % (th * tw)) / tw;
+    let ox = ox0 + lid % tw;
+    let plane = plane0 + q;
+    let live = q < g.planes && plane < all_planes && oy < g.h_out && ox < g.w_out;
+    let co = plane % g.c_out;
+    let base = q * window + (oy - oy0) * g.stride_h * cols + (ox - ox0) * g.stride_w;
+    var acc = 0.0;
+    for (var c = 0u; c < cig; c++) {
+        for (var e = lid; e < g.planes * window; e += 256u) {
+            let pq = plane0 + e / window;
+            var v = 0.0;
+            if pq < all_planes {
+                let ci = ((pq % g.c_out) / cog) * cig + c;
+                let iy = iy0 + i32((e % window) / cols);
+                let ix = ix0 + i32(e % cols);
+                if iy >= 0 && iy < i32(g.h_in) && ix >= 0 && ix < i32(g.w_in) {
+                    v = gf_x[(((pq / g.c_out) * g.c_in + ci) * g.h_in + u32(iy)) * g.w_in + u32(ix)];
+                }
+            }
+            gc_window[e] = v;
+        }
+        workgroupBarrier();
+        if live {
+            let wb = (co * cig + c) * g.k_h * g.k_w;
+            for (var ky = 0u; ky < g.k_h; ky++) {
+                let row = base + ky * g.dil_h * cols;
+                for (var kx = 0u; kx < g.k_w; kx++) {
+                    acc += gc_window[row + kx * g.dil_w] * gf_w[wb + ky * g.k_w + kx];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if live {
+        if g.has_bias != 0u {
+            acc += gf_bias[co];
+        }
+        gf_y[(plane * g.h_out + oy) * g.w_out + ox] = acc;
+    }
 }
 
 // Input gradient: dy [N, Cout, Ho, Wo], w [Cout, Cin/groups, kh, kw] -> dx [N, Cin, H, W].

@@ -538,6 +538,9 @@ fn op_families<B: Backend>(b: &B, c: &mut Checker, rng: &mut StdRng, tol: Tolera
         (3, 6, (8, 9), 9, (3, 3), 1, (2, 2, 2, 2), 2, 3),
         (2, 5, (10, 9), 10, (3, 1), 2, (1, 0, 1, 0), 1, 5),
         (2, 3, (7, 6), 4, (3, 3), 2, (0, 0, 1, 1), 1, 1),
+        // the tiled v2 over several tiles, and 5 small planes per block
+        (2, 8, (37, 35), 8, (3, 3), 1, (1, 1, 1, 1), 1, 8),
+        (3, 7, (7, 7), 7, (7, 7), 1, (3, 3, 3, 3), 1, 7),
     ];
     for (n, c_in, (h_in, w_in), c_out, (k_h, k_w), s, pads, d, groups) in convs {
         let p = Conv2dParams {

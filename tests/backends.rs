@@ -16,8 +16,9 @@
 //! - conv2d_fused (conv → BatchNorm → add → ReLU), channel_affine_fused (concat → BatchNorm →
 //!   activation) and linear_fused (linear → activation): exact against the same backend's
 //!   separate ops.
-//! - grouped / depthwise / dilated / asymmetrically padded conv2d: as conv2d (atol 1e-5,
-//!   rtol 1e-4): sums of ≤ 54 products, in another order than the CPU's register tiles.
+//! - grouped / depthwise / dilated / asymmetrically padded conv2d, v1 and v2 (tiled) forward:
+//!   as conv2d (atol 1e-5, rtol 1e-4): sums of ≤ 54 products, in another order than the CPU's
+//!   register tiles.
 //! - activations: atol 2e-6, rtol 1e-5: one transcendental (exp, erf, tanh) per element; the
 //!   WGSL erf is Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-7), exp is within a few ulp on
 //!   lavapipe. Inputs include every breakpoint exactly (−3, 0, 3, 6, hardtanh's bounds).
@@ -1036,7 +1037,7 @@ type GroupedCase = (
 );
 
 fn grouped_conv_cases() -> Vec<Conv2dParams> {
-    let cases: [GroupedCase; 6] = [
+    let cases: [GroupedCase; 10] = [
         // depthwise 3×3, stride 1 (MobileNet)
         (2, 6, (9, 7), 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),
         // depthwise 5×5 stride 2 with TF "same" asymmetric padding (EfficientNet-style)
@@ -1049,6 +1050,14 @@ fn grouped_conv_cases() -> Vec<Conv2dParams> {
         (2, 5, (10, 9), 10, (3, 3), (1, 1), (3, 3, 3, 3), (3, 3), 5),
         // dense but asymmetric padding (nn.ZeroPad2d before a conv)
         (2, 3, (7, 6), 4, (3, 3), (2, 2), (0, 0, 1, 1), (1, 1), 1),
+        // v2's tiling: 3×3 tiles of 16×16 with partial edge tiles
+        (2, 8, (37, 35), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),
+        // ConvNeXt's 7×7 on a 7×7 map: 5 planes per workgroup, the last group partial
+        (3, 7, (7, 7), 7, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), 7),
+        // stride 2, 5×5, odd sizes over several tiles
+        (2, 6, (35, 33), 6, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 6),
+        // RegNet-like groups of 4 channels over several tiles (v2 stages each channel)
+        (2, 8, (19, 18), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),
     ];
     cases
         .iter()
@@ -1122,6 +1131,7 @@ fn grouped_conv<B: Backend>(be: &B) {
 on_backends!(grouped_conv:
     grouped_conv_cpu => common::cpu(),
     grouped_conv_wgpu => common::wgpu(),
+    grouped_conv_wgpu_v1 => common::wgpu_v1(),
 );
 
 fn activations<B: Backend>(be: &B) {

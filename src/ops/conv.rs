@@ -124,6 +124,21 @@ impl Conv2dParams {
             && self.pad_h == 0
             && self.pad_w == 0
     }
+    /// The tiling of the GPU backends' tiled grouped-conv kernel (`grouped_conv_fwd_v2`), or
+    /// None when one tile's input window does not fit its workgroup memory (v1 runs then).
+    pub fn grouped_tile(&self) -> Option<GroupedTile> {
+        let (h, w) = (self.h_out().min(16), self.w_out().min(16));
+        let rows = (h - 1) * self.stride_h + (self.k_h - 1) * self.dilation_h + 1;
+        let cols = (w - 1) * self.stride_w + (self.k_w - 1) * self.dilation_w + 1;
+        let window = rows * cols;
+        (window <= GroupedTile::PATCH).then(|| GroupedTile {
+            h,
+            w,
+            planes: (GroupedTile::THREADS / (h * w))
+                .min(GroupedTile::PATCH / window)
+                .max(1),
+        })
+    }
     /// One group's conv as a conv over its own channels (the same spatial geometry).
     pub fn group_view(&self) -> Conv2dParams {
         Conv2dParams {
@@ -132,5 +147,29 @@ impl Conv2dParams {
             groups: 1,
             ..*self
         }
+    }
+}
+
+/// One workgroup of the tiled grouped conv: an `h` × `w` tile of output pixels (at most
+/// 16 × 16) in each of `planes` output planes (several small planes share a workgroup: 7×7
+/// maps fill 245 of its 256 invocations), one invocation per output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupedTile {
+    pub h: usize,
+    pub w: usize,
+    pub planes: usize,
+}
+
+impl GroupedTile {
+    /// Invocations per workgroup.
+    pub const THREADS: usize = 256;
+    /// Floats of workgroup memory for the input windows (16 KiB, WebGPU's guaranteed minimum).
+    pub const PATCH: usize = 4096;
+
+    /// Workgroups for `p`: tiles per plane times groups of `planes` planes.
+    pub fn workgroups(&self, p: &Conv2dParams) -> usize {
+        p.h_out().div_ceil(self.h)
+            * p.w_out().div_ceil(self.w)
+            * (p.n * p.c_out).div_ceil(self.planes)
     }
 }

@@ -38,6 +38,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "conv2d_fwd_v4",
     "conv2d_bwd_input_v4",
     "grouped_conv_fwd",
+    "grouped_conv_fwd_v2",
     "grouped_conv_bwd_input",
     "activation_fwd",
     "activation_bwd_input",
@@ -511,10 +512,27 @@ impl Backend for CudaBackend {
             let has_bias = bias.is_some() as i32;
             let b = bias.unwrap_or(w);
             let s = Self::grouped_shape(p);
-            let name = "grouped_conv_fwd";
-            launch!(self, name, flat(p.output_len()), || conv_label(name, p); &mut y, x, w, b, &has_bias,
-                &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11],
-                &s[12], &s[13], &s[14]);
+            // v1 is the reference; every other variant takes the tiled v2 where its window fits.
+            match p.grouped_tile().filter(|_| self.conv != ConvKernel::V1) {
+                Some(t) => {
+                    let name = "grouped_conv_fwd_v2";
+                    let cfg = LaunchConfig {
+                        grid_dim: (t.workgroups(p) as u32, 1, 1),
+                        block_dim: (GroupedTile::THREADS as u32, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
+                    launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, b, &has_bias,
+                        &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
+                        &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
+                }
+                None => {
+                    let name = "grouped_conv_fwd";
+                    launch!(self, name, flat(p.output_len()), || conv_label(name, p); &mut y, x, w, b,
+                        &has_bias, &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8],
+                        &s[9], &s[10], &s[11], &s[12], &s[13], &s[14]);
+                }
+            }
             return Ok(y);
         }
         if matches!(self.conv, ConvKernel::V3 | ConvKernel::V4) {

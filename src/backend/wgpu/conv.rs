@@ -1,12 +1,13 @@
 //! Glue for shaders/conv2d.wgsl: forward, input gradient and weight gradient, each v1 (direct)
 //! or v2 (tiled), and the bias gradient; and for shaders/grouped_conv.wgsl: the convs with
-//! groups, dilation or asymmetric padding, forward, input and weight gradients (v1, direct).
+//! groups, dilation or asymmetric padding, forward (v1 direct, v2 tiled), input and weight
+//! gradients (v1, direct).
 
 use super::kernels::{kernel, Kernel, Shader::Conv2d, Shader::GroupedConv};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::backend::ConvKernel;
 use crate::error::Result;
-use crate::ops::Conv2dParams;
+use crate::ops::{Conv2dParams, GroupedTile};
 
 const FWD_V1: Kernel = kernel(Conv2d, "conv2d_fwd_v1");
 const FWD_V2: Kernel = kernel(Conv2d, "conv2d_fwd_v2");
@@ -16,6 +17,7 @@ const WGRAD_V1: Kernel = kernel(Conv2d, "conv2d_wgrad_v1");
 const WGRAD_V2: Kernel = kernel(Conv2d, "conv2d_wgrad_v2");
 const BGRAD: Kernel = kernel(Conv2d, "conv2d_bgrad");
 const GROUPED_FWD: Kernel = kernel(GroupedConv, "grouped_conv_fwd");
+const GROUPED_FWD_V2: Kernel = kernel(GroupedConv, "grouped_conv_fwd_v2");
 const GROUPED_BWD: Kernel = kernel(GroupedConv, "grouped_conv_bwd");
 const GROUPED_WGRAD: Kernel = kernel(GroupedConv, "grouped_conv_wgrad");
 
@@ -48,8 +50,9 @@ fn tiled_groups(rows: usize, cols: usize) -> Result<[u32; 3]> {
     Ok([x, u(y), z])
 }
 
-/// Uniform words of grouped_conv.wgsl.
-fn grouped_params(p: &Conv2dParams, has_bias: bool) -> [u32; 20] {
+/// Uniform words of grouped_conv.wgsl; `tile`: v2's tiling (zeros for the other kernels).
+fn grouped_params(p: &Conv2dParams, has_bias: bool, tile: Option<GroupedTile>) -> [u32; 20] {
+    let t = tile.map_or([0; 3], |t| [u(t.h), u(t.w), u(t.planes)]);
     [
         u(p.n),
         u(p.c_in),
@@ -68,9 +71,9 @@ fn grouped_params(p: &Conv2dParams, has_bias: bool) -> [u32; 20] {
         u(p.dilation_w),
         u(p.groups),
         has_bias as u32,
-        0,
-        0,
-        0,
+        t[0],
+        t[1],
+        t[2],
     ]
 }
 
@@ -90,8 +93,11 @@ pub fn forward(
     let b = bias.map(|b| b.raw()).unwrap_or(&be.dummy);
     let bufs = [x.raw(), w.raw(), b, y.raw()];
     if !p.is_dense() {
-        let prm = grouped_params(p, bias.is_some());
-        be.run(GROUPED_FWD, &prm, &bufs, groups_1d(p.output_len(), 256)?)?;
+        let (k, tile, groups) = match p.grouped_tile().filter(|_| be.conv != ConvKernel::V1) {
+            Some(t) => (GROUPED_FWD_V2, Some(t), groups_1d(t.workgroups(p), 1)?),
+            None => (GROUPED_FWD, None, groups_1d(p.output_len(), 256)?),
+        };
+        be.run(k, &grouped_params(p, bias.is_some(), tile), &bufs, groups)?;
         return Ok(y);
     }
     let prm = params(p, bias.is_some());
@@ -117,7 +123,7 @@ pub fn backward_input(
     let dx = be.output(p.input_len())?;
     let bufs = [dy.raw(), w.raw(), dx.raw()];
     if !p.is_dense() {
-        let prm = grouped_params(p, false);
+        let prm = grouped_params(p, false, None);
         be.run(GROUPED_BWD, &prm, &bufs, groups_1d(p.input_len(), 256)?)?;
         return Ok(dx);
     }
@@ -144,7 +150,7 @@ pub fn grad_weight(
     let dw = be.output(p.weight_len())?;
     let bufs = [x.raw(), dy.raw(), dw.raw()];
     if !p.is_dense() {
-        let prm = grouped_params(p, false);
+        let prm = grouped_params(p, false, None);
         be.run(GROUPED_WGRAD, &prm, &bufs, groups_1d(p.weight_len(), 256)?)?;
         return Ok(dw);
     }
