@@ -11,8 +11,11 @@
 #
 # Steps, most important first (a run cut short still answers the first questions): GPU and
 # NVRTC discovery; `gradcam selftest --backend cuda` (every conv kernel and the kernels of the
-# families' op set); the parity fixtures with --backend cuda, then the family fixtures; throughput at 224x224, batch 64, on resnet50 and vgg16 next to
-# pytorch-grad-cam's GradCAM and PyTorch's forward pass; the time per kernel; conv v1's parity
+# families' op set, squeeze-excitation included); the parity fixtures with --backend cuda, then
+# the family fixtures; throughput at 224x224, batch 64, on resnet50 and vgg16, then on
+# mobilenet_v3_large, efficientnet_b0, convnext_tiny and densenet121, next to pytorch-grad-cam's
+# GradCAM and PyTorch's forward pass; grouped conv v1 against v2 per kernel; the time per
+# kernel; conv v1's parity
 # and throughput; the wgpu adapters, and wgpu's selftest and throughput when one of them is a
 # hardware GPU (bring a Vulkan loader: the device tool's README says how).
 # Exits non-zero if the selftest or the parity check fails.
@@ -77,10 +80,17 @@ fi
 section "throughput, 224x224, batch 64 (images/s, median of 3)"
 timeout 240 "$PY" scripts/compare_speed.py --device cuda --batch 64 --iters 3 --bin "$BIN" || status=1
 
-section "new families: images/s at 224x224, batch 64 (ours; random weights)"
-for arch in mobilenet_v3_large efficientnet_b0 convnext_tiny densenet121; do
-    timeout 90 "$BIN" bench --backend cuda --arch "$arch" --batch 64 --iters 3 --json |
-        "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("%-20s grad-cam %7.1f images/s, forward %7.1f images/s" % (d["arch"], d["gradcam_images_per_s"], d["forward_images_per_s"]))' || status=1
+section "new families: throughput, 224x224, batch 64, next to pytorch-grad-cam (median of 3)"
+timeout 300 "$PY" scripts/compare_speed.py --device cuda --batch 64 --iters 3 --bin "$BIN" \
+    --archs mobilenet_v3_large efficientnet_b0 convnext_tiny densenet121 || status=1
+
+section "grouped/depthwise conv: v1 (reference) against v2 (tiled), time per kernel, batch 64"
+for arch in mobilenet_v3_large efficientnet_b0 convnext_tiny; do
+    for k in v1 v3; do
+        echo "$arch, --conv-kernel $k (v3: dense convs v3, grouped convs v2):"
+        timeout 60 "$BIN" bench --backend cuda --conv-kernel "$k" --arch "$arch" --batch 64 --iters 3 |
+            grep -E 'grad-cam:|grouped_conv_fwd|squeeze_excite' | head -12 || status=1
+    done
 done
 
 section "time per kernel (CUDA events), one Grad-CAM batch of 64"
