@@ -366,7 +366,7 @@ struct Epilogue {
     const float* scale;     // [c_out] or null (then shift is unused)
     const float* shift;     // [c_out]
     const float* residual;  // [n, c_out, h_out, w_out] or null
-    int relu;               // 1: max(v, 0), as the CPU's fused ReLU (a NaN becomes 0)
+    int relu;               // 1: max(v, 0), a NaN staying NaN (PyTorch's ReLU, the CPU's)
     int act;                // otherwise, >= 0: the activation table's row act_fwd(act, v, alpha, beta)
     float alpha, beta;      // that row's parameters
 };
@@ -525,7 +525,7 @@ struct ForwardStore {
         if (e.bias) v = __fadd_rn(v, e.bias[m]);
         if (e.scale) v = __fadd_rn(__fmul_rn(v, e.scale[m]), e.shift[m]);
         if (e.residual) v = __fadd_rn(v, e.residual[o]);
-        if (e.relu) v = fmaxf(v, 0.0f);
+        if (e.relu) v = v <= 0.0f ? 0.0f : v;
         else if (e.act >= 0) v = act_fwd((unsigned)e.act, v, e.alpha, e.beta);
         y[o] = v;
     }

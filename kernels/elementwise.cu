@@ -2,11 +2,11 @@
 // fill used to poison outputs in tests. Grid-stride loops over a flat index; sizes are 64-bit
 // because batch 64 at 224x224 already has 2^28 elements in one activation.
 
-// y[i] = max(x[i], 0).  x, y: [len]
+// y[i] = max(x[i], 0), a NaN staying NaN (PyTorch's rule, the activation table's).  x, y: [len]
 extern "C" __global__ void relu_fwd(float* __restrict__ y, const float* __restrict__ x, long long len) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < len; i += (long long)gridDim.x * blockDim.x) {
         float v = x[i];
-        y[i] = v > 0.0f ? v : 0.0f;
+        y[i] = v <= 0.0f ? 0.0f : v;
     }
 }
 

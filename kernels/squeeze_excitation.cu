@@ -8,19 +8,14 @@
 // Shapes: x: [n, c, hw]; w1: [squeeze, c]; b1: [squeeze]; w2: [c, squeeze]; b2: [c];
 // hidden: [n, squeeze] (scratch); gates: [n, c] (the means, then the gates).
 // lanes: threads per channel in the means (a power of two, c * lanes <= 256).
-// act / gate: a row of Activation::ALL, or with *_relu = 1, max(v, 0) (the fused convs' ReLU).
-
-__device__ __forceinline__ float se_act(float v, unsigned id, int relu, float alpha, float beta) {
-    return relu ? fmaxf(v, 0.0f) : act_fwd(id, v, alpha, beta);
-}
+// act / gate: rows of Activation::ALL, with their alpha and beta.
 
 extern "C" __global__ void squeeze_excite_gates(float* __restrict__ gates, float* __restrict__ hidden,
                                                 const float* __restrict__ x, const float* __restrict__ w1,
                                                 const float* __restrict__ b1, const float* __restrict__ w2,
                                                 const float* __restrict__ b2, int c, int hw, int squeeze,
-                                                int lanes, unsigned act, int act_relu, float act_alpha,
-                                                float act_beta, unsigned gate, int gate_relu, float gate_alpha,
-                                                float gate_beta) {
+                                                int lanes, unsigned act, float act_alpha, float act_beta,
+                                                unsigned gate, float gate_alpha, float gate_beta) {
     __shared__ float part[256];
     const int img = blockIdx.x, tid = threadIdx.x;
     const float* xi = x + (long long)img * c * hw;
@@ -52,13 +47,13 @@ extern "C" __global__ void squeeze_excite_gates(float* __restrict__ gates, float
     for (int j = tid; j < squeeze; j += blockDim.x) {
         float s = 0.0f;
         for (int ch = 0; ch < c; ++ch) s += w1[(long long)j * c + ch] * g[ch];
-        h[j] = se_act(s + b1[j], act, act_relu, act_alpha, act_beta);
+        h[j] = act_fwd(act, s + b1[j], act_alpha, act_beta);
     }
     __syncthreads();
     // 3. fc2 and the gate, one thread per channel (the means are no longer read).
     for (int ch = tid; ch < c; ch += blockDim.x) {
         float s = 0.0f;
         for (int j = 0; j < squeeze; ++j) s += w2[(long long)ch * squeeze + j] * h[j];
-        g[ch] = se_act(s + b2[ch], gate, gate_relu, gate_alpha, gate_beta);
+        g[ch] = act_fwd(gate, s + b2[ch], gate_alpha, gate_beta);
     }
 }

@@ -33,7 +33,7 @@ fn relu_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = flat_index(wg, nwg, lid);
     if i >= u.len { return; }
     let v = un_x[i];
-    un_y[i] = select(0.0, v, v > 0.0);
+    un_y[i] = select(v, 0.0, v <= 0.0);  // a NaN stays NaN, as in PyTorch
 }
 
 // Two inputs, one output:

@@ -7,11 +7,9 @@
 struct SqueezeExcite {
     n: u32, c: u32, hw: u32, squeeze: u32,
     lanes: u32,         // invocations per channel in the means: a power of two, c·lanes ≤ 256
-    act: u32,           // fc1's activation: its row in Activation::ALL ...
-    act_relu: u32,      // ... or, when 1, max(v, 0) (the fused convs' ReLU, a NaN gives 0)
-    act_alpha: f32, act_beta: f32,
-    gate: u32, gate_relu: u32, gate_alpha: f32, gate_beta: f32,
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    act: u32, act_alpha: f32, act_beta: f32,      // fc1's activation: its row in Activation::ALL
+    gate: u32, gate_alpha: f32, gate_beta: f32,   // the gate's
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> se: SqueezeExcite;
@@ -25,11 +23,6 @@ struct SqueezeExcite {
 
 // The pool's partial sums when several invocations share a channel.
 var<workgroup> se_part: array<f32, 256>;
-
-fn se_act(v: f32, id: u32, relu: u32, alpha: f32, beta: f32) -> f32 {
-    if relu != 0u { return max(v, 0.0); }
-    return act_fwd(id, v, alpha, beta);
-}
 
 @compute @workgroup_size(256)
 fn squeeze_excite_gates(@builtin(workgroup_id) wg: vec3<u32>,
@@ -68,13 +61,13 @@ fn squeeze_excite_gates(@builtin(workgroup_id) wg: vec3<u32>,
     for (var j = lid; j < se.squeeze; j += 256u) {
         var s = 0.0;
         for (var ch = 0u; ch < se.c; ch++) { s += se_w1[j * se.c + ch] * se_gates[g0 + ch]; }
-        se_hidden[h0 + j] = se_act(s + se_b1[j], se.act, se.act_relu, se.act_alpha, se.act_beta);
+        se_hidden[h0 + j] = act_fwd(se.act, s + se_b1[j], se.act_alpha, se.act_beta);
     }
     storageBarrier();
     // 3. fc2 and the gate, one invocation per channel (the means are no longer read).
     for (var ch = lid; ch < se.c; ch += 256u) {
         var s = 0.0;
         for (var j = 0u; j < se.squeeze; j++) { s += se_w2[ch * se.squeeze + j] * se_hidden[h0 + j]; }
-        se_gates[g0 + ch] = se_act(s + se_b2[ch], se.gate, se.gate_relu, se.gate_alpha, se.gate_beta);
+        se_gates[g0 + ch] = act_fwd(se.gate, s + se_b2[ch], se.gate_alpha, se.gate_beta);
     }
 }

@@ -618,6 +618,97 @@ on_backends!(squeeze_excitation:
     squeeze_excitation_wgpu => common::wgpu(),
 );
 
+/// Every ReLU path keeps a NaN, as PyTorch does (a NaN turned into 0 would hide an overflow
+/// from the non-finite checks on logits and CAMs): the ReLU kernel, the table's row, the fused
+/// conv epilogue (with and without BatchNorm), and the squeeze-excitation block.
+fn relu_keeps_nan<B: Backend>(be: &B) {
+    let relu = |len| ActivationParams {
+        act: Activation::Relu,
+        alpha: 0.0,
+        beta: 0.0,
+        len,
+    };
+    let x = [1.0, f32::NAN, -2.0, 0.0, 3.0];
+    let xb = be.upload(&x).unwrap();
+    let plain = be.download(&be.relu(&xb, 5).unwrap()).unwrap();
+    let row = be.download(&be.activation(&relu(5), &xb).unwrap()).unwrap();
+    for (what, y) in [("relu", plain), ("activation relu", row)] {
+        let want = [1.0, f32::NAN, 0.0, 0.0, 3.0];
+        let same = y
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a == &b || a.is_nan() && b.is_nan());
+        assert!(same, "{} {what}: {y:?}", be.name());
+    }
+    // A 1×1 conv over 2 images of 3×3 pixels, pixel 4 of image 1 NaN in every channel: its
+    // outputs are NaN after the epilogue, and only they.
+    let p = Conv2dParams::dense(2, 3, (3, 3), 4, (1, 1), (1, 1), (0, 0));
+    let mut rng = StdRng::seed_from_u64(43);
+    let mut x = random(p.input_len(), &mut rng);
+    (0..3).for_each(|c| x[(3 + c) * 9 + 4] = f32::NAN);
+    let up = |v: &[f32]| be.upload(v).unwrap();
+    let (xb, w, bias) = (up(&x), up(&random(12, &mut rng)), up(&random(4, &mut rng)));
+    let (scale, shift) = (up(&random(4, &mut rng)), up(&random(4, &mut rng)));
+    for bn in [None, Some((&scale, &shift))] {
+        let e = ConvEpilogue {
+            bn,
+            residual: None,
+            act: Some(relu(p.output_len())),
+        };
+        let y = be
+            .download(&be.conv2d_fused(&p, &xb, &w, Some(&bias), &e).unwrap())
+            .unwrap();
+        for (i, v) in y.iter().enumerate() {
+            let poisoned = i / 36 == 1 && i % 9 == 4;
+            assert_eq!(
+                v.is_nan(),
+                poisoned,
+                "{} conv2d_fused bn {} [{i}] = {v}",
+                be.name(),
+                bn.is_some()
+            );
+        }
+    }
+    // Squeeze-excitation: a NaN pixel makes its image's means, hence all its outputs, NaN.
+    let p = SqueezeExciteParams {
+        n: 2,
+        c: 3,
+        h: 3,
+        w: 3,
+        squeeze: 2,
+        act: relu(4),
+        gate: ActivationParams {
+            act: Activation::Sigmoid,
+            ..relu(6)
+        },
+    };
+    let (w1, b1, w2, b2) = (
+        up(&random(6, &mut rng)),
+        up(&random(2, &mut rng)),
+        up(&random(6, &mut rng)),
+        up(&random(3, &mut rng)),
+    );
+    let y = be
+        .squeeze_excitation(&p, &xb, (&w1, &b1), (&w2, &b2))
+        .unwrap();
+    let y = be.download(&y).unwrap();
+    assert!(
+        y[..27].iter().all(|v| v.is_finite()),
+        "{} squeeze_excitation image 0: {y:?}",
+        be.name()
+    );
+    assert!(
+        y[27..].iter().all(|v| v.is_nan()),
+        "{} squeeze_excitation image 1: {y:?}",
+        be.name()
+    );
+}
+
+on_backends!(relu_keeps_nan:
+    relu_keeps_nan_cpu => common::cpu(),
+    relu_keeps_nan_wgpu => common::wgpu(),
+);
+
 fn add<B: Backend>(be: &B) {
     let mut rng = StdRng::seed_from_u64(17);
     for len in [3, 257, 1001] {

@@ -95,7 +95,7 @@ pub fn conv2d_then_epilogue<B: Backend>(
         z = b.add(&z, r, a.len())?;
     }
     match &e.act {
-        // `relu`, as the fused kernels do (the table's row keeps NaN; theirs and this give 0).
+        // `relu`: the table's row (a NaN stays NaN) in its own kernel.
         Some(act) if act.act == Activation::Relu => z = b.relu(&z, a.len())?,
         Some(act) => z = b.activation(act, &z)?,
         None => {}

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
+/// max(x, 0) with PyTorch's NaN rule (a NaN stays NaN), the activation table's ReLU row.
 pub fn relu_forward<T: Real>(x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), y.len());
     prefer_huge_pages(y);
@@ -16,7 +17,7 @@ pub fn relu_forward<T: Real>(x: &[T], y: &mut [T]) {
         .zip(x.par_chunks(CHUNK))
         .for_each(|(yc, xc)| {
             for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = if v > T::zero() { v } else { T::zero() };
+                *o = if v <= T::zero() { T::zero() } else { v };
             }
         });
 }

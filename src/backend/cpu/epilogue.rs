@@ -50,11 +50,12 @@ impl<T: Real> Epilogue<'_, T> {
         // ReLU goes into the affine loop; another activation runs over the row afterwards,
         // while it is still in cache, as its own vectorized loop.
         let relu_inline = self.act.is_some_and(|a| a.act == Activation::Relu);
+        // PyTorch's ReLU: a NaN stays NaN (the table's row, and every backend's ReLU).
         let relu = |a: T| {
-            if !relu_inline || a > T::zero() {
-                a
-            } else {
+            if relu_inline && a <= T::zero() {
                 T::zero()
+            } else {
+                a
             }
         };
         let residual = self.residual.map(|r| &r[start..start + row.len()]);

@@ -854,15 +854,13 @@ impl Backend for CudaBackend {
         let lanes = p.lanes_per_channel(THREADS as usize) as i32;
         let (a, g) = (&p.act, &p.gate);
         let ids = [a.act.index() as u32, g.act.index() as u32];
-        let relu = [a.act, g.act].map(|r| (r == Activation::Relu) as i32);
         let cfg = LaunchConfig {
             grid_dim: (p.n as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         launch!(self, "squeeze_excite_gates", cfg; &mut gates, &mut hidden, x, w1, b1, w2, b2,
-            &c, &hw, &squeeze, &lanes, &ids[0], &relu[0], &a.alpha, &a.beta, &ids[1], &relu[1],
-            &g.alpha, &g.beta);
+            &c, &hw, &squeeze, &lanes, &ids[0], &a.alpha, &a.beta, &ids[1], &g.alpha, &g.beta);
         self.binary(&p.scale(), &gates, x)
     }
 

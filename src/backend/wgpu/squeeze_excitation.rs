@@ -5,18 +5,13 @@
 use super::kernels::{kernel, Kernel, Shader::SqueezeExcitation};
 use super::{binary, groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::error::Result;
-use crate::ops::{Activation, ActivationParams, SqueezeExciteParams};
+use crate::ops::{ActivationParams, SqueezeExciteParams};
 
 const GATES: Kernel = kernel(SqueezeExcitation, "squeeze_excite_gates");
 
-/// An activation's uniform words: row index, ReLU flag, alpha bits, beta bits.
-fn act_words(a: &ActivationParams) -> [u32; 4] {
-    [
-        u(a.act.index()),
-        (a.act == Activation::Relu) as u32,
-        a.alpha.to_bits(),
-        a.beta.to_bits(),
-    ]
+/// An activation's uniform words: row index, alpha bits, beta bits.
+fn act_words(a: &ActivationParams) -> [u32; 3] {
+    [u(a.act.index()), a.alpha.to_bits(), a.beta.to_bits()]
 }
 
 pub fn forward(
@@ -43,7 +38,7 @@ pub fn forward(
     ];
     prm.extend(act_words(&p.act));
     prm.extend(act_words(&p.gate));
-    prm.extend([0; 3]);
+    prm.push(0);
     let bufs = [x, w1, b1, w2, b2, &hidden, &gates].map(|b| b.raw());
     be.run(GATES, &prm, &bufs, groups_1d(p.n, 1)?)?;
     binary::forward(be, &p.scale(), &gates, x)
