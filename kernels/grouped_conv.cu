@@ -3,8 +3,8 @@
 // h_out, w_out, which the host passes). v1, mirroring shaders/grouped_conv.wgsl: one thread
 // per output element (forward) or input-gradient element (backward, a gather), taps summed in
 // (channel, ky, kx) order: deterministic, no atomics. Depthwise convs are memory-bound; this
-// direct form is the GPU reference; v2 (forward) stages each tile's input window in shared
-// memory.
+// direct form is the GPU reference; v2 (forward and input gradient) stages the window each
+// tile reads in shared memory.
 //
 // Shapes (contiguous, NCHW): x, dx: [n, c_in, h_in, w_in]; w: [c_out, c_in/groups, k_h, k_w];
 // bias: [c_out]; y, dy: [n, c_out, h_out, w_out].
@@ -146,4 +146,70 @@ extern "C" __global__ void grouped_conv_bwd_input(float* __restrict__ dx, const 
         }
         dx[t] = s;
     }
+}
+
+// Input gradient v2, mirroring grouped_conv_bwd_v2 of shaders/grouped_conv.wgsl: a block
+// computes a tile_h x tile_w tile of dx in each of `planes` input planes
+// (Conv2dParams::grouped_tile_backward). For each output channel of the group it stages the rows
+// and columns of dy that reach the tile (zeros outside dy) in shared memory, then each thread
+// gathers its taps from there. Same (channel, ky, kx) order as v1; a tap that lands outside dy
+// adds a zero product where v1 skips it. Grid: tiles per plane times ceil(n * c_in / planes).
+__device__ __forceinline__ int floor_div(int a, int b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
+
+extern "C" __global__ void grouped_conv_bwd_input_v2(float* __restrict__ dx, const float* __restrict__ dy,
+                                                     const float* __restrict__ w, int n, int c_in, int h_in,
+                                                     int w_in, int c_out, int h_out, int w_out, int k_h, int k_w,
+                                                     int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                                                     int dil_w, int groups, int tile_h, int tile_w, int planes) {
+    __shared__ float win[GC_WINDOW];
+    // At most this many dy rows and columns reach a tile.
+    const int rows = (tile_h - 1 + (k_h - 1) * dil_h) / stride_h + 2;
+    const int cols = (tile_w - 1 + (k_w - 1) * dil_w) / stride_w + 2;
+    const int window = rows * cols;
+    const int tiles_x = (w_in + tile_w - 1) / tile_w;
+    const int tiles = tiles_x * ((h_in + tile_h - 1) / tile_h);
+    const long long wid = blockIdx.x;
+    const long long plane0 = (wid / tiles) * planes;
+    const int tile = (int)(wid % tiles);
+    const int iy0 = (tile / tiles_x) * tile_h, ix0 = (tile % tiles_x) * tile_w;
+    // The first dy row and column that reach the tile (negative: above or left of dy).
+    const int oy0 = floor_div(iy0 + pad_h - (k_h - 1) * dil_h, stride_h);
+    const int ox0 = floor_div(ix0 + pad_w - (k_w - 1) * dil_w, stride_w);
+    const long long all_planes = (long long)n * c_in;
+    const int cig = c_in / groups, cog = c_out / groups;
+    const int tid = threadIdx.x, q = tid / (tile_h * tile_w);
+    const int iy = iy0 + (tid % (tile_h * tile_w)) / tile_w, ix = ix0 + tid % tile_w;
+    const long long plane = plane0 + q;
+    const bool live = q < planes && plane < all_planes && iy < h_in && ix < w_in;
+    const int grp = (int)(plane % c_in) / cig, c = (int)(plane % c_in) - grp * cig;
+    float s = 0.0f;
+    for (int k = 0; k < cog; ++k) {
+        for (int e = tid; e < planes * window; e += blockDim.x) {
+            long long pq = plane0 + e / window;
+            float v = 0.0f;
+            if (pq < all_planes) {
+                int co = (int)((pq % c_in) / cig) * cog + k;
+                int oy = oy0 + (e % window) / cols, ox = ox0 + e % cols;
+                if (oy >= 0 && oy < h_out && ox >= 0 && ox < w_out)
+                    v = dy[(((pq / c_in) * c_out + co) * h_out + oy) * w_out + ox];
+            }
+            win[e] = v;
+        }
+        __syncthreads();
+        if (live) {
+            const float* wp = w + ((long long)(grp * cog + k) * cig + c) * k_h * k_w;
+            for (int ky = 0; ky < k_h; ++ky) {
+                int ty = iy + pad_h - ky * dil_h;
+                if (ty % stride_h != 0) continue;
+                const float* row = win + q * window + (ty / stride_h - oy0) * cols;
+                for (int kx = 0; kx < k_w; ++kx) {
+                    int tx = ix + pad_w - kx * dil_w;
+                    if (tx % stride_w != 0) continue;
+                    s += row[tx / stride_w - ox0] * wp[ky * k_w + kx];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    if (live) dx[(plane * h_in + iy) * w_in + ix] = s;
 }

@@ -3,7 +3,7 @@
 // which the host passes). v1: one invocation per output element (forward) or input-gradient
 // element (backward, a gather), its taps summed in (channel, ky, kx) order: deterministic
 // without atomics. Depthwise convs are memory-bound; this direct form is the GPU reference.
-// v2 (forward): tiled, each input window staged once in workgroup memory (below).
+// v2 (forward and input gradient): tiled, each window read staged once in workgroup memory.
 
 struct GroupedConv {
     n: u32, c_in: u32, h_in: u32, w_in: u32,
@@ -170,6 +170,81 @@ fn grouped_conv_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
         }
     }
     gb_dx[i] = acc;
+}
+
+// Input gradient v2, the same bindings as grouped_conv_bwd: a workgroup computes a tile_h ×
+// tile_w tile of dx in each of `planes` input planes. For each output channel of the group it
+// stages the rows and columns of dy that reach the tile (zeros outside dy), then each
+// invocation gathers its taps from there. Same (channel, ky, kx) order as v1; a tap that lands
+// outside dy adds a zero product where v1 skips it.
+fn floor_div(a: i32, b: i32) -> i32 {
+    if a >= 0 { return a / b; }
+    return -((b - 1 - a) / b);
+}
+
+@compute @workgroup_size(256)
+fn grouped_conv_bwd_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let th = g.tile_h;
+    let tw = g.tile_w;
+    // At most this many dy rows and columns reach a tile (Conv2dParams::grouped_tile_backward).
+    let rows = (th - 1u + (g.k_h - 1u) * g.dil_h) / g.stride_h + 2u;
+    let cols = (tw - 1u + (g.k_w - 1u) * g.dil_w) / g.stride_w + 2u;
+    let window = rows * cols;
+    let tiles_x = (g.w_in + tw - 1u) / tw;
+    let tiles = tiles_x * ((g.h_in + th - 1u) / th);
+    let wid = flat_group(wg, nwg);
+    let plane0 = (wid / tiles) * g.planes;
+    let iy0 = ((wid % tiles) / tiles_x) * th;
+    let ix0 = ((wid % tiles) % tiles_x) * tw;
+    // The first dy row and column that reach the tile (negative: above or left of dy).
+    let oy0 = floor_div(i32(iy0 + g.pad_h) - i32((g.k_h - 1u) * g.dil_h), i32(g.stride_h));
+    let ox0 = floor_div(i32(ix0 + g.pad_w) - i32((g.k_w - 1u) * g.dil_w), i32(g.stride_w));
+    let all_planes = g.n * g.c_in;
+    let cig = g.c_in / g.groups;
+    let cog = g.c_out / g.groups;
+    // This invocation's dx element: plane slot q, pixel (iy, ix).
+    let q = lid / (th * tw);
+    let iy = iy0 + (lid % (th * tw)) / tw;
+    let ix = ix0 + lid % tw;
+    let plane = plane0 + q;
+    let live = q < g.planes && plane < all_planes && iy < g.h_in && ix < g.w_in;
+    let grp = (plane % g.c_in) / cig;
+    let c = plane % g.c_in - grp * cig;
+    var acc = 0.0;
+    for (var k = 0u; k < cog; k++) {
+        for (var e = lid; e < g.planes * window; e += 256u) {
+            let pq = plane0 + e / window;
+            var v = 0.0;
+            if pq < all_planes {
+                let co = ((pq % g.c_in) / cig) * cog + k;
+                let oy = oy0 + i32((e % window) / cols);
+                let ox = ox0 + i32(e % cols);
+                if oy >= 0 && oy < i32(g.h_out) && ox >= 0 && ox < i32(g.w_out) {
+                    v = gb_dy[(((pq / g.c_in) * g.c_out + co) * g.h_out + u32(oy)) * g.w_out + u32(ox)];
+                }
+            }
+            gc_window[e] = v;
+        }
+        workgroupBarrier();
+        if live {
+            let wb = ((grp * cog + k) * cig + c) * g.k_h * g.k_w;
+            for (var ky = 0u; ky < g.k_h; ky++) {
+                let ty = i32(iy + g.pad_h) - i32(ky * g.dil_h);
+                if ty % i32(g.stride_h) != 0 { continue; }
+                let row = q * window + u32(ty / i32(g.stride_h) - oy0) * cols;
+                for (var kx = 0u; kx < g.k_w; kx++) {
+                    let tx = i32(ix + g.pad_w) - i32(kx * g.dil_w);
+                    if tx % i32(g.stride_w) != 0 { continue; }
+                    acc += gc_window[row + u32(tx / i32(g.stride_w) - ox0)] * gb_w[wb + ky * g.k_w + kx];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if live {
+        gb_dx[(plane * g.h_in + iy) * g.w_in + ix] = acc;
+    }
 }
 
 // Weight gradient (training): x [N, Cin, H, W], dy [N, Cout, Ho, Wo] ->

@@ -127,17 +127,35 @@ impl Conv2dParams {
     /// The tiling of the GPU backends' tiled grouped-conv kernel (`grouped_conv_fwd_v2`), or
     /// None when one tile's input window does not fit its workgroup memory (v1 runs then).
     pub fn grouped_tile(&self) -> Option<GroupedTile> {
-        let (h, w) = (self.h_out().min(16), self.w_out().min(16));
-        let rows = (h - 1) * self.stride_h + (self.k_h - 1) * self.dilation_h + 1;
-        let cols = (w - 1) * self.stride_w + (self.k_w - 1) * self.dilation_w + 1;
-        let window = rows * cols;
-        (window <= GroupedTile::PATCH).then(|| GroupedTile {
-            h,
-            w,
-            planes: (GroupedTile::THREADS / (h * w))
-                .min(GroupedTile::PATCH / window)
-                .max(1),
-        })
+        let (sh, sw, dh, dw) = (
+            self.stride_h,
+            self.stride_w,
+            self.dilation_h,
+            self.dilation_w,
+        );
+        GroupedTile::fit(
+            (self.h_out(), self.w_out()),
+            self.n * self.c_out,
+            (self.h_out().min(16) - 1) * sh + (self.k_h - 1) * dh + 1,
+            (self.w_out().min(16) - 1) * sw + (self.k_w - 1) * dw + 1,
+        )
+    }
+    /// The tiling of the tiled input-gradient kernel (`grouped_conv_bwd_v2`): tiles of dx, and
+    /// the rows and columns of dy that reach one, at most (t − 1 + (k − 1)·dil) / stride + 2
+    /// for a tile of t (the kernels compute the same bound).
+    pub fn grouped_tile_backward(&self) -> Option<GroupedTile> {
+        let (sh, sw, dh, dw) = (
+            self.stride_h,
+            self.stride_w,
+            self.dilation_h,
+            self.dilation_w,
+        );
+        GroupedTile::fit(
+            (self.h_in, self.w_in),
+            self.n * self.c_in,
+            (self.h_in.min(16) - 1 + (self.k_h - 1) * dh) / sh + 2,
+            (self.w_in.min(16) - 1 + (self.k_w - 1) * dw) / sw + 2,
+        )
     }
     /// One group's conv as a conv over its own channels (the same spatial geometry).
     pub fn group_view(&self) -> Conv2dParams {
@@ -150,14 +168,16 @@ impl Conv2dParams {
     }
 }
 
-/// One workgroup of the tiled grouped conv: an `h` × `w` tile of output pixels (at most
-/// 16 × 16) in each of `planes` output planes (several small planes share a workgroup: 7×7
-/// maps fill 245 of its 256 invocations), one invocation per output.
+/// One workgroup of the tiled grouped conv: an `h` × `w` tile of pixels (at most 16 × 16) in
+/// each of `planes` planes it computes (several small planes share a workgroup: 7×7 maps fill
+/// 245 of its 256 invocations), one invocation per pixel; `workgroups` of them cover the
+/// result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupedTile {
     pub h: usize,
     pub w: usize,
     pub planes: usize,
+    pub workgroups: usize,
 }
 
 impl GroupedTile {
@@ -166,10 +186,19 @@ impl GroupedTile {
     /// Floats of workgroup memory for the input windows (16 KiB, WebGPU's guaranteed minimum).
     pub const PATCH: usize = 4096;
 
-    /// Workgroups for `p`: tiles per plane times groups of `planes` planes.
-    pub fn workgroups(&self, p: &Conv2dParams) -> usize {
-        p.h_out().div_ceil(self.h)
-            * p.w_out().div_ceil(self.w)
-            * (p.n * p.c_out).div_ceil(self.planes)
+    /// Tiles of up to 16 × 16 over `count` planes of `plane` pixels, whose read windows are
+    /// `rows` × `cols`; None when one window does not fit the workgroup memory.
+    fn fit(plane: (usize, usize), count: usize, rows: usize, cols: usize) -> Option<GroupedTile> {
+        let (h, w) = (plane.0.min(16), plane.1.min(16));
+        let window = rows * cols;
+        let planes = (Self::THREADS / (h * w))
+            .min(Self::PATCH / window.max(1))
+            .max(1);
+        (window <= Self::PATCH).then(|| GroupedTile {
+            h,
+            w,
+            planes,
+            workgroups: plane.0.div_ceil(h) * plane.1.div_ceil(w) * count.div_ceil(planes),
+        })
     }
 }

@@ -40,6 +40,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "grouped_conv_fwd",
     "grouped_conv_fwd_v2",
     "grouped_conv_bwd_input",
+    "grouped_conv_bwd_input_v2",
     "activation_fwd",
     "activation_bwd_input",
     "binary_fwd",
@@ -110,6 +111,15 @@ fn exact(items: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (items.div_ceil(THREADS as usize).max(1) as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The launch of a tiled grouped-conv kernel: one block per tile of `t`.
+fn grouped_grid(t: &GroupedTile) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (t.workgroups as u32, 1, 1),
+        block_dim: (GroupedTile::THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -516,13 +526,8 @@ impl Backend for CudaBackend {
             match p.grouped_tile().filter(|_| self.conv != ConvKernel::V1) {
                 Some(t) => {
                     let name = "grouped_conv_fwd_v2";
-                    let cfg = LaunchConfig {
-                        grid_dim: (t.workgroups(p) as u32, 1, 1),
-                        block_dim: (GroupedTile::THREADS as u32, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
                     let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
-                    launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, b, &has_bias,
+                    launch!(self, name, grouped_grid(&t), || conv_label(name, p); &mut y, x, w, b, &has_bias,
                         &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
                         &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
                 }
@@ -580,10 +585,24 @@ impl Backend for CudaBackend {
         if !p.is_dense() {
             let mut dx = self.out(p.input_len())?;
             let s = Self::grouped_shape(p);
-            let name = "grouped_conv_bwd_input";
-            launch!(self, name, flat(p.input_len()), || conv_label(name, p); &mut dx, dy, w,
-                &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11],
-                &s[12], &s[13], &s[14]);
+            match p
+                .grouped_tile_backward()
+                .filter(|_| self.conv != ConvKernel::V1)
+            {
+                Some(t) => {
+                    let name = "grouped_conv_bwd_input_v2";
+                    let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
+                    launch!(self, name, grouped_grid(&t), || conv_label(name, p); &mut dx, dy, w,
+                        &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
+                        &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
+                }
+                None => {
+                    let name = "grouped_conv_bwd_input";
+                    launch!(self, name, flat(p.input_len()), || conv_label(name, p); &mut dx, dy, w,
+                        &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
+                        &s[11], &s[12], &s[13], &s[14]);
+                }
+            }
             return Ok(dx);
         }
         let mut dx = self.out(p.input_len())?;

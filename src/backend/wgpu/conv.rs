@@ -1,7 +1,7 @@
 //! Glue for shaders/conv2d.wgsl: forward, input gradient and weight gradient, each v1 (direct)
 //! or v2 (tiled), and the bias gradient; and for shaders/grouped_conv.wgsl: the convs with
-//! groups, dilation or asymmetric padding, forward (v1 direct, v2 tiled), input and weight
-//! gradients (v1, direct).
+//! groups, dilation or asymmetric padding, forward and input gradient (v1 direct, v2 tiled),
+//! weight gradient (v1, direct).
 
 use super::kernels::{kernel, Kernel, Shader::Conv2d, Shader::GroupedConv};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
@@ -19,6 +19,7 @@ const BGRAD: Kernel = kernel(Conv2d, "conv2d_bgrad");
 const GROUPED_FWD: Kernel = kernel(GroupedConv, "grouped_conv_fwd");
 const GROUPED_FWD_V2: Kernel = kernel(GroupedConv, "grouped_conv_fwd_v2");
 const GROUPED_BWD: Kernel = kernel(GroupedConv, "grouped_conv_bwd");
+const GROUPED_BWD_V2: Kernel = kernel(GroupedConv, "grouped_conv_bwd_v2");
 const GROUPED_WGRAD: Kernel = kernel(GroupedConv, "grouped_conv_wgrad");
 
 /// Output tile edge of the v2 kernels (TILE in conv2d.wgsl).
@@ -94,7 +95,7 @@ pub fn forward(
     let bufs = [x.raw(), w.raw(), b, y.raw()];
     if !p.is_dense() {
         let (k, tile, groups) = match p.grouped_tile().filter(|_| be.conv != ConvKernel::V1) {
-            Some(t) => (GROUPED_FWD_V2, Some(t), groups_1d(t.workgroups(p), 1)?),
+            Some(t) => (GROUPED_FWD_V2, Some(t), groups_1d(t.workgroups, 1)?),
             None => (GROUPED_FWD, None, groups_1d(p.output_len(), 256)?),
         };
         be.run(k, &grouped_params(p, bias.is_some(), tile), &bufs, groups)?;
@@ -123,8 +124,14 @@ pub fn backward_input(
     let dx = be.output(p.input_len())?;
     let bufs = [dy.raw(), w.raw(), dx.raw()];
     if !p.is_dense() {
-        let prm = grouped_params(p, false, None);
-        be.run(GROUPED_BWD, &prm, &bufs, groups_1d(p.input_len(), 256)?)?;
+        let tile = p
+            .grouped_tile_backward()
+            .filter(|_| be.conv != ConvKernel::V1);
+        let (k, groups) = match tile {
+            Some(t) => (GROUPED_BWD_V2, groups_1d(t.workgroups, 1)?),
+            None => (GROUPED_BWD, groups_1d(p.input_len(), 256)?),
+        };
+        be.run(k, &grouped_params(p, false, tile), &bufs, groups)?;
         return Ok(dx);
     }
     let prm = params(p, false);
