@@ -127,34 +127,22 @@ impl Conv2dParams {
     /// The tiling of the GPU backends' tiled grouped-conv kernel (`grouped_conv_fwd_v2`), or
     /// None when one tile's input window does not fit its workgroup memory (v1 runs then).
     pub fn grouped_tile(&self) -> Option<GroupedTile> {
-        let (sh, sw, dh, dw) = (
-            self.stride_h,
-            self.stride_w,
-            self.dilation_h,
-            self.dilation_w,
-        );
         GroupedTile::fit(
             (self.h_out(), self.w_out()),
             self.n * self.c_out,
-            (self.h_out().min(16) - 1) * sh + (self.k_h - 1) * dh + 1,
-            (self.w_out().min(16) - 1) * sw + (self.k_w - 1) * dw + 1,
+            |t| (t - 1) * self.stride_h + (self.k_h - 1) * self.dilation_h + 1,
+            |t| (t - 1) * self.stride_w + (self.k_w - 1) * self.dilation_w + 1,
         )
     }
     /// The tiling of the tiled input-gradient kernel (`grouped_conv_bwd_v2`): tiles of dx, and
     /// the rows and columns of dy that reach one, at most (t − 1 + (k − 1)·dil) / stride + 2
     /// for a tile of t (the kernels compute the same bound).
     pub fn grouped_tile_backward(&self) -> Option<GroupedTile> {
-        let (sh, sw, dh, dw) = (
-            self.stride_h,
-            self.stride_w,
-            self.dilation_h,
-            self.dilation_w,
-        );
         GroupedTile::fit(
             (self.h_in, self.w_in),
             self.n * self.c_in,
-            (self.h_in.min(16) - 1 + (self.k_h - 1) * dh) / sh + 2,
-            (self.w_in.min(16) - 1 + (self.k_w - 1) * dw) / sw + 2,
+            |t| (t - 1 + (self.k_h - 1) * self.dilation_h) / self.stride_h + 2,
+            |t| (t - 1 + (self.k_w - 1) * self.dilation_w) / self.stride_w + 2,
         )
     }
     /// One group's conv as a conv over its own channels (the same spatial geometry).
@@ -186,11 +174,16 @@ impl GroupedTile {
     /// Floats of workgroup memory for the input windows (16 KiB, WebGPU's guaranteed minimum).
     pub const PATCH: usize = 4096;
 
-    /// Tiles of up to 16 × 16 over `count` planes of `plane` pixels, whose read windows are
-    /// `rows` × `cols`; None when one window does not fit the workgroup memory.
-    fn fit(plane: (usize, usize), count: usize, rows: usize, cols: usize) -> Option<GroupedTile> {
+    /// Tiles of up to 16 × 16 over `count` planes of `plane` pixels; a tile of h × w reads a
+    /// window of `rows(h)` × `cols(w)`. None when one window does not fit the workgroup memory.
+    fn fit(
+        plane: (usize, usize),
+        count: usize,
+        rows: impl Fn(usize) -> usize,
+        cols: impl Fn(usize) -> usize,
+    ) -> Option<GroupedTile> {
         let (h, w) = (plane.0.min(16), plane.1.min(16));
-        let window = rows * cols;
+        let window = rows(h) * cols(w);
         let planes = (Self::THREADS / (h * w))
             .min(Self::PATCH / window.max(1))
             .max(1);
