@@ -137,8 +137,8 @@ pub fn concat_then_affine<B: Backend>(
 }
 
 /// [`Backend::squeeze_excitation`] as the separate ops one after another (the global pool,
-/// fc1 with its activation, fc2 with the gate, the multiply): the default, and what the walker
-/// runs when the block is not fused. `fc1`, `fc2`: (weight, bias).
+/// fc1 with its activation, fc2 with the gate, the multiply): the default, the same calls the
+/// walker makes for an unfused block's nodes. `fc1`, `fc2`: (weight, bias).
 pub fn squeeze_excitation_separate<B: Backend>(
     b: &B,
     p: &SqueezeExciteParams,
