@@ -17,6 +17,7 @@ pub mod matmul;
 mod pages;
 pub mod pool;
 pub mod real;
+pub mod scratch;
 pub mod simd;
 pub mod squeeze_excitation;
 pub mod training;
