@@ -9,6 +9,7 @@ use super::epilogue::Epilogue;
 use super::matmul::{inner_parallelism, matmul, matmul_strided, split_batch, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
+use super::simd;
 use super::winograd;
 use crate::ops::Conv2dParams;
 use rayon::prelude::*;
@@ -309,6 +310,14 @@ fn row_runs(
 /// p0 + j = oy·Wo + ox (0 where that reads padding). In-bounds spans are copied as whole
 /// slices (stride 1) or strided gathers, without per-element bounds tests.
 fn im2col<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col: &mut [T]) {
+    simd::dispatch(
+        #[inline(always)]
+        || im2col_loops(p, x, p0, cols, col),
+    )
+}
+
+#[inline(always)]
+fn im2col_loops<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col: &mut [T]) {
     let (ho, wo) = (p.h_out(), p.w_out());
     let mut rows = col.chunks_exact_mut(cols.max(1));
     for plane in x.chunks_exact((p.h_in * p.w_in).max(1)) {
@@ -335,6 +344,8 @@ fn im2col<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col: &mut 
                         let src = &line[lo * p.stride_w + kx - p.pad_w..];
                         if p.stride_w == 1 {
                             mid.copy_from_slice(&src[..hi - lo]);
+                        } else if p.stride_w == 2 {
+                            every_other(&src[..2 * (hi - lo) - 1], mid);
                         } else {
                             for (o, &v) in mid.iter_mut().zip(src.iter().step_by(p.stride_w)) {
                                 *o = v;
@@ -344,6 +355,21 @@ fn im2col<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col: &mut 
                 }
             }
         }
+    }
+}
+
+/// out[i] = src[2i]: stride 2 as pairs, so the compiler vectorizes it (stride-2 convs: the
+/// ResNet stem, downsampling 3×3 and 1×1 convs).
+#[inline(always)]
+fn every_other<T: Real>(src: &[T], out: &mut [T]) {
+    let pairs = src.chunks_exact(2);
+    let last = pairs.remainder().first().copied();
+    let n = pairs.len();
+    for (o, pair) in out.iter_mut().zip(pairs) {
+        *o = pair[0];
+    }
+    if let Some(v) = last {
+        out[n] = v;
     }
 }
 
