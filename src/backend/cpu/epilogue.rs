@@ -3,6 +3,7 @@
 
 use super::activation::activation_in_place;
 use super::real::Real;
+use super::simd;
 use crate::ops::{Activation, ActivationParams};
 use std::ops::Range;
 
@@ -47,6 +48,19 @@ impl<T: Real> Epilogue<'_, T> {
     /// Applies the epilogue to `row`, a run of channel `c`'s outputs that starts at element
     /// `start` of the image's output (where its residual is read).
     pub(super) fn apply_row(&self, c: usize, row: &mut [T], start: usize) {
+        simd::dispatch(
+            #[inline(always)]
+            || self.affine_row(c, row, start),
+        );
+        if let Some(a) = self.act.filter(|a| a.act != Activation::Relu) {
+            activation_in_place(&a, row);
+        }
+    }
+
+    /// The BatchNorm affine map, the residual and an inline ReLU: one loop, compiled for the
+    /// machine's vector width (the same operations, so the same bits, at every level).
+    #[inline(always)]
+    fn affine_row(&self, c: usize, row: &mut [T], start: usize) {
         // ReLU goes into the affine loop; another activation runs over the row afterwards,
         // while it is still in cache, as its own vectorized loop.
         let relu_inline = self.act.is_some_and(|a| a.act == Activation::Relu);
@@ -76,9 +90,6 @@ impl<T: Real> Epilogue<'_, T> {
                 }
             }
             (None, None) => row.iter_mut().for_each(|v| *v = relu(*v)),
-        }
-        if let Some(a) = self.act.filter(|_| !relu_inline) {
-            activation_in_place(&a, row);
         }
     }
 }

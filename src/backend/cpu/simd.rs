@@ -92,7 +92,8 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 mod tests {
     use super::*;
     use crate::backend::cpu::activation::{activation_backward_input, activation_forward};
-    use crate::backend::cpu::{grouped_conv, winograd};
+    use crate::backend::cpu::epilogue::Epilogue;
+    use crate::backend::cpu::{conv, grouped_conv, winograd};
     use crate::ops::{Activation, ActivationParams, Conv2dParams};
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -111,9 +112,34 @@ mod tests {
         let b: Vec<f32> = (0..p.c_out).map(|_| rng.random_range(-1.0..1.0)).collect();
         // Every row of the activation table, on inputs spread over [-8, 8].
         let xa: Vec<f32> = x.iter().map(|v| v * 8.0).collect();
+        // The fused epilogue (BatchNorm, residual, ReLU) and a stride-2 conv's im2col.
+        let (scale, shift) = (&b[..], &w[..p.c_out]);
+        let epi = Epilogue {
+            bn: Some((scale, shift)),
+            residual: Some(&x[..p.output_len()]),
+            act: Some(ActivationParams {
+                act: Activation::Relu,
+                len: p.output_len(),
+                alpha: 0.0,
+                beta: 0.0,
+            }),
+        };
+        let s2 = Conv2dParams::dense(2, 5, (13, 11), 5, (3, 3), (2, 2), (1, 1));
         let run = || {
             let mut y = vec![f32::NAN; p.output_len()];
             winograd::conv2d_forward(&p, &x, &winograd::filters(&p, &w), Some(&b), None, &mut y);
+            let mut fused = vec![f32::NAN; p.output_len()];
+            let u = winograd::filters(&p, &w);
+            winograd::conv2d_forward(&p, &x, &u, Some(&b), Some(epi), &mut fused);
+            let mut strided = vec![f32::NAN; s2.output_len()];
+            let (xs, ws) = (&x[..s2.input_len()], &w[..s2.weight_len()]);
+            let epi2 = Epilogue {
+                residual: None,
+                ..epi
+            };
+            conv::conv2d_forward_fused(&s2, xs, ws, None, Some(epi2), &mut strided);
+            y.extend(fused);
+            y.extend(strided);
             let acts: Vec<(Vec<f32>, Vec<f32>)> = Activation::ALL
                 .iter()
                 .map(|&act| {
@@ -158,7 +184,10 @@ mod tests {
             assert!(want.0.iter().all(|v| v.is_finite()));
             let same =
                 |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same(&want.0, &got.0), "winograd at {l:?}");
+            assert!(
+                same(&want.0, &got.0),
+                "convs (winograd, fused, strided) at {l:?}"
+            );
             for (act, (w, g)) in Activation::ALL.iter().zip(want.1.iter().zip(&got.1)) {
                 assert!(same(&w.0, &g.0), "{} forward at {l:?}", act.name());
                 assert!(same(&w.1, &g.1), "{} backward at {l:?}", act.name());
