@@ -562,6 +562,20 @@ fn disjoint<T, const N: usize>(
 pub fn filters<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
     let pos = p.c_out * p.c_in;
     let mut u = vec![T::zero(); POS * pos];
+    if pos == 0 {
+        return u;
+    }
+    // Runs of filters in parallel (a model's first batch waits for them): run r holds filters
+    // [r·RUN, (r + 1)·RUN) of every position.
+    const RUN: usize = 4096;
+    let mut runs: Vec<Vec<&mut [T]>> = (0..pos.div_ceil(RUN))
+        .map(|_| Vec::with_capacity(POS))
+        .collect();
+    for plane in u.chunks_mut(pos) {
+        for (piece, run) in plane.chunks_mut(RUN).zip(&mut runs) {
+            run.push(piece);
+        }
+    }
     let g_col = |a: f64, b: f64, c: f64| {
         [
             a / 4.0,
@@ -572,18 +586,27 @@ pub fn filters<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {
             c,
         ]
     };
-    for (k, g) in w.chunks_exact(9).enumerate() {
-        let g: [f64; 9] = std::array::from_fn(|i| g[i].f64());
-        // G·g: column by column.
-        let cols: [[f64; ALPHA]; 3] = std::array::from_fn(|c| g_col(g[c], g[3 + c], g[6 + c]));
-        for i in 0..ALPHA {
-            // Row i of G·g, times Gᵀ.
-            let row = g_col(cols[0][i], cols[1][i], cols[2][i]);
-            for (j, val) in row.into_iter().enumerate() {
-                u[(ALPHA * i + j) * pos + k] = T::of(val);
+    runs.into_par_iter()
+        .enumerate()
+        .for_each(|(r, mut planes)| {
+            for (k, g) in w[9 * r * RUN..]
+                .chunks_exact(9)
+                .take(planes[0].len())
+                .enumerate()
+            {
+                let g: [f64; 9] = std::array::from_fn(|i| g[i].f64());
+                // G·g: column by column.
+                let cols: [[f64; ALPHA]; 3] =
+                    std::array::from_fn(|c| g_col(g[c], g[3 + c], g[6 + c]));
+                for i in 0..ALPHA {
+                    // Row i of G·g, times Gᵀ.
+                    let row = g_col(cols[0][i], cols[1][i], cols[2][i]);
+                    for (j, val) in row.into_iter().enumerate() {
+                        planes[ALPHA * i + j][k] = T::of(val);
+                    }
+                }
             }
-        }
-    }
+        });
     u
 }
 
