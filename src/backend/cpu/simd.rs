@@ -2,9 +2,10 @@
 //!
 //! The crate is built for baseline x86-64 (SSE2), so a binary built in CI runs on any x86-64
 //! machine. The loops written for LLVM to vectorize (Winograd transforms, im2col, the conv
-//! epilogue, activations, the depthwise row kernel) are instead compiled several times, once per [`Level`], and
-//! [`dispatch`] runs the widest one this CPU has, detected once. The matrix products get the
-//! same from the `gemm` crate's own dispatch (its `x86-v4` feature adds AVX-512).
+//! epilogue, activations, the depthwise row kernel) are instead compiled several times, once
+//! per [`Level`], and [`dispatch`] runs the widest one this CPU has, detected once. The matrix
+//! products get the same from the `gemm` crate's own dispatch (its `x86-v4` feature adds
+//! AVX-512).
 //!
 //! Only the instruction set changes, not the arithmetic: Rust never contracts a·b + c into an
 //! FMA by itself, so every level gives the same bits (tests below). Code that asks for FMA
