@@ -95,17 +95,16 @@ fn main() {
         // Winograd's filters are computed once per model, as the engine does.
         let u = winograd::applies(&p).then(|| winograd::filters(&p, &w));
         let mut y = vec![0f32; p.output_len()];
-        let mut times: Vec<f64> = (0..8)
+        // The fastest of 7 runs after a warm-up: these shared machines' interference only ever
+        // adds time.
+        let ms = (0..8)
             .map(|_| {
                 let t = Instant::now();
                 conv2d_forward_with(&p, &x, &w, u.as_deref(), None, Some(epi), &mut y);
                 t.elapsed().as_secs_f64() * 1e3
             })
             .skip(1)
-            .collect();
-        times.sort_by(f64::total_cmp);
-        // The fastest run: these shared machines' interference only ever adds time.
-        let ms = times[0];
+            .fold(f64::INFINITY, f64::min);
         let flop = 2.0 * (p.output_len() * c_in * k * k) as f64;
         total_ms += ms * count as f64;
         total_flop += flop * count as f64;

@@ -48,22 +48,22 @@ impl<T: Real> Epilogue<'_, T> {
     /// Applies the epilogue to `row`, a run of channel `c`'s outputs that starts at element
     /// `start` of the image's output (where its residual is read).
     pub(super) fn apply_row(&self, c: usize, row: &mut [T], start: usize) {
+        // ReLU goes into the affine loop; another activation runs over the row afterwards,
+        // while it is still in cache, as its own vectorized loop.
+        let relu_inline = self.act.is_some_and(|a| a.act == Activation::Relu);
         simd::dispatch(
             #[inline(always)]
-            || self.affine_row(c, row, start),
+            || self.affine_row(c, row, start, relu_inline),
         );
-        if let Some(a) = self.act.filter(|a| a.act != Activation::Relu) {
+        if let Some(a) = self.act.filter(|_| !relu_inline) {
             activation_in_place(&a, row);
         }
     }
 
-    /// The BatchNorm affine map, the residual and an inline ReLU: one loop, compiled for the
-    /// machine's vector width (the same operations, so the same bits, at every level).
+    /// The BatchNorm affine map, the residual and, if `relu_inline`, ReLU: one loop, compiled
+    /// for the machine's vector width (the same operations, so the same bits, at every level).
     #[inline(always)]
-    fn affine_row(&self, c: usize, row: &mut [T], start: usize) {
-        // ReLU goes into the affine loop; another activation runs over the row afterwards,
-        // while it is still in cache, as its own vectorized loop.
-        let relu_inline = self.act.is_some_and(|a| a.act == Activation::Relu);
+    fn affine_row(&self, c: usize, row: &mut [T], start: usize, relu_inline: bool) {
         // PyTorch's ReLU: a NaN stays NaN (the table's row, and every backend's ReLU).
         let relu = |a: T| {
             if relu_inline && a <= T::zero() {

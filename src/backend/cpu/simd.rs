@@ -127,10 +127,10 @@ mod tests {
         };
         let s2 = Conv2dParams::dense(2, 5, (13, 11), 5, (3, 3), (2, 2), (1, 1));
         let run = || {
-            let mut y = vec![f32::NAN; p.output_len()];
-            winograd::conv2d_forward(&p, &x, &winograd::filters(&p, &w), Some(&b), None, &mut y);
-            let mut fused = vec![f32::NAN; p.output_len()];
             let u = winograd::filters(&p, &w);
+            let mut y = vec![f32::NAN; p.output_len()];
+            winograd::conv2d_forward(&p, &x, &u, Some(&b), None, &mut y);
+            let mut fused = vec![f32::NAN; p.output_len()];
             winograd::conv2d_forward(&p, &x, &u, Some(&b), Some(epi), &mut fused);
             let mut strided = vec![f32::NAN; s2.output_len()];
             let (xs, ws) = (&x[..s2.input_len()], &w[..s2.weight_len()]);

@@ -374,8 +374,7 @@ impl Geometry {
 
     /// Channel `co` of a block: Aᵀ·m·A + bias of every tile, in loops over all the block's
     /// tiles, then scattered into `runs` (the channel's runs, one per tile row of the block, in
-    /// order; tiles past the image's edge are cut) and the epilogue applied to each.
-    #[allow(clippy::too_many_arguments)]
+    /// order; tiles past the image's edge are cut).
     #[inline(always)]
     fn transform_output<T: Real>(
         &self,
