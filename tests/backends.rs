@@ -76,12 +76,18 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 #[track_caller]
 fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_within(what, got, want, |_, w| atol + rtol * w.abs());
+}
+
+/// Every element finite and within `tol(i, want[i])` of `want[i]`.
+#[track_caller]
+fn assert_within(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize, f64) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w).abs();
+        let (err, tol) = ((g as f64 - w).abs(), tol(i, w));
         assert!(
-            g.is_finite() && err <= atol + rtol * w.abs(),
-            "{what}: element {i} is {g}, expected {w} (error {err:e})"
+            g.is_finite() && err <= tol,
+            "{what}: element {i} is {g}, expected {w} (error {err:e}, allowed {tol:e})"
         );
     }
 }
@@ -93,14 +99,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
 /// outputs near 0.03 whose terms sum to ~45 in magnitude.
 #[track_caller]
 fn assert_close_sum(what: &str, got: &[f32], want: &[f64], mag: &[f64], mtol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let err = (g as f64 - w).abs();
-        assert!(
-            g.is_finite() && err <= 1e-5 + 1e-4 * w.abs() + mtol * m,
-            "{what}: element {i} is {g}, expected {w} (error {err:e}, term magnitudes {m})"
-        );
-    }
+    assert_eq!(mag.len(), want.len(), "{what}: term magnitudes' length");
+    assert_within(what, got, want, |i, w| {
+        1e-5 + 1e-4 * w.abs() + mtol * mag[i]
+    });
 }
 
 fn abs64(v: &[f32]) -> Vec<f64> {
