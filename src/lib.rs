@@ -5,6 +5,7 @@
 //! shape descriptions all backends share.
 
 pub mod backend;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod engine;
@@ -14,14 +15,17 @@ pub mod interrupt;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod named;
 pub mod npy;
 pub mod ops;
+#[cfg(feature = "cli")]
 pub mod pipeline;
 pub mod pointing;
 pub mod runner;
 pub mod selftest;
 pub mod storage;
 pub mod tensor;
+#[cfg(feature = "cli")]
 pub mod train;
 
 pub use error::{Error, Result};

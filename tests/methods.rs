@@ -38,8 +38,8 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn method(name: &str) -> Method {
-    use clap::ValueEnum;
-    Method::from_str(name, false).unwrap_or_else(|e| panic!("{name}: {e}"))
+    use gradcam::named::Named;
+    Method::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Runs one manifest case; returns the engine's map.

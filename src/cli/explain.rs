@@ -66,11 +66,11 @@ pub struct Args {
     top_k: Option<u64>,
     /// Methods, comma-separated (`--method gradcam,gradcam++,scorecam`); one forward pass and
     /// the backward passes are shared. README lists what each computes.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "gradcam")]
+    #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',', default_value = "gradcam")]
     method: Vec<Method>,
     /// The score explained: the class's logit (pytorch-grad-cam's ClassifierOutputTarget) or
     /// its softmax probability (ClassifierOutputSoftmaxTarget).
-    #[arg(long, value_enum, default_value = "logit")]
+    #[arg(long, value_parser = super::named::<Score>(), default_value = "logit")]
     target: Score,
     /// The mean CAM over 6 augmented inputs (horizontal flip × brightness 0.9, 1, 1.1), as
     /// pytorch-grad-cam's aug_smooth (CAM methods only).
@@ -111,7 +111,7 @@ pub struct Args {
     /// ROAD imputer's Gaussian noise, in network-input units (pytorch-grad-cam's 0.01).
     #[arg(long, default_value_t = 0.01, requires = "metrics", value_parser = parse_noise)]
     road_noise: f32,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "auto")]
     backend: BackendKind,
     /// float32 .npy array [N, 3, H, W], already normalized, used as is (instead of images).
     /// Writes cams.npy [N, H, W] (guided methods: guided.npy [N, 3, H, W]) and logits.npy.
@@ -125,7 +125,7 @@ pub struct Args {
     resize: Option<usize>,
     /// Pillow's resampling filter for the resize (default: the family's weights', bilinear for
     /// most, bicubic for EfficientNet B0–B7 and V2-L).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Filter>())]
     interpolation: Option<Filter>,
     /// Center crop to N×N after resizing (torchvision CenterCrop(N)).
     #[arg(long, conflicts_with = "size", allow_hyphen_values = true, value_parser = parse_side)]
@@ -403,7 +403,7 @@ fn run_tensor(
         });
     }
     let engine = AnyEngine::new(a.backend, model)?;
-    pipeline::check_activations(&engine, &x.shape)?;
+    engine.check_activations(&x.shape)?;
     // Images with a non-finite value are skipped: they run as zeros, and their rows of the
     // results are NaN, so that indices still match the input.
     let n = x.shape[0];
@@ -431,7 +431,7 @@ fn run_tensor(
     let mut out = engine.attribute(&x, &req)?;
     for (i, s) in skipped.iter_mut().enumerate() {
         if s.is_none() {
-            *s = pipeline::non_finite(&out, i);
+            *s = out.non_finite(i);
         }
     }
     if let Some(sig) = crate::interrupt::requested() {

@@ -11,6 +11,7 @@ mod samples;
 mod selftest;
 mod train;
 
+use crate::named::Named;
 pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -137,6 +138,52 @@ fn parse_threads(s: &str) -> Result<usize, String> {
         Ok(n) => Err(format!("{n} threads is more than the cap of {max}")),
         Err(_) if s.trim().starts_with('-') => Err(format!("'{s}' is negative")),
         Err(_) => Err(format!("'{s}' is not a number of threads")),
+    }
+}
+
+/// clap's parser for a library enum chosen by name ([`Named`]): lists the names (with each one's
+/// description in the long `--help`) and parses exactly those.
+#[derive(Clone)]
+pub struct NamedParser<T>(std::marker::PhantomData<T>);
+
+pub fn named<T: Named + Send + Sync>() -> NamedParser<T> {
+    NamedParser(std::marker::PhantomData)
+}
+
+impl<T: Named + Clone + Send + Sync> clap::builder::TypedValueParser for NamedParser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let names = clap::builder::PossibleValuesParser::new(self.values());
+        let name = names.parse_ref(cmd, arg, value)?;
+        Ok(T::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == name)
+            .expect("a listed name"))
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(self.values().into_iter()))
+    }
+}
+
+impl<T: Named> NamedParser<T> {
+    fn values(&self) -> Vec<clap::builder::PossibleValue> {
+        T::ALL
+            .iter()
+            .map(|v| match v.about() {
+                "" => clap::builder::PossibleValue::new(v.name()),
+                about => clap::builder::PossibleValue::new(v.name()).help(about),
+            })
+            .collect()
     }
 }
 

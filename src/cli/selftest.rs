@@ -12,11 +12,11 @@ use crate::selftest::{run_with, Line, Tolerances};
 #[derive(clap::Args)]
 pub struct Args {
     /// `auto` checks the backend `explain --backend auto` would use.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "auto")]
     backend: BackendKind,
     /// GPU backends: check only this conv kernel variant (default: every variant the device
     /// supports).
-    #[arg(long, value_enum)]
+    #[arg(long, hide = true, value_parser = super::named::<ConvKernel>())]
     conv_kernel: Option<ConvKernel>,
 }
 

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use std::rc::Rc;
 
 /// The score a method explains (pytorch-grad-cam's targets).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Score {
     /// The class's logit (ClassifierOutputTarget).
     #[default]
@@ -94,17 +94,27 @@ impl Score {
     }
 }
 
+impl crate::named::Named for Score {
+    const ALL: &'static [Self] = &[Score::Logit, Score::Softmax];
+    const WHAT: &'static str = "score";
+
+    fn name(self) -> &'static str {
+        Score::name(self)
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Score::Logit => "the class's logit (ClassifierOutputTarget)",
+            Score::Softmax => "the class's softmax probability (ClassifierOutputSoftmaxTarget)",
+        }
+    }
+}
+
 impl std::str::FromStr for Score {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "logit" => Ok(Score::Logit),
-            "softmax" => Ok(Score::Softmax),
-            _ => Err(Error::Usage(format!(
-                "unknown score '{s}'; one of: logit, softmax"
-            ))),
-        }
+        crate::named::Named::parse(s)
     }
 }
 

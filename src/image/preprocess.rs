@@ -24,7 +24,7 @@ pub enum Resize {
 }
 
 /// Pillow's resampling filters that torchvision's weights use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
     Bilinear,
     Bicubic,
@@ -62,6 +62,15 @@ impl Filter {
             Filter::Bilinear => "bilinear",
             Filter::Bicubic => "bicubic",
         }
+    }
+}
+
+impl crate::named::Named for Filter {
+    const ALL: &'static [Self] = &[Filter::Bilinear, Filter::Bicubic];
+    const WHAT: &'static str = "interpolation";
+
+    fn name(self) -> &'static str {
+        Filter::name(self)
     }
 }
 
