@@ -58,7 +58,7 @@ pub enum Error {
         found: Vec<usize>,
         expected: String,
     },
-    #[error("{path}: cannot detect the architecture ({reason}); pass --arch, one of: {known}")]
+    #[error("{path}: cannot detect the architecture ({reason}); pass `arch`, one of: {known}")]
     UnknownArch {
         path: PathBuf,
         reason: String,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod explainer;
 pub mod image;
 pub mod interrupt;
 pub mod limits;
@@ -28,4 +29,10 @@ pub mod tensor;
 #[cfg(feature = "cli")]
 pub mod train;
 
+pub use engine::{MapKind, Method, MethodOptions, Score};
 pub use error::{Error, Result};
+pub use explainer::{Explainer, ExplainerBuilder, Explanation, MethodMap, Targets};
+pub use model::{LoadOptions, Model};
+pub use named::Named;
+pub use runner::BackendKind;
+pub use tensor::Tensor;

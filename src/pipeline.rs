@@ -110,9 +110,17 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
     for n in &notices {
         if n.skipped {
             summary.skipped += 1;
-            eprintln!("skipped {}: {}", n.path.display(), n.message);
+            eprintln!(
+                "skipped {}: {}",
+                n.path.display(),
+                crate::cli::flags(&n.message)
+            );
         } else {
-            eprintln!("note: {}: {}", n.path.display(), n.message);
+            eprintln!(
+                "note: {}: {}",
+                n.path.display(),
+                crate::cli::flags(&n.message)
+            );
         }
     }
     let inputs = if o.skip_existing {
@@ -193,7 +201,7 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
                         }
                         Err(msg) => {
                             counts.skipped += 1;
-                            bar.suspend(|| eprintln!("skipped {msg}"));
+                            bar.suspend(|| eprintln!("skipped {}", crate::cli::flags(&msg)));
                         }
                     }
                     bar.inc(1);
@@ -515,7 +523,7 @@ fn compute(
         let req = crate::engine::Request {
             methods: &o.methods,
             layers: &o.layers,
-            classes: o.classes,
+            classes: o.classes.clone(),
             options: &o.method_options,
         };
         let a = match engine.attribute(&x, &req) {

@@ -204,7 +204,7 @@ impl AnyEngine {
         }
         let bytes = activation_bytes(self.model(), shape)?;
         crate::limits::check_memory(&format!("a batch of input shape {shape:?}"), bytes)
-            .map_err(|e| Error::Usage(format!("{e}; use a smaller --batch-size or input size")))
+            .map_err(|e| Error::Usage(format!("{e}; use a smaller `batch_size` or input size")))
     }
 
     pub fn model(&self) -> &Model {
@@ -226,6 +226,11 @@ impl AnyEngine {
         class: Option<usize>,
     ) -> Result<Explanation> {
         dispatch!(self, e => e.explain(x, layer, class))
+    }
+
+    /// Checks a request's methods, options and classes without running it.
+    pub fn check_request(&self, req: &Request) -> Result<()> {
+        dispatch!(self, e => e.check_request(req))
     }
 
     pub fn attribute(&self, x: &Tensor, req: &Request) -> Result<Attribution> {

@@ -1120,7 +1120,7 @@ fn wgpu_second_batch_reuses_every_bind_group() {
     use gradcam::engine::Engine;
     use gradcam::model::Model;
     use gradcam::tensor::Tensor;
-    let model = Model::load(&common::fixture("seed_cnn/model.safetensors"), None).unwrap();
+    let model = Model::load(&common::fixture("seed_cnn/model.safetensors")).unwrap();
     let mut be = common::wgpu();
     be.poison = false; // a poisoning fill is a dispatch of its own
     let engine = Engine::new(be, model).unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 #[test]
 fn bundled_model_classifies_and_points_on_held_out_shapes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed-cnn-shapes.safetensors");
-    let model = Model::load(&path, None).unwrap();
+    let model = Model::load(&path).unwrap();
     assert_eq!(model.arch, "seed-cnn");
     assert_eq!(model.num_classes, 3);
     // The eval-pointing default stream: never used for training.

@@ -11,11 +11,7 @@ mod common;
 
 fn engine(fixture: &str) -> Engine<CpuBackend> {
     let path = common::fixture(fixture).join("model.safetensors");
-    Engine::new(
-        CpuBackend { poison: true },
-        Model::load(&path, None).unwrap(),
-    )
-    .unwrap()
+    Engine::new(CpuBackend { poison: true }, Model::load(&path).unwrap()).unwrap()
 }
 
 fn input(shape: Vec<usize>) -> Tensor {

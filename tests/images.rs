@@ -383,11 +383,7 @@ fn guided_backprop_matches_pytorch() {
     let options = MethodOptions::default();
     for (fixture, prefix) in [("seed_cnn", "seed_cnn"), ("resnet_basic_narrow", "resnet")] {
         let path = common::fixture(fixture).join("model.safetensors");
-        let e = Engine::new(
-            CpuBackend { poison: true },
-            Model::load(&path, None).unwrap(),
-        )
-        .unwrap();
+        let e = Engine::new(CpuBackend { poison: true }, Model::load(&path).unwrap()).unwrap();
         let x = f32s(&st, &format!("{prefix}.input"));
         let want = f32s(&st, &format!("{prefix}.grad"));
         let classes = i64s(&st, &format!("{prefix}.classes"));

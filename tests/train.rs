@@ -222,7 +222,7 @@ fn training_is_deterministic_and_checkpoints_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     checkpoint::save(&path, &trainer.state_dict().unwrap()).unwrap();
-    let model = Model::load(&path, None).unwrap();
+    let model = Model::load(&path).unwrap();
     assert_eq!(model.arch, "seed-cnn");
     let (x, _) = test.batch(&[0, 1, 2]);
     let engine =

@@ -50,7 +50,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(a: Args) -> Result<()> {
     let (model, source) = match &a.weights {
-        Some(w) => (Model::load(w, None)?, w.display().to_string()),
+        Some(w) => (Model::load(w)?, w.display().to_string()),
         None => {
             let store = WeightStore::from_tensors(
                 "random weights",

@@ -321,28 +321,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
         let x = x.clone();
         return run_tensor(a, model, &x, classes);
     }
-    // Defaults: the evaluation transform of the family's torchvision weights (`inspect`
-    // shows it); seed-cnn, which has none, the article's 32×32 with mean and std 0.5.
-    let pre = model.preprocess;
+    // Defaults: the model's (`inspect` shows it); the flags replace its parts.
+    let default = model.preprocessing();
     let transform = Transform {
-        resize: match (a.size, a.resize, pre) {
-            (Some((h, w)), _, _) => Resize::Exact(h, w),
-            (None, Some(n), _) => Resize::Shorter(n),
-            (None, None, Some(p)) => Resize::Shorter(p.resize),
-            (None, None, None) if a.crop.is_none() => Resize::Exact(32, 32),
-            (None, None, None) => Resize::Shorter(256),
+        resize: match (a.size, a.resize) {
+            (Some((h, w)), _) => Resize::Exact(h, w),
+            (None, Some(n)) => Resize::Shorter(n),
+            // seed-cnn's exact 32×32 makes no sense before a crop: torchvision's 256 then
+            (None, None) if a.crop.is_some() && model.preprocess.is_none() => Resize::Shorter(256),
+            (None, None) => default.resize,
         },
-        filter: a
-            .interpolation
-            .unwrap_or(pre.map_or(Filter::Bilinear, |p| p.filter)),
-        crop: match (a.size, a.crop, pre) {
-            (Some(_), _, _) => None,
-            (None, Some(c), _) => Some((c, c)),
-            (None, None, Some(p)) => Some((p.crop, p.crop)),
-            (None, None, None) => None,
+        filter: a.interpolation.unwrap_or(default.filter),
+        crop: match (a.size, a.crop) {
+            (Some(_), _) => None,
+            (None, Some(c)) => Some((c, c)),
+            (None, None) => default.crop,
         },
-        mean: a.mean.unwrap_or(pre.map_or([0.5; 3], |p| p.mean)),
-        std: a.std.unwrap_or(pre.map_or([0.5; 3], |p| p.std)),
+        mean: a.mean.unwrap_or(default.mean),
+        std: a.std.unwrap_or(default.std),
     };
     check_normalization(transform.mean, transform.std)?;
     check_sizes(&transform, a.max_image_pixels)?;

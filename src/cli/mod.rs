@@ -73,10 +73,11 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> crate::Result<crate::model::Model> {
-        let opts = crate::model::BuildOptions {
+        let opts = crate::model::LoadOptions {
+            arch: self.arch.clone(),
             transform_input: self.no_transform_input.then_some(false),
         };
-        crate::model::Model::load_with(&self.weights, self.arch.as_deref(), opts)
+        crate::model::Model::load_with(&self.weights, &opts)
     }
 }
 
@@ -121,13 +122,65 @@ pub fn run() -> ExitCode {
             ExitCode::from(crate::interrupt::exit_code(sig) as u8)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", flags(&e.to_string()));
             match e {
                 crate::Error::BadOption(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
     }
+}
+
+/// The library's options that are flags here. Its messages name an option as `name` or
+/// `name=value` (its Rust and Python name); the command line shows the flag instead.
+const OPTIONS: [&str; 16] = [
+    "method",
+    "aug_smooth",
+    "eigen_smooth",
+    "smooth",
+    "noise",
+    "batch_size",
+    "patch",
+    "stride",
+    "steps",
+    "top_k",
+    "arch",
+    "transform_input",
+    "max_image_pixels",
+    "backend",
+    "classes",
+    "weights",
+];
+
+/// A library message with its options written as this command line's flags: `aug_smooth` as
+/// --aug-smooth, `backend=cpu` as --backend cpu, `transform_input=false` as
+/// --no-transform-input.
+pub fn flags(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let quoted = &rest[start + 1..start + 1 + len];
+        let (name, value) = quoted.split_once('=').unwrap_or((quoted, ""));
+        out.push_str(&rest[..start]);
+        if !OPTIONS.contains(&name) {
+            out.push_str(&rest[start..start + len + 2]);
+        } else if (name, value) == ("transform_input", "false") {
+            out.push_str("--no-transform-input");
+        } else {
+            out.push_str("--");
+            out.push_str(&name.replace('_', "-"));
+            if !value.is_empty() {
+                out.push(' ');
+                out.push_str(value);
+            }
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn parse_threads(s: &str) -> Result<usize, String> {
@@ -218,5 +271,27 @@ pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
     match s.split_once(['x', 'X']) {
         Some((h, w)) => Ok((parse(h)?, parse(w)?)),
         None => parse(s).map(|d| (d, d)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flags;
+
+    #[test]
+    fn library_options_become_flags() {
+        assert_eq!(
+            flags("`aug_smooth` applies to CAMs; `method` lists gradcam twice"),
+            "--aug-smooth applies to CAMs; --method lists gradcam twice"
+        );
+        assert_eq!(flags("use `backend=cpu`"), "use --backend cpu");
+        assert_eq!(
+            flags("`transform_input=false` applies"),
+            "--no-transform-input applies"
+        );
+        assert_eq!(
+            flags("see `gradcam inspect` and `x"),
+            "see `gradcam inspect` and `x"
+        );
     }
 }

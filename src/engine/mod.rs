@@ -166,10 +166,12 @@ impl<B: Backend> Engine<B> {
 }
 
 /// Which classes to explain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Classes {
     /// The same class for every image.
     Fixed(usize),
+    /// One class per image of the batch, in order.
+    PerImage(Vec<usize>),
     /// Each image's K most probable classes, most probable first.
     TopK(usize),
 }

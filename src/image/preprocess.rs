@@ -106,6 +106,41 @@ pub struct Prepared {
 }
 
 impl Transform {
+    /// Preprocesses `images` into one batch [N, 3, H, W]; they must give inputs of one size
+    /// (always so with a crop or an exact size).
+    pub fn batch(&self, images: &[RgbImage]) -> crate::Result<crate::tensor::Tensor> {
+        let mut data = Vec::new();
+        let mut size = None;
+        for (i, img) in images.iter().enumerate() {
+            let (h, w) = (img.height() as usize, img.width() as usize);
+            self.check(h, w, crate::limits::DEFAULT_MAX_IMAGE_PIXELS)
+                .map_err(|reason| crate::Error::Input {
+                    path: format!("image {i}").into(),
+                    reason,
+                })?;
+            let p = self.apply(img);
+            if *size.get_or_insert(p.geometry.input) != p.geometry.input {
+                return Err(crate::Error::Input {
+                    path: format!("image {i}").into(),
+                    reason: format!(
+                        "preprocessed to {:?}, the batch's first image to {:?}; give a crop or \
+                         an exact size",
+                        p.geometry.input,
+                        size.expect("set")
+                    ),
+                });
+            }
+            data.extend_from_slice(&p.tensor);
+        }
+        let Some((h, w)) = size else {
+            return Err(crate::Error::BadOption("a batch of no images".into()));
+        };
+        Ok(crate::tensor::Tensor::new(
+            vec![images.len(), 3, h, w],
+            data,
+        ))
+    }
+
     /// The network input's (height, width), when it does not depend on the image.
     pub fn input_size(&self) -> Option<(usize, usize)> {
         match (self.crop, self.resize) {
@@ -134,7 +169,7 @@ impl Transform {
             if px > max_pixels as u128 || a > u32::MAX as usize >> 1 || b > u32::MAX as usize >> 1 {
                 return Err(format!(
                     "the {what} would be {b}x{a}, {px} pixels, more than the limit of \
-                     {max_pixels} (--max-image-pixels)"
+                     {max_pixels} (`max_image_pixels`)"
                 ));
             }
         }
