@@ -1,17 +1,16 @@
 //! Grad-CAM of one photo with the library, written as an overlay:
 //! `cargo run --release --example explain -- resnet50.safetensors photo.jpg overlay.png`
-use gradcam::{image, Explainer, Model, Targets, Tensor};
+use gradcam::{image, Explainer, Model, Targets};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [weights, photo, out] = &args[..] else {
         return Err("usage: explain WEIGHTS.safetensors PHOTO OUT.png".into());
     };
-    let model = Model::load(weights)?;
-    let input = model.preprocessing().apply(&image::decode(photo)?); // the family's transform
-    let (h, w) = input.geometry.input;
+    let model = Model::load(weights)?; // a torchvision state_dict, or an exported graph
+    let input = model.preprocessing().apply(&image::decode(photo)?); // resize, crop, normalize
     let explainer = Explainer::builder(model).build()?; // Grad-CAM, default layer, best backend
-    let e = explainer.explain(&Tensor::new(vec![1, 3, h, w], input.tensor), Targets::Top)?;
+    let e = explainer.explain(&input.batch(), Targets::Top)?;
     if let Some(why) = &e.failures[0] {
         return Err(why.clone().into()); // a non-finite input, logit or map: no picture
     }

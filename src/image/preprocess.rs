@@ -97,12 +97,22 @@ pub struct Geometry {
     pub input: (usize, usize),
 }
 
+/// One preprocessed image.
 pub struct Prepared {
     /// The resized and cropped image, what the overlay is drawn on.
     pub rgb: RgbImage,
     /// [3, H, W], normalized.
     pub tensor: Vec<f32>,
+    /// Where the input came from in the original image.
     pub geometry: Geometry,
+}
+
+impl Prepared {
+    /// The network input as a batch of one, [1, 3, H, W].
+    pub fn batch(&self) -> crate::tensor::Tensor {
+        let (h, w) = self.geometry.input;
+        crate::tensor::Tensor::new(vec![1, 3, h, w], self.tensor.clone())
+    }
 }
 
 impl Transform {
