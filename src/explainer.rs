@@ -160,7 +160,7 @@ impl Explainer {
     }
 
     /// Explains the batch `x` [N, C, H, W] (preprocessed, e.g. by
-    /// [`Transform::batch`](crate::image::Transform::batch)). Images whose input, logits or
+    /// [`Transform::batch`](crate::imaging::Transform::batch)). Images whose input, logits or
     /// maps are not finite are named in [`Explanation::failures`], and their rows of every map
     /// are NaN; the rest of the batch is explained as usual.
     pub fn explain(&self, x: &Tensor, targets: Targets) -> Result<Explanation> {
@@ -403,6 +403,7 @@ impl Worker {
 /// One method's maps for a batch.
 #[derive(Clone, Debug)]
 pub struct MethodMap {
+    /// The method that made it.
     pub method: Method,
     /// What the map is: [`MapKind::Cam`] maps are [N, H, W] in [0, 1] at the input's size.
     pub kind: MapKind,

@@ -16,10 +16,10 @@
 
 use crate::engine::{Classes, MapKind, Method, MethodOptions};
 use crate::error::{Error, Result};
-use crate::image::inputs::{self, Input};
-use crate::image::load::Limits;
-use crate::image::preprocess::{Prepared, Transform};
-use crate::image::{load, overlay, write_png};
+use crate::imaging::inputs::{self, Input};
+use crate::imaging::load::Limits;
+use crate::imaging::preprocess::{Prepared, Transform};
+use crate::imaging::{load, overlay, write_png};
 use crate::interrupt;
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;

@@ -48,11 +48,13 @@
 
 mod common;
 
-use gradcam::backend::cpu::{
+use gradcam::internal::backend::cpu::{
     activation, binary, cam, conv, elementwise, grouped_conv, layer_norm, layout, linear, pool,
 };
-use gradcam::backend::{concat_then_affine, squeeze_excitation_separate, Backend, ConvEpilogue};
-use gradcam::ops::*;
+use gradcam::internal::backend::{
+    concat_then_affine, squeeze_excitation_separate, Backend, ConvEpilogue,
+};
+use gradcam::internal::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 macro_rules! on_backends {
@@ -601,7 +603,7 @@ fn squeeze_excite_cases() -> Vec<SqueezeExciteParams> {
 /// f32 sums of up to 8827 pixels in the means and 300 products in fc1/fc2, in another order),
 /// and against the same backend's separate ops (the walker's unfused path; same tolerance).
 fn squeeze_excitation<B: Backend>(be: &B) {
-    use gradcam::backend::cpu::squeeze_excitation::squeeze_excitation_forward;
+    use gradcam::internal::backend::cpu::squeeze_excitation::squeeze_excitation_forward;
     let mut rng = StdRng::seed_from_u64(41);
     for p in squeeze_excite_cases() {
         let (c, s) = (p.c, p.squeeze);
@@ -1096,7 +1098,7 @@ fn class_seed<B: Backend>(be: &B) {
             for (i, row) in logits.chunks(k).enumerate() {
                 let class = match pick {
                     ClassPick::Fixed(c) => c,
-                    ClassPick::Rank(r) => gradcam::engine::ranked(row)[r],
+                    ClassPick::Rank(r) => gradcam::internal::engine::ranked(row)[r],
                 };
                 want[i * k + class] = 1.0;
             }
@@ -1117,9 +1119,9 @@ on_backends!(class_seed:
 /// second identical batch creates no bind group (and gives the same result).
 #[test]
 fn wgpu_second_batch_reuses_every_bind_group() {
-    use gradcam::engine::Engine;
-    use gradcam::model::Model;
-    use gradcam::tensor::Tensor;
+    use gradcam::internal::engine::Engine;
+    use gradcam::internal::model::Model;
+    use gradcam::internal::tensor::Tensor;
     let model = Model::load(&common::fixture("seed_cnn/model.safetensors")).unwrap();
     let mut be = common::wgpu();
     be.poison = false; // a poisoning fill is a dispatch of its own

@@ -1,11 +1,11 @@
 //! Engine behaviour beyond numeric parity: the backward pass stops at the target layer,
 //! results are deterministic and independent of batching, degenerate CAMs stay finite.
 
-use gradcam::backend::cpu::{cam::grad_cam, CpuBackend};
-use gradcam::engine::Engine;
-use gradcam::model::Model;
-use gradcam::ops::{CamCombine, GradCamParams};
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::cpu::{cam::grad_cam, CpuBackend};
+use gradcam::internal::engine::Engine;
+use gradcam::internal::model::Model;
+use gradcam::internal::ops::{CamCombine, GradCamParams};
+use gradcam::internal::tensor::Tensor;
 
 mod common;
 

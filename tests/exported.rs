@@ -7,12 +7,12 @@
 //!   relative L2 ≤ 1e-4, CAM max abs ≤ 1e-3);
 //! - each way a graph can be invalid is refused with its own error.
 
-use gradcam::engine::Engine;
-use gradcam::model::arch::Filter;
-use gradcam::model::exported::METADATA_KEY;
-use gradcam::model::weights::WeightStore;
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::engine::Engine;
+use gradcam::internal::model::arch::Filter;
+use gradcam::internal::model::exported::METADATA_KEY;
+use gradcam::internal::model::weights::WeightStore;
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

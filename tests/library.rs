@@ -4,7 +4,7 @@
 
 mod common;
 
-use gradcam::engine::{Classes, Engine, Request};
+use gradcam::internal::engine::{Classes, Engine, Request};
 use gradcam::{BackendKind, Explainer, Explanation, Method, MethodOptions, Model, Targets, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::sync::Arc;

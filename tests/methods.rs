@@ -17,10 +17,10 @@
 //!   (the engine's rule); against pytorch-grad-cam as it is, per image, either equal or its
 //!   reference's sign differs (counted and printed).
 
-use gradcam::backend::Backend;
-use gradcam::engine::{Classes, Engine, MapKind, Method, MethodOptions, Request, Score};
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::Backend;
+use gradcam::internal::engine::{Classes, Engine, MapKind, Method, MethodOptions, Request, Score};
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 
 mod common;
@@ -38,7 +38,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn method(name: &str) -> Method {
-    use gradcam::named::Named;
+    use gradcam::Named;
     Method::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -59,7 +59,11 @@ fn run<B: Backend>(e: &Engine<B>, x: &Tensor, logits: &Tensor, case: &serde_json
         .collect();
     // The fixture's classes are each image's top-1 or top-2 class.
     let k = logits.shape[1];
-    let ranked: Vec<Vec<usize>> = logits.data.chunks(k).map(gradcam::engine::ranked).collect();
+    let ranked: Vec<Vec<usize>> = logits
+        .data
+        .chunks(k)
+        .map(gradcam::internal::engine::ranked)
+        .collect();
     let rank = (0..2)
         .find(|&r| classes.iter().zip(&ranked).all(|(c, order)| order[r] == *c))
         .expect("classes are ranks 1 or 2");

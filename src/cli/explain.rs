@@ -1,7 +1,7 @@
 use super::{BackendKind, ModelArgs};
 use crate::engine::{Classes, Method, MethodOptions, Score};
 use crate::error::{Error, Result};
-use crate::image::preprocess::{Filter, Resize, Transform};
+use crate::imaging::preprocess::{Filter, Resize, Transform};
 use crate::pipeline::{self, Options};
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
@@ -342,7 +342,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     check_normalization(transform.mean, transform.std)?;
     check_sizes(&transform, a.max_image_pixels)?;
-    let labels = crate::image::labels::load(a.labels.as_deref(), &model.arch, model.num_classes)?;
+    let labels = crate::imaging::labels::load(a.labels.as_deref(), &model.arch, model.num_classes)?;
     let engine = AnyEngine::new(a.backend, model)?;
     let method_options = method_options(&a);
     let opts = Options {

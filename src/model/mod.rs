@@ -9,7 +9,7 @@ pub mod weights;
 pub mod zoo;
 
 use crate::error::{Error, Result};
-use crate::image::preprocess::{Filter, Resize, Transform};
+use crate::imaging::preprocess::{Filter, Resize, Transform};
 use builder::Builder;
 use graph::{Graph, Module};
 use std::path::Path;

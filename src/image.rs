@@ -1,17 +1,12 @@
-//! Images in, pictures out: discovering and decoding image files, torchvision's evaluation
-//! preprocessing, and the heatmaps, overlays and gradient images written for each input.
-
-pub mod colormap;
-pub mod inputs;
-pub mod labels;
-pub mod load;
-pub mod overlay;
-pub mod preprocess;
+//! Images in and pictures out: decoding, the model's preprocessing, the JET heatmap and
+//! pytorch-grad-cam's overlay.
 
 use crate::error::{Error, Result};
-pub use image::RgbImage;
-pub use preprocess::{Filter, Resize, Transform};
+use crate::imaging::{load, overlay as draw};
 use std::path::Path;
+
+pub use crate::imaging::preprocess::{Filter, Geometry, Prepared, Resize, Transform};
+pub use ::image::RgbImage;
 
 /// Reads and decodes an image file (PNG, JPEG, WebP, BMP, TIFF; the format is read from the
 /// content) to 8-bit RGB as Pillow's `convert("RGB")` does, within the default pixel limit.
@@ -34,7 +29,7 @@ pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<RgbImage> {
 /// A CAM [h, w] in [0, 1] as OpenCV's JET heatmap, as pytorch-grad-cam colours it.
 pub fn heatmap(cam: &[f32], h: usize, w: usize) -> Result<RgbImage> {
     check_map(cam, h, w)?;
-    Ok(overlay::heatmap(cam, h, w))
+    Ok(draw::heatmap(cam, h, w))
 }
 
 /// pytorch-grad-cam's `show_cam_on_image(img / 255, cam, use_rgb=True, image_weight)`: the
@@ -46,7 +41,7 @@ pub fn overlay(img: &RgbImage, cam: &[f32], image_weight: f64) -> Result<RgbImag
             "image_weight {image_weight} is not between 0 and 1"
         )));
     }
-    Ok(overlay::show_cam_on_image(img, cam, image_weight))
+    Ok(draw::show_cam_on_image(img, cam, image_weight))
 }
 
 fn check_map(cam: &[f32], h: usize, w: usize) -> Result<()> {
@@ -62,18 +57,4 @@ fn check_map(cam: &[f32], h: usize, w: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Encodes `img` as PNG and writes it to a temporary name, then renames it into place.
-pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| crate::Error::Write {
-        path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    crate::npy::write_atomic(path, &bytes)
 }
