@@ -17,7 +17,6 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod pipeline;
-pub mod pointing;
 pub mod runner;
 pub mod selftest;
 pub mod storage;
