@@ -99,24 +99,19 @@ fn conv_p(
     (left, right, top, bottom): (usize, usize, usize, usize),
     (dilation_h, dilation_w): (usize, usize),
 ) -> Conv2dParams {
-    Conv2dParams {
+    let (c_in, c_out) = (groups * cig, groups * cog);
+    Conv2dParams::dense(
         n,
-        c_in: groups * cig,
-        h_in,
-        w_in,
-        c_out: groups * cog,
-        k_h,
-        k_w,
-        stride_h,
-        stride_w,
-        pad_h: top,
-        pad_w: left,
-        pad_h_end: bottom,
-        pad_w_end: right,
-        dilation_h,
-        dilation_w,
-        groups,
-    }
+        c_in,
+        (h_in, w_in),
+        c_out,
+        (k_h, k_w),
+        (stride_h, stride_w),
+        (0, 0),
+    )
+    .with_padding([top, left, bottom, right])
+    .with_dilation((dilation_h, dilation_w))
+    .with_groups(groups)
 }
 
 /// The cases every conv check runs: groups 2 and 3 with several channels per group,
@@ -314,11 +309,7 @@ fn grouped_conv_with_groups_1_agrees_with_the_dense_kernel() {
     // f32 rounding, 1e-5 of Σ|terms|.
     for c_in in [5, 40] {
         let dense = Conv2dParams::dense(2, c_in, (9, 11), 4, (3, 3), (2, 2), (1, 1));
-        let asym = Conv2dParams {
-            pad_h_end: 2,
-            pad_w_end: 2,
-            ..dense
-        };
+        let asym = dense.with_padding([1, 1, 2, 2]);
         assert_eq!((asym.h_out(), asym.w_out()), (dense.h_out(), dense.w_out()));
         let x = f32s(&random(dense.input_len(), &mut rng));
         let w = f32s(&random(dense.weight_len(), &mut rng));

@@ -519,37 +519,9 @@ mod tests {
         }
     }
 
-    fn conv(
-        n: usize,
-        c_in: usize,
-        (h_in, w_in): (usize, usize),
-        c_out: usize,
-        (k_h, k_w): (usize, usize),
-        (stride_h, stride_w): (usize, usize),
-        (pad_h, pad_w): (usize, usize),
-    ) -> Conv2dParams {
-        Conv2dParams {
-            n,
-            c_in,
-            h_in,
-            w_in,
-            c_out,
-            k_h,
-            k_w,
-            stride_h,
-            stride_w,
-            pad_h,
-            pad_w,
-            pad_h_end: pad_h,
-            pad_w_end: pad_w,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        }
-    }
-
     #[test]
     fn blocked_im2col_matches_direct_convolution() {
+        let conv = Conv2dParams::dense;
         let mut rng = StdRng::seed_from_u64(7);
         let mut cases = vec![];
         for n in [1, 3] {
@@ -624,7 +596,7 @@ mod tests {
             (1, 1),
             (9, 3),
         ] {
-            let p = conv(1, k_len, (pix, 1), 1, (1, 1), (1, 1), (0, 0));
+            let p = Conv2dParams::dense(1, k_len, (pix, 1), 1, (1, 1), (1, 1), (0, 0));
             for min_block in [MIN_BLOCK, MIN_BLOCK_BACKWARD] {
                 let w = block_width::<f32>(&p, min_block);
                 assert!(w >= min_block.min(pix) && w <= pix, "{k_len} × {pix}: {w}");

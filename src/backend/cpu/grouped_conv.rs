@@ -1008,24 +1008,16 @@ mod tests {
             (rng.random_range(1..=2), rng.random_range(1..=2));
         let span = (dilation_h * (k_h - 1) + 1, dilation_w * (k_w - 1) + 1);
         let pads: [usize; 4] = std::array::from_fn(|_| rng.random_range(0..=2));
-        Conv2dParams {
-            n: rng.random_range(1..=3),
-            c_in: groups * cig,
-            h_in: rng.random_range(span.0.saturating_sub(pads[0] + pads[2]).max(1)..=40),
-            w_in: rng.random_range(span.1.saturating_sub(pads[1] + pads[3]).max(1)..=45),
-            c_out: groups * cog,
-            k_h,
-            k_w,
-            stride_h: rng.random_range(1..=3),
-            stride_w: rng.random_range(1..=3),
-            pad_h: pads[0],
-            pad_w: pads[1],
-            pad_h_end: pads[2],
-            pad_w_end: pads[3],
-            dilation_h,
-            dilation_w,
-            groups,
-        }
+        // Drawn in the order the cases have always been drawn.
+        let n = rng.random_range(1..=3);
+        let h_in = rng.random_range(span.0.saturating_sub(pads[0] + pads[2]).max(1)..=40);
+        let w_in = rng.random_range(span.1.saturating_sub(pads[1] + pads[3]).max(1)..=45);
+        let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let (c_in, c_out) = (groups * cig, groups * cog);
+        Conv2dParams::dense(n, c_in, (h_in, w_in), c_out, (k_h, k_w), stride, (0, 0))
+            .with_padding(pads)
+            .with_dilation((dilation_h, dilation_w))
+            .with_groups(groups)
     }
 
     #[test]
@@ -1034,9 +1026,8 @@ mod tests {
         let mut cases: Vec<Conv2dParams> = (0..80).map(|_| random_case(&mut rng)).collect();
         // Depthwise 3×3 / 5×5 / 7×7 at stride 1 and 2, wide rows (every tile width).
         for (k, s, hw) in [(3, 1, 70), (3, 2, 71), (5, 1, 37), (5, 2, 40), (7, 1, 45)] {
-            let mut p = Conv2dParams::dense(2, 5, (hw - 3, hw), 5, (k, k), (s, s), (k / 2, k / 2));
-            p.groups = 5;
-            cases.push(p);
+            let p = Conv2dParams::dense(2, 5, (hw - 3, hw), 5, (k, k), (s, s), (k / 2, k / 2));
+            cases.push(p.with_groups(5));
         }
         for p in &cases {
             assert!(p.fits(), "{p:?}");
@@ -1104,9 +1095,7 @@ mod tests {
             );
         };
         let grouped = |c: usize, hw: usize, g: usize, k: usize, s: usize| {
-            let mut p = Conv2dParams::dense(8, c, (hw, hw), c, (k, k), (s, s), (k / 2, k / 2));
-            p.groups = g;
-            p
+            Conv2dParams::dense(8, c, (hw, hw), c, (k, k), (s, s), (k / 2, k / 2)).with_groups(g)
         };
         run(
             "depthwise 3x3 s1 112x112x96",
