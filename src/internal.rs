@@ -27,8 +27,6 @@ pub mod ops;
 #[cfg(feature = "cli")]
 #[path = "pipeline.rs"]
 pub mod pipeline;
-#[path = "pointing.rs"]
-pub mod pointing;
 #[path = "runner.rs"]
 pub mod runner;
 #[path = "selftest.rs"]

@@ -669,27 +669,29 @@ fn op_families<B: Backend>(b: &B, c: &mut Checker, rng: &mut StdRng, tol: Tolera
         (7, 7, 2, 2, 0, true, true),
     ] {
         let p = AvgPool2dParams {
-            n: 2,
-            c: 3,
-            h_in: h,
-            w_in: w,
-            k_h: k,
-            k_w: k,
-            stride_h: s,
-            stride_w: s,
-            pad_h: pad,
-            pad_w: pad,
-            ceil_mode,
+            window: PoolWindow {
+                n: 2,
+                c: 3,
+                h_in: h,
+                w_in: w,
+                k_h: k,
+                k_w: k,
+                stride_h: s,
+                stride_w: s,
+                pad_h: pad,
+                pad_w: pad,
+                ceil_mode,
+            },
             count_include_pad,
         };
         let shape = format!("{h}x{w} k{k} s{s} p{pad} ceil {ceil_mode} cip {count_include_pad}");
-        let x = randn(rng, p.input_len());
-        let dy = randn(rng, p.output_len());
-        let mut reference = vec![0f64; p.output_len()];
+        let x = randn(rng, p.window.input_len());
+        let dy = randn(rng, p.window.output_len());
+        let mut reference = vec![0f64; p.window.output_len()];
         pool::avg_pool2d_forward(&p, &f64s(&x), &mut reference);
         let out = (|| b.download(&b.avg_pool2d(&p, &up(&x)?)?))();
         c.check(format!("avg_pool2d {shape}"), tol.exact, out, &reference);
-        let mut reference = vec![0f64; p.input_len()];
+        let mut reference = vec![0f64; p.window.input_len()];
         pool::avg_pool2d_backward_input(&p, &f64s(&dy), &mut reference);
         let out = (|| b.download(&b.avg_pool2d_grad_input(&p, &up(&dy)?)?))();
         c.check(

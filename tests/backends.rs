@@ -1370,24 +1370,26 @@ fn avg_pool<B: Backend>(be: &B) {
     ];
     for (n, c, h, w, k, s, pad, ceil_mode, count_include_pad) in cases {
         let p = AvgPool2dParams {
-            n,
-            c,
-            h_in: h,
-            w_in: w,
-            k_h: k,
-            k_w: k,
-            stride_h: s,
-            stride_w: s,
-            pad_h: pad,
-            pad_w: pad,
-            ceil_mode,
+            window: PoolWindow {
+                n,
+                c,
+                h_in: h,
+                w_in: w,
+                k_h: k,
+                k_w: k,
+                stride_h: s,
+                stride_w: s,
+                pad_h: pad,
+                pad_w: pad,
+                ceil_mode,
+            },
             count_include_pad,
         };
-        let x = random(p.input_len(), &mut rng);
-        let dy = random(p.output_len(), &mut rng);
-        let mut want_y = vec![0f64; p.output_len()];
+        let x = random(p.window.input_len(), &mut rng);
+        let dy = random(p.window.output_len(), &mut rng);
+        let mut want_y = vec![0f64; p.window.output_len()];
         pool::avg_pool2d_forward(&p, &f64s(&x), &mut want_y);
-        let mut want_dx = vec![0f64; p.input_len()];
+        let mut want_dx = vec![0f64; p.window.input_len()];
         pool::avg_pool2d_backward_input(&p, &f64s(&dy), &mut want_dx);
         let what = format!("{} avg_pool2d {p:?}", be.name());
         let y = be.avg_pool2d(&p, &be.upload(&x).unwrap()).unwrap();

@@ -16,7 +16,8 @@ fn bundled_model_classifies_and_points_on_held_out_shapes() {
     assert_eq!(model.num_classes, 3);
     // The eval-pointing default stream: never used for training.
     let set = shapes::generate(300, 12345);
-    let r = gradcam::internal::pointing::evaluate(model, &set, Some(POINTING_LAYER)).unwrap();
+    let r =
+        gradcam::internal::metrics::pointing::evaluate(model, &set, Some(POINTING_LAYER)).unwrap();
     assert!(
         r.classification_accuracy() >= 0.95,
         "accuracy {}",

@@ -47,7 +47,7 @@ pub fn run(a: Args) -> Result<()> {
     )
     .map_err(Error::Usage)?;
     let set = shapes::generate(a.count as usize, a.seed);
-    let r = crate::pointing::evaluate(model, &set, Some(&layer))?;
+    let r = crate::metrics::pointing::evaluate(model, &set, Some(&layer))?;
     println!(
         "{}",
         serde_json::json!({
