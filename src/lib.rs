@@ -19,7 +19,6 @@ pub mod ops;
 pub mod pipeline;
 pub mod pointing;
 pub mod runner;
-pub mod selftest;
 pub mod storage;
 pub mod tensor;
 pub mod train;
