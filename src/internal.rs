@@ -29,8 +29,6 @@ pub mod ops;
 pub mod pipeline;
 #[path = "runner.rs"]
 pub mod runner;
-#[path = "selftest.rs"]
-pub mod selftest;
 #[path = "storage/mod.rs"]
 pub mod storage;
 #[path = "tensor.rs"]

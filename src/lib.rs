@@ -30,8 +30,8 @@ pub mod internal;
 mod named;
 
 pub(crate) use internal::{
-    backend, data, engine, imaging, interrupt, limits, metrics, model, npy, ops, runner, selftest,
-    storage, tensor,
+    backend, data, engine, imaging, interrupt, limits, metrics, model, npy, ops, runner, storage,
+    tensor,
 };
 #[cfg(feature = "cli")]
 pub(crate) use internal::{cli, pipeline, train};

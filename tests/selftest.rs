@@ -69,7 +69,10 @@ fn cpu_selftest_passes_with_one_line_per_kernel() {
 #[test]
 fn library_selftest_on_the_cpu_backend() {
     let b = gradcam::internal::backend::cpu::CpuBackend { poison: true };
-    let lines = gradcam::internal::selftest::run(&b);
+    let lines = gradcam::internal::backend::check::run(
+        &b,
+        gradcam::internal::backend::check::Precision::Fp32,
+    );
     assert!(
         lines.iter().all(|l| l.ok && l.max_err.is_finite()),
         "{lines:#?}"

@@ -3,6 +3,7 @@
 //! dropout, SGD). `cpu` is the reference implementation; GPU backends implement the same traits
 //! and are checked against it (CPU and wgpu train; CUDA implements `Backend` only).
 
+pub mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
