@@ -1,21 +1,57 @@
 //! Launches of kernels/binary.cu: add and mul with broadcasting over rank-4 shapes, and the
 //! input gradient of one operand.
 
+use super::args::{kernel_args, Kernel};
 use super::{flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::{broadcast_strides, BinaryOp, BinaryParams};
 use cudarc::driver::CudaSlice;
 
-/// A rank-4 shape or stride vector passed by value (`struct Dims4` of kernels/binary.cu).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Dims4([i32; 4]);
-// SAFETY: #[repr(C)] array of i32, the layout of `struct Dims4 { int v[4]; }`.
-unsafe impl cudarc::driver::DeviceRepr for Dims4 {}
+kernel_args! {
+    /// A rank-4 shape or stride vector (`struct Dims4` of kernels/binary.cu).
+    struct Dims4 {
+        v: [i32; 4],
+    }
+}
 
 fn dims4(v: [usize; 4]) -> Dims4 {
-    Dims4(v.map(|x| x as i32))
+    Dims4 {
+        v: v.map(|x| x as i32),
+    }
 }
+
+kernel_args! {
+    /// `struct BinaryFwd` of kernels/binary.cu (shaders/binary.wgsl's): len output elements;
+    /// out, the output's shape; sa, sb, the operands' strides at the output's indices (0 along
+    /// broadcast axes); op, 0 add or 1 mul.
+    struct BinaryFwd {
+        len: i64,
+        out: Dims4,
+        sa: Dims4,
+        sb: Dims4,
+        op: i32,
+        _pad: i32,
+    }
+}
+
+kernel_args! {
+    /// `struct BinaryBwd` of kernels/binary.cu (shaders/binary.wgsl's): len elements of the
+    /// operand; reduced, output positions per operand element; out, the output's shape; shape,
+    /// the operand's; so, the other operand's strides at the output's indices; mul, 1 for a
+    /// product.
+    struct BinaryBwd {
+        len: i64,
+        reduced: i64,
+        out: Dims4,
+        shape: Dims4,
+        so: Dims4,
+        mul: i32,
+        _pad: i32,
+    }
+}
+
+pub(super) const FWD: Kernel<BinaryFwd> = Kernel::new("binary_fwd");
+pub(super) const BWD: Kernel<BinaryBwd> = Kernel::new("binary_bwd_input");
 
 pub fn forward(
     be: &CudaBackend,
@@ -24,13 +60,15 @@ pub fn forward(
     b: &CudaSlice<f32>,
 ) -> Result<CudaSlice<f32>> {
     let mut y = be.out(p.len())?;
-    let (out, sa, sb) = (
-        dims4(p.out),
-        dims4(broadcast_strides(p.a, p.out)),
-        dims4(broadcast_strides(p.b, p.out)),
-    );
-    let (op, n) = ((p.op == BinaryOp::Mul) as i32, p.len() as i64);
-    launch!(be, "binary_fwd", flat(p.len()); &mut y, a, b, &out, &sa, &sb, &op, &n);
+    let args = BinaryFwd {
+        len: p.len() as i64,
+        out: dims4(p.out),
+        sa: dims4(broadcast_strides(p.a, p.out)),
+        sb: dims4(broadcast_strides(p.b, p.out)),
+        op: (p.op == BinaryOp::Mul) as i32,
+        _pad: 0,
+    };
+    launch!(be, FWD, flat(p.len()); &mut y, a, b; args);
     Ok(y)
 }
 
@@ -53,12 +91,15 @@ pub fn backward(
     let mul = (p.op == BinaryOp::Mul) as i32;
     // An add reads no other operand: dy stands in for it.
     let other = if mul == 1 { other } else { dy };
-    let (out, sh, so) = (
-        dims4(p.out),
-        dims4(shape),
-        dims4(broadcast_strides(other_shape, p.out)),
-    );
-    let (reduced, n) = (reduced as i64, len as i64);
-    launch!(be, "binary_bwd_input", flat(len); &mut dx, dy, other, &out, &sh, &so, &mul, &reduced, &n);
+    let args = BinaryBwd {
+        len: len as i64,
+        reduced: reduced as i64,
+        out: dims4(p.out),
+        shape: dims4(shape),
+        so: dims4(broadcast_strides(other_shape, p.out)),
+        mul,
+        _pad: 0,
+    };
+    launch!(be, BWD, flat(len); &mut dx, dy, other; args);
     Ok(dx)
 }

@@ -1,7 +1,7 @@
 //! Launches of kernels/gradcam.cu: the class seed that starts the backward pass, the fused CAM
 //! step (combine, ReLU, normalize, upsample), and ScoreCAM's masked inputs.
 
-use super::{backend_error, flat, launch, CudaBackend};
+use super::{backend_error, flat, launch_positional, CudaBackend};
 use crate::error::Result;
 use crate::ops::{align_corners_scale, ClassPick, ClassSeedParams, GradCamParams, ScoreMaskParams};
 use cudarc::driver::{CudaSlice, LaunchConfig};
@@ -17,7 +17,7 @@ pub fn class_seed(
         ClassPick::Rank(r) => (1, r as i32),
     };
     let (n, k) = (p.n as i32, p.k as i32);
-    launch!(be, "class_seed", flat(p.n * p.k); &mut seed, logits, &n, &k, &by_rank, &value);
+    launch_positional!(be, "class_seed", flat(p.n * p.k); &mut seed, logits, &n, &k, &by_rank, &value);
     Ok(seed)
 }
 
@@ -53,7 +53,7 @@ pub fn grad_cam(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch!(be, "grad_cam", cfg; &mut cam, &mut weights, &mut small, activation, gradient,
+    launch_positional!(be, "grad_cam", cfg; &mut cam, &mut weights, &mut small, activation, gradient,
         &d[0], &d[1], &d[2], &d[3], &d[4], &combine, &renormalize);
     Ok(cam)
 }
@@ -79,7 +79,7 @@ pub fn score_cam_masks(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch!(be, "score_cam_masks", cfg; &mut out, x, activation, &d[0], &d[1], &d[2],
+    launch_positional!(be, "score_cam_masks", cfg; &mut out, x, activation, &d[0], &d[1], &d[2],
         &d[3], &d[4], &d[5], &d[6], &d[7], &scale[0], &scale[1]);
     Ok(out)
 }

@@ -2,7 +2,7 @@
 //! (v1 plain FP32, v2 TF32 tiles, v3 3xTF32 with the fused epilogue, v4 v3 in plain TF32).
 //! Convs with groups, dilation or asymmetric padding go to `grouped_conv`.
 
-use super::{flat, grouped_conv, launch, CudaBackend};
+use super::{flat, grouped_conv, launch_positional, CudaBackend};
 use crate::backend::{ConvEpilogue, ConvKernel};
 use crate::error::Result;
 use crate::ops::{Activation, Conv2dParams};
@@ -79,7 +79,7 @@ fn forward_v3(
         _ => (-1, 0.0, 0.0),
     };
     let cfg = tile_grid(be, p.c_out, p.n * p.h_out() * p.w_out());
-    launch!(be, name, cfg, || label(name, p); &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
+    launch_positional!(be, name, cfg, || label(name, p); &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
         &id, &alpha, &beta, &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
     Ok(y)
 }
@@ -108,7 +108,7 @@ pub fn forward(
             tile_grid(be, p.c_out, p.n * p.h_out() * p.w_out()),
         ),
     };
-    launch!(be, name, cfg, || label(name, p); &mut y, x, w, b, &has_bias,
+    launch_positional!(be, name, cfg, || label(name, p); &mut y, x, w, b, &has_bias,
         &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
     Ok(y)
 }
@@ -151,7 +151,7 @@ pub fn backward_input(
         ConvKernel::V1 => flat(p.input_len()),
         _ => tile_grid(be, p.c_in, p.n * p.h_in * p.w_in),
     };
-    launch!(be, name, cfg, || label(name, p); &mut dx, dy, w,
+    launch_positional!(be, name, cfg, || label(name, p); &mut dx, dy, w,
         &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
     Ok(dx)
 }

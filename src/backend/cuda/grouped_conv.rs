@@ -1,7 +1,7 @@
 //! Launches of kernels/grouped_conv.cu: convs with groups, dilation or asymmetric padding
 //! (depthwise among them), forward and input gradient, v1 direct or v2 tiled.
 
-use super::{conv, flat, launch, CudaBackend};
+use super::{conv, flat, launch_positional, CudaBackend};
 use crate::backend::ConvKernel;
 use crate::error::Result;
 use crate::ops::{Conv2dParams, GroupedTile};
@@ -56,13 +56,13 @@ pub fn forward(
         Some(t) => {
             let name = "grouped_conv_fwd_v2";
             let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
-            launch!(be, name, grouped_grid(&t), || conv::label(name, p); &mut y, x, w, b, &has_bias,
+            launch_positional!(be, name, grouped_grid(&t), || conv::label(name, p); &mut y, x, w, b, &has_bias,
                 &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
                 &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
         }
         None => {
             let name = "grouped_conv_fwd";
-            launch!(be, name, flat(p.output_len()), || conv::label(name, p); &mut y, x, w, b,
+            launch_positional!(be, name, flat(p.output_len()), || conv::label(name, p); &mut y, x, w, b,
                 &has_bias, &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8],
                 &s[9], &s[10], &s[11], &s[12], &s[13], &s[14]);
         }
@@ -85,13 +85,13 @@ pub fn backward_input(
         Some(t) => {
             let name = "grouped_conv_bwd_input_v2";
             let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
-            launch!(be, name, grouped_grid(&t), || conv::label(name, p); &mut dx, dy, w,
+            launch_positional!(be, name, grouped_grid(&t), || conv::label(name, p); &mut dx, dy, w,
                 &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
                 &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
         }
         None => {
             let name = "grouped_conv_bwd_input";
-            launch!(be, name, flat(p.input_len()), || conv::label(name, p); &mut dx, dy, w,
+            launch_positional!(be, name, flat(p.input_len()), || conv::label(name, p); &mut dx, dy, w,
                 &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
                 &s[11], &s[12], &s[13], &s[14]);
         }

@@ -1,21 +1,39 @@
 //! Launches of kernels/layout.cu: the strided copy behind concat, chunk/split, channel shuffle
 //! and permute.
 
+use super::args::{kernel_args, Kernel};
 use super::{backend_error, flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::{StridedCopyParams, COPY_RANK};
 use cudarc::driver::CudaSlice;
 
-/// A rank-6 shape or stride vector passed by value (`struct Dims6` of kernels/layout.cu).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Dims6([i64; COPY_RANK]);
-// SAFETY: #[repr(C)] array of i64, the layout of `struct Dims6 { long long v[6]; }`.
-unsafe impl cudarc::driver::DeviceRepr for Dims6 {}
+kernel_args! {
+    /// A rank-6 shape or stride vector (`struct Dims6` of kernels/layout.cu).
+    struct Dims6 {
+        v: [i64; COPY_RANK],
+    }
+}
 
 fn dims6(v: [usize; COPY_RANK]) -> Dims6 {
-    Dims6(v.map(|x| x as i64))
+    Dims6 {
+        v: v.map(|x| x as i64),
+    }
 }
+
+kernel_args! {
+    /// `struct StridedCopy` of kernels/layout.cu (shaders/layout.wgsl's `Copy`): the shape, the
+    /// source's and the destination's strides and offsets, and len = the shape's elements.
+    struct StridedCopy {
+        shape: Dims6,
+        src_st: Dims6,
+        dst_st: Dims6,
+        src_off: i64,
+        dst_off: i64,
+        len: i64,
+    }
+}
+
+pub(super) const COPY: Kernel<StridedCopy> = Kernel::new("strided_copy");
 
 pub fn strided_copy(
     be: &CudaBackend,
@@ -42,8 +60,14 @@ pub fn strided_copy(
             dst.len()
         )));
     }
-    let (shape, ss, ds) = (dims6(p.shape), dims6(p.src_strides), dims6(p.dst_strides));
-    let (so, d_o, n) = (p.src_offset as i64, p.dst_offset as i64, p.len() as i64);
-    launch!(be, "strided_copy", flat(p.len()); &mut *dst, src, &shape, &ss, &ds, &so, &d_o, &n);
+    let args = StridedCopy {
+        shape: dims6(p.shape),
+        src_st: dims6(p.src_strides),
+        dst_st: dims6(p.dst_strides),
+        src_off: p.src_offset as i64,
+        dst_off: p.dst_offset as i64,
+        len: p.len() as i64,
+    };
+    launch!(be, COPY, flat(p.len()); &mut *dst, src; args);
     Ok(())
 }

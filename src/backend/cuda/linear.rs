@@ -1,7 +1,7 @@
 //! Launches of kernels/linear.cu: fully connected layers, forward (one warp per output feature
 //! and group of 8 images) and input gradient.
 
-use super::{exact, launch, CudaBackend};
+use super::{exact, launch_positional, CudaBackend};
 use crate::error::Result;
 use crate::ops::LinearParams;
 use cudarc::driver::CudaSlice;
@@ -18,7 +18,7 @@ pub fn forward(
     let b = bias.unwrap_or(w);
     let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
     let warps = p.out_f * p.n.div_ceil(8);
-    launch!(be, "linear_fwd", exact(warps * 32); &mut y, x, w, b, &has_bias, &n, &i, &o);
+    launch_positional!(be, "linear_fwd", exact(warps * 32); &mut y, x, w, b, &has_bias, &n, &i, &o);
     Ok(y)
 }
 
@@ -31,6 +31,6 @@ pub fn backward_input(
     let mut dx = be.out(p.n * p.in_f)?;
     let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
     let threads = p.in_f * p.n.div_ceil(8);
-    launch!(be, "linear_bwd_input", exact(threads); &mut dx, dy, w, &n, &i, &o);
+    launch_positional!(be, "linear_bwd_input", exact(threads); &mut dx, dy, w, &n, &i, &o);
     Ok(dx)
 }

@@ -12,12 +12,15 @@
 //! `--conv-kernel` or `GRADCAM_CONV_KERNEL`; the default is `v3` where the device has TF32
 //! tensor cores (sm_80+), else `v1`.
 //!
-//! Modules: `kernels` (the sources and their NVRTC compilation), and one file of launches per
-//! op family, named as the wgpu backend's (`conv`, `grouped_conv`, `pool`, `elementwise`,
-//! `activation`, `binary`, `layout`, `norm`, `linear`, `squeeze_excitation`, `cam`). This file
-//! holds the device, buffers, timing and the `Backend` impl, which dispatches to them.
+//! Modules: `kernels` (the sources and their NVRTC compilation), `args` (the argument structs:
+//! each kernel takes its scalars as one `#[repr(C)]` struct, declared alike in its .cu file),
+//! and one file of launches per op family, named as the wgpu backend's (`conv`,
+//! `grouped_conv`, `pool`, `elementwise`, `activation`, `binary`, `layout`, `norm`, `linear`,
+//! `squeeze_excitation`, `cam`), each with its structs and kernels. This file holds the device,
+//! buffers, timing, the kernel table and the `Backend` impl, which dispatches to the families.
 
 mod activation;
+mod args;
 mod binary;
 mod cam;
 mod conv;
@@ -35,8 +38,7 @@ use crate::backend::Profile;
 use crate::error::Result;
 use crate::ops::*;
 use cudarc::driver::{
-    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
 };
 use kernels::backend_error;
 use std::cell::RefCell;
@@ -84,6 +86,35 @@ pub const KERNEL_NAMES: &[&str] = &[
     "score_cam_masks",
     "squeeze_excite_gates",
     "class_seed",
+];
+
+/// Declares the tables of the kernels whose scalars travel as one argument struct (every
+/// family's, once all are converted), from each kernel's typed handle (`args::Kernel`).
+macro_rules! kernel_table {
+    ($($kernel:expr),* $(,)?) => {
+        /// (kernel, size, alignment) of each kernel's argument struct, its last parameter: what
+        /// tests/cuda_kernels.rs compares with the PTX that NVRTC makes of kernels/*.cu.
+        pub const KERNEL_ARG_LAYOUTS: &[(&str, usize, usize)] = &[$($kernel.layout()),*];
+        /// The same kernels for args' layout test.
+        #[cfg(test)]
+        const KERNELS: &[args::Signature] = &[$($kernel.signature()),*];
+    };
+}
+
+kernel_table![
+    elementwise::RELU_FWD,
+    elementwise::RELU_BWD,
+    elementwise::AFFINE_FWD,
+    elementwise::AFFINE_BWD,
+    elementwise::ADD,
+    elementwise::FILL,
+    activation::FWD,
+    activation::BWD,
+    binary::FWD,
+    binary::BWD,
+    layout::COPY,
+    norm::FWD,
+    norm::BWD,
 ];
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
@@ -152,13 +183,40 @@ pub fn is_available() -> bool {
     probe().is_ok()
 }
 
-/// Launches `$name` on the backend's stream with the given arguments (references), mapping
-/// a launch failure to an error naming the kernel.
-/// `launch!(self, name, cfg, label; args)` times the launch under `label` (a closure giving
+/// Launches `kernel` (an [`args::Kernel`]) on the backend's stream: the buffers (references,
+/// in the order of the kernel's pointer parameters), then its argument struct (a value),
+/// mapping a launch failure to an error naming the kernel.
+/// `launch!(be, kernel, cfg, label; bufs; args)` times the launch under `label` (a closure giving
 /// the row's name) instead of the kernel's name.
 macro_rules! launch {
+    ($be:expr, $kernel:expr, $cfg:expr; $($buf:expr),+ ; $args:expr) => {
+        launch!($be, $kernel, $cfg, || $kernel.name.to_string(); $($buf),+ ; $args)
+    };
+    ($be:expr, $kernel:expr, $cfg:expr, $label:expr; $($buf:expr),+ ; $args:expr) => {{
+        use cudarc::driver::PushKernelArg as _;
+        let kernel = $kernel;
+        let args = kernel.args($args);
+        let start = $be.timing_event()?;
+        let mut b = $be.stream.launch_builder($be.func(kernel.name));
+        $( b.arg($buf); )+
+        b.arg(&args);
+        // SAFETY: the buffers are the kernel's pointer parameters in kernels/*.cu, in order and
+        // element type, each as long as the launch reads or writes (shapes checked by the
+        // selftest); `args` is the kernel's own struct, laid out as its C declaration (checked
+        // by args' test).
+        unsafe { b.launch($cfg) }.map_err(|e| {
+            $crate::backend::cuda::kernels::backend_error(format!("{}: {e}", kernel.name))
+        })?;
+        $be.end_timing($label, start)?;
+    }};
+}
+use launch;
+
+/// The launch of a kernel that still takes positional scalars, until its family takes an
+/// argument struct.
+macro_rules! launch_positional {
     ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {
-        launch!($self, $name, $cfg, || $name.to_string(); $($arg),*)
+        launch_positional!($self, $name, $cfg, || $name.to_string(); $($arg),*)
     };
     ($self:expr, $name:expr, $cfg:expr, $label:expr; $($arg:expr),* $(,)?) => {{
         use cudarc::driver::PushKernelArg as _;
@@ -172,7 +230,7 @@ macro_rules! launch {
         $self.end_timing($label, start)?;
     }};
 }
-use launch;
+use launch_positional;
 
 /// A timing row's name and the events recorded before and after its launch.
 type TimedLaunch = (String, CudaEvent, CudaEvent);
@@ -322,11 +380,7 @@ impl CudaBackend {
         let mut y = unsafe { self.stream.alloc::<f32>(len) }
             .map_err(|e| backend_error(format!("cannot allocate {len} floats: {e}")))?;
         if self.poison && len > 0 {
-            let (nan, n) = (f32::NAN, len as i64);
-            let mut b = self.stream.launch_builder(self.func("fill"));
-            b.arg(&mut y).arg(&nan).arg(&n);
-            // SAFETY: fill(y: [len], value, len) matches the kernel's signature.
-            unsafe { b.launch(flat(len)) }.map_err(|e| backend_error(format!("fill: {e}")))?;
+            elementwise::fill(self, &mut y, f32::NAN)?;
         }
         Ok(y)
     }

@@ -1,7 +1,7 @@
 //! Launches of kernels/pool.cu: max pooling with argmax (ceil mode included), average pooling,
 //! adaptive average and max pooling, and their backward gathers.
 
-use super::{flat, launch, CudaBackend};
+use super::{flat, launch_positional, CudaBackend};
 use crate::error::Result;
 use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
 use cudarc::driver::CudaSlice;
@@ -52,7 +52,7 @@ pub fn max_pool(
     ]
     .map(|v| v as i32);
     let total = p.output_len() as i64;
-    launch!(be, "max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
+    launch_positional!(be, "max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
         &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &total);
     Ok((y, idx))
 }
@@ -78,7 +78,7 @@ pub fn max_pool_backward(
     ]
     .map(|v| v as i32);
     let total = p.input_len() as i64;
-    launch!(be, "max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
+    launch_positional!(be, "max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
         &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &total);
     Ok(dx)
 }
@@ -92,7 +92,7 @@ pub fn avg_pool(
     let mut y = be.out(p.output_len())?;
     let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
     let total = p.output_len() as i64;
-    launch!(be, "adaptive_avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
+    launch_positional!(be, "adaptive_avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
         &d[0], &d[1], &d[2], &d[3], &total);
     Ok(y)
 }
@@ -105,7 +105,7 @@ pub fn avg_pool_backward(
     let mut dx = be.out(p.input_len())?;
     let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
     let total = p.input_len() as i64;
-    launch!(be, "adaptive_avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
+    launch_positional!(be, "adaptive_avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
         &d[0], &d[1], &d[2], &d[3], &total);
     Ok(dx)
 }
@@ -119,7 +119,7 @@ pub fn win_avg_pool(
     let mut y = be.out(p.output_len())?;
     let d = avg_pool_shape(p);
     let total = p.output_len() as i64;
-    launch!(be, "avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
+    launch_positional!(be, "avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
         &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
     Ok(y)
 }
@@ -132,7 +132,7 @@ pub fn win_avg_pool_backward(
     let mut dx = be.out(p.input_len())?;
     let d = avg_pool_shape(p);
     let total = p.input_len() as i64;
-    launch!(be, "avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
+    launch_positional!(be, "avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
         &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
     Ok(dx)
 }
@@ -146,7 +146,7 @@ pub fn adaptive_max_pool(
     let mut idx = argmax(be, p.output_len())?;
     let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
     let total = p.output_len() as i64;
-    launch!(be, "adaptive_max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
+    launch_positional!(be, "adaptive_max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
         &d[0], &d[1], &d[2], &d[3], &total);
     Ok((y, idx))
 }
@@ -160,7 +160,7 @@ pub fn adaptive_max_pool_backward(
     let mut dx = be.out(p.input_len())?;
     let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
     let total = p.input_len() as i64;
-    launch!(be, "adaptive_max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
+    launch_positional!(be, "adaptive_max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
         &d[0], &d[1], &d[2], &d[3], &total);
     Ok(dx)
 }

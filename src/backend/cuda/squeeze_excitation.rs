@@ -2,7 +2,7 @@
 //! gates (means, fc1, activation, fc2, gate; one block per image) and binary.cu's broadcast
 //! multiply.
 
-use super::{binary, launch, CudaBackend, THREADS};
+use super::{binary, launch_positional, CudaBackend, THREADS};
 use crate::error::Result;
 use crate::ops::SqueezeExciteParams;
 use cudarc::driver::{CudaSlice, LaunchConfig};
@@ -25,7 +25,7 @@ pub fn forward(
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch!(be, "squeeze_excite_gates", cfg; &mut gates, &mut hidden, x, w1, b1, w2, b2,
+    launch_positional!(be, "squeeze_excite_gates", cfg; &mut gates, &mut hidden, x, w1, b1, w2, b2,
         &c, &hw, &squeeze, &lanes, &ids[0], &a.alpha, &a.beta, &ids[1], &g.alpha, &g.beta);
     binary::forward(be, &p.scale(), &gates, x)
 }
