@@ -115,6 +115,12 @@ kernel_table![
     layout::COPY,
     norm::FWD,
     norm::BWD,
+    linear::FWD,
+    linear::BWD,
+    squeeze_excitation::GATES,
+    cam::CLASS_SEED,
+    cam::GRAD_CAM,
+    cam::SCORE_CAM_MASKS,
 ];
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
