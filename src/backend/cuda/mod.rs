@@ -121,6 +121,14 @@ kernel_table![
     cam::CLASS_SEED,
     cam::GRAD_CAM,
     cam::SCORE_CAM_MASKS,
+    pool::MAX_FWD,
+    pool::MAX_BWD,
+    pool::AVG_FWD,
+    pool::AVG_BWD,
+    pool::WIN_AVG_FWD,
+    pool::WIN_AVG_BWD,
+    pool::ADA_MAX_FWD,
+    pool::ADA_MAX_BWD,
 ];
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
