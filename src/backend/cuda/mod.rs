@@ -45,53 +45,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
-pub const KERNEL_NAMES: &[&str] = &[
-    "conv2d_fwd_v1",
-    "conv2d_bwd_input_v1",
-    "conv2d_fwd_v2",
-    "conv2d_bwd_input_v2",
-    "conv2d_fwd_v3",
-    "conv2d_bwd_input_v3",
-    "conv2d_fwd_v4",
-    "conv2d_bwd_input_v4",
-    "grouped_conv_fwd",
-    "grouped_conv_fwd_v2",
-    "grouped_conv_bwd_input",
-    "grouped_conv_bwd_input_v2",
-    "activation_fwd",
-    "activation_bwd_input",
-    "binary_fwd",
-    "binary_bwd_input",
-    "strided_copy",
-    "layer_norm_fwd",
-    "layer_norm_bwd_input",
-    "avg_pool2d_fwd",
-    "avg_pool2d_bwd_input",
-    "adaptive_max_pool2d_fwd",
-    "adaptive_max_pool2d_bwd_input",
-    "max_pool2d_fwd",
-    "max_pool2d_bwd_input",
-    "adaptive_avg_pool2d_fwd",
-    "adaptive_avg_pool2d_bwd_input",
-    "relu_fwd",
-    "relu_bwd_input",
-    "channel_affine_fwd",
-    "channel_affine_bwd_input",
-    "add",
-    "fill",
-    "linear_fwd",
-    "linear_bwd_input",
-    "grad_cam",
-    "score_cam_masks",
-    "squeeze_excite_gates",
-    "class_seed",
-];
-
-/// Declares the tables of the kernels whose scalars travel as one argument struct (every
-/// family's, once all are converted), from each kernel's typed handle (`args::Kernel`).
+/// Declares the kernel tables from every kernel's typed handle (`args::Kernel`, one per
+/// kernel, in its family's file).
 macro_rules! kernel_table {
     ($($kernel:expr),* $(,)?) => {
+        /// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
+        pub const KERNEL_NAMES: &[&str] = &[$($kernel.name),*];
         /// (kernel, size, alignment) of each kernel's argument struct, its last parameter: what
         /// tests/cuda_kernels.rs compares with the PTX that NVRTC makes of kernels/*.cu.
         pub const KERNEL_ARG_LAYOUTS: &[(&str, usize, usize)] = &[$($kernel.layout()),*];
@@ -102,12 +61,18 @@ macro_rules! kernel_table {
 }
 
 kernel_table![
-    elementwise::RELU_FWD,
-    elementwise::RELU_BWD,
-    elementwise::AFFINE_FWD,
-    elementwise::AFFINE_BWD,
-    elementwise::ADD,
-    elementwise::FILL,
+    conv::FWD_V1,
+    conv::BWD_V1,
+    conv::FWD_V2,
+    conv::BWD_V2,
+    conv::FWD_V3,
+    conv::BWD_V3,
+    conv::FWD_V4,
+    conv::BWD_V4,
+    grouped_conv::FWD,
+    grouped_conv::FWD_V2,
+    grouped_conv::BWD,
+    grouped_conv::BWD_V2,
     activation::FWD,
     activation::BWD,
     binary::FWD,
@@ -115,20 +80,26 @@ kernel_table![
     layout::COPY,
     norm::FWD,
     norm::BWD,
-    linear::FWD,
-    linear::BWD,
-    squeeze_excitation::GATES,
-    cam::CLASS_SEED,
-    cam::GRAD_CAM,
-    cam::SCORE_CAM_MASKS,
-    pool::MAX_FWD,
-    pool::MAX_BWD,
-    pool::AVG_FWD,
-    pool::AVG_BWD,
     pool::WIN_AVG_FWD,
     pool::WIN_AVG_BWD,
     pool::ADA_MAX_FWD,
     pool::ADA_MAX_BWD,
+    pool::MAX_FWD,
+    pool::MAX_BWD,
+    pool::AVG_FWD,
+    pool::AVG_BWD,
+    elementwise::RELU_FWD,
+    elementwise::RELU_BWD,
+    elementwise::AFFINE_FWD,
+    elementwise::AFFINE_BWD,
+    elementwise::ADD,
+    elementwise::FILL,
+    linear::FWD,
+    linear::BWD,
+    cam::GRAD_CAM,
+    cam::SCORE_CAM_MASKS,
+    squeeze_excitation::GATES,
+    cam::CLASS_SEED,
 ];
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
@@ -225,26 +196,6 @@ macro_rules! launch {
     }};
 }
 use launch;
-
-/// The launch of a kernel that still takes positional scalars, until its family takes an
-/// argument struct.
-macro_rules! launch_positional {
-    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {
-        launch_positional!($self, $name, $cfg, || $name.to_string(); $($arg),*)
-    };
-    ($self:expr, $name:expr, $cfg:expr, $label:expr; $($arg:expr),* $(,)?) => {{
-        use cudarc::driver::PushKernelArg as _;
-        let start = $self.timing_event()?;
-        let mut b = $self.stream.launch_builder($self.func($name));
-        $( b.arg($arg); )*
-        // SAFETY: every call site passes exactly the arguments, in order and type, that the
-        // kernel of that name declares in kernels/*.cu (shapes checked by the selftest).
-        unsafe { b.launch($cfg) }
-            .map_err(|e| $crate::backend::cuda::kernels::backend_error(format!("{}: {e}", $name)))?;
-        $self.end_timing($label, start)?;
-    }};
-}
-use launch_positional;
 
 /// A timing row's name and the events recorded before and after its launch.
 type TimedLaunch = (String, CudaEvent, CudaEvent);
