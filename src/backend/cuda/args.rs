@@ -211,7 +211,7 @@ mod tests {
                     .split(',')
                     .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
                     .collect();
-                found.push((file.as_ref(), params));
+                found.push((*file, params));
             }
         }
         assert_eq!(
