@@ -18,8 +18,10 @@
 //! - the conv, pooling, binary-reduction and LayerNorm kernels give bit-identical results
 //!   with 1 and 3 rayon threads.
 
-use gradcam::backend::cpu::{activation, binary, conv, grouped_conv, layer_norm, layout, pool};
-use gradcam::ops::*;
+use gradcam::internal::backend::cpu::{
+    activation, binary, conv, grouped_conv, layer_norm, layout, pool,
+};
+use gradcam::internal::ops::*;
 
 mod common;
 use common::{assert_bits_eq, in_threads};
@@ -99,24 +101,19 @@ fn conv_p(
     (left, right, top, bottom): (usize, usize, usize, usize),
     (dilation_h, dilation_w): (usize, usize),
 ) -> Conv2dParams {
-    Conv2dParams {
+    let (c_in, c_out) = (groups * cig, groups * cog);
+    Conv2dParams::dense(
         n,
-        c_in: groups * cig,
-        h_in,
-        w_in,
-        c_out: groups * cog,
-        k_h,
-        k_w,
-        stride_h,
-        stride_w,
-        pad_h: top,
-        pad_w: left,
-        pad_h_end: bottom,
-        pad_w_end: right,
-        dilation_h,
-        dilation_w,
-        groups,
-    }
+        c_in,
+        (h_in, w_in),
+        c_out,
+        (k_h, k_w),
+        (stride_h, stride_w),
+        (0, 0),
+    )
+    .with_padding([top, left, bottom, right])
+    .with_dilation((dilation_h, dilation_w))
+    .with_groups(groups)
 }
 
 /// The cases every conv check runs: groups 2 and 3 with several channels per group,
@@ -254,7 +251,7 @@ fn conv_reference(p: &Conv2dParams, x: &[f64], w: &[f64], b: &[f64]) -> (Vec<f64
     (y, mag)
 }
 
-fn conv_forward<T: gradcam::backend::cpu::real::Real>(
+fn conv_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &Conv2dParams,
     x: &[T],
     w: &[T],
@@ -314,11 +311,7 @@ fn grouped_conv_with_groups_1_agrees_with_the_dense_kernel() {
     // f32 rounding, 1e-5 of Σ|terms|.
     for c_in in [5, 40] {
         let dense = Conv2dParams::dense(2, c_in, (9, 11), 4, (3, 3), (2, 2), (1, 1));
-        let asym = Conv2dParams {
-            pad_h_end: 2,
-            pad_w_end: 2,
-            ..dense
-        };
+        let asym = dense.with_padding([1, 1, 2, 2]);
         assert_eq!((asym.h_out(), asym.w_out()), (dense.h_out(), dense.w_out()));
         let x = f32s(&random(dense.input_len(), &mut rng));
         let w = f32s(&random(dense.weight_len(), &mut rng));
@@ -411,17 +404,19 @@ fn avg_p(
     count_include_pad: bool,
 ) -> AvgPool2dParams {
     AvgPool2dParams {
-        n,
-        c,
-        h_in,
-        w_in,
-        k_h,
-        k_w,
-        stride_h: stride,
-        stride_w: stride,
-        pad_h: pad,
-        pad_w: pad,
-        ceil_mode,
+        window: PoolWindow {
+            n,
+            c,
+            h_in,
+            w_in,
+            k_h,
+            k_w,
+            stride_h: stride,
+            stride_w: stride,
+            pad_h: pad,
+            pad_w: pad,
+            ceil_mode,
+        },
         count_include_pad,
     }
 }
@@ -444,7 +439,8 @@ fn avg_cases() -> Vec<AvgPool2dParams> {
 /// PyTorch's avg_pool2d loop: hstart = oh·s − pad, hend = min(hstart + k, H + pad),
 /// pool_size = (hend − hstart)(wend − wstart), then clipped to the input; the divisor is
 /// pool_size with count_include_pad, else the clipped window's size.
-fn avg_reference(p: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
+fn avg_reference(a: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
+    let p = &a.window;
     let (ho, wo) = (p.h_out(), p.w_out());
     let mut y = vec![];
     for plane in x.chunks(p.h_in * p.w_in) {
@@ -463,7 +459,7 @@ fn avg_reference(p: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
                         s += plane[iy as usize * p.w_in + ix as usize];
                     }
                 }
-                let div = if p.count_include_pad {
+                let div = if a.count_include_pad {
                     pool_size
                 } else {
                     (he - hs) * (we - ws)
@@ -475,8 +471,11 @@ fn avg_reference(p: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
     y
 }
 
-fn avg_forward<T: gradcam::backend::cpu::real::Real>(p: &AvgPool2dParams, x: &[T]) -> Vec<T> {
-    let mut y = vec![T::nan(); p.output_len()];
+fn avg_forward<T: gradcam::internal::backend::cpu::real::Real>(
+    p: &AvgPool2dParams,
+    x: &[T],
+) -> Vec<T> {
+    let mut y = vec![T::nan(); p.window.output_len()];
     pool::avg_pool2d_forward(p, x, &mut y);
     y
 }
@@ -490,7 +489,7 @@ fn avg_pool2d_forward_matches_pytorch_loop() {
     // divisor is 3 per axis (the overhang past the padding does not count).
     let p = avg_p((1, 1, 5, 5), (3, 3), 2, 1, true, true);
     let y = avg_forward(&p, &[1.0f64; 25]);
-    assert_eq!((p.h_out(), p.w_out()), (3, 3));
+    assert_eq!((p.window.h_out(), p.window.w_out()), (3, 3));
     assert_eq!(y[0], 4.0 / 9.0);
     assert_eq!(y[4], 1.0);
     assert_eq!(y[8], 4.0 / 9.0);
@@ -500,7 +499,7 @@ fn avg_pool2d_forward_matches_pytorch_loop() {
     };
     assert!(avg_forward(&q, &[1.0f64; 25]).iter().all(|&v| v == 1.0));
     for p in avg_cases() {
-        let x = random(p.input_len(), &mut rng);
+        let x = random(p.window.input_len(), &mut rng);
         let y_ref = avg_reference(&p, &x);
         let ones = vec![1.0; y_ref.len()];
         // f64: the same window sum and division: exact up to the summation order (1e-15).
@@ -528,9 +527,9 @@ fn avg_pool2d_forward_matches_pytorch_loop() {
 fn avg_pool2d_backward_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(32);
     for p in avg_cases() {
-        let x = random(p.input_len(), &mut rng);
-        let dy = random(p.output_len(), &mut rng);
-        let mut dx = vec![f64::NAN; p.input_len()];
+        let x = random(p.window.input_len(), &mut rng);
+        let dy = random(p.window.output_len(), &mut rng);
+        let mut dx = vec![f64::NAN; p.window.input_len()];
         pool::avg_pool2d_backward_input(&p, &dy, &mut dx);
         fd(
             &format!("{p:?}"),
@@ -565,7 +564,7 @@ fn max_p(
     }
 }
 
-fn max_forward<T: gradcam::backend::cpu::real::Real>(
+fn max_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &MaxPool2dParams,
     x: &[T],
 ) -> (Vec<T>, Vec<u32>) {
@@ -713,7 +712,7 @@ fn adaptive_windows(
     })
 }
 
-fn adaptive_forward<T: gradcam::backend::cpu::real::Real>(
+fn adaptive_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &AdaptivePool2dParams,
     x: &[T],
 ) -> (Vec<T>, Vec<u32>) {
@@ -793,10 +792,10 @@ fn pooling_is_bit_identical_on_1_and_3_threads() {
     let mut avg = avg_cases();
     avg.push(avg_p((4, 16, 30, 31), (3, 3), 2, 1, true, false));
     for p in avg {
-        let x = f32s(&random(p.input_len(), &mut rng));
-        let dy = f32s(&random(p.output_len(), &mut rng));
+        let x = f32s(&random(p.window.input_len(), &mut rng));
+        let dy = f32s(&random(p.window.output_len(), &mut rng));
         let run = || {
-            let mut dx = vec![f32::NAN; p.input_len()];
+            let mut dx = vec![f32::NAN; p.window.input_len()];
             pool::avg_pool2d_backward_input(&p, &dy, &mut dx);
             (avg_forward(&p, &x), dx)
         };
@@ -869,7 +868,10 @@ fn breakpoints(act: Activation) -> Vec<(f64, f64)> {
     }
 }
 
-fn act_forward<T: gradcam::backend::cpu::real::Real>(p: &ActivationParams, x: &[T]) -> Vec<T> {
+fn act_forward<T: gradcam::internal::backend::cpu::real::Real>(
+    p: &ActivationParams,
+    x: &[T],
+) -> Vec<T> {
     let mut y = vec![T::nan(); x.len()];
     activation::activation_forward(p, x, &mut y);
     y
@@ -980,7 +982,7 @@ fn bcast_index(s: [usize; 4], out: [usize; 4], mut i: usize) -> usize {
     (0..4).fold(0, |acc, k| acc * s[k] + if s[k] == 1 { 0 } else { idx[k] })
 }
 
-fn binary_forward<T: gradcam::backend::cpu::real::Real>(
+fn binary_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &BinaryParams,
     a: &[T],
     b: &[T],
@@ -1269,7 +1271,7 @@ fn ln_reference(p: &LayerNormParams, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64
     y
 }
 
-fn ln_forward<T: gradcam::backend::cpu::real::Real>(
+fn ln_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &LayerNormParams,
     x: &[T],
     w: &[T],

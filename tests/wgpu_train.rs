@@ -21,9 +21,9 @@
 
 mod common;
 
-use gradcam::backend::cpu::{conv, grouped_conv, linear, training, weight_grad};
-use gradcam::backend::TrainBackend;
-use gradcam::ops::*;
+use gradcam::internal::backend::cpu::{conv, grouped_conv, linear, training, weight_grad};
+use gradcam::internal::backend::TrainBackend;
+use gradcam::internal::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 macro_rules! on_backends {
@@ -148,24 +148,10 @@ fn grouped_conv2d_weight_grad<B: TrainBackend>(be: &B) {
         (2, 6, 7, 8, 9, 3, 2, (1, 0, 1, 0), 1, 3),
     ];
     for (n, c_in, h_in, w_in, c_out, k, s, pads, d, groups) in cases {
-        let p = Conv2dParams {
-            n,
-            c_in,
-            h_in,
-            w_in,
-            c_out,
-            k_h: k,
-            k_w: k,
-            stride_h: s,
-            stride_w: s,
-            pad_h: pads.0,
-            pad_w: pads.1,
-            pad_h_end: pads.2,
-            pad_w_end: pads.3,
-            dilation_h: d,
-            dilation_w: d,
-            groups,
-        };
+        let p = Conv2dParams::dense(n, c_in, (h_in, w_in), c_out, (k, k), (s, s), (0, 0))
+            .with_padding([pads.0, pads.1, pads.2, pads.3])
+            .with_dilation((d, d))
+            .with_groups(groups);
         let x = random(p.input_len(), &mut rng);
         let dy = random(p.output_len(), &mut rng);
         let dw = be

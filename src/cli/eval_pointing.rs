@@ -30,7 +30,13 @@ pub fn run(a: Args) -> Result<()> {
             a.data
         )));
     }
-    let model = crate::model::Model::load(&a.weights, a.arch.as_deref())?;
+    let model = crate::model::Model::load_with(
+        &a.weights,
+        &crate::model::LoadOptions {
+            arch: a.arch.clone(),
+            ..Default::default()
+        },
+    )?;
     let layer = a
         .layer
         .clone()
@@ -41,7 +47,7 @@ pub fn run(a: Args) -> Result<()> {
     )
     .map_err(Error::Usage)?;
     let set = shapes::generate(a.count as usize, a.seed);
-    let r = crate::pointing::evaluate(model, &set, Some(&layer))?;
+    let r = crate::metrics::pointing::evaluate(model, &set, Some(&layer))?;
     println!(
         "{}",
         serde_json::json!({

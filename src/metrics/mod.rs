@@ -21,8 +21,11 @@
 //! maximum) has a singular system: it imputes 0 + noise, which is what scipy's solver returns
 //! there (explicitly here, not by luck of the pivots). Non-finite inputs or CAMs, and a CAM whose
 //! shape is not the image's [H, W], are errors rather than numbers.
+//!
+//! [`pointing`] holds the pointing game, a localisation metric for data with object boxes.
 
 mod confidence;
+pub mod pointing;
 mod road;
 mod summary;
 

@@ -30,7 +30,8 @@ pub struct Conv2dParams {
 }
 
 impl Conv2dParams {
-    /// A dense conv (groups 1, dilation 1) with symmetric padding, as VGG and ResNet use.
+    /// A dense conv (groups 1, dilation 1) with symmetric padding, as VGG and ResNet use; the
+    /// `with_*` methods below make any other conv from it.
     #[allow(clippy::too_many_arguments)]
     pub fn dense(
         n: usize,
@@ -59,6 +60,32 @@ impl Conv2dParams {
             dilation_w: 1,
             groups: 1,
         }
+    }
+
+    /// This conv with zero padding `[top, left, bottom, right]`, which may differ per side
+    /// (the order of the graph's `Conv2d::pad`).
+    pub fn with_padding(self, [top, left, bottom, right]: [usize; 4]) -> Self {
+        Conv2dParams {
+            pad_h: top,
+            pad_w: left,
+            pad_h_end: bottom,
+            pad_w_end: right,
+            ..self
+        }
+    }
+
+    /// This conv with its kernel taps `(dilation_h, dilation_w)` apart.
+    pub fn with_dilation(self, (dilation_h, dilation_w): (usize, usize)) -> Self {
+        Conv2dParams {
+            dilation_h,
+            dilation_w,
+            ..self
+        }
+    }
+
+    /// This conv split into `groups` groups of channels (depthwise when groups = c_in = c_out).
+    pub fn with_groups(self, groups: usize) -> Self {
+        Conv2dParams { groups, ..self }
     }
 
     /// Rows and columns the dilated kernel spans.

@@ -2,11 +2,11 @@
 //! and the backends that run the same tests (CPU and wgpu, both poisoning outputs with NaN).
 #![allow(dead_code)] // each test crate uses its own subset
 
-use gradcam::backend::cpu::CpuBackend;
-use gradcam::backend::wgpu::{AdapterChoice, WgpuBackend};
-use gradcam::backend::ConvKernel;
-use gradcam::ops::Conv2dParams;
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::cpu::CpuBackend;
+use gradcam::internal::backend::wgpu::{AdapterChoice, WgpuBackend};
+use gradcam::internal::backend::ConvKernel;
+use gradcam::internal::ops::Conv2dParams;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -81,24 +81,8 @@ pub fn conv_case(
         usize,
     ),
 ) -> Conv2dParams {
-    Conv2dParams {
-        n,
-        c_in,
-        h_in: h,
-        w_in: w,
-        c_out,
-        k_h,
-        k_w,
-        stride_h: stride,
-        stride_w: stride,
-        pad_h: pad.min(k_h / 2 + 1),
-        pad_w: pad.min(k_w / 2 + 1),
-        pad_h_end: pad.min(k_h / 2 + 1),
-        pad_w_end: pad.min(k_w / 2 + 1),
-        dilation_h: 1,
-        dilation_w: 1,
-        groups: 1,
-    }
+    let pad = (pad.min(k_h / 2 + 1), pad.min(k_w / 2 + 1));
+    Conv2dParams::dense(n, c_in, (h, w), c_out, (k_h, k_w), (stride, stride), pad)
 }
 
 /// Compares `analytic`, the gradient of the scalar `loss` at `v`, with central differences

@@ -3,7 +3,9 @@
 //! Each image is processed in blocks of output pixels: only one block's im2col panel
 //! (c_in·k_h·k_w rows × a few hundred pixels) exists at a time, so it stays in cache between
 //! being written and being read by the matrix product, instead of a full-image panel (115 MB
-//! for VGG16's second conv) making a round trip through memory.
+//! for VGG16's second conv) making a round trip through memory. The panels (`im2col`,
+//! `col2im`, `block_width`) take dilated taps too: grouped_conv.rs builds its wide groups'
+//! products from them, one group at a time.
 
 use super::epilogue::Epilogue;
 use super::matmul::{inner_parallelism, matmul, matmul_strided, split_batch, Parallelism, View};
@@ -20,12 +22,12 @@ use std::ops::Range;
 const PANEL_BYTES: usize = 512 * 1024;
 /// But never fewer pixels than this per block (deep layers with k_len in the thousands), so
 /// each product still has enough rows to amortise reading the whole weight matrix.
-const MIN_BLOCK: usize = 256;
+pub(super) const MIN_BLOCK: usize = 256;
 /// Output bytes per block of a 1×1 conv: inside L2.
 const POINTWISE_OUT_BYTES: usize = 256 * 1024;
 /// The input gradient's blocks are larger: there the panel is the product's output, and
 /// every block reads the whole weight matrix again, which dominates for deep layers.
-const MIN_BLOCK_BACKWARD: usize = 1024;
+pub(super) const MIN_BLOCK_BACKWARD: usize = 1024;
 
 /// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], b: [Cout], y: [N, Cout, Ho, Wo].
 pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
@@ -257,7 +259,7 @@ fn fill_bias<T: Real>(yi: &mut [T], pix: usize, b: Option<&[T]>, cols: Range<usi
 
 /// Output pixels per block: about PANEL_BYTES of im2col panel but at least `min_block`, split
 /// evenly over the image, rounded up to a multiple of 16 (the matrix product's row tile).
-fn block_width<T>(p: &Conv2dParams, min_block: usize) -> usize {
+pub(super) fn block_width<T>(p: &Conv2dParams, min_block: usize) -> usize {
     let pix = p.h_out() * p.w_out();
     let target = (PANEL_BYTES / (p.k_len().max(1) * size_of::<T>())).max(min_block);
     let blocks = (pix / target).max(1);
@@ -273,9 +275,15 @@ fn pointwise_block_width<T>(p: &Conv2dParams) -> usize {
     pix.div_ceil(blocks).next_multiple_of(16).min(pix).max(1)
 }
 
-/// The outputs o whose tap at kernel offset k reads an input o·stride + k − pad inside
-/// [0, len); the outputs outside this range read padding.
-fn valid_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) -> Range<usize> {
+/// The outputs o whose tap at kernel offset k (already dilated) reads an input
+/// o·stride + k − pad inside [0, len); the outputs outside this range read padding.
+pub(super) fn valid_outputs(
+    k: usize,
+    stride: usize,
+    pad: usize,
+    len: usize,
+    n_out: usize,
+) -> Range<usize> {
     let lo = pad.saturating_sub(k).div_ceil(stride);
     let hi = if len + pad > k {
         ((len + pad - k - 1) / stride + 1).min(n_out)
@@ -306,10 +314,12 @@ fn row_runs(
 }
 
 /// Pixels [p0, p0 + cols) of the im2col matrix, as a [k_len × cols] panel:
-/// col[(ci·kh + ky)·kw + kx][j] = x[ci][oy·s + ky − pad][ox·s + kx − pad] for pixel
-/// p0 + j = oy·Wo + ox (0 where that reads padding). In-bounds spans are copied as whole
-/// slices (stride 1) or strided gathers, without per-element bounds tests.
-fn im2col<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col: &mut [T]) {
+/// col[(ci·kh + ky)·kw + kx][j] = x[ci][oy·s + ky·d − pad][ox·s + kx·d − pad] for pixel
+/// p0 + j = oy·Wo + ox (0 where that reads padding; d: the dilation). In-bounds spans are
+/// copied as whole slices (stride 1) or strided gathers, without per-element bounds tests.
+/// `x` holds the c_in planes of one image (dense) or the c_in / groups of one group
+/// (grouped_conv.rs).
+pub(super) fn im2col<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col: &mut [T]) {
     simd::dispatch(
         #[inline(always)]
         || im2col_loops(p, x, p0, cols, col),
@@ -322,9 +332,11 @@ fn im2col_loops<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col:
     let mut rows = col.chunks_exact_mut(cols.max(1));
     for plane in x.chunks_exact((p.h_in * p.w_in).max(1)) {
         for ky in 0..p.k_h {
-            let valid_y = valid_outputs(ky, p.stride_h, p.pad_h, p.h_in, ho);
+            let kyd = ky * p.dilation_h;
+            let valid_y = valid_outputs(kyd, p.stride_h, p.pad_h, p.h_in, ho);
             for kx in 0..p.k_w {
-                let valid_x = valid_outputs(kx, p.stride_w, p.pad_w, p.w_in, wo);
+                let kxd = kx * p.dilation_w;
+                let valid_x = valid_outputs(kxd, p.stride_w, p.pad_w, p.w_in, wo);
                 let row = rows.next().expect("im2col row");
                 for (oy, ox, off) in row_runs(p0, cols, wo) {
                     let out = &mut row[off..off + ox.len()];
@@ -332,7 +344,7 @@ fn im2col_loops<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col:
                         out.fill(T::zero());
                         continue;
                     }
-                    let iy = oy * p.stride_h + ky - p.pad_h;
+                    let iy = oy * p.stride_h + kyd - p.pad_h;
                     let line = &plane[iy * p.w_in..(iy + 1) * p.w_in];
                     let lo = valid_x.start.clamp(ox.start, ox.end);
                     let hi = valid_x.end.clamp(lo, ox.end);
@@ -341,7 +353,7 @@ fn im2col_loops<T: Real>(p: &Conv2dParams, x: &[T], p0: usize, cols: usize, col:
                     head.fill(T::zero());
                     tail.fill(T::zero());
                     if lo < hi {
-                        let src = &line[lo * p.stride_w + kx - p.pad_w..];
+                        let src = &line[lo * p.stride_w + kxd - p.pad_w..];
                         if p.stride_w == 1 {
                             mid.copy_from_slice(&src[..hi - lo]);
                         } else if p.stride_w == 2 {
@@ -373,17 +385,19 @@ fn every_other<T: Real>(src: &[T], out: &mut [T]) {
     }
 }
 
-/// The adjoint of im2col for pixels [p0, p0 + cols): dx[ci][iy][ix] += every col entry of the
-/// block that reads it. Blocks are visited in order and each in a fixed order, so results
+/// The adjoint of [`im2col`] for pixels [p0, p0 + cols): dx[ci][iy][ix] += every col entry of
+/// the block that reads it. Blocks are visited in order and each in a fixed order, so results
 /// are deterministic.
-fn col2im<T: Real>(p: &Conv2dParams, col: &[T], p0: usize, cols: usize, dx: &mut [T]) {
+pub(super) fn col2im<T: Real>(p: &Conv2dParams, col: &[T], p0: usize, cols: usize, dx: &mut [T]) {
     let (ho, wo) = (p.h_out(), p.w_out());
     let mut rows = col.chunks_exact(cols.max(1));
     for plane in dx.chunks_exact_mut((p.h_in * p.w_in).max(1)) {
         for ky in 0..p.k_h {
-            let valid_y = valid_outputs(ky, p.stride_h, p.pad_h, p.h_in, ho);
+            let kyd = ky * p.dilation_h;
+            let valid_y = valid_outputs(kyd, p.stride_h, p.pad_h, p.h_in, ho);
             for kx in 0..p.k_w {
-                let valid_x = valid_outputs(kx, p.stride_w, p.pad_w, p.w_in, wo);
+                let kxd = kx * p.dilation_w;
+                let valid_x = valid_outputs(kxd, p.stride_w, p.pad_w, p.w_in, wo);
                 let row = rows.next().expect("col2im row");
                 for (oy, ox, off) in row_runs(p0, cols, wo) {
                     if !valid_y.contains(&oy) {
@@ -394,10 +408,10 @@ fn col2im<T: Real>(p: &Conv2dParams, col: &[T], p0: usize, cols: usize, dx: &mut
                     if lo == hi {
                         continue;
                     }
-                    let iy = oy * p.stride_h + ky - p.pad_h;
+                    let iy = oy * p.stride_h + kyd - p.pad_h;
                     let line = &mut plane[iy * p.w_in..(iy + 1) * p.w_in];
                     let src = &row[off + lo - ox.start..off + hi - ox.start];
-                    let dst = &mut line[lo * p.stride_w + kx - p.pad_w..];
+                    let dst = &mut line[lo * p.stride_w + kxd - p.pad_w..];
                     if p.stride_w == 1 {
                         // A plain slice sum, which vectorizes.
                         for (d, &v) in dst[..src.len()].iter_mut().zip(src) {
@@ -519,37 +533,9 @@ mod tests {
         }
     }
 
-    fn conv(
-        n: usize,
-        c_in: usize,
-        (h_in, w_in): (usize, usize),
-        c_out: usize,
-        (k_h, k_w): (usize, usize),
-        (stride_h, stride_w): (usize, usize),
-        (pad_h, pad_w): (usize, usize),
-    ) -> Conv2dParams {
-        Conv2dParams {
-            n,
-            c_in,
-            h_in,
-            w_in,
-            c_out,
-            k_h,
-            k_w,
-            stride_h,
-            stride_w,
-            pad_h,
-            pad_w,
-            pad_h_end: pad_h,
-            pad_w_end: pad_w,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        }
-    }
-
     #[test]
     fn blocked_im2col_matches_direct_convolution() {
+        let conv = Conv2dParams::dense;
         let mut rng = StdRng::seed_from_u64(7);
         let mut cases = vec![];
         for n in [1, 3] {
@@ -624,7 +610,7 @@ mod tests {
             (1, 1),
             (9, 3),
         ] {
-            let p = conv(1, k_len, (pix, 1), 1, (1, 1), (1, 1), (0, 0));
+            let p = Conv2dParams::dense(1, k_len, (pix, 1), 1, (1, 1), (1, 1), (0, 0));
             for min_block in [MIN_BLOCK, MIN_BLOCK_BACKWARD] {
                 let w = block_width::<f32>(&p, min_block);
                 assert!(w >= min_block.min(pix) && w <= pix, "{k_len} × {pix}: {w}");

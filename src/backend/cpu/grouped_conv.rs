@@ -26,7 +26,9 @@
 //! for 5–8 channels; both give the same bits). The row tap lists depend only on the conv's
 //! geometry, so they are built once per call (`RowTaps`) and shared by every block.
 
-use super::conv;
+use super::conv::{
+    self, block_width, col2im, im2col, valid_outputs, MIN_BLOCK, MIN_BLOCK_BACKWARD,
+};
 use super::matmul::{matmul, matmul_strided, Parallelism, View};
 use super::pages::prefer_huge_pages;
 use super::real::Real;
@@ -47,10 +49,6 @@ const BLOCK: usize = 8;
 /// At least this many output elements per rayon job (tiny planes, e.g. 7×7 depthwise, are
 /// batched).
 const JOB_ELEMS: usize = 8192;
-/// im2col panel size and block bounds, as in [`super::conv`].
-const PANEL_BYTES: usize = 512 * 1024;
-const MIN_BLOCK: usize = 256;
-const MIN_BLOCK_BACKWARD: usize = 1024;
 
 /// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin/groups, kh, kw], b: [Cout],
 /// y: [N, Cout, Ho, Wo].
@@ -153,18 +151,6 @@ fn assert_groups(p: &Conv2dParams) {
 /// Whether a non-dense conv takes the direct kernels.
 pub(crate) fn direct_applies(p: &Conv2dParams) -> bool {
     p.c_in_group() <= DIRECT_MAX_C_IN_GROUP
-}
-
-/// The outputs o whose tap at offset `k` (already dilated) reads an input o·stride + k − pad
-/// inside [0, len); the others read padding.
-fn valid_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) -> Range<usize> {
-    let lo = pad.saturating_sub(k).div_ceil(stride);
-    let hi = if len + pad > k {
-        ((len + pad - k - 1) / stride + 1).min(n_out)
-    } else {
-        0
-    };
-    lo.min(hi)..hi
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,15 +686,7 @@ impl<T: Real> BackwardBlock<'_, T> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The im2col route for wide groups.
-
-/// Pixels per im2col block: about PANEL_BYTES of panel, at least `min_block`, a multiple of 16.
-fn block_width<T>(p: &Conv2dParams, min_block: usize) -> usize {
-    let pix = p.h_out() * p.w_out();
-    let target = (PANEL_BYTES / (p.k_len().max(1) * size_of::<T>())).max(min_block);
-    let blocks = (pix / target).max(1);
-    pix.div_ceil(blocks).next_multiple_of(16).min(pix).max(1)
-}
+// The im2col route for wide groups: the dense route's panels (conv.rs) per (image, group).
 
 pub(crate) fn im2col_forward<T: Real>(
     p: &Conv2dParams,
@@ -794,108 +772,6 @@ pub(crate) fn im2col_backward_input<T: Real>(p: &Conv2dParams, dy: &[T], w: &[T]
         dx.chunks_mut(group_in.max(1))
             .enumerate()
             .for_each(|(ig, dxg)| run(ig, dxg));
-    }
-}
-
-/// Splits the flat pixel range [p0, p0 + cols) into runs inside one output row:
-/// (oy, range of ox, offset of the run's first pixel within the block).
-fn row_runs(
-    p0: usize,
-    cols: usize,
-    wo: usize,
-) -> impl Iterator<Item = (usize, Range<usize>, usize)> {
-    let end = p0 + cols;
-    let rows = if cols == 0 {
-        0..0
-    } else {
-        p0 / wo..(end - 1) / wo + 1
-    };
-    rows.map(move |oy| {
-        let start = (oy * wo).max(p0);
-        let stop = ((oy + 1) * wo).min(end);
-        (oy, start - oy * wo..stop - oy * wo, start - p0)
-    })
-}
-
-/// Pixels [p0, p0 + cols) of one group's im2col matrix as a [k_len × cols] panel (dilated
-/// taps; 0 where a tap reads padding).
-fn im2col<T: Real>(p: &Conv2dParams, xg: &[T], p0: usize, cols: usize, col: &mut [T]) {
-    let (ho, wo) = (p.h_out(), p.w_out());
-    let mut rows = col.chunks_exact_mut(cols.max(1));
-    for plane in xg.chunks_exact((p.h_in * p.w_in).max(1)) {
-        for ky in 0..p.k_h {
-            let valid_y = valid_outputs(ky * p.dilation_h, p.stride_h, p.pad_h, p.h_in, ho);
-            for kx in 0..p.k_w {
-                let kxd = kx * p.dilation_w;
-                let valid_x = valid_outputs(kxd, p.stride_w, p.pad_w, p.w_in, wo);
-                let row = rows.next().expect("im2col row");
-                for (oy, ox, off) in row_runs(p0, cols, wo) {
-                    let out = &mut row[off..off + ox.len()];
-                    if !valid_y.contains(&oy) {
-                        out.fill(T::zero());
-                        continue;
-                    }
-                    let iy = oy * p.stride_h + ky * p.dilation_h - p.pad_h;
-                    let line = &plane[iy * p.w_in..(iy + 1) * p.w_in];
-                    let lo = valid_x.start.clamp(ox.start, ox.end);
-                    let hi = valid_x.end.clamp(lo, ox.end);
-                    let (head, rest) = out.split_at_mut(lo - ox.start);
-                    let (mid, tail) = rest.split_at_mut(hi - lo);
-                    head.fill(T::zero());
-                    tail.fill(T::zero());
-                    if lo < hi {
-                        let src = &line[lo * p.stride_w + kxd - p.pad_w..];
-                        if p.stride_w == 1 {
-                            mid.copy_from_slice(&src[..hi - lo]);
-                        } else {
-                            for (o, &v) in mid.iter_mut().zip(src.iter().step_by(p.stride_w)) {
-                                *o = v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col`]: every panel entry added to the input element it reads, in a
-/// fixed order.
-fn col2im<T: Real>(p: &Conv2dParams, col: &[T], p0: usize, cols: usize, dxg: &mut [T]) {
-    let (ho, wo) = (p.h_out(), p.w_out());
-    let mut rows = col.chunks_exact(cols.max(1));
-    for plane in dxg.chunks_exact_mut((p.h_in * p.w_in).max(1)) {
-        for ky in 0..p.k_h {
-            let valid_y = valid_outputs(ky * p.dilation_h, p.stride_h, p.pad_h, p.h_in, ho);
-            for kx in 0..p.k_w {
-                let kxd = kx * p.dilation_w;
-                let valid_x = valid_outputs(kxd, p.stride_w, p.pad_w, p.w_in, wo);
-                let row = rows.next().expect("col2im row");
-                for (oy, ox, off) in row_runs(p0, cols, wo) {
-                    if !valid_y.contains(&oy) {
-                        continue;
-                    }
-                    let lo = valid_x.start.clamp(ox.start, ox.end);
-                    let hi = valid_x.end.clamp(lo, ox.end);
-                    if lo == hi {
-                        continue;
-                    }
-                    let iy = oy * p.stride_h + ky * p.dilation_h - p.pad_h;
-                    let line = &mut plane[iy * p.w_in..(iy + 1) * p.w_in];
-                    let src = &row[off + lo - ox.start..off + hi - ox.start];
-                    let dst = &mut line[lo * p.stride_w + kxd - p.pad_w..];
-                    if p.stride_w == 1 {
-                        for (d, &v) in dst[..src.len()].iter_mut().zip(src) {
-                            *d += v;
-                        }
-                    } else {
-                        for (d, &v) in dst.iter_mut().step_by(p.stride_w).zip(src) {
-                            *d += v;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -1008,24 +884,16 @@ mod tests {
             (rng.random_range(1..=2), rng.random_range(1..=2));
         let span = (dilation_h * (k_h - 1) + 1, dilation_w * (k_w - 1) + 1);
         let pads: [usize; 4] = std::array::from_fn(|_| rng.random_range(0..=2));
-        Conv2dParams {
-            n: rng.random_range(1..=3),
-            c_in: groups * cig,
-            h_in: rng.random_range(span.0.saturating_sub(pads[0] + pads[2]).max(1)..=40),
-            w_in: rng.random_range(span.1.saturating_sub(pads[1] + pads[3]).max(1)..=45),
-            c_out: groups * cog,
-            k_h,
-            k_w,
-            stride_h: rng.random_range(1..=3),
-            stride_w: rng.random_range(1..=3),
-            pad_h: pads[0],
-            pad_w: pads[1],
-            pad_h_end: pads[2],
-            pad_w_end: pads[3],
-            dilation_h,
-            dilation_w,
-            groups,
-        }
+        // Drawn in the order the cases have always been drawn.
+        let n = rng.random_range(1..=3);
+        let h_in = rng.random_range(span.0.saturating_sub(pads[0] + pads[2]).max(1)..=40);
+        let w_in = rng.random_range(span.1.saturating_sub(pads[1] + pads[3]).max(1)..=45);
+        let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let (c_in, c_out) = (groups * cig, groups * cog);
+        Conv2dParams::dense(n, c_in, (h_in, w_in), c_out, (k_h, k_w), stride, (0, 0))
+            .with_padding(pads)
+            .with_dilation((dilation_h, dilation_w))
+            .with_groups(groups)
     }
 
     #[test]
@@ -1034,9 +902,8 @@ mod tests {
         let mut cases: Vec<Conv2dParams> = (0..80).map(|_| random_case(&mut rng)).collect();
         // Depthwise 3×3 / 5×5 / 7×7 at stride 1 and 2, wide rows (every tile width).
         for (k, s, hw) in [(3, 1, 70), (3, 2, 71), (5, 1, 37), (5, 2, 40), (7, 1, 45)] {
-            let mut p = Conv2dParams::dense(2, 5, (hw - 3, hw), 5, (k, k), (s, s), (k / 2, k / 2));
-            p.groups = 5;
-            cases.push(p);
+            let p = Conv2dParams::dense(2, 5, (hw - 3, hw), 5, (k, k), (s, s), (k / 2, k / 2));
+            cases.push(p.with_groups(5));
         }
         for p in &cases {
             assert!(p.fits(), "{p:?}");
@@ -1104,9 +971,7 @@ mod tests {
             );
         };
         let grouped = |c: usize, hw: usize, g: usize, k: usize, s: usize| {
-            let mut p = Conv2dParams::dense(8, c, (hw, hw), c, (k, k), (s, s), (k / 2, k / 2));
-            p.groups = g;
-            p
+            Conv2dParams::dense(8, c, (hw, hw), c, (k, k), (s, s), (k / 2, k / 2)).with_groups(g)
         };
         run(
             "depthwise 3x3 s1 112x112x96",

@@ -300,13 +300,13 @@ impl Backend for CpuBackend {
     }
 
     fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Storage) -> Result<Storage> {
-        let mut y = self.out(p.output_len());
+        let mut y = self.out(p.window.output_len());
         pool::avg_pool2d_forward(p, x, &mut y);
         Ok(y.into())
     }
 
     fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Storage) -> Result<Storage> {
-        let mut dx = self.out(p.input_len());
+        let mut dx = self.out(p.window.input_len());
         pool::avg_pool2d_backward_input(p, dy, &mut dx);
         Ok(dx.into())
     }
@@ -455,24 +455,7 @@ mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     fn conv(c_in: usize, c_out: usize) -> Conv2dParams {
-        Conv2dParams {
-            n: 2,
-            c_in,
-            h_in: 13,
-            w_in: 11,
-            c_out,
-            k_h: 3,
-            k_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            pad_h: 1,
-            pad_w: 1,
-            pad_h_end: 1,
-            pad_w_end: 1,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        }
+        Conv2dParams::dense(2, c_in, (13, 11), c_out, (3, 3), (1, 1), (1, 1))
     }
 
     /// A fused conv → BatchNorm (→ add) → activation, and conv → activation, give the bits of
@@ -491,17 +474,7 @@ mod tests {
             )
         };
         let be = CpuBackend { poison: true };
-        let strided = Conv2dParams {
-            k_h: 1,
-            k_w: 1,
-            stride_h: 2,
-            stride_w: 2,
-            pad_h: 0,
-            pad_w: 0,
-            pad_h_end: 0,
-            pad_w_end: 0,
-            ..conv(9, 21)
-        };
+        let strided = Conv2dParams::dense(2, 9, (13, 11), 21, (1, 1), (2, 2), (0, 0));
         for p in [conv(7, 19), strided] {
             let (x, w, bias) = (
                 r(p.input_len(), 1.0),

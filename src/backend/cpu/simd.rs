@@ -159,10 +159,7 @@ mod tests {
                 .collect();
             // The grouped row kernel asks for FMA, so only the levels that have it agree: 8
             // channels per group (16-pixel tiles at AVX-512, 8 at AVX2), rows of 23.
-            let g = Conv2dParams {
-                groups: 3,
-                ..Conv2dParams::dense(2, 24, (19, 23), 24, (3, 3), (1, 1), (1, 1))
-            };
+            let g = Conv2dParams::dense(2, 24, (19, 23), 24, (3, 3), (1, 1), (1, 1)).with_groups(3);
             let xg: Vec<f32> = (0..g.input_len()).map(|i| x[i % x.len()]).collect();
             let wg: Vec<f32> = (0..g.weight_len()).map(|i| w[i % w.len()]).collect();
             let mut yg = vec![f32::NAN; g.output_len()];

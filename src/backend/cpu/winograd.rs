@@ -115,20 +115,15 @@ pub fn backward_as_forward(p: &Conv2dParams) -> Option<Conv2dParams> {
     {
         return None;
     }
-    let q = Conv2dParams {
-        c_in: p.c_out,
-        h_in: p.h_out(),
-        w_in: p.w_out(),
-        c_out: p.c_in,
-        pad_h: 2 - p.pad_h,
-        pad_w: 2 - p.pad_w,
-        pad_h_end: 2 - p.pad_h,
-        pad_w_end: 2 - p.pad_w,
-        dilation_h: 1,
-        dilation_w: 1,
-        groups: 1,
-        ..*p
-    };
+    let q = Conv2dParams::dense(
+        p.n,
+        p.c_out,
+        (p.h_out(), p.w_out()),
+        p.c_in,
+        (3, 3),
+        (1, 1),
+        (2 - p.pad_h, 2 - p.pad_w),
+    );
     applies(&q).then_some(q)
 }
 
@@ -624,24 +619,7 @@ mod tests {
         c_out: usize,
         pad: usize,
     ) -> Conv2dParams {
-        Conv2dParams {
-            n,
-            c_in,
-            h_in: h,
-            w_in: w,
-            c_out,
-            k_h: 3,
-            k_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            pad_h: pad,
-            pad_w: pad,
-            pad_h_end: pad,
-            pad_w_end: pad,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        }
+        Conv2dParams::dense(n, c_in, (h, w), c_out, (3, 3), (1, 1), (pad, pad))
     }
 
     #[test]

@@ -63,7 +63,8 @@ kernel_args! {
 }
 
 impl AvgPool2d {
-    fn new(p: &AvgPool2dParams, total: usize) -> Self {
+    fn new(a: &AvgPool2dParams, total: usize) -> Self {
+        let p = &a.window;
         Self {
             total: total as i64,
             h_in: p.h_in as i32,
@@ -76,7 +77,7 @@ impl AvgPool2d {
             pad_w: p.pad_w as i32,
             h_out: p.h_out() as i32,
             w_out: p.w_out() as i32,
-            count_include_pad: p.count_include_pad as i32,
+            count_include_pad: a.count_include_pad as i32,
             _pad: 0,
         }
     }
@@ -175,9 +176,10 @@ pub fn win_avg_pool(
     p: &AvgPool2dParams,
     x: &CudaSlice<f32>,
 ) -> Result<CudaSlice<f32>> {
-    let mut y = be.out(p.output_len())?;
-    let args = AvgPool2d::new(p, p.output_len());
-    launch!(be, WIN_AVG_FWD, flat(p.output_len()); &mut y, x; args);
+    let len = p.window.output_len();
+    let mut y = be.out(len)?;
+    let args = AvgPool2d::new(p, len);
+    launch!(be, WIN_AVG_FWD, flat(len); &mut y, x; args);
     Ok(y)
 }
 
@@ -186,9 +188,10 @@ pub fn win_avg_pool_backward(
     p: &AvgPool2dParams,
     dy: &CudaSlice<f32>,
 ) -> Result<CudaSlice<f32>> {
-    let mut dx = be.out(p.input_len())?;
-    let args = AvgPool2d::new(p, p.input_len());
-    launch!(be, WIN_AVG_BWD, flat(p.input_len()); &mut dx, dy; args);
+    let len = p.window.input_len();
+    let mut dx = be.out(len)?;
+    let args = AvgPool2d::new(p, len);
+    launch!(be, WIN_AVG_BWD, flat(len); &mut dx, dy; args);
     Ok(dx)
 }
 

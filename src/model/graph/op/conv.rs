@@ -34,24 +34,10 @@ impl Conv2d {
         if c != c_in_g * self.groups {
             return Err(format!("takes {} channels, gets {c}", c_in_g * self.groups));
         }
-        let p = Conv2dParams {
-            n,
-            c_in: c,
-            h_in: h,
-            w_in: w,
-            c_out,
-            k_h,
-            k_w,
-            stride_h: self.stride.0,
-            stride_w: self.stride.1,
-            pad_h: self.pad[0],
-            pad_w: self.pad[1],
-            pad_h_end: self.pad[2],
-            pad_w_end: self.pad[3],
-            dilation_h: self.dilation.0,
-            dilation_w: self.dilation.1,
-            groups: self.groups,
-        };
+        let p = Conv2dParams::dense(n, c, (h, w), c_out, (k_h, k_w), self.stride, (0, 0))
+            .with_padding(self.pad)
+            .with_dilation(self.dilation)
+            .with_groups(self.groups);
         if !p.fits() {
             return Err(format!(
                 "the feature map is too small (kernel {k_h}x{k_w} on a {h}x{w} map)"
