@@ -10,13 +10,38 @@
 //   x, dx: [n, c_in, h_in, w_in]; w: [c_out, c_in, k_h, k_w]; bias: [c_out];
 //   y, dy: [n, c_out, h_out, w_out].
 
+// The scalars of every kernel here (shaders/conv2d.wgsl's Conv, and the epilogue of v3/v4's
+// forward): the shapes above; has_bias (v1, v2 forward): bias is read; relu, act, alpha, beta
+// (v3, v4 forward): the activation, see Epilogue.
+struct Conv {
+    int n;
+    int c_in;
+    int h_in;
+    int w_in;
+    int c_out;
+    int k_h;
+    int k_w;
+    int stride_h;
+    int stride_w;
+    int pad_h;
+    int pad_w;
+    int h_out;
+    int w_out;
+    int has_bias;
+    int relu;
+    int act;
+    float alpha;
+    float beta;
+};
+
 // ---------------------------------------------------------------------------------- v1
 
 // y = conv(x, w) + bias (bias read only when has_bias != 0). One thread per element of y.
 extern "C" __global__ void conv2d_fwd_v1(float* __restrict__ y, const float* __restrict__ x,
-                                         const float* __restrict__ w, const float* __restrict__ bias, int has_bias,
-                                         int n, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out,
-                                         int k_h, int k_w, int stride_h, int stride_w, int pad_h, int pad_w) {
+                                         const float* __restrict__ w, const float* __restrict__ bias, Conv args) {
+    const int has_bias = args.has_bias, n = args.n, c_in = args.c_in, h_in = args.h_in, w_in = args.w_in;
+    const int c_out = args.c_out, h_out = args.h_out, w_out = args.w_out, k_h = args.k_h, k_w = args.k_w;
+    const int stride_h = args.stride_h, stride_w = args.stride_w, pad_h = args.pad_h, pad_w = args.pad_w;
     long long total = (long long)n * c_out * h_out * w_out;
     for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
         int ox = (int)(o % w_out);
@@ -44,9 +69,10 @@ extern "C" __global__ void conv2d_fwd_v1(float* __restrict__ y, const float* __r
 // dx = conv_transpose(dy, w), gathered: one thread per element of dx sums over every
 // (c_out, ky, kx) whose output position reads it.
 extern "C" __global__ void conv2d_bwd_input_v1(float* __restrict__ dx, const float* __restrict__ dy,
-                                               const float* __restrict__ w, int n, int c_in, int h_in, int w_in,
-                                               int c_out, int h_out, int w_out, int k_h, int k_w, int stride_h,
-                                               int stride_w, int pad_h, int pad_w) {
+                                               const float* __restrict__ w, Conv args) {
+    const int n = args.n, c_in = args.c_in, h_in = args.h_in, w_in = args.w_in;
+    const int c_out = args.c_out, h_out = args.h_out, w_out = args.w_out, k_h = args.k_h, k_w = args.k_w;
+    const int stride_h = args.stride_h, stride_w = args.stride_w, pad_h = args.pad_h, pad_w = args.pad_w;
     long long total = (long long)n * c_in * h_in * w_in;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
         int ix = (int)(t % w_in);
@@ -86,6 +112,12 @@ extern "C" __global__ void conv2d_bwd_input_v1(float* __restrict__ dx, const flo
 struct ConvShape {
     int n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w;
 };
+
+// The shape of a launch's arguments, member by member.
+__device__ __forceinline__ ConvShape conv_shape(const Conv& a) {
+    return ConvShape{a.n,   a.c_in, a.h_in,     a.w_in,     a.c_out, a.h_out, a.w_out,
+                     a.k_h, a.k_w,  a.stride_h, a.stride_w, a.pad_h, a.pad_w};
+}
 
 struct ForwardProblem {
     const float* x;
@@ -239,20 +271,15 @@ __device__ void tf32_gemm(const P& p) {
 // Grid: (ceil(N / 64), ceil(M / 64)) blocks of 128 threads; see ForwardProblem for M, N, K.
 extern "C" __global__ void __launch_bounds__(TC_THREADS) conv2d_fwd_v2(
     float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-    int has_bias, int n, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int k_h, int k_w,
-    int stride_h, int stride_w, int pad_h, int pad_w) {
-    ForwardProblem p{x, w, bias, y, has_bias,
-                     ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}};
+    Conv args) {
+    ForwardProblem p{x, w, bias, y, args.has_bias, conv_shape(args)};
     tf32_gemm(p);
 }
 
 // Grid: (ceil(N / 64), ceil(M / 64)) blocks of 128 threads; see BackwardProblem for M, N, K.
 extern "C" __global__ void __launch_bounds__(TC_THREADS) conv2d_bwd_input_v2(
-    float* __restrict__ dx, const float* __restrict__ dy, const float* __restrict__ w, int n, int c_in, int h_in,
-    int w_in, int c_out, int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w, int pad_h,
-    int pad_w) {
-    BackwardProblem p{dy, w, dx,
-                      ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}};
+    float* __restrict__ dx, const float* __restrict__ dy, const float* __restrict__ w, Conv args) {
+    BackwardProblem p{dy, w, dx, conv_shape(args)};
     tf32_gemm(p);
 }
 
@@ -557,27 +584,30 @@ __device__ void conv_bwd_v3(float* dx, const float* dy, const float* w, ConvShap
 
 // Forward with the fused epilogue. y, residual: [n, c_out, h_out, w_out]; x: [n, c_in, h_in,
 // w_in]; w: [c_out, c_in, k_h, k_w]; bias, scale, shift: [c_out]. bias, scale and residual may
-// be null (scale null: no BatchNorm); relu, act, alpha, beta: the activation (see Epilogue;
-// relu 0 and act -1: none). Grid: (ceil(N / 128), ceil(M / 128)) blocks of 256.
-#define V3_FWD_PARAMS                                                                                            \
-    float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,                            \
-        const float *__restrict__ bias, const float *__restrict__ scale, const float *__restrict__ shift,       \
-        const float *__restrict__ residual, int relu, int act, float alpha, float beta, int n, int c_in,        \
-        int h_in, int w_in, int c_out, int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,     \
-        int pad_h, int pad_w
+// be null (scale null: no BatchNorm); args.relu, act, alpha, beta: the activation (see
+// Epilogue; relu 0 and act -1: none). Grid: (ceil(N / 128), ceil(M / 128)) blocks of 256.
 #define V3_FWD_ARGS \
-    y, x, w, Epilogue{bias, scale, shift, residual, relu, act, alpha, beta}, \
-        ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}
+    y, x, w, Epilogue{bias, scale, shift, residual, args.relu, args.act, args.alpha, args.beta}, conv_shape(args)
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_fwd_v3(
+    float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+    const float* __restrict__ scale, const float* __restrict__ shift, const float* __restrict__ residual,
+    Conv args) {
+    conv_fwd_v3<3>(V3_FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_fwd_v4(
+    float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+    const float* __restrict__ scale, const float* __restrict__ shift, const float* __restrict__ residual,
+    Conv args) {
+    conv_fwd_v3<1>(V3_FWD_ARGS);
+}
+
 // Input gradient. dx: [n, c_in, h_in, w_in]; dy: [n, c_out, h_out, w_out]. Grid: (ceil(N /
 // 128), ceil(c_in / 128)) blocks of 256.
-#define V3_BWD_PARAMS                                                                                          \
-    float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ w, int n, int c_in,       \
-        int h_in, int w_in, int c_out, int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w, \
-        int pad_h, int pad_w
-#define V3_BWD_ARGS \
-    dx, dy, w, ConvShape{n, c_in, h_in, w_in, c_out, h_out, w_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w}
-
-extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_fwd_v3(V3_FWD_PARAMS) { conv_fwd_v3<3>(V3_FWD_ARGS); }
-extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_bwd_input_v3(V3_BWD_PARAMS) { conv_bwd_v3<3>(V3_BWD_ARGS); }
-extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_fwd_v4(V3_FWD_PARAMS) { conv_fwd_v3<1>(V3_FWD_ARGS); }
-extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_bwd_input_v4(V3_BWD_PARAMS) { conv_bwd_v3<1>(V3_BWD_ARGS); }
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_bwd_input_v3(
+    float* __restrict__ dx, const float* __restrict__ dy, const float* __restrict__ w, Conv args) {
+    conv_bwd_v3<3>(dx, dy, w, conv_shape(args));
+}
+extern "C" __global__ void __launch_bounds__(V3_THREADS) conv2d_bwd_input_v4(
+    float* __restrict__ dx, const float* __restrict__ dy, const float* __restrict__ w, Conv args) {
+    conv_bwd_v3<1>(dx, dy, w, conv_shape(args));
+}

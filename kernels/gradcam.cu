@@ -157,13 +157,26 @@ __device__ double pixel_sum(int combine, const float* a, const float* g, const d
     return s;
 }
 
+// The scalars of grad_cam (shaders/gradcam.wgsl's GradCam, less n: one block per image, and the
+// scales the kernel computes itself).
+struct GradCam {
+    int c;
+    int h;
+    int w;
+    int out_h;
+    int out_w;
+    int combine;
+    int renormalize;
+};
+
 // activation: [n, c, h, w]; gradient: [n, c, h, w], or [n, c] weights for CAM_WEIGHTS (not read
 // for CAM_FEM); cam: [n, out_h, out_w]; weights: [n, c] scratch (double); small: [n, h, w]
 // scratch. combine: CamCombine::code(); renormalize: 0 or 1. Grid: n blocks of CAM_THREADS.
 extern "C" __global__ void __launch_bounds__(CAM_THREADS) grad_cam(
     float* __restrict__ cam, double* __restrict__ weights, float* __restrict__ small,
-    const float* __restrict__ activation, const float* __restrict__ gradient, int c, int h, int w, int out_h,
-    int out_w, int combine, int renormalize) {
+    const float* __restrict__ activation, const float* __restrict__ gradient, GradCam args) {
+    const int c = args.c, h = args.h, w = args.w, out_h = args.out_h, out_w = args.out_w;
+    const int combine = args.combine, renormalize = args.renormalize;
     __shared__ float shared[32];
     const int img = blockIdx.x;
     const long long hw = (long long)h * w;
@@ -237,10 +250,26 @@ __device__ float mask_at(const float* src, int i, int h, int w, int out_w, float
 // (four taps) rather than stored. Rounded like the CPU reference (no fused multiply-add).
 // out: [count, in_c, out_h, out_w]; x: [in_c, out_h, out_w]; activation: [N, C, h, w], of which
 // channels c0 .. c0 + count of image `image` are read. Grid: count blocks of CAM_THREADS.
+// (shaders/gradcam.wgsl's ScoreMask, less count: one block per mask.)
+struct ScoreMask {
+    int image;
+    int c0;
+    int c;
+    int h;
+    int w;
+    int in_c;
+    int out_h;
+    int out_w;
+    float scale_h;
+    float scale_w;
+};
+
 extern "C" __global__ void __launch_bounds__(CAM_THREADS) score_cam_masks(
     float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ activation,
-    int image, int c0, int c, int h, int w, int in_c, int out_h, int out_w, float scale_h,
-    float scale_w) {
+    ScoreMask args) {
+    const int image = args.image, c0 = args.c0, c = args.c, h = args.h, w = args.w;
+    const int in_c = args.in_c, out_h = args.out_h, out_w = args.out_w;
+    const float scale_h = args.scale_h, scale_w = args.scale_w;
     __shared__ float shared[32];
     const int j = blockIdx.x;
     const long long plane = (long long)out_h * out_w;
@@ -275,9 +304,18 @@ __device__ bool ranks_before(float a, int ia, float b, int ib) {
 // host round trip. One thread per (image, class) writes its own element: with a fixed class
 // (by_rank = 0) 1 where the class matches; by rank, 1 where the number of classes ranking
 // before this one equals `value`.
-// seed: [N, K] out; logits: [N, K]
+// seed: [N, K] out; logits: [N, K]. (shaders/gradcam.wgsl's ClassSeed: mode 0 is a fixed class,
+// 1 by rank.)
+struct ClassSeed {
+    int n;
+    int k;
+    int mode;
+    int value;
+};
+
 extern "C" __global__ void class_seed(float* __restrict__ seed, const float* __restrict__ logits,
-                                      int n, int k, int by_rank, int value) {
+                                      ClassSeed args) {
+    const int n = args.n, k = args.k, by_rank = args.mode, value = args.value;
     long long total = (long long)n * k;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {

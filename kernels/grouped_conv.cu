@@ -9,12 +9,41 @@
 // Shapes (contiguous, NCHW): x, dx: [n, c_in, h_in, w_in]; w: [c_out, c_in/groups, k_h, k_w];
 // bias: [c_out]; y, dy: [n, c_out, h_out, w_out].
 
+// The scalars of every kernel here (shaders/grouped_conv.wgsl's GroupedConv): the shapes
+// above, dilation and groups; has_bias (forward): bias is read; tile_h, tile_w, planes: v2's
+// tiling (Conv2dParams::grouped_tile / grouped_tile_backward; 0 for v1).
+struct GroupedConv {
+    int n;
+    int c_in;
+    int h_in;
+    int w_in;
+    int c_out;
+    int k_h;
+    int k_w;
+    int stride_h;
+    int stride_w;
+    int pad_h;
+    int pad_w;
+    int h_out;
+    int w_out;
+    int dil_h;
+    int dil_w;
+    int groups;
+    int has_bias;
+    int tile_h;
+    int tile_w;
+    int planes;
+};
+
 // y = conv(x, w) + bias (bias read only when has_bias != 0).
 extern "C" __global__ void grouped_conv_fwd(float* __restrict__ y, const float* __restrict__ x,
                                             const float* __restrict__ w, const float* __restrict__ bias,
-                                            int has_bias, int n, int c_in, int h_in, int w_in, int c_out,
-                                            int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,
-                                            int pad_h, int pad_w, int dil_h, int dil_w, int groups) {
+                                            GroupedConv args) {
+    const int has_bias = args.has_bias;
+    const int n = args.n, c_in = args.c_in, h_in = args.h_in, w_in = args.w_in, c_out = args.c_out;
+    const int h_out = args.h_out, w_out = args.w_out, k_h = args.k_h, k_w = args.k_w;
+    const int stride_h = args.stride_h, stride_w = args.stride_w, pad_h = args.pad_h, pad_w = args.pad_w;
+    const int dil_h = args.dil_h, dil_w = args.dil_w, groups = args.groups;
     long long total = (long long)n * c_out * h_out * w_out;
     int cig = c_in / groups, cog = c_out / groups;
     for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
@@ -54,10 +83,13 @@ extern "C" __global__ void grouped_conv_fwd(float* __restrict__ y, const float* 
 #define GC_WINDOW 4096  // floats of shared memory: planes * rows * cols <= GroupedTile::PATCH
 extern "C" __global__ void grouped_conv_fwd_v2(float* __restrict__ y, const float* __restrict__ x,
                                                const float* __restrict__ w, const float* __restrict__ bias,
-                                               int has_bias, int n, int c_in, int h_in, int w_in, int c_out,
-                                               int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,
-                                               int pad_h, int pad_w, int dil_h, int dil_w, int groups, int tile_h,
-                                               int tile_w, int planes) {
+                                               GroupedConv args) {
+    const int has_bias = args.has_bias;
+    const int n = args.n, c_in = args.c_in, h_in = args.h_in, w_in = args.w_in, c_out = args.c_out;
+    const int h_out = args.h_out, w_out = args.w_out, k_h = args.k_h, k_w = args.k_w;
+    const int stride_h = args.stride_h, stride_w = args.stride_w, pad_h = args.pad_h, pad_w = args.pad_w;
+    const int dil_h = args.dil_h, dil_w = args.dil_w, groups = args.groups;
+    const int tile_h = args.tile_h, tile_w = args.tile_w, planes = args.planes;
     __shared__ float win[GC_WINDOW];
     const int rows = (tile_h - 1) * stride_h + (k_h - 1) * dil_h + 1;
     const int cols = (tile_w - 1) * stride_w + (k_w - 1) * dil_w + 1;
@@ -117,10 +149,11 @@ __device__ __forceinline__ int dilated_tap_source(int i, int k, int dil, int str
 
 // dx = conv_transpose(dy, w), gathered over the output channels of x's group.
 extern "C" __global__ void grouped_conv_bwd_input(float* __restrict__ dx, const float* __restrict__ dy,
-                                                  const float* __restrict__ w, int n, int c_in, int h_in,
-                                                  int w_in, int c_out, int h_out, int w_out, int k_h, int k_w,
-                                                  int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
-                                                  int dil_w, int groups) {
+                                                  const float* __restrict__ w, GroupedConv args) {
+    const int n = args.n, c_in = args.c_in, h_in = args.h_in, w_in = args.w_in, c_out = args.c_out;
+    const int h_out = args.h_out, w_out = args.w_out, k_h = args.k_h, k_w = args.k_w;
+    const int stride_h = args.stride_h, stride_w = args.stride_w, pad_h = args.pad_h, pad_w = args.pad_w;
+    const int dil_h = args.dil_h, dil_w = args.dil_w, groups = args.groups;
     long long total = (long long)n * c_in * h_in * w_in;
     int cig = c_in / groups, cog = c_out / groups;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
@@ -157,10 +190,12 @@ extern "C" __global__ void grouped_conv_bwd_input(float* __restrict__ dx, const 
 __device__ __forceinline__ int floor_div(int a, int b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
 
 extern "C" __global__ void grouped_conv_bwd_input_v2(float* __restrict__ dx, const float* __restrict__ dy,
-                                                     const float* __restrict__ w, int n, int c_in, int h_in,
-                                                     int w_in, int c_out, int h_out, int w_out, int k_h, int k_w,
-                                                     int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
-                                                     int dil_w, int groups, int tile_h, int tile_w, int planes) {
+                                                     const float* __restrict__ w, GroupedConv args) {
+    const int n = args.n, c_in = args.c_in, h_in = args.h_in, w_in = args.w_in, c_out = args.c_out;
+    const int h_out = args.h_out, w_out = args.w_out, k_h = args.k_h, k_w = args.k_w;
+    const int stride_h = args.stride_h, stride_w = args.stride_w, pad_h = args.pad_h, pad_w = args.pad_w;
+    const int dil_h = args.dil_h, dil_w = args.dil_w, groups = args.groups;
+    const int tile_h = args.tile_h, tile_w = args.tile_w, planes = args.planes;
     __shared__ float win[GC_WINDOW];
     // At most this many dy rows and columns reach a tile.
     const int rows = (tile_h - 1 + (k_h - 1) * dil_h) / stride_h + 2;

@@ -3,6 +3,16 @@
 // first element, the biased variance; the backward pass recomputes them. One thread per
 // normalized vector (outer, inner), its dim elements summed in order (deterministic).
 
+// The scalars of both kernels (shaders/layer_norm.wgsl's Ln): x viewed as [outer, dim, inner],
+// and eps.
+struct Ln {
+    long long inner;
+    int outer;
+    int dim;
+    float eps;
+    int _pad;  // to a multiple of 8 bytes, so no implicit padding (see src/backend/cuda/args.rs)
+};
+
 // Mean and 1/sqrt(var + eps) of (x - x0) along the vector at xv (stride inner).
 __device__ __forceinline__ float2 ln_stats(const float* xv, float x0, int dim, long long inner, float eps) {
     float s = 0.0f;
@@ -18,8 +28,10 @@ __device__ __forceinline__ float2 ln_stats(const float* xv, float x0, int dim, l
 
 // y = (x - mean) * rstd * w[d] + b[d].  x, y: [outer, dim, inner]; w, b: [dim]
 extern "C" __global__ void layer_norm_fwd(float* __restrict__ y, const float* __restrict__ x,
-                                          const float* __restrict__ w, const float* __restrict__ b, int outer,
-                                          int dim, long long inner, float eps) {
+                                          const float* __restrict__ w, const float* __restrict__ b, Ln args) {
+    const int outer = args.outer, dim = args.dim;
+    const long long inner = args.inner;
+    const float eps = args.eps;
     long long vectors = (long long)outer * inner;
     for (long long v = blockIdx.x * (long long)blockDim.x + threadIdx.x; v < vectors; v += (long long)gridDim.x * blockDim.x) {
         long long base = (v / inner) * dim * inner + v % inner;
@@ -35,7 +47,10 @@ extern "C" __global__ void layer_norm_fwd(float* __restrict__ y, const float* __
 // With x^ = (x - mean) * rstd and g = w * dy: dx = rstd * (g - mean(g) - x^ * mean(g * x^)).
 extern "C" __global__ void layer_norm_bwd_input(float* __restrict__ dx, const float* __restrict__ x,
                                                 const float* __restrict__ w, const float* __restrict__ dy,
-                                                int outer, int dim, long long inner, float eps) {
+                                                Ln args) {
+    const int outer = args.outer, dim = args.dim;
+    const long long inner = args.inner;
+    const float eps = args.eps;
     long long vectors = (long long)outer * inner;
     for (long long v = blockIdx.x * (long long)blockDim.x + threadIdx.x; v < vectors; v += (long long)gridDim.x * blockDim.x) {
         long long base = (v / inner) * dim * inner + v % inner;

@@ -5,12 +5,21 @@
 
 #define LINEAR_IMAGES 8
 
+// The scalars of both kernels (shaders/linear.wgsl's Linear): n images of in_f features to
+// out_f; has_bias (forward only): bias is read.
+struct Linear {
+    int n;
+    int in_f;
+    int out_f;
+    int has_bias;
+};
+
 // y[i, o] = bias[o] + sum_k x[i, k] * w[o, k].
 // x: [n, in_f], w: [out_f, in_f], bias: [out_f] (read only when has_bias != 0), y: [n, out_f].
 // Grid: blockDim.x = 32 * warps; warp index g over out_f * ceil(n / 8).
 extern "C" __global__ void linear_fwd(float* __restrict__ y, const float* __restrict__ x,
-                                      const float* __restrict__ w, const float* __restrict__ bias, int has_bias,
-                                      int n, int in_f, int out_f) {
+                                      const float* __restrict__ w, const float* __restrict__ bias, Linear args) {
+    const int has_bias = args.has_bias, n = args.n, in_f = args.in_f, out_f = args.out_f;
     long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     int groups = (n + LINEAR_IMAGES - 1) / LINEAR_IMAGES;
@@ -39,7 +48,8 @@ extern "C" __global__ void linear_fwd(float* __restrict__ y, const float* __rest
 // dx[i, k] = sum_o dy[i, o] * w[o, k].
 // dy: [n, out_f], w: [out_f, in_f], dx: [n, in_f]. One thread per (k, group of 8 images).
 extern "C" __global__ void linear_bwd_input(float* __restrict__ dx, const float* __restrict__ dy,
-                                            const float* __restrict__ w, int n, int in_f, int out_f) {
+                                            const float* __restrict__ w, Linear args) {
+    const int n = args.n, in_f = args.in_f, out_f = args.out_f;
     long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     int groups = (n + LINEAR_IMAGES - 1) / LINEAR_IMAGES;
     if (t >= (long long)in_f * groups) return;

@@ -7,14 +7,59 @@
 // +infinity; NVRTC has no <math.h>, so INFINITY is not defined.
 #define GC_INF __int_as_float(0x7f800000)
 
+// The scalars of max_pool2d_* (shaders/pool.wgsl's MaxPool, with total, the elements the
+// kernel's threads cover, for n and c).
+struct MaxPool {
+    long long total;
+    int h_in;
+    int w_in;
+    int k_h;
+    int k_w;
+    int stride_h;
+    int stride_w;
+    int pad_h;
+    int pad_w;
+    int h_out;
+    int w_out;
+};
+
+// The scalars of avg_pool2d_* (shaders/pool.wgsl's AvgPool2d, with total for n and c).
+struct AvgPool2d {
+    long long total;
+    int h_in;
+    int w_in;
+    int k_h;
+    int k_w;
+    int stride_h;
+    int stride_w;
+    int pad_h;
+    int pad_w;
+    int h_out;
+    int w_out;
+    int count_include_pad;
+    int _pad;  // to a multiple of 8 bytes, so no implicit padding (see src/backend/cuda/args.rs)
+};
+
+// The scalars of adaptive_{avg,max}_pool2d_* (shaders/pool.wgsl's AvgPool, which serves both,
+// with total for n and c).
+struct AdaptivePool {
+    long long total;
+    int h_in;
+    int w_in;
+    int h_out;
+    int w_out;
+};
+
 // Max pooling, floor mode, implicit -inf padding. One thread per output element.
 // x: [n, c, h_in, w_in]; y, argmax: [n, c, h_out, w_out] (total = n*c*h_out*w_out).
 // argmax holds iy*w_in + ix of the first maximum in row-major window order (PyTorch's tie
 // rule); a NaN wins over any number, as in PyTorch.
 extern "C" __global__ void max_pool2d_fwd(float* __restrict__ y, unsigned int* __restrict__ argmax,
-                                          const float* __restrict__ x, int h_in, int w_in, int h_out, int w_out,
-                                          int k_h, int k_w, int stride_h, int stride_w, int pad_h, int pad_w,
-                                          long long total) {
+                                          const float* __restrict__ x, MaxPool args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const int k_h = args.k_h, k_w = args.k_w, stride_h = args.stride_h, stride_w = args.stride_w;
+    const int pad_h = args.pad_h, pad_w = args.pad_w;
+    const long long total = args.total;
     for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
         int ox = (int)(o % w_out);
         int oy = (int)((o / w_out) % h_out);
@@ -45,9 +90,11 @@ extern "C" __global__ void max_pool2d_fwd(float* __restrict__ y, unsigned int* _
 // dx[plane, i] = sum of dy[plane, o] over the windows o whose argmax is i. One thread per input
 // element. dx: [n, c, h_in, w_in] (total = n*c*h_in*w_in); dy, argmax: [n, c, h_out, w_out].
 extern "C" __global__ void max_pool2d_bwd_input(float* __restrict__ dx, const unsigned int* __restrict__ argmax,
-                                                const float* __restrict__ dy, int h_in, int w_in, int h_out,
-                                                int w_out, int k_h, int k_w, int stride_h, int stride_w, int pad_h,
-                                                int pad_w, long long total) {
+                                                const float* __restrict__ dy, MaxPool args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const int k_h = args.k_h, k_w = args.k_w, stride_h = args.stride_h, stride_w = args.stride_w;
+    const int pad_h = args.pad_h, pad_w = args.pad_w;
+    const long long total = args.total;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
         int ix = (int)(t % w_in);
         int iy = (int)((t / w_in) % h_in);
@@ -79,8 +126,10 @@ __device__ __forceinline__ int adaptive_end(int i, int len_in, int len_out) {
 
 // nn.AdaptiveAvgPool2d. One thread per output element.
 // x: [n, c, h_in, w_in]; y: [n, c, h_out, w_out] (total = n*c*h_out*w_out).
-extern "C" __global__ void adaptive_avg_pool2d_fwd(float* __restrict__ y, const float* __restrict__ x, int h_in,
-                                                   int w_in, int h_out, int w_out, long long total) {
+extern "C" __global__ void adaptive_avg_pool2d_fwd(float* __restrict__ y, const float* __restrict__ x,
+                                                   AdaptivePool args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const long long total = args.total;
     for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
         int ox = (int)(o % w_out);
         int oy = (int)((o / w_out) % h_out);
@@ -99,7 +148,9 @@ extern "C" __global__ void adaptive_avg_pool2d_fwd(float* __restrict__ y, const 
 // window covering it (windows overlap when the output is larger than the input).
 // dx: [n, c, h_in, w_in] (total = n*c*h_in*w_in); dy: [n, c, h_out, w_out].
 extern "C" __global__ void adaptive_avg_pool2d_bwd_input(float* __restrict__ dx, const float* __restrict__ dy,
-                                                         int h_in, int w_in, int h_out, int w_out, long long total) {
+                                                         AdaptivePool args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const long long total = args.total;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
         int ix = (int)(t % w_in);
         int iy = (int)((t / w_in) % h_in);
@@ -136,9 +187,11 @@ __device__ __forceinline__ float avg_divisor(int3 wy, int3 wx, int count_include
 
 // nn.AvgPool2d (kernel, stride, padding, ceil_mode, count_include_pad). One thread per output,
 // its window summed in row-major order. x: [n, c, h_in, w_in]; y: [n, c, h_out, w_out].
-extern "C" __global__ void avg_pool2d_fwd(float* __restrict__ y, const float* __restrict__ x, int h_in, int w_in,
-                                          int h_out, int w_out, int k_h, int k_w, int stride_h, int stride_w,
-                                          int pad_h, int pad_w, int count_include_pad, long long total) {
+extern "C" __global__ void avg_pool2d_fwd(float* __restrict__ y, const float* __restrict__ x, AvgPool2d args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const int k_h = args.k_h, k_w = args.k_w, stride_h = args.stride_h, stride_w = args.stride_w;
+    const int pad_h = args.pad_h, pad_w = args.pad_w, count_include_pad = args.count_include_pad;
+    const long long total = args.total;
     for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
         int ox = (int)(o % w_out);
         int oy = (int)((o / w_out) % h_out);
@@ -155,10 +208,12 @@ extern "C" __global__ void avg_pool2d_fwd(float* __restrict__ y, const float* __
 
 // Each input gathers dy/divisor from the windows covering it, in row-major window order.
 // dx: [n, c, h_in, w_in] (total elements); dy: [n, c, h_out, w_out].
-extern "C" __global__ void avg_pool2d_bwd_input(float* __restrict__ dx, const float* __restrict__ dy, int h_in,
-                                                int w_in, int h_out, int w_out, int k_h, int k_w, int stride_h,
-                                                int stride_w, int pad_h, int pad_w, int count_include_pad,
-                                                long long total) {
+extern "C" __global__ void avg_pool2d_bwd_input(float* __restrict__ dx, const float* __restrict__ dy,
+                                                AvgPool2d args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const int k_h = args.k_h, k_w = args.k_w, stride_h = args.stride_h, stride_w = args.stride_w;
+    const int pad_h = args.pad_h, pad_w = args.pad_w, count_include_pad = args.count_include_pad;
+    const long long total = args.total;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
         int ix = (int)(t % w_in);
         int iy = (int)((t / w_in) % h_in);
@@ -185,8 +240,9 @@ extern "C" __global__ void avg_pool2d_bwd_input(float* __restrict__ dx, const fl
 // nn.AdaptiveMaxPool2d with argmax (first maximum in row-major window order; a NaN wins, as in
 // max_pool2d_fwd). x: [n, c, h_in, w_in]; y, argmax: [n, c, h_out, w_out].
 extern "C" __global__ void adaptive_max_pool2d_fwd(float* __restrict__ y, unsigned int* __restrict__ argmax,
-                                                   const float* __restrict__ x, int h_in, int w_in, int h_out,
-                                                   int w_out, long long total) {
+                                                   const float* __restrict__ x, AdaptivePool args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const long long total = args.total;
     for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total; o += (long long)gridDim.x * blockDim.x) {
         int ox = (int)(o % w_out);
         int oy = (int)((o / w_out) % h_out);
@@ -213,8 +269,9 @@ extern "C" __global__ void adaptive_max_pool2d_fwd(float* __restrict__ y, unsign
 // dx = sum of dy over the windows covering an input that chose it, in row-major window order.
 extern "C" __global__ void adaptive_max_pool2d_bwd_input(float* __restrict__ dx,
                                                          const unsigned int* __restrict__ argmax,
-                                                         const float* __restrict__ dy, int h_in, int w_in,
-                                                         int h_out, int w_out, long long total) {
+                                                         const float* __restrict__ dy, AdaptivePool args) {
+    const int h_in = args.h_in, w_in = args.w_in, h_out = args.h_out, w_out = args.w_out;
+    const long long total = args.total;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
         int ix = (int)(t % w_in);
         int iy = (int)((t / w_in) % h_in);

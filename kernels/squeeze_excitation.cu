@@ -10,12 +10,28 @@
 // lanes: threads per channel in the means (a power of two, c * lanes <= 256).
 // act / gate: rows of Activation::ALL, with their alpha and beta.
 
+// The scalars (shaders/squeeze_excitation.wgsl's SqueezeExcite, less n: one block per image).
+struct SqueezeExcite {
+    int c;
+    int hw;
+    int squeeze;
+    int lanes;
+    unsigned int act;
+    float act_alpha;
+    float act_beta;
+    unsigned int gate;
+    float gate_alpha;
+    float gate_beta;
+};
+
 extern "C" __global__ void squeeze_excite_gates(float* __restrict__ gates, float* __restrict__ hidden,
                                                 const float* __restrict__ x, const float* __restrict__ w1,
                                                 const float* __restrict__ b1, const float* __restrict__ w2,
-                                                const float* __restrict__ b2, int c, int hw, int squeeze,
-                                                int lanes, unsigned act, float act_alpha, float act_beta,
-                                                unsigned gate, float gate_alpha, float gate_beta) {
+                                                const float* __restrict__ b2, SqueezeExcite args) {
+    const int c = args.c, hw = args.hw, squeeze = args.squeeze, lanes = args.lanes;
+    const unsigned act = args.act, gate = args.gate;
+    const float act_alpha = args.act_alpha, act_beta = args.act_beta;
+    const float gate_alpha = args.gate_alpha, gate_beta = args.gate_beta;
     __shared__ float part[256];
     const int img = blockIdx.x, tid = threadIdx.x;
     const float* xi = x + (long long)img * c * hw;

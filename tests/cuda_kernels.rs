@@ -35,7 +35,7 @@ fn every_kernel_file_compiles_with_nvrtc() {
         "every kernels/*.cu file must be embedded"
     );
     for arch in ARCHS {
-        let mut entries = std::collections::HashSet::new();
+        let mut entries = std::collections::HashMap::new();
         for (name, src) in kernels::SOURCES {
             let ptx = kernels::compile(name, src, arch).unwrap_or_else(|e| panic!("{e}"));
             let text = ptx.to_src();
@@ -43,11 +43,7 @@ fn every_kernel_file_compiles_with_nvrtc() {
                 text.contains(".entry"),
                 "{name} for {arch}: no kernel in the PTX"
             );
-            entries.extend(
-                text.lines()
-                    .filter_map(|l| l.split(".entry ").nth(1))
-                    .map(|rest| rest.trim_end_matches(['(', ' ']).to_string()),
-            );
+            entries.extend(ptx_entries(&text));
             if *name == "conv2d.cu" && *arch != "sm_75" {
                 assert!(
                     text.contains("mma.sync"),
@@ -58,11 +54,51 @@ fn every_kernel_file_compiles_with_nvrtc() {
         // The backend looks every one of these up when it starts.
         for kernel in cuda::KERNEL_NAMES {
             assert!(
-                entries.contains(*kernel),
+                entries.contains_key(*kernel),
                 "{kernel} is not a kernel of kernels/*.cu for {arch}"
             );
         }
+        // Buffers are pointers (.u64); the scalars one struct, last, as large and as aligned as
+        // the Rust struct the launch passes.
+        for (kernel, size, align) in cuda::KERNEL_ARG_LAYOUTS {
+            let params = &entries[*kernel];
+            let (last, pointers) = params.split_last().expect("a kernel with parameters");
+            for p in pointers {
+                assert!(
+                    p.starts_with(".param .u64 "),
+                    "{kernel} for {arch}: `{p}` is not a pointer"
+                );
+            }
+            let want = format!(
+                ".param .align {align} .b8 {kernel}_param_{}[{size}]",
+                pointers.len()
+            );
+            assert_eq!(
+                *last, want,
+                "{kernel} for {arch}: the argument struct's layout differs from Rust's"
+            );
+        }
     }
+}
+
+/// Every `.entry name(` of a PTX text with its parameter declarations.
+fn ptx_entries(ptx: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    let mut lines = ptx.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.split(".entry ").nth(1) else {
+            continue;
+        };
+        let name = rest.trim_end_matches(['(', ' ']).to_string();
+        let params = lines
+            .by_ref()
+            .map(str::trim)
+            .take_while(|l| *l != ")")
+            .map(|l| l.trim_end_matches(',').to_string())
+            .collect();
+        out.push((name, params));
+    }
+    out
 }
 
 #[test]

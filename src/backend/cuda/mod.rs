@@ -11,86 +11,96 @@
 //! accuracy), with the conv's epilogue fused; `v4`, v3 in plain TF32. Choose with
 //! `--conv-kernel` or `GRADCAM_CONV_KERNEL`; the default is `v3` where the device has TF32
 //! tensor cores (sm_80+), else `v1`.
+//!
+//! Modules: `kernels` (the sources and their NVRTC compilation), `args` (the argument structs:
+//! each kernel takes its scalars as one `#[repr(C)]` struct, declared alike in its .cu file),
+//! and one file of launches per op family, named as the wgpu backend's (`conv`,
+//! `grouped_conv`, `pool`, `elementwise`, `activation`, `binary`, `layout`, `norm`, `linear`,
+//! `squeeze_excitation`, `cam`), each with its structs and kernels. This file holds the device,
+//! buffers, timing, the kernel table and the `Backend` impl, which dispatches to the families.
 
+mod activation;
+mod args;
+mod binary;
+mod cam;
+mod conv;
+mod elementwise;
+mod grouped_conv;
 pub mod kernels;
+mod layout;
+mod linear;
+mod norm;
+mod pool;
+mod squeeze_excitation;
 
 use super::{Backend, ConvEpilogue, ConvKernel};
 use crate::backend::Profile;
 use crate::error::Result;
 use crate::ops::*;
 use cudarc::driver::{
-    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
 };
 use kernels::backend_error;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
-pub const KERNEL_NAMES: &[&str] = &[
-    "conv2d_fwd_v1",
-    "conv2d_bwd_input_v1",
-    "conv2d_fwd_v2",
-    "conv2d_bwd_input_v2",
-    "conv2d_fwd_v3",
-    "conv2d_bwd_input_v3",
-    "conv2d_fwd_v4",
-    "conv2d_bwd_input_v4",
-    "grouped_conv_fwd",
-    "grouped_conv_fwd_v2",
-    "grouped_conv_bwd_input",
-    "grouped_conv_bwd_input_v2",
-    "activation_fwd",
-    "activation_bwd_input",
-    "binary_fwd",
-    "binary_bwd_input",
-    "strided_copy",
-    "layer_norm_fwd",
-    "layer_norm_bwd_input",
-    "avg_pool2d_fwd",
-    "avg_pool2d_bwd_input",
-    "adaptive_max_pool2d_fwd",
-    "adaptive_max_pool2d_bwd_input",
-    "max_pool2d_fwd",
-    "max_pool2d_bwd_input",
-    "adaptive_avg_pool2d_fwd",
-    "adaptive_avg_pool2d_bwd_input",
-    "relu_fwd",
-    "relu_bwd_input",
-    "channel_affine_fwd",
-    "channel_affine_bwd_input",
-    "add",
-    "fill",
-    "linear_fwd",
-    "linear_bwd_input",
-    "grad_cam",
-    "score_cam_masks",
-    "squeeze_excite_gates",
-    "class_seed",
+/// Declares the kernel tables from every kernel's typed handle (`args::Kernel`, one per
+/// kernel, in its family's file).
+macro_rules! kernel_table {
+    ($($kernel:expr),* $(,)?) => {
+        /// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
+        pub const KERNEL_NAMES: &[&str] = &[$($kernel.name),*];
+        /// (kernel, size, alignment) of each kernel's argument struct, its last parameter: what
+        /// tests/cuda_kernels.rs compares with the PTX that NVRTC makes of kernels/*.cu.
+        pub const KERNEL_ARG_LAYOUTS: &[(&str, usize, usize)] = &[$($kernel.layout()),*];
+        /// The same kernels for args' layout test.
+        #[cfg(test)]
+        const KERNELS: &[args::Signature] = &[$($kernel.signature()),*];
+    };
+}
+
+kernel_table![
+    conv::FWD_V1,
+    conv::BWD_V1,
+    conv::FWD_V2,
+    conv::BWD_V2,
+    conv::FWD_V3,
+    conv::BWD_V3,
+    conv::FWD_V4,
+    conv::BWD_V4,
+    grouped_conv::FWD,
+    grouped_conv::FWD_V2,
+    grouped_conv::BWD,
+    grouped_conv::BWD_V2,
+    activation::FWD,
+    activation::BWD,
+    binary::FWD,
+    binary::BWD,
+    layout::COPY,
+    norm::FWD,
+    norm::BWD,
+    pool::WIN_AVG_FWD,
+    pool::WIN_AVG_BWD,
+    pool::ADA_MAX_FWD,
+    pool::ADA_MAX_BWD,
+    pool::MAX_FWD,
+    pool::MAX_BWD,
+    pool::AVG_FWD,
+    pool::AVG_BWD,
+    elementwise::RELU_FWD,
+    elementwise::RELU_BWD,
+    elementwise::AFFINE_FWD,
+    elementwise::AFFINE_BWD,
+    elementwise::ADD,
+    elementwise::FILL,
+    linear::FWD,
+    linear::BWD,
+    cam::GRAD_CAM,
+    cam::SCORE_CAM_MASKS,
+    squeeze_excitation::GATES,
+    cam::CLASS_SEED,
 ];
-
-/// A rank-4 shape or stride vector passed by value (`struct Dims4` of kernels/binary.cu).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Dims4([i32; 4]);
-// SAFETY: #[repr(C)] array of i32, the layout of `struct Dims4 { int v[4]; }`.
-unsafe impl cudarc::driver::DeviceRepr for Dims4 {}
-
-/// A rank-6 shape or stride vector passed by value (`struct Dims6` of kernels/layout.cu).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Dims6([i64; COPY_RANK]);
-// SAFETY: #[repr(C)] array of i64, the layout of `struct Dims6 { long long v[6]; }`.
-unsafe impl cudarc::driver::DeviceRepr for Dims6 {}
-
-fn dims4(v: [usize; 4]) -> Dims4 {
-    Dims4(v.map(|x| x as i32))
-}
-
-fn dims6(v: [usize; COPY_RANK]) -> Dims6 {
-    Dims6(v.map(|x| x as i64))
-}
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
 const THREADS: u32 = 256;
@@ -111,15 +121,6 @@ fn exact(items: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (items.div_ceil(THREADS as usize).max(1) as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-/// The launch of a tiled grouped-conv kernel: one block per tile of `t`.
-fn grouped_grid(t: &GroupedTile) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (t.workgroups as u32, 1, 1),
-        block_dim: (GroupedTile::THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -167,36 +168,37 @@ pub fn is_available() -> bool {
     probe().is_ok()
 }
 
-/// Launches `$name` on the backend's stream with the given arguments (references), mapping
-/// a launch failure to an error naming the kernel.
-/// `launch!(self, name, cfg, label; args)` times the launch under `label` (a closure giving
+/// Launches `kernel` (an [`args::Kernel`]) on the backend's stream: the buffers (references,
+/// in the order of the kernel's pointer parameters), then its argument struct (a value),
+/// mapping a launch failure to an error naming the kernel.
+/// `launch!(be, kernel, cfg, label; bufs; args)` times the launch under `label` (a closure giving
 /// the row's name) instead of the kernel's name.
 macro_rules! launch {
-    ($self:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {
-        launch!($self, $name, $cfg, || $name.to_string(); $($arg),*)
+    ($be:expr, $kernel:expr, $cfg:expr; $($buf:expr),+ ; $args:expr) => {
+        launch!($be, $kernel, $cfg, || $kernel.name.to_string(); $($buf),+ ; $args)
     };
-    ($self:expr, $name:expr, $cfg:expr, $label:expr; $($arg:expr),* $(,)?) => {{
-        let start = $self.timing_event()?;
-        let mut b = $self.stream.launch_builder($self.func($name));
-        $( b.arg($arg); )*
-        // SAFETY: every call site passes exactly the arguments, in order and type, that the
-        // kernel of that name declares in kernels/*.cu (shapes checked by the selftest).
-        unsafe { b.launch($cfg) }.map_err(|e| backend_error(format!("{}: {e}", $name)))?;
-        $self.end_timing($label, start)?;
+    ($be:expr, $kernel:expr, $cfg:expr, $label:expr; $($buf:expr),+ ; $args:expr) => {{
+        use cudarc::driver::PushKernelArg as _;
+        let kernel = $kernel;
+        let args = kernel.args($args);
+        let start = $be.timing_event()?;
+        let mut b = $be.stream.launch_builder($be.func(kernel.name));
+        $( b.arg($buf); )+
+        b.arg(&args);
+        // SAFETY: the buffers are the kernel's pointer parameters in kernels/*.cu, in order and
+        // element type, each as long as the launch reads or writes (shapes checked by the
+        // selftest); `args` is the kernel's own struct, laid out as its C declaration (checked
+        // by args' test).
+        unsafe { b.launch($cfg) }.map_err(|e| {
+            $crate::backend::cuda::kernels::backend_error(format!("{}: {e}", kernel.name))
+        })?;
+        $be.end_timing($label, start)?;
     }};
 }
+use launch;
 
 /// A timing row's name and the events recorded before and after its launch.
 type TimedLaunch = (String, CudaEvent, CudaEvent);
-
-/// Timing rows of the conv kernels carry the layer's shape: which layers cost the most is
-/// what a kernel experiment needs to know.
-fn conv_label(name: &str, p: &Conv2dParams) -> String {
-    format!(
-        "{name} {}->{} {}x{} k{} s{}",
-        p.c_in, p.c_out, p.h_in, p.w_in, p.k_h, p.stride_h
-    )
-}
 
 /// Host copies of at least this many floats go through a pinned staging buffer, filled or
 /// emptied by all cores: page-locked memory moves at full bus speed, asynchronously.
@@ -343,122 +345,8 @@ impl CudaBackend {
         let mut y = unsafe { self.stream.alloc::<f32>(len) }
             .map_err(|e| backend_error(format!("cannot allocate {len} floats: {e}")))?;
         if self.poison && len > 0 {
-            let (nan, n) = (f32::NAN, len as i64);
-            let mut b = self.stream.launch_builder(self.func("fill"));
-            b.arg(&mut y).arg(&nan).arg(&n);
-            // SAFETY: fill(y: [len], value, len) matches the kernel's signature.
-            unsafe { b.launch(flat(len)) }.map_err(|e| backend_error(format!("fill: {e}")))?;
+            elementwise::fill(self, &mut y, f32::NAN)?;
         }
-        Ok(y)
-    }
-
-    /// Shape arguments of kernels/grouped_conv.cu after the batch size: c_in … pad_w as
-    /// `conv_shape`, then dilation and groups.
-    fn grouped_shape(p: &Conv2dParams) -> [i32; 16] {
-        [
-            p.c_in,
-            p.h_in,
-            p.w_in,
-            p.c_out,
-            p.h_out(),
-            p.w_out(),
-            p.k_h,
-            p.k_w,
-            p.stride_h,
-            p.stride_w,
-            p.pad_h,
-            p.pad_w,
-            p.dilation_h,
-            p.dilation_w,
-            p.groups,
-            p.n,
-        ]
-        .map(|v| v as i32)
-    }
-
-    fn conv_shape(p: &Conv2dParams) -> [i32; 13] {
-        [
-            p.n,
-            p.c_in,
-            p.h_in,
-            p.w_in,
-            p.c_out,
-            p.h_out(),
-            p.w_out(),
-            p.k_h,
-            p.k_w,
-            p.stride_h,
-            p.stride_w,
-            p.pad_h,
-            p.pad_w,
-        ]
-        .map(|v| v as i32)
-    }
-
-    /// Shape arguments of kernels/pool.cu's avg_pool2d kernels.
-    fn avg_pool_shape(a: &AvgPool2dParams) -> [i32; 11] {
-        let p = &a.window;
-        [
-            p.h_in,
-            p.w_in,
-            p.h_out(),
-            p.w_out(),
-            p.k_h,
-            p.k_w,
-            p.stride_h,
-            p.stride_w,
-            p.pad_h,
-            p.pad_w,
-            a.count_include_pad as usize,
-        ]
-        .map(|v| v as i32)
-    }
-
-    /// Grid of the tensor-core kernels for C[M, N]: v2's 64x64 tiles of 128 threads, v3/v4's
-    /// 128x128 tiles of 256 threads.
-    fn tile_grid(&self, m: usize, n: usize) -> LaunchConfig {
-        let (tile, threads) = match self.conv {
-            ConvKernel::V2 => (64, 128),
-            _ => (128, 256),
-        };
-        LaunchConfig {
-            grid_dim: (n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        }
-    }
-
-    /// v3/v4 forward with an optional fused epilogue (`None`: bias only).
-    fn conv2d_v3(
-        &self,
-        p: &Conv2dParams,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        bias: Option<&CudaSlice<f32>>,
-        e: Option<&ConvEpilogue<'_, CudaSlice<f32>>>,
-    ) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.output_len())?;
-        let s = Self::conv_shape(p);
-        let name = match self.conv {
-            ConvKernel::V4 => "conv2d_fwd_v4",
-            _ => "conv2d_fwd_v3",
-        };
-        // Absent operands are null pointers: the kernel skips their step.
-        let ptr = |b: Option<&CudaSlice<f32>>| b.map_or(0u64, |b| b.device_ptr(&self.stream).0);
-        let bias = ptr(bias);
-        let scale = ptr(e.and_then(|e| e.bn.map(|(s, _)| s)));
-        let shift = ptr(e.and_then(|e| e.bn.map(|(_, t)| t)));
-        let residual = ptr(e.and_then(|e| e.residual));
-        // ReLU as max(v, 0) (the CPU's fused rule); any other row through the table.
-        let act = e.and_then(|e| e.act);
-        let relu = act.is_some_and(|a| a.act == Activation::Relu) as i32;
-        let (id, alpha, beta) = match act {
-            Some(a) if a.act != Activation::Relu => (a.act.index() as i32, a.alpha, a.beta),
-            _ => (-1, 0.0, 0.0),
-        };
-        let cfg = self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out());
-        launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, &bias, &scale, &shift, &residual, &relu,
-            &id, &alpha, &beta, &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
         Ok(y)
     }
 }
@@ -518,46 +406,7 @@ impl Backend for CudaBackend {
         w: &CudaSlice<f32>,
         bias: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
-        if !p.is_dense() {
-            let mut y = self.out(p.output_len())?;
-            let has_bias = bias.is_some() as i32;
-            let b = bias.unwrap_or(w);
-            let s = Self::grouped_shape(p);
-            // v1 is the reference; every other variant takes the tiled v2 where its window fits.
-            match p.grouped_tile().filter(|_| self.conv != ConvKernel::V1) {
-                Some(t) => {
-                    let name = "grouped_conv_fwd_v2";
-                    let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
-                    launch!(self, name, grouped_grid(&t), || conv_label(name, p); &mut y, x, w, b, &has_bias,
-                        &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
-                        &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
-                }
-                None => {
-                    let name = "grouped_conv_fwd";
-                    launch!(self, name, flat(p.output_len()), || conv_label(name, p); &mut y, x, w, b,
-                        &has_bias, &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8],
-                        &s[9], &s[10], &s[11], &s[12], &s[13], &s[14]);
-                }
-            }
-            return Ok(y);
-        }
-        if matches!(self.conv, ConvKernel::V3 | ConvKernel::V4) {
-            return self.conv2d_v3(p, x, w, bias, None);
-        }
-        let mut y = self.out(p.output_len())?;
-        let has_bias = bias.is_some() as i32;
-        let b = bias.unwrap_or(w);
-        let s = Self::conv_shape(p);
-        let (name, cfg) = match self.conv {
-            ConvKernel::V1 => ("conv2d_fwd_v1", flat(p.output_len())),
-            _ => (
-                "conv2d_fwd_v2",
-                self.tile_grid(p.c_out, p.n * p.h_out() * p.w_out()),
-            ),
-        };
-        launch!(self, name, cfg, || conv_label(name, p); &mut y, x, w, b, &has_bias,
-            &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
-        Ok(y)
+        conv::forward(self, p, x, w, bias)
     }
 
     fn conv2d_fused(
@@ -568,13 +417,7 @@ impl Backend for CudaBackend {
         bias: Option<&CudaSlice<f32>>,
         e: &ConvEpilogue<'_, CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
-        if !p.is_dense() {
-            return super::conv2d_then_epilogue(self, p, x, w, bias, e);
-        }
-        match self.conv {
-            ConvKernel::V3 | ConvKernel::V4 => self.conv2d_v3(p, x, w, bias, Some(e)),
-            _ => super::conv2d_then_epilogue(self, p, x, w, bias, e),
-        }
+        conv::forward_fused(self, p, x, w, bias, e)
     }
 
     fn conv2d_grad_input(
@@ -583,44 +426,7 @@ impl Backend for CudaBackend {
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        if !p.is_dense() {
-            let mut dx = self.out(p.input_len())?;
-            let s = Self::grouped_shape(p);
-            match p
-                .grouped_tile_backward()
-                .filter(|_| self.conv != ConvKernel::V1)
-            {
-                Some(t) => {
-                    let name = "grouped_conv_bwd_input_v2";
-                    let [th, tw, planes] = [t.h, t.w, t.planes].map(|v| v as i32);
-                    launch!(self, name, grouped_grid(&t), || conv_label(name, p); &mut dx, dy, w,
-                        &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
-                        &s[11], &s[12], &s[13], &s[14], &th, &tw, &planes);
-                }
-                None => {
-                    let name = "grouped_conv_bwd_input";
-                    launch!(self, name, flat(p.input_len()), || conv_label(name, p); &mut dx, dy, w,
-                        &s[15], &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10],
-                        &s[11], &s[12], &s[13], &s[14]);
-                }
-            }
-            return Ok(dx);
-        }
-        let mut dx = self.out(p.input_len())?;
-        let s = Self::conv_shape(p);
-        let name = match self.conv {
-            ConvKernel::V1 => "conv2d_bwd_input_v1",
-            ConvKernel::V2 => "conv2d_bwd_input_v2",
-            ConvKernel::V3 => "conv2d_bwd_input_v3",
-            ConvKernel::V4 => "conv2d_bwd_input_v4",
-        };
-        let cfg = match self.conv {
-            ConvKernel::V1 => flat(p.input_len()),
-            _ => self.tile_grid(p.c_in, p.n * p.h_in * p.w_in),
-        };
-        launch!(self, name, cfg, || conv_label(name, p); &mut dx, dy, w,
-            &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &s[9], &s[10], &s[11], &s[12]);
-        Ok(dx)
+        conv::backward_input(self, p, dy, w)
     }
 
     fn channel_affine(
@@ -630,10 +436,7 @@ impl Backend for CudaBackend {
         scale: &CudaSlice<f32>,
         shift: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.len())?;
-        let (c, hw, len) = (p.c as i32, p.hw as i64, p.len() as i64);
-        launch!(self, "channel_affine_fwd", flat(p.len()); &mut y, x, scale, shift, &c, &hw, &len);
-        Ok(y)
+        elementwise::affine(self, p, x, scale, shift)
     }
 
     fn channel_affine_grad_input(
@@ -642,17 +445,11 @@ impl Backend for CudaBackend {
         dy: &CudaSlice<f32>,
         scale: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.len())?;
-        let (c, hw, len) = (p.c as i32, p.hw as i64, p.len() as i64);
-        launch!(self, "channel_affine_bwd_input", flat(p.len()); &mut dx, dy, scale, &c, &hw, &len);
-        Ok(dx)
+        elementwise::affine_backward(self, p, dy, scale)
     }
 
     fn relu(&self, x: &CudaSlice<f32>, len: usize) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(len)?;
-        let n = len as i64;
-        launch!(self, "relu_fwd", flat(len); &mut y, x, &n);
-        Ok(y)
+        elementwise::relu(self, x, len)
     }
 
     fn relu_grad_input(
@@ -661,10 +458,7 @@ impl Backend for CudaBackend {
         dy: &CudaSlice<f32>,
         len: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(len)?;
-        let n = len as i64;
-        launch!(self, "relu_bwd_input", flat(len); &mut dx, y, dy, &n);
-        Ok(dx)
+        elementwise::relu_backward(self, y, dy, len)
     }
 
     fn max_pool2d(
@@ -672,27 +466,7 @@ impl Backend for CudaBackend {
         p: &MaxPool2dParams,
         x: &CudaSlice<f32>,
     ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
-        let mut y = self.out(p.output_len())?;
-        // SAFETY: every element is written by the kernel (checked by the selftest).
-        let mut idx = unsafe { self.stream.alloc::<u32>(p.output_len()) }
-            .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))?;
-        let d = [
-            p.h_in,
-            p.w_in,
-            p.h_out(),
-            p.w_out(),
-            p.k_h,
-            p.k_w,
-            p.stride_h,
-            p.stride_w,
-            p.pad_h,
-            p.pad_w,
-        ]
-        .map(|v| v as i32);
-        let total = p.output_len() as i64;
-        launch!(self, "max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
-            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &total);
-        Ok((y, idx))
+        pool::max_pool(self, p, x)
     }
 
     fn max_pool2d_grad_input(
@@ -701,24 +475,7 @@ impl Backend for CudaBackend {
         argmax: &CudaSlice<u32>,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.input_len())?;
-        let d = [
-            p.h_in,
-            p.w_in,
-            p.h_out(),
-            p.w_out(),
-            p.k_h,
-            p.k_w,
-            p.stride_h,
-            p.stride_w,
-            p.pad_h,
-            p.pad_w,
-        ]
-        .map(|v| v as i32);
-        let total = p.input_len() as i64;
-        launch!(self, "max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
-            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &total);
-        Ok(dx)
+        pool::max_pool_backward(self, p, argmax, dy)
     }
 
     fn adaptive_avg_pool2d(
@@ -726,12 +483,7 @@ impl Backend for CudaBackend {
         p: &AdaptivePool2dParams,
         x: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.output_len())?;
-        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
-        let total = p.output_len() as i64;
-        launch!(self, "adaptive_avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
-            &d[0], &d[1], &d[2], &d[3], &total);
-        Ok(y)
+        pool::avg_pool(self, p, x)
     }
 
     fn adaptive_avg_pool2d_grad_input(
@@ -739,19 +491,11 @@ impl Backend for CudaBackend {
         p: &AdaptivePool2dParams,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.input_len())?;
-        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
-        let total = p.input_len() as i64;
-        launch!(self, "adaptive_avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
-            &d[0], &d[1], &d[2], &d[3], &total);
-        Ok(dx)
+        pool::avg_pool_backward(self, p, dy)
     }
 
     fn add(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, len: usize) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(len)?;
-        let n = len as i64;
-        launch!(self, "add", flat(len); &mut y, a, b, &n);
-        Ok(y)
+        elementwise::add(self, a, b, len)
     }
 
     fn linear(
@@ -761,13 +505,7 @@ impl Backend for CudaBackend {
         w: &CudaSlice<f32>,
         bias: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.n * p.out_f)?;
-        let has_bias = bias.is_some() as i32;
-        let b = bias.unwrap_or(w);
-        let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
-        let warps = p.out_f * p.n.div_ceil(8);
-        launch!(self, "linear_fwd", exact(warps * 32); &mut y, x, w, b, &has_bias, &n, &i, &o);
-        Ok(y)
+        linear::forward(self, p, x, w, bias)
     }
 
     fn linear_grad_input(
@@ -776,11 +514,7 @@ impl Backend for CudaBackend {
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.n * p.in_f)?;
-        let (n, i, o) = (p.n as i32, p.in_f as i32, p.out_f as i32);
-        let threads = p.in_f * p.n.div_ceil(8);
-        launch!(self, "linear_bwd_input", exact(threads); &mut dx, dy, w, &n, &i, &o);
-        Ok(dx)
+        linear::backward_input(self, p, dy, w)
     }
 
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
@@ -794,11 +528,7 @@ impl Backend for CudaBackend {
     }
 
     fn activation(&self, p: &ActivationParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.len)?;
-        let (id, n) = (p.act.index() as u32, p.len as i64);
-        launch!(self, "activation_fwd", flat(p.len), || format!("activation_fwd {}", p.act.name());
-            &mut y, x, &id, &p.alpha, &p.beta, &n);
-        Ok(y)
+        activation::forward(self, p, x)
     }
 
     fn activation_grad_input(
@@ -807,12 +537,7 @@ impl Backend for CudaBackend {
         saved: &CudaSlice<f32>,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.len)?;
-        let (id, n) = (p.act.index() as u32, p.len as i64);
-        launch!(self, "activation_bwd_input", flat(p.len),
-            || format!("activation_bwd_input {}", p.act.name());
-            &mut dx, saved, dy, &id, &p.alpha, &p.beta, &n);
-        Ok(dx)
+        activation::backward(self, p, saved, dy)
     }
 
     fn binary(
@@ -821,15 +546,7 @@ impl Backend for CudaBackend {
         a: &CudaSlice<f32>,
         b: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.len())?;
-        let (out, sa, sb) = (
-            dims4(p.out),
-            dims4(broadcast_strides(p.a, p.out)),
-            dims4(broadcast_strides(p.b, p.out)),
-        );
-        let (op, n) = ((p.op == BinaryOp::Mul) as i32, p.len() as i64);
-        launch!(self, "binary_fwd", flat(p.len()); &mut y, a, b, &out, &sa, &sb, &op, &n);
-        Ok(y)
+        binary::forward(self, p, a, b)
     }
 
     fn binary_grad_input(
@@ -840,72 +557,29 @@ impl Backend for CudaBackend {
         a: &CudaSlice<f32>,
         b: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let shape = p.operand(operand.min(1));
-        let (other_shape, other) = if operand == 0 { (p.b, b) } else { (p.a, a) };
-        let len: usize = shape.iter().product();
-        let reduced: usize = (0..4)
-            .filter(|&k| shape[k] == 1 && p.out[k] != 1)
-            .map(|k| p.out[k])
-            .product();
-        let mut dx = self.out(len)?;
-        let mul = (p.op == BinaryOp::Mul) as i32;
-        // An add reads no other operand: dy stands in for it.
-        let other = if mul == 1 { other } else { dy };
-        let (out, sh, so) = (
-            dims4(p.out),
-            dims4(shape),
-            dims4(broadcast_strides(other_shape, p.out)),
-        );
-        let (reduced, n) = (reduced as i64, len as i64);
-        launch!(self, "binary_bwd_input", flat(len); &mut dx, dy, other, &out, &sh, &so, &mul, &reduced, &n);
-        Ok(dx)
+        binary::backward(self, p, operand, dy, a, b)
     }
 
     fn squeeze_excitation(
         &self,
         p: &SqueezeExciteParams,
         x: &CudaSlice<f32>,
-        (w1, b1): (&CudaSlice<f32>, &CudaSlice<f32>),
-        (w2, b2): (&CudaSlice<f32>, &CudaSlice<f32>),
+        fc1: (&CudaSlice<f32>, &CudaSlice<f32>),
+        fc2: (&CudaSlice<f32>, &CudaSlice<f32>),
     ) -> Result<CudaSlice<f32>> {
-        let mut gates = self.out(p.n * p.c)?;
-        let mut hidden = self.out(p.n * p.squeeze)?;
-        let [c, hw, squeeze] = [p.c, p.h * p.w, p.squeeze].map(|v| v as i32);
-        let lanes = p.lanes_per_channel(THREADS as usize) as i32;
-        let (a, g) = (&p.act, &p.gate);
-        let ids = [a.act.index() as u32, g.act.index() as u32];
-        let cfg = LaunchConfig {
-            grid_dim: (p.n as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(self, "squeeze_excite_gates", cfg; &mut gates, &mut hidden, x, w1, b1, w2, b2,
-            &c, &hw, &squeeze, &lanes, &ids[0], &a.alpha, &a.beta, &ids[1], &g.alpha, &g.beta);
-        self.binary(&p.scale(), &gates, x)
+        squeeze_excitation::forward(self, p, x, fc1, fc2)
     }
 
-    fn avg_pool2d(&self, a: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
-        let p = &a.window;
-        let mut y = self.out(p.output_len())?;
-        let d = Self::avg_pool_shape(a);
-        let total = p.output_len() as i64;
-        launch!(self, "avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
-            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
-        Ok(y)
+    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        pool::win_avg_pool(self, p, x)
     }
 
     fn avg_pool2d_grad_input(
         &self,
-        a: &AvgPool2dParams,
+        p: &AvgPool2dParams,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let p = &a.window;
-        let mut dx = self.out(p.input_len())?;
-        let d = Self::avg_pool_shape(a);
-        let total = p.input_len() as i64;
-        launch!(self, "avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
-            &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
-        Ok(dx)
+        pool::win_avg_pool_backward(self, p, dy)
     }
 
     fn adaptive_max_pool2d(
@@ -913,15 +587,7 @@ impl Backend for CudaBackend {
         p: &AdaptivePool2dParams,
         x: &CudaSlice<f32>,
     ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
-        let mut y = self.out(p.output_len())?;
-        // SAFETY: every element is written by the kernel (checked by the selftest).
-        let mut idx = unsafe { self.stream.alloc::<u32>(p.output_len()) }
-            .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))?;
-        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
-        let total = p.output_len() as i64;
-        launch!(self, "adaptive_max_pool2d_fwd", flat(p.output_len()); &mut y, &mut idx, x,
-            &d[0], &d[1], &d[2], &d[3], &total);
-        Ok((y, idx))
+        pool::adaptive_max_pool(self, p, x)
     }
 
     fn adaptive_max_pool2d_grad_input(
@@ -930,12 +596,7 @@ impl Backend for CudaBackend {
         argmax: &CudaSlice<u32>,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.input_len())?;
-        let d = [p.h_in, p.w_in, p.h_out, p.w_out].map(|v| v as i32);
-        let total = p.input_len() as i64;
-        launch!(self, "adaptive_max_pool2d_bwd_input", flat(p.input_len()); &mut dx, argmax, dy,
-            &d[0], &d[1], &d[2], &d[3], &total);
-        Ok(dx)
+        pool::adaptive_max_pool_backward(self, p, argmax, dy)
     }
 
     fn strided_copy(
@@ -944,29 +605,7 @@ impl Backend for CudaBackend {
         src: &CudaSlice<f32>,
         dst: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        if p.is_empty() {
-            return Ok(());
-        }
-        let last = |offset: usize, strides: &[usize; COPY_RANK]| {
-            offset
-                + (0..COPY_RANK)
-                    .map(|k| (p.shape[k] - 1) * strides[k])
-                    .sum::<usize>()
-        };
-        if last(p.src_offset, &p.src_strides) >= src.len()
-            || last(p.dst_offset, &p.dst_strides) >= dst.len()
-        {
-            return Err(backend_error(format!(
-                "strided copy of shape {:?} past its source ({} elements) or destination ({})",
-                p.shape,
-                src.len(),
-                dst.len()
-            )));
-        }
-        let (shape, ss, ds) = (dims6(p.shape), dims6(p.src_strides), dims6(p.dst_strides));
-        let (so, d_o, n) = (p.src_offset as i64, p.dst_offset as i64, p.len() as i64);
-        launch!(self, "strided_copy", flat(p.len()); &mut *dst, src, &shape, &ss, &ds, &so, &d_o, &n);
-        Ok(())
+        layout::strided_copy(self, p, src, dst)
     }
 
     fn layer_norm(
@@ -976,11 +615,7 @@ impl Backend for CudaBackend {
         weight: &CudaSlice<f32>,
         bias: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.out(p.len())?;
-        let (outer, dim, inner) = (p.outer as i32, p.dim as i32, p.inner as i64);
-        launch!(self, "layer_norm_fwd", flat(p.outer * p.inner); &mut y, x, weight, bias,
-            &outer, &dim, &inner, &p.eps);
-        Ok(y)
+        norm::forward(self, p, x, weight, bias)
     }
 
     fn layer_norm_grad_input(
@@ -990,22 +625,11 @@ impl Backend for CudaBackend {
         weight: &CudaSlice<f32>,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.out(p.len())?;
-        let (outer, dim, inner) = (p.outer as i32, p.dim as i32, p.inner as i64);
-        launch!(self, "layer_norm_bwd_input", flat(p.outer * p.inner); &mut dx, x, weight, dy,
-            &outer, &dim, &inner, &p.eps);
-        Ok(dx)
+        norm::backward(self, p, x, weight, dy)
     }
 
     fn class_seed(&self, p: &ClassSeedParams, logits: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
-        let mut seed = self.out(p.n * p.k)?;
-        let (by_rank, value) = match p.pick {
-            ClassPick::Fixed(c) => (0i32, c as i32),
-            ClassPick::Rank(r) => (1, r as i32),
-        };
-        let (n, k) = (p.n as i32, p.k as i32);
-        launch!(self, "class_seed", flat(p.n * p.k); &mut seed, logits, &n, &k, &by_rank, &value);
-        Ok(seed)
+        cam::class_seed(self, p, logits)
     }
 
     fn grad_cam(
@@ -1014,35 +638,7 @@ impl Backend for CudaBackend {
         activation: &CudaSlice<f32>,
         gradient: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        for (buf, len, what) in [
-            (activation, p.n * p.c * p.h * p.w, "activation"),
-            (gradient, p.second_len(), "second operand"),
-        ] {
-            if buf.len() < len {
-                return Err(backend_error(format!(
-                    "grad_cam {what}: buffer of {} elements, {p:?} needs {len}",
-                    buf.len()
-                )));
-            }
-        }
-        let mut cam = self.out(p.n * p.out_h * p.out_w)?;
-        if p.n * p.out_h * p.out_w == 0 {
-            return Ok(cam);
-        }
-        let alloc_err = |e| backend_error(format!("cannot allocate Grad-CAM scratch: {e}"));
-        // SAFETY: both scratch buffers are written by the kernel before it reads them.
-        let mut weights = unsafe { self.stream.alloc::<f64>(p.n * p.c) }.map_err(alloc_err)?;
-        let mut small = unsafe { self.stream.alloc::<f32>(p.n * p.h * p.w) }.map_err(alloc_err)?;
-        let d = [p.c, p.h, p.w, p.out_h, p.out_w].map(|v| v as i32);
-        let (combine, renormalize) = (p.combine.code() as i32, i32::from(p.renormalize));
-        let cfg = LaunchConfig {
-            grid_dim: (p.n as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(self, "grad_cam", cfg; &mut cam, &mut weights, &mut small, activation, gradient,
-            &d[0], &d[1], &d[2], &d[3], &d[4], &combine, &renormalize);
-        Ok(cam)
+        cam::grad_cam(self, p, activation, gradient)
     }
 
     fn score_cam_masks(
@@ -1051,23 +647,6 @@ impl Backend for CudaBackend {
         x: &CudaSlice<f32>,
         activation: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        p.check(x.len(), activation.len()).map_err(backend_error)?;
-        let mut out = self.out(p.output_len())?;
-        if p.count == 0 {
-            return Ok(out);
-        }
-        let d = [p.image, p.c0, p.c, p.h, p.w, p.in_c, p.out_h, p.out_w].map(|v| v as i32);
-        let scale = [
-            align_corners_scale(p.h, p.out_h),
-            align_corners_scale(p.w, p.out_w),
-        ];
-        let cfg = LaunchConfig {
-            grid_dim: (p.count as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(self, "score_cam_masks", cfg; &mut out, x, activation, &d[0], &d[1], &d[2],
-            &d[3], &d[4], &d[5], &d[6], &d[7], &scale[0], &scale[1]);
-        Ok(out)
+        cam::score_cam_masks(self, p, x, activation)
     }
 }
