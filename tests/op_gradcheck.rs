@@ -402,17 +402,19 @@ fn avg_p(
     count_include_pad: bool,
 ) -> AvgPool2dParams {
     AvgPool2dParams {
-        n,
-        c,
-        h_in,
-        w_in,
-        k_h,
-        k_w,
-        stride_h: stride,
-        stride_w: stride,
-        pad_h: pad,
-        pad_w: pad,
-        ceil_mode,
+        window: PoolWindow {
+            n,
+            c,
+            h_in,
+            w_in,
+            k_h,
+            k_w,
+            stride_h: stride,
+            stride_w: stride,
+            pad_h: pad,
+            pad_w: pad,
+            ceil_mode,
+        },
         count_include_pad,
     }
 }
@@ -435,7 +437,8 @@ fn avg_cases() -> Vec<AvgPool2dParams> {
 /// PyTorch's avg_pool2d loop: hstart = oh·s − pad, hend = min(hstart + k, H + pad),
 /// pool_size = (hend − hstart)(wend − wstart), then clipped to the input; the divisor is
 /// pool_size with count_include_pad, else the clipped window's size.
-fn avg_reference(p: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
+fn avg_reference(a: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
+    let p = &a.window;
     let (ho, wo) = (p.h_out(), p.w_out());
     let mut y = vec![];
     for plane in x.chunks(p.h_in * p.w_in) {
@@ -454,7 +457,7 @@ fn avg_reference(p: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
                         s += plane[iy as usize * p.w_in + ix as usize];
                     }
                 }
-                let div = if p.count_include_pad {
+                let div = if a.count_include_pad {
                     pool_size
                 } else {
                     (he - hs) * (we - ws)
@@ -467,7 +470,7 @@ fn avg_reference(p: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
 }
 
 fn avg_forward<T: gradcam::backend::cpu::real::Real>(p: &AvgPool2dParams, x: &[T]) -> Vec<T> {
-    let mut y = vec![T::nan(); p.output_len()];
+    let mut y = vec![T::nan(); p.window.output_len()];
     pool::avg_pool2d_forward(p, x, &mut y);
     y
 }
@@ -481,7 +484,7 @@ fn avg_pool2d_forward_matches_pytorch_loop() {
     // divisor is 3 per axis (the overhang past the padding does not count).
     let p = avg_p((1, 1, 5, 5), (3, 3), 2, 1, true, true);
     let y = avg_forward(&p, &[1.0f64; 25]);
-    assert_eq!((p.h_out(), p.w_out()), (3, 3));
+    assert_eq!((p.window.h_out(), p.window.w_out()), (3, 3));
     assert_eq!(y[0], 4.0 / 9.0);
     assert_eq!(y[4], 1.0);
     assert_eq!(y[8], 4.0 / 9.0);
@@ -491,7 +494,7 @@ fn avg_pool2d_forward_matches_pytorch_loop() {
     };
     assert!(avg_forward(&q, &[1.0f64; 25]).iter().all(|&v| v == 1.0));
     for p in avg_cases() {
-        let x = random(p.input_len(), &mut rng);
+        let x = random(p.window.input_len(), &mut rng);
         let y_ref = avg_reference(&p, &x);
         let ones = vec![1.0; y_ref.len()];
         // f64: the same window sum and division: exact up to the summation order (1e-15).
@@ -519,9 +522,9 @@ fn avg_pool2d_forward_matches_pytorch_loop() {
 fn avg_pool2d_backward_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(32);
     for p in avg_cases() {
-        let x = random(p.input_len(), &mut rng);
-        let dy = random(p.output_len(), &mut rng);
-        let mut dx = vec![f64::NAN; p.input_len()];
+        let x = random(p.window.input_len(), &mut rng);
+        let dy = random(p.window.output_len(), &mut rng);
+        let mut dx = vec![f64::NAN; p.window.input_len()];
         pool::avg_pool2d_backward_input(&p, &dy, &mut dx);
         fd(
             &format!("{p:?}"),
@@ -784,10 +787,10 @@ fn pooling_is_bit_identical_on_1_and_3_threads() {
     let mut avg = avg_cases();
     avg.push(avg_p((4, 16, 30, 31), (3, 3), 2, 1, true, false));
     for p in avg {
-        let x = f32s(&random(p.input_len(), &mut rng));
-        let dy = f32s(&random(p.output_len(), &mut rng));
+        let x = f32s(&random(p.window.input_len(), &mut rng));
+        let dy = f32s(&random(p.window.output_len(), &mut rng));
         let run = || {
-            let mut dx = vec![f32::NAN; p.input_len()];
+            let mut dx = vec![f32::NAN; p.window.input_len()];
             pool::avg_pool2d_backward_input(&p, &dy, &mut dx);
             (avg_forward(&p, &x), dx)
         };

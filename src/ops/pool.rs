@@ -23,12 +23,12 @@ pub fn pool_out_len(
     out
 }
 
-/// Max pooling with implicit −inf padding, like `nn.MaxPool2d`.
-/// x: [n, c, h_in, w_in], y and argmax: [n, c, h_out, w_out]; argmax holds the flat index
-/// (iy * w_in + ix) of the first maximum of each window in row-major window order. Windows of
-/// ceil mode that hang over the input's end are clipped to it.
+/// A window sweep over x: [n, c, h_in, w_in], the spec every windowed pooling op shares: a
+/// k_h × k_w window moved by the stride over the input padded by pad_h / pad_w on each side,
+/// giving y: [n, c, h_out, w_out] by [`pool_out_len`] (ceil mode included). An op's own
+/// parameters sit beside it (see [`AvgPool2dParams`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MaxPool2dParams {
+pub struct PoolWindow {
     pub n: usize,
     pub c: usize,
     pub h_in: usize,
@@ -42,7 +42,7 @@ pub struct MaxPool2dParams {
     pub ceil_mode: bool,
 }
 
-impl MaxPool2dParams {
+impl PoolWindow {
     pub fn h_out(&self) -> usize {
         pool_out_len(
             self.h_in,
@@ -67,57 +67,10 @@ impl MaxPool2dParams {
     pub fn output_len(&self) -> usize {
         self.n * self.c * self.h_out() * self.w_out()
     }
-}
-
-/// Average pooling, like `nn.AvgPool2d` / `F.avg_pool2d`: each output is the sum of its
-/// window's inputs divided by the window's size counted over the padded input
-/// (`count_include_pad`, PyTorch's default: the padding's zeros count, the overhang of a ceil-mode
-/// window past the padding does not) or over the input's own elements only.
-/// x: [n, c, h_in, w_in], y: [n, c, h_out, w_out].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AvgPool2dParams {
-    pub n: usize,
-    pub c: usize,
-    pub h_in: usize,
-    pub w_in: usize,
-    pub k_h: usize,
-    pub k_w: usize,
-    pub stride_h: usize,
-    pub stride_w: usize,
-    pub pad_h: usize,
-    pub pad_w: usize,
-    pub ceil_mode: bool,
-    pub count_include_pad: bool,
-}
-
-impl AvgPool2dParams {
-    pub fn h_out(&self) -> usize {
-        pool_out_len(
-            self.h_in,
-            self.k_h,
-            self.stride_h,
-            self.pad_h,
-            self.ceil_mode,
-        )
-    }
-    pub fn w_out(&self) -> usize {
-        pool_out_len(
-            self.w_in,
-            self.k_w,
-            self.stride_w,
-            self.pad_w,
-            self.ceil_mode,
-        )
-    }
-    pub fn input_len(&self) -> usize {
-        self.n * self.c * self.h_in * self.w_in
-    }
-    pub fn output_len(&self) -> usize {
-        self.n * self.c * self.h_out() * self.w_out()
-    }
-    /// Window of output (oy, ox): input rows and columns it covers (clipped to the input) and
-    /// the divisor, as PyTorch's avg_pool2d computes them.
-    pub fn window(
+    /// Window of output (oy, ox): the input rows and columns it covers, clipped to the input,
+    /// and its size over the padded input (the padding counts, the overhang of a ceil-mode
+    /// window past the padding does not), as PyTorch's pooling loops compute them.
+    pub fn input_window(
         &self,
         oy: usize,
         ox: usize,
@@ -134,8 +87,37 @@ impl AvgPool2dParams {
         };
         let (ry, py) = axis(oy, self.k_h, self.stride_h, self.pad_h, self.h_in);
         let (rx, px) = axis(ox, self.k_w, self.stride_w, self.pad_w, self.w_in);
+        (ry, rx, py * px)
+    }
+}
+
+/// Max pooling with implicit −inf padding, like `nn.MaxPool2d`: its window is all it has.
+/// y and argmax: [n, c, h_out, w_out]; argmax holds the flat index (iy * w_in + ix) of the
+/// first maximum of each window in row-major window order. Windows of ceil mode that hang
+/// over the input's end are clipped to it.
+pub type MaxPool2dParams = PoolWindow;
+
+/// Average pooling, like `nn.AvgPool2d` / `F.avg_pool2d`: each output is the sum of its
+/// window's inputs divided by the window's size counted over the padded input
+/// (`count_include_pad`, PyTorch's default: the padding's zeros count, the overhang of a ceil-mode
+/// window past the padding does not) or over the input's own elements only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AvgPool2dParams {
+    pub window: PoolWindow,
+    pub count_include_pad: bool,
+}
+
+impl AvgPool2dParams {
+    /// Window of output (oy, ox): input rows and columns it covers (clipped to the input) and
+    /// the divisor, as PyTorch's avg_pool2d computes them.
+    pub fn window(
+        &self,
+        oy: usize,
+        ox: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>, usize) {
+        let (ry, rx, padded) = self.window.input_window(oy, ox);
         let div = if self.count_include_pad {
-            py * px
+            padded
         } else {
             ry.len() * rx.len()
         };
@@ -191,17 +173,19 @@ mod tests {
     #[test]
     fn avg_window_divisors() {
         let p = AvgPool2dParams {
-            n: 1,
-            c: 1,
-            h_in: 5,
-            w_in: 5,
-            k_h: 3,
-            k_w: 3,
-            stride_h: 2,
-            stride_w: 2,
-            pad_h: 1,
-            pad_w: 1,
-            ceil_mode: true,
+            window: PoolWindow {
+                n: 1,
+                c: 1,
+                h_in: 5,
+                w_in: 5,
+                k_h: 3,
+                k_w: 3,
+                stride_h: 2,
+                stride_w: 2,
+                pad_h: 1,
+                pad_w: 1,
+                ceil_mode: true,
+            },
             count_include_pad: true,
         };
         // A corner window covers 2×2 inputs and the padding: divisor 9.

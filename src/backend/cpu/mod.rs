@@ -300,13 +300,13 @@ impl Backend for CpuBackend {
     }
 
     fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Storage) -> Result<Storage> {
-        let mut y = self.out(p.output_len());
+        let mut y = self.out(p.window.output_len());
         pool::avg_pool2d_forward(p, x, &mut y);
         Ok(y.into())
     }
 
     fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Storage) -> Result<Storage> {
-        let mut dx = self.out(p.input_len());
+        let mut dx = self.out(p.window.input_len());
         pool::avg_pool2d_backward_input(p, dy, &mut dx);
         Ok(dx.into())
     }

@@ -4,7 +4,9 @@
 use super::pages::prefer_huge_pages;
 use super::real::Real;
 use super::simd;
-use crate::ops::{adaptive_window, AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
+use crate::ops::{
+    adaptive_window, AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolWindow,
+};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -23,7 +25,7 @@ pub fn max_pool2d_forward<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut [T], ar
         "plane too large for u32 argmax"
     );
     prefer_huge_pages(y);
-    let sweep = Sweep::of_max_pool(p);
+    let sweep = Sweep::of(p);
     let plane = (p.h_out() * p.w_out()).max(1);
     y.par_chunks_mut(plane)
         .zip(argmax.par_chunks_mut(plane))
@@ -37,7 +39,7 @@ pub fn max_pool2d_forward_values<T: Real>(p: &MaxPool2dParams, x: &[T], y: &mut 
     assert_eq!(x.len(), p.input_len());
     assert_eq!(y.len(), p.output_len());
     prefer_huge_pages(y);
-    let sweep = Sweep::of_max_pool(p);
+    let sweep = Sweep::of(p);
     y.par_chunks_mut((p.h_out() * p.w_out()).max(1))
         .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
         .for_each(|(yp, xp)| max_pool_plane::<T, false>(p, &sweep, xp, yp, &mut []));
@@ -99,32 +101,14 @@ struct Sweep {
 }
 
 impl Sweep {
-    fn of_max_pool(p: &MaxPool2dParams) -> Self {
-        Sweep::new(
-            p.h_in,
-            p.w_in,
-            (p.k_h, p.k_w),
-            (p.stride_h, p.stride_w),
-            (p.pad_h, p.pad_w),
-            (p.h_out(), p.w_out()),
-        )
-    }
-
-    fn new(
-        h_in: usize,
-        w_in: usize,
-        kernel: (usize, usize),
-        stride: (usize, usize),
-        pad: (usize, usize),
-        (ho, wo): (usize, usize),
-    ) -> Self {
+    fn of(p: &PoolWindow) -> Self {
         Sweep {
-            w_in,
-            kernel,
-            stride,
-            pad,
-            inner_y: inner_outputs(kernel.0, stride.0, pad.0, h_in, ho),
-            inner_x: inner_outputs(kernel.1, stride.1, pad.1, w_in, wo),
+            w_in: p.w_in,
+            kernel: (p.k_h, p.k_w),
+            stride: (p.stride_h, p.stride_w),
+            pad: (p.pad_h, p.pad_w),
+            inner_y: inner_outputs(p.k_h, p.stride_h, p.pad_h, p.h_in, p.h_out()),
+            inner_x: inner_outputs(p.k_w, p.stride_w, p.pad_w, p.w_in, p.w_out()),
         }
     }
 
@@ -278,13 +262,12 @@ fn inner_outputs(k: usize, stride: usize, pad: usize, len: usize, n_out: usize) 
 /// Max and argmax of output (oy, ox)'s window clipped to the input; (-inf, u32::MAX) when the
 /// window holds only padding.
 fn clipped_window_max<T: Real>(p: &MaxPool2dParams, xp: &[T], oy: usize, ox: usize) -> (T, u32) {
-    let y0 = (oy * p.stride_h) as isize - p.pad_h as isize;
-    let x0 = (ox * p.stride_w) as isize - p.pad_w as isize;
+    let (ry, rx, _) = p.input_window(oy, ox);
     let mut best = T::neg_infinity();
     let mut best_i = u32::MAX;
-    for iy in y0.max(0)..(y0 + p.k_h as isize).min(p.h_in as isize) {
-        for ix in x0.max(0)..(x0 + p.k_w as isize).min(p.w_in as isize) {
-            let i = iy as usize * p.w_in + ix as usize;
+    for iy in ry {
+        for ix in rx.clone() {
+            let i = iy * p.w_in + ix;
             let v = xp[i];
             if best_i == u32::MAX || takes_over(v, best) {
                 best = v;
@@ -334,19 +317,13 @@ fn scatter_argmax<T: Real>(
 ///
 /// Windows wholly inside the input (divisor k_h·k_w) take a vectorized path across the run of
 /// interior outputs of a row, as max pooling does; the border clips its windows.
-pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
+pub fn avg_pool2d_forward<T: Real>(a: &AvgPool2dParams, x: &[T], y: &mut [T]) {
+    let p = &a.window;
     assert_eq!(x.len(), p.input_len());
     assert_eq!(y.len(), p.output_len());
     prefer_huge_pages(y);
     let (ho, wo) = (p.h_out(), p.w_out());
-    let sweep = Sweep::new(
-        p.h_in,
-        p.w_in,
-        (p.k_h, p.k_w),
-        (p.stride_h, p.stride_w),
-        (p.pad_h, p.pad_w),
-        (ho, wo),
-    );
+    let sweep = Sweep::of(p);
     let full = T::of((p.k_h * p.k_w) as f64);
     y.par_chunks_mut((ho * wo).max(1))
         .zip(x.par_chunks((p.h_in * p.w_in).max(1)))
@@ -356,7 +333,7 @@ pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
                 let yr = &mut yp[oy * wo..(oy + 1) * wo];
                 let fast = sweep.fast(oy);
                 for ox in (0..fast.start).chain(fast.end..wo) {
-                    let (ry, rx, div) = p.window(oy, ox);
+                    let (ry, rx, div) = a.window(oy, ox);
                     let mut s = T::zero();
                     for iy in ry {
                         for &v in &xp[iy * p.w_in + rx.start..iy * p.w_in + rx.end] {
@@ -389,7 +366,8 @@ pub fn avg_pool2d_forward<T: Real>(p: &AvgPool2dParams, x: &[T], y: &mut [T]) {
 
 /// dx[i] = Σ dy[o] / divisor[o] over the windows o that cover input i, as PyTorch's
 /// avg_pool2d backward (each window's share added in output order).
-pub fn avg_pool2d_backward_input<T: Real>(p: &AvgPool2dParams, dy: &[T], dx: &mut [T]) {
+pub fn avg_pool2d_backward_input<T: Real>(a: &AvgPool2dParams, dy: &[T], dx: &mut [T]) {
+    let p = &a.window;
     assert_eq!(dy.len(), p.output_len());
     assert_eq!(dx.len(), p.input_len());
     prefer_huge_pages(dx);
@@ -400,7 +378,7 @@ pub fn avg_pool2d_backward_input<T: Real>(p: &AvgPool2dParams, dy: &[T], dx: &mu
             dxp.fill(T::zero());
             for oy in 0..ho {
                 for ox in 0..wo {
-                    let (ry, rx, div) = p.window(oy, ox);
+                    let (ry, rx, div) = a.window(oy, ox);
                     let g = dyp[oy * wo + ox] / T::of(div as f64);
                     for iy in ry {
                         for v in &mut dxp[iy * p.w_in + rx.start..iy * p.w_in + rx.end] {
@@ -644,20 +622,11 @@ mod tests {
     fn fast_avg_pool_matches_reference() {
         let mut rng = StdRng::seed_from_u64(5);
         for m in cases(&mut rng) {
-            let p = AvgPool2dParams {
-                n: m.n,
-                c: m.c,
-                h_in: m.h_in,
-                w_in: m.w_in,
-                k_h: m.k_h,
-                k_w: m.k_w,
-                stride_h: m.stride_h,
-                stride_w: m.stride_w,
-                pad_h: m.pad_h,
-                pad_w: m.pad_w,
-                ceil_mode: m.ceil_mode,
+            let a = AvgPool2dParams {
+                window: m,
                 count_include_pad: rng.random_bool(0.5),
             };
+            let p = &a.window;
             let x: Vec<f32> = (0..p.input_len())
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
@@ -665,7 +634,7 @@ mod tests {
             for xp in x.chunks(p.h_in * p.w_in) {
                 for oy in 0..p.h_out() {
                     for ox in 0..p.w_out() {
-                        let (ry, rx, div) = p.window(oy, ox);
+                        let (ry, rx, div) = a.window(oy, ox);
                         let mut sum = 0f32;
                         for iy in ry {
                             for ix in rx.clone() {
@@ -677,11 +646,11 @@ mod tests {
                 }
             }
             let mut y = vec![f32::NAN; p.output_len()];
-            avg_pool2d_forward(&p, &x, &mut y);
+            avg_pool2d_forward(&a, &x, &mut y);
             assert_eq!(
                 y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{p:?}"
+                "{a:?}"
             );
         }
     }

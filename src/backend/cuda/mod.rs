@@ -396,7 +396,8 @@ impl CudaBackend {
     }
 
     /// Shape arguments of kernels/pool.cu's avg_pool2d kernels.
-    fn avg_pool_shape(p: &AvgPool2dParams) -> [i32; 11] {
+    fn avg_pool_shape(a: &AvgPool2dParams) -> [i32; 11] {
+        let p = &a.window;
         [
             p.h_in,
             p.w_in,
@@ -408,7 +409,7 @@ impl CudaBackend {
             p.stride_w,
             p.pad_h,
             p.pad_w,
-            p.count_include_pad as usize,
+            a.count_include_pad as usize,
         ]
         .map(|v| v as i32)
     }
@@ -883,9 +884,10 @@ impl Backend for CudaBackend {
         self.binary(&p.scale(), &gates, x)
     }
 
-    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+    fn avg_pool2d(&self, a: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let p = &a.window;
         let mut y = self.out(p.output_len())?;
-        let d = Self::avg_pool_shape(p);
+        let d = Self::avg_pool_shape(a);
         let total = p.output_len() as i64;
         launch!(self, "avg_pool2d_fwd", flat(p.output_len()); &mut y, x,
             &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);
@@ -894,11 +896,12 @@ impl Backend for CudaBackend {
 
     fn avg_pool2d_grad_input(
         &self,
-        p: &AvgPool2dParams,
+        a: &AvgPool2dParams,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
+        let p = &a.window;
         let mut dx = self.out(p.input_len())?;
-        let d = Self::avg_pool_shape(p);
+        let d = Self::avg_pool_shape(a);
         let total = p.input_len() as i64;
         launch!(self, "avg_pool2d_bwd_input", flat(p.input_len()); &mut dx, dy,
             &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7], &d[8], &d[9], &d[10], &total);

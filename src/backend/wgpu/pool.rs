@@ -4,7 +4,7 @@
 use super::kernels::{kernel, Kernel, Shader::Pool};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
 use crate::error::Result;
-use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolWindow};
 
 const MAX_FWD: Kernel = kernel(Pool, "max_pool_fwd");
 const MAX_BWD: Kernel = kernel(Pool, "max_pool_bwd");
@@ -15,7 +15,9 @@ const WIN_AVG_BWD: Kernel = kernel(Pool, "avg_pool2d_bwd");
 const ADA_MAX_FWD: Kernel = kernel(Pool, "adaptive_max_pool_fwd");
 const ADA_MAX_BWD: Kernel = kernel(Pool, "adaptive_max_pool_bwd");
 
-fn win_avg_params(p: &AvgPool2dParams) -> [u32; 16] {
+/// The uniform words a windowed pooling kernel's params start with (pool.wgsl's `MaxPool`,
+/// and `AvgPool2d` before its own `count_include_pad`).
+fn window_params(p: &PoolWindow) -> [u32; 12] {
     [
         u(p.n),
         u(p.c),
@@ -29,28 +31,14 @@ fn win_avg_params(p: &AvgPool2dParams) -> [u32; 16] {
         u(p.pad_w),
         u(p.h_out()),
         u(p.w_out()),
-        p.count_include_pad as u32,
-        0,
-        0,
-        0,
     ]
 }
 
-fn max_params(p: &MaxPool2dParams) -> [u32; 12] {
-    [
-        u(p.n),
-        u(p.c),
-        u(p.h_in),
-        u(p.w_in),
-        u(p.k_h),
-        u(p.k_w),
-        u(p.stride_h),
-        u(p.stride_w),
-        u(p.pad_h),
-        u(p.pad_w),
-        u(p.h_out()),
-        u(p.w_out()),
-    ]
+fn win_avg_params(p: &AvgPool2dParams) -> [u32; 16] {
+    let mut words = [0; 16];
+    words[..12].copy_from_slice(&window_params(&p.window));
+    words[12] = p.count_include_pad as u32;
+    words
 }
 
 fn avg_params(p: &AdaptivePool2dParams) -> [u32; 6] {
@@ -67,7 +55,7 @@ pub fn max_pool(
     let idx = be.output(p.output_len())?;
     be.run(
         MAX_FWD,
-        &max_params(p),
+        &window_params(p),
         &[x.raw(), y.raw(), idx.raw()],
         groups_1d(p.output_len(), 256)?,
     )?;
@@ -85,7 +73,7 @@ pub fn max_pool_backward(
     let dx = be.output(p.input_len())?;
     be.run(
         MAX_BWD,
-        &max_params(p),
+        &window_params(p),
         &[argmax.raw(), dy.raw(), dx.raw()],
         groups_1d(p.input_len(), 256)?,
     )?;
@@ -121,13 +109,14 @@ pub fn avg_pool_backward(
 }
 
 pub fn win_avg_pool(be: &WgpuBackend, p: &AvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
-    be.need(x, p.input_len(), "avg_pool2d input")?;
-    let y = be.output(p.output_len())?;
+    let w = &p.window;
+    be.need(x, w.input_len(), "avg_pool2d input")?;
+    let y = be.output(w.output_len())?;
     be.run(
         WIN_AVG_FWD,
         &win_avg_params(p),
         &[x.raw(), y.raw()],
-        groups_1d(p.output_len(), 256)?,
+        groups_1d(w.output_len(), 256)?,
     )?;
     Ok(y)
 }
@@ -137,13 +126,14 @@ pub fn win_avg_pool_backward(
     p: &AvgPool2dParams,
     dy: &GpuBuffer,
 ) -> Result<GpuBuffer> {
-    be.need(dy, p.output_len(), "avg_pool2d output gradient")?;
-    let dx = be.output(p.input_len())?;
+    let w = &p.window;
+    be.need(dy, w.output_len(), "avg_pool2d output gradient")?;
+    let dx = be.output(w.input_len())?;
     be.run(
         WIN_AVG_BWD,
         &win_avg_params(p),
         &[dy.raw(), dx.raw()],
-        groups_1d(p.input_len(), 256)?,
+        groups_1d(w.input_len(), 256)?,
     )?;
     Ok(dx)
 }

@@ -3,9 +3,10 @@
 //! (`x.mean((2, 3))` is an adaptive average pool to 1×1 followed by a flatten).
 
 use super::*;
-use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolWindow};
 
-/// The geometry of a window sweep, shared by max and average pooling.
+/// The geometry of a pooling window, shared by max and average pooling: what a graph stores,
+/// without the input (`Window::over` an input gives the backends' [`PoolWindow`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Window {
     pub kernel: (usize, usize),
@@ -15,6 +16,26 @@ pub struct Window {
 }
 
 impl Window {
+    /// The sweep of this window over input `x` (`what`: the op, for messages), or why `x`
+    /// does not fit it.
+    fn over(&self, what: &str, x: &[usize]) -> ShapeResult<PoolWindow> {
+        let (n, c, h, w) = nchw(x)?;
+        self.check(what, h, w)?;
+        Ok(PoolWindow {
+            n,
+            c,
+            h_in: h,
+            w_in: w,
+            k_h: self.kernel.0,
+            k_w: self.kernel.1,
+            stride_h: self.stride.0,
+            stride_w: self.stride.1,
+            pad_h: self.pad.0,
+            pad_w: self.pad.1,
+            ceil_mode: self.ceil_mode,
+        })
+    }
+
     fn check(&self, what: &str, h: usize, w: usize) -> ShapeResult<()> {
         let (k, p) = (self.kernel, self.pad);
         if p.0 * 2 > k.0 || p.1 * 2 > k.1 {
@@ -37,22 +58,7 @@ pub struct MaxPool(pub Window);
 
 impl MaxPool {
     fn params(&self, x: &[usize]) -> ShapeResult<MaxPool2dParams> {
-        let (n, c, h, w) = nchw(x)?;
-        let win = self.0;
-        win.check("max-pool", h, w)?;
-        Ok(MaxPool2dParams {
-            n,
-            c,
-            h_in: h,
-            w_in: w,
-            k_h: win.kernel.0,
-            k_w: win.kernel.1,
-            stride_h: win.stride.0,
-            stride_w: win.stride.1,
-            pad_h: win.pad.0,
-            pad_w: win.pad.1,
-            ceil_mode: win.ceil_mode,
-        })
+        self.0.over("max-pool", x)
     }
 }
 
@@ -126,21 +132,8 @@ pub struct AvgPool {
 
 impl AvgPool {
     fn params(&self, x: &[usize]) -> ShapeResult<AvgPool2dParams> {
-        let (n, c, h, w) = nchw(x)?;
-        let win = self.window;
-        win.check("avg-pool", h, w)?;
         Ok(AvgPool2dParams {
-            n,
-            c,
-            h_in: h,
-            w_in: w,
-            k_h: win.kernel.0,
-            k_w: win.kernel.1,
-            stride_h: win.stride.0,
-            stride_w: win.stride.1,
-            pad_h: win.pad.0,
-            pad_w: win.pad.1,
-            ceil_mode: win.ceil_mode,
+            window: self.window.over("avg-pool", x)?,
             count_include_pad: self.count_include_pad,
         })
     }
@@ -152,7 +145,7 @@ impl OpDef for AvgPool {
     }
 
     fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
-        let p = self.params(x[0])?;
+        let p = self.params(x[0])?.window;
         Ok(vec![p.n, p.c, p.h_out(), p.w_out()])
     }
 
