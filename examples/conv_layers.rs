@@ -3,10 +3,10 @@
 //! prints milliseconds per call, the count in the network, and GFLOP/s of direct-convolution
 //! work. A benchmark, not a test: `cargo run --release --example conv_layers -- resnet50 [threads] [batch]`.
 
-use gradcam::backend::cpu::conv::conv2d_forward_with;
-use gradcam::backend::cpu::epilogue::Epilogue;
-use gradcam::backend::cpu::winograd;
-use gradcam::ops::{Activation, ActivationParams, Conv2dParams};
+use gradcam::internal::backend::cpu::conv::conv2d_forward_with;
+use gradcam::internal::backend::cpu::epilogue::Epilogue;
+use gradcam::internal::backend::cpu::winograd;
+use gradcam::internal::ops::{Activation, ActivationParams, Conv2dParams};
 use std::time::Instant;
 
 /// (input size, c_in, c_out, kernel, stride, count in the network)

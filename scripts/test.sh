@@ -24,3 +24,5 @@ export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NODEVICE_SELECT=1
 cargo --version
 cargo test --release --locked "$@"
+# The library without its default features (no CLI, no GPU crates) must build too.
+cargo build --release --locked --no-default-features --lib

@@ -1,26 +1,45 @@
-//! gradcam: Grad-CAM explanations for CNN image classifiers without libtorch.
+//! Grad-CAM explanations for CNN image classifiers, without libtorch.
 //!
-//! `model` reads safetensors state dicts into graphs with PyTorch's module paths, `engine`
-//! plans and runs the forward and partial backward passes on a `backend`, and `ops` holds the
-//! shape descriptions all backends share.
+//! Load a model, build an [`Explainer`], explain a preprocessed batch:
+//!
+//! ```no_run
+//! use gradcam::{image, Explainer, Model, Targets};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = Model::load("resnet50.safetensors")?; // a torchvision state_dict, or an exported graph
+//! let input = model.preprocessing().apply(&image::decode("photo.jpg")?); // resize, crop, normalize
+//! let explainer = Explainer::builder(model).build()?; // Grad-CAM, default layer, best backend
+//! let e = explainer.explain(&input.batch(), Targets::Top)?;
+//! image::overlay(&input.rgb, e.maps[0].image(0), 0.5)?.save("overlay.png")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Cargo features, all on by default: `cli` (the `gradcam` binary), `wgpu` (any GPU through
+//! Vulkan, Metal or DX12) and `cuda` (NVIDIA GPUs; driver and NVRTC loaded at run time).
+//! Without them (`default-features = false`) the library runs on the CPU backend.
+//!
+//! `internal` holds the engine's modules for the project's own tests and tools; it is not
+//! part of the API.
+#![warn(missing_docs)]
 
-pub mod backend;
-pub mod cli;
-pub mod data;
-pub mod engine;
-pub mod error;
+mod error;
+mod explainer;
 pub mod image;
-pub mod interrupt;
-pub mod limits;
-pub mod metrics;
-pub mod model;
-pub mod npy;
-pub mod ops;
-pub mod pipeline;
-pub mod runner;
-pub mod selftest;
-pub mod storage;
-pub mod tensor;
-pub mod train;
+#[doc(hidden)]
+pub mod internal;
+mod named;
 
+pub(crate) use internal::{
+    backend, data, engine, imaging, interrupt, limits, metrics, model, npy, ops, runner, storage,
+    tensor,
+};
+#[cfg(feature = "cli")]
+pub(crate) use internal::{cli, pipeline, train};
+
+pub use engine::{MapKind, Method, MethodOptions, Score};
 pub use error::{Error, Result};
+pub use explainer::{Explainer, ExplainerBuilder, Explanation, MethodMap, Targets};
+pub use model::{LoadOptions, Model};
+pub use named::Named;
+pub use runner::BackendKind;
+pub use tensor::Tensor;

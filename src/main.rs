@@ -8,5 +8,5 @@ fn main() -> ExitCode {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    gradcam::cli::run()
+    gradcam::internal::cli::run()
 }

@@ -16,10 +16,10 @@
 
 use crate::engine::{Classes, MapKind, Method, MethodOptions};
 use crate::error::{Error, Result};
-use crate::image::inputs::{self, Input};
-use crate::image::load::Limits;
-use crate::image::preprocess::{Prepared, Transform};
-use crate::image::{load, overlay, write_png};
+use crate::imaging::inputs::{self, Input};
+use crate::imaging::load::Limits;
+use crate::imaging::preprocess::{Prepared, Transform};
+use crate::imaging::{load, overlay, write_png};
 use crate::interrupt;
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
@@ -110,9 +110,17 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
     for n in &notices {
         if n.skipped {
             summary.skipped += 1;
-            eprintln!("skipped {}: {}", n.path.display(), n.message);
+            eprintln!(
+                "skipped {}: {}",
+                n.path.display(),
+                crate::cli::flags(&n.message)
+            );
         } else {
-            eprintln!("note: {}: {}", n.path.display(), n.message);
+            eprintln!(
+                "note: {}: {}",
+                n.path.display(),
+                crate::cli::flags(&n.message)
+            );
         }
     }
     let inputs = if o.skip_existing {
@@ -193,7 +201,7 @@ pub fn run(engine: &AnyEngine, o: &Options) -> Result<Summary> {
                         }
                         Err(msg) => {
                             counts.skipped += 1;
-                            bar.suspend(|| eprintln!("skipped {msg}"));
+                            bar.suspend(|| eprintln!("skipped {}", crate::cli::flags(&msg)));
                         }
                     }
                     bar.inc(1);
@@ -296,32 +304,6 @@ impl Drop for Permit<'_> {
         *free += self.bytes;
         self.budget.freed.notify_all();
     }
-}
-
-/// Bytes the CPU engine may hold for an input of `shape`: every value of the forward pass (an
-/// upper bound: values no backward pass reads are freed early), plus the gradient buffers of a
-/// backward pass (two of the largest value).
-pub fn activation_bytes(model: &crate::model::Model, shape: &[usize]) -> Result<u64> {
-    let plan = model.graph.plan(shape)?;
-    let sizes: Vec<f64> = plan
-        .shapes
-        .iter()
-        .map(|s| s.iter().map(|&d| d as f64).product::<f64>())
-        .collect();
-    let largest = sizes.iter().copied().fold(0.0, f64::max);
-    let total = sizes.iter().sum::<f64>() + 2.0 * largest;
-    Ok((total * 4.0).min(u64::MAX as f64) as u64)
-}
-
-/// On the CPU backend, fails when the activations for `shape` exceed the memory available.
-/// (GPU backends report their own allocation failures.)
-pub fn check_activations(engine: &AnyEngine, shape: &[usize]) -> Result<()> {
-    if !matches!(engine, AnyEngine::Cpu(_)) {
-        return Ok(());
-    }
-    let bytes = activation_bytes(engine.model(), shape)?;
-    crate::limits::check_memory(&format!("a batch of input shape {shape:?}"), bytes)
-        .map_err(|e| Error::Usage(format!("{e}; use a smaller --batch-size or input size")))
 }
 
 /// The files one image's outputs for one class take: (JSON key, file suffix). Grad-CAM's
@@ -456,7 +438,7 @@ fn check_model(engine: &AnyEngine, o: &Options, inputs: usize) -> Result<()> {
             }
         }
         let n = o.batch_size.min(inputs).max(1);
-        check_activations(engine, &[n, model.graph.in_channels, h, w])?;
+        engine.check_activations(&[n, model.graph.in_channels, h, w])?;
     }
     if model.graph.in_channels != 3 {
         return Err(Error::Usage(format!(
@@ -499,36 +481,6 @@ fn decode(input: &Input, o: &Options, budget: &Budget) -> std::result::Result<De
     })
 }
 
-/// Why the results of image `j` of an attribution cannot be written, if they cannot: a
-/// non-finite logit, CAM or gradient (the input or the weights overflow f32).
-pub fn non_finite(a: &crate::engine::Attribution, j: usize) -> Option<String> {
-    let classes = a.logits.shape[1];
-    let row = &a.logits.data[j * classes..(j + 1) * classes];
-    if let Some(c) = row.iter().position(|v| !v.is_finite()) {
-        return Some(format!(
-            "the network's logit for class {c} is {} (not finite): the input or the weights overflow f32",
-            row[c]
-        ));
-    }
-    for t in &a.targets {
-        for map in &t.maps {
-            let tensor = &map.data;
-            let per = tensor.len() / tensor.shape[0];
-            if tensor.data[j * per..(j + 1) * per]
-                .iter()
-                .any(|v| !v.is_finite())
-            {
-                return Some(format!(
-                    "the {} map for class {} is not finite (NaN or infinite values)",
-                    map.method.name(),
-                    t.classes[j]
-                ));
-            }
-        }
-    }
-    None
-}
-
 /// Runs the engine on the decoded images of a batch, grouped by input size (sizes differ only
 /// with --resize and no crop).
 fn compute(
@@ -554,7 +506,7 @@ fn compute(
     for ((h, w), group) in groups {
         let n = group.len();
         // Sizes vary only with --resize and no crop; then a group may not fit in memory.
-        if let Err(e) = check_activations(engine, &[n, 3, h, w]) {
+        if let Err(e) = engine.check_activations(&[n, 3, h, w]) {
             for (i, d) in group {
                 slots[i] = Some(Done::Skipped {
                     path: d.input.path,
@@ -571,7 +523,7 @@ fn compute(
         let req = crate::engine::Request {
             methods: &o.methods,
             layers: &o.layers,
-            classes: o.classes,
+            classes: o.classes.clone(),
             options: &o.method_options,
         };
         let a = match engine.attribute(&x, &req) {
@@ -589,7 +541,7 @@ fn compute(
             Err(e) => return Err(e),
         };
         for (j, (i, decoded)) in group.into_iter().enumerate() {
-            if let Some(reason) = non_finite(&a, j) {
+            if let Some(reason) = a.non_finite(j) {
                 slots[i] = Some(Done::Skipped {
                     path: decoded.input.path,
                     reason,

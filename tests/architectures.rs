@@ -2,7 +2,7 @@
 //! lists PyTorch's module paths, and plans at 224×224 (and VGG also at 64×64, where the
 //! feature map is smaller than the 7×7 of its adaptive average pool).
 
-use gradcam::model::{weights::WeightStore, zoo, Model};
+use gradcam::internal::model::{weights::WeightStore, zoo, Model};
 
 fn build(arch: &str, classes: usize) -> Model {
     let store = WeightStore::from_tensors(arch, zoo::random_state_dict(arch, classes, 0).unwrap());
@@ -178,18 +178,18 @@ fn shape_lies_are_errors_naming_the_tensor() {
         let len = shape.iter().product();
         sd.insert(
             name.into(),
-            gradcam::tensor::Tensor::new(shape.clone(), vec![0.5; len]),
+            gradcam::internal::tensor::Tensor::new(shape.clone(), vec![0.5; len]),
         );
         if name == "fc2.weight" {
             sd.insert(
                 "fc2.bias".into(),
-                gradcam::tensor::Tensor::new(vec![0], vec![]),
+                gradcam::internal::tensor::Tensor::new(vec![0], vec![]),
             );
         }
         if name == "conv3.weight" {
             sd.insert(
                 "conv3.bias".into(),
-                gradcam::tensor::Tensor::new(vec![0], vec![]),
+                gradcam::internal::tensor::Tensor::new(vec![0], vec![]),
             );
         }
         let store = WeightStore::from_tensors(arch, sd);

@@ -1,8 +1,8 @@
 //! The command line end to end: a successful run, and every kind of bad input giving one
 //! readable error line, exit status 1, no panic, and no result files.
 
-use gradcam::npy;
-use gradcam::tensor::Tensor;
+use gradcam::internal::npy;
+use gradcam::internal::tensor::Tensor;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 use std::process::Output;

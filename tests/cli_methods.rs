@@ -1,7 +1,7 @@
 //! `explain --method` with several methods: one file set per method, named without collisions
 //! and listed in the JSON line; the --input-tensor files; the option errors.
 
-use gradcam::npy;
+use gradcam::internal::npy;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -96,7 +96,11 @@ fn input_tensor_writes_one_file_per_method() {
     let data = (0..2 * 3 * 32 * 32)
         .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
         .collect();
-    npy::write_f32(&x, &gradcam::tensor::Tensor::new(vec![2, 3, 32, 32], data)).unwrap();
+    npy::write_f32(
+        &x,
+        &gradcam::internal::tensor::Tensor::new(vec![2, 3, 32, 32], data),
+    )
+    .unwrap();
     let out = tmp.path().join("out");
     let o = gradcam(&[
         "explain",

@@ -2,9 +2,9 @@
 //! (CI installs NVRTC from PyPI, see .ci/run), so syntax and template errors are caught on
 //! every submission. Tests that need a device print why they skip.
 
-use gradcam::backend::cuda::{self, kernels};
-use gradcam::backend::ConvKernel;
-use gradcam::selftest::Tolerances;
+use gradcam::internal::backend::check::{self, Precision};
+use gradcam::internal::backend::cuda::{self, kernels};
+use gradcam::internal::backend::ConvKernel;
 
 /// Architectures compiled here: sm_80 (A100, first with TF32 mma) and sm_90 (H100/H200), plus
 /// sm_75 to check that the tensor-core code is compiled out below sm_80 (v1 is used there).
@@ -94,7 +94,7 @@ fn cuda_selftest_on_a_device() {
             continue;
         };
         b.poison = true;
-        let report = gradcam::selftest::run_with(&b, Tolerances::for_conv(conv));
+        let report = check::run(&b, Precision::of_conv(conv));
         for line in &report {
             println!("{line}");
         }

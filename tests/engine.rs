@@ -1,21 +1,17 @@
 //! Engine behaviour beyond numeric parity: the backward pass stops at the target layer,
 //! results are deterministic and independent of batching, degenerate CAMs stay finite.
 
-use gradcam::backend::cpu::{cam::grad_cam, CpuBackend};
-use gradcam::engine::Engine;
-use gradcam::model::Model;
-use gradcam::ops::{CamCombine, GradCamParams};
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::cpu::{cam::grad_cam, CpuBackend};
+use gradcam::internal::engine::Engine;
+use gradcam::internal::model::Model;
+use gradcam::internal::ops::{CamCombine, GradCamParams};
+use gradcam::internal::tensor::Tensor;
 
 mod common;
 
 fn engine(fixture: &str) -> Engine<CpuBackend> {
     let path = common::fixture(fixture).join("model.safetensors");
-    Engine::new(
-        CpuBackend { poison: true },
-        Model::load(&path, None).unwrap(),
-    )
-    .unwrap()
+    Engine::new(CpuBackend { poison: true }, Model::load(&path).unwrap()).unwrap()
 }
 
 fn input(shape: Vec<usize>) -> Tensor {

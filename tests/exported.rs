@@ -7,12 +7,12 @@
 //!   relative L2 ≤ 1e-4, CAM max abs ≤ 1e-3);
 //! - each way a graph can be invalid is refused with its own error.
 
-use gradcam::engine::Engine;
-use gradcam::model::arch::Filter;
-use gradcam::model::exported::METADATA_KEY;
-use gradcam::model::weights::WeightStore;
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::engine::Engine;
+use gradcam::internal::model::arch::Filter;
+use gradcam::internal::model::exported::METADATA_KEY;
+use gradcam::internal::model::weights::WeightStore;
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -118,8 +118,8 @@ fn exported_models_match_pytorch_grad_cam() {
     let mut checked = 0;
     for dir in exported_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::load(&dir.join("model.safetensors"), None)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model =
+            Model::load(&dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(model.family, "exported", "{name}");
         assert!(model.embedded.is_some(), "{name}");
         let manifest = read_json(&dir.join("manifest.json"));
@@ -177,7 +177,7 @@ fn exported_family_graphs_match_the_builtin_builders() {
         let exported = Model::from_store(&with_graph(&weights, text), None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(exported.family, "exported");
-        let builtin = Model::load(&weights, None).unwrap();
+        let builtin = Model::load(&weights).unwrap();
         assert_eq!(exported.num_classes, builtin.num_classes, "{name}");
         let e = expected(&dir);
         let (ge, gb) = (&exported.graph, &builtin.graph);
@@ -385,7 +385,7 @@ fn unsupported_dtypes_are_refused() {
     let meta = std::collections::HashMap::from([(METADATA_KEY.to_owned(), graph.to_string())]);
     let bytes = safetensors::serialize([("stem.weight", view)], Some(meta)).unwrap();
     std::fs::write(&path, bytes).unwrap();
-    let err = Model::load(&path, None).err().unwrap().to_string();
+    let err = Model::load(&path).err().unwrap().to_string();
     assert!(
         err.contains("tensor 'stem.weight' has unsupported dtype F64 (supported: F32, F16, BF16)"),
         "{err}"

@@ -6,9 +6,9 @@
 //!
 //! `GRADCAM_FAMILY=name` restricts the run to variants whose family or name contains `name`.
 
-use gradcam::model::weights::WeightStore;
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::model::weights::WeightStore;
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

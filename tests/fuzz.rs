@@ -11,11 +11,11 @@
 //! cores);
 //! failures are shrunk by proptest and printed with the input.
 
-use gradcam::image::labels;
-use gradcam::image::load::{self, Limits};
-use gradcam::image::preprocess::{Filter, Resize, Transform};
-use gradcam::model::weights::WeightStore;
-use gradcam::model::Model;
+use gradcam::internal::imaging::labels;
+use gradcam::internal::imaging::load::{self, Limits};
+use gradcam::internal::imaging::preprocess::{Filter, Resize, Transform};
+use gradcam::internal::model::weights::WeightStore;
+use gradcam::internal::model::Model;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::path::{Path, PathBuf};
@@ -223,7 +223,9 @@ fn fuzz_safetensors() {
                 Ok(store) => {
                     stages.hit(1);
                     for t in store.tensors().values() {
-                        let n = gradcam::limits::checked_product(t.shape.iter().map(|&d| d as u64));
+                        let n = gradcam::internal::limits::checked_product(
+                            t.shape.iter().map(|&d| d as u64),
+                        );
                         prop_assert_eq!(n, Some(t.data.len() as u64));
                         prop_assert!(t.data.iter().all(|v| v.is_finite()));
                     }
@@ -251,10 +253,11 @@ fn fuzz_npy() {
     runner(cases(300_000))
         .run(&input(corpus("npy")), |bytes| {
             stages.hit(0);
-            if let Ok(t) = gradcam::npy::parse_f32(&bytes) {
+            if let Ok(t) = gradcam::internal::npy::parse_f32(&bytes) {
                 stages.hit(1);
                 // Checked: a product that wraps around would pass an unchecked comparison.
-                let n = gradcam::limits::checked_product(t.shape.iter().map(|&d| d as u64));
+                let n =
+                    gradcam::internal::limits::checked_product(t.shape.iter().map(|&d| d as u64));
                 prop_assert_eq!(n, Some(t.data.len() as u64));
                 prop_assert!(t.data.len() * 4 <= bytes.len());
             }
@@ -348,7 +351,7 @@ fn the_seed_corpus_is_valid() {
     }
     let npy: Vec<_> = corpus("npy")
         .iter()
-        .map(|b| gradcam::npy::parse_f32(b).is_ok())
+        .map(|b| gradcam::internal::npy::parse_f32(b).is_ok())
         .collect();
     assert_eq!(npy.iter().filter(|&&ok| ok).count(), 5, "{npy:?}");
     let st = corpus("safetensors");

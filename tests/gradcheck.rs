@@ -4,8 +4,8 @@
 //! is exact to ~1e-10 for these piecewise-linear ops, so the tolerance is 1e-7 + 1e-6·|ref|.
 //! Inputs are spread apart (no ties, nothing near a ReLU kink) so the ops stay differentiable.
 
-use gradcam::backend::cpu::{conv, elementwise, linear, pool};
-use gradcam::ops::*;
+use gradcam::internal::backend::cpu::{conv, elementwise, linear, pool};
+use gradcam::internal::ops::*;
 
 mod common;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};

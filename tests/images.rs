@@ -2,13 +2,13 @@
 //! against pytorch-grad-cam, guided backpropagation against PyTorch, and the CLI's handling of
 //! directory trees, name collisions and bad files. Fixtures: scripts/make_image_fixtures.py.
 
-use gradcam::backend::cpu::CpuBackend;
-use gradcam::engine::{Classes, Engine, Method, MethodOptions, Request};
-use gradcam::image::load::decode;
-use gradcam::image::overlay::gradient_image;
-use gradcam::image::preprocess::{Filter, Resize, Transform};
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::cpu::CpuBackend;
+use gradcam::internal::engine::{Classes, Engine, Method, MethodOptions, Request};
+use gradcam::internal::imaging::load::decode;
+use gradcam::internal::imaging::overlay::gradient_image;
+use gradcam::internal::imaging::preprocess::{Filter, Resize, Transform};
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -203,7 +203,7 @@ fn golden_heatmaps_and_overlays() {
                 assert!(max <= tol && frac <= 0.02, "{stem}.{kind}: {max}, {frac}");
             }
         }
-        let raw = gradcam::npy::read_f32(&out.join(format!("{stem}.cam.npy"))).unwrap();
+        let raw = gradcam::internal::npy::read_f32(&out.join(format!("{stem}.cam.npy"))).unwrap();
         assert_eq!(raw.shape, vec![32, 32]);
         assert_eq!(
             line["outputs"]["overlay"].as_str().unwrap(),
@@ -383,11 +383,7 @@ fn guided_backprop_matches_pytorch() {
     let options = MethodOptions::default();
     for (fixture, prefix) in [("seed_cnn", "seed_cnn"), ("resnet_basic_narrow", "resnet")] {
         let path = common::fixture(fixture).join("model.safetensors");
-        let e = Engine::new(
-            CpuBackend { poison: true },
-            Model::load(&path, None).unwrap(),
-        )
-        .unwrap();
+        let e = Engine::new(CpuBackend { poison: true }, Model::load(&path).unwrap()).unwrap();
         let x = f32s(&st, &format!("{prefix}.input"));
         let want = f32s(&st, &format!("{prefix}.grad"));
         let classes = i64s(&st, &format!("{prefix}.classes"));
@@ -457,8 +453,8 @@ fn guided_backprop_image_from_the_cli() {
     for key in ["cam", "overlay", "guided-gradcam", "guided-gradcam-raw"] {
         assert!(l["outputs"][key].is_string(), "{key}: {l}");
     }
-    let cam = gradcam::npy::read_f32(&out.join("rgb_odd.cam.npy")).unwrap();
-    let gg = gradcam::npy::read_f32(&out.join("rgb_odd.guided-gradcam.npy")).unwrap();
+    let cam = gradcam::internal::npy::read_f32(&out.join("rgb_odd.cam.npy")).unwrap();
+    let gg = gradcam::internal::npy::read_f32(&out.join("rgb_odd.guided-gradcam.npy")).unwrap();
     assert_eq!(gg.shape, vec![3, 32, 32]);
     for (i, v) in gg.data.iter().enumerate() {
         let expect = want.data[i] * cam.data[i % plane];
@@ -494,7 +490,7 @@ fn guided_backprop_from_an_input_tensor() {
     let want = f32s(&st, "seed_cnn.grad");
     let tmp = tempfile::tempdir().unwrap();
     let xp = tmp.path().join("x.npy");
-    gradcam::npy::write_f32(&xp, &x).unwrap();
+    gradcam::internal::npy::write_f32(&xp, &x).unwrap();
     let out = tmp.path().join("out");
     let o = explain(
         &out,
@@ -507,7 +503,7 @@ fn guided_backprop_from_an_input_tensor() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!out.join("cams.npy").exists());
-    let got = gradcam::npy::read_f32(&out.join("guided.npy")).unwrap();
+    let got = gradcam::internal::npy::read_f32(&out.join("guided.npy")).unwrap();
     assert_eq!(got.shape, want.shape);
     let scale = want.data.iter().map(|v| v.abs()).fold(0f32, f32::max);
     for (a, b) in got.data.iter().zip(&want.data) {

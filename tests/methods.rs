@@ -17,10 +17,10 @@
 //!   (the engine's rule); against pytorch-grad-cam as it is, per image, either equal or its
 //!   reference's sign differs (counted and printed).
 
-use gradcam::backend::Backend;
-use gradcam::engine::{Classes, Engine, MapKind, Method, MethodOptions, Request, Score};
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::Backend;
+use gradcam::internal::engine::{Classes, Engine, MapKind, Method, MethodOptions, Request, Score};
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 
 mod common;
@@ -38,8 +38,8 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn method(name: &str) -> Method {
-    use clap::ValueEnum;
-    Method::from_str(name, false).unwrap_or_else(|e| panic!("{name}: {e}"))
+    use gradcam::Named;
+    Method::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Runs one manifest case; returns the engine's map.
@@ -59,7 +59,11 @@ fn run<B: Backend>(e: &Engine<B>, x: &Tensor, logits: &Tensor, case: &serde_json
         .collect();
     // The fixture's classes are each image's top-1 or top-2 class.
     let k = logits.shape[1];
-    let ranked: Vec<Vec<usize>> = logits.data.chunks(k).map(gradcam::engine::ranked).collect();
+    let ranked: Vec<Vec<usize>> = logits
+        .data
+        .chunks(k)
+        .map(gradcam::internal::engine::ranked)
+        .collect();
     let rank = (0..2)
         .find(|&r| classes.iter().zip(&ranked).all(|(c, order)| order[r] == *c))
         .expect("classes are ranks 1 or 2");
@@ -103,7 +107,7 @@ fn methods_match_references<B: Backend>(make: impl Fn() -> B) {
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let x = tensor(&st, "input");
         let logits = tensor(&st, "logits");
-        let model = Model::load(&common::fixture(name).join("model.safetensors"), None).unwrap();
+        let model = Model::load(&common::fixture(name).join("model.safetensors")).unwrap();
         let e = Engine::new(make(), model).unwrap();
         let mut flips = 0;
         for case in manifest["cases"].as_array().unwrap() {
@@ -167,7 +171,7 @@ fn wgpu_methods_match_references() {
 /// The random CAM is seeded: the same seed gives the same map, another seed another.
 #[test]
 fn random_cam_is_seeded() {
-    let model = Model::load(&common::fixture("seed_cnn").join("model.safetensors"), None).unwrap();
+    let model = Model::load(&common::fixture("seed_cnn").join("model.safetensors")).unwrap();
     let e = Engine::new(common::cpu(), model).unwrap();
     let bytes = std::fs::read(common::fixture("methods/seed_cnn/expected.safetensors")).unwrap();
     let x = tensor(&SafeTensors::deserialize(&bytes).unwrap(), "input");
@@ -200,7 +204,7 @@ fn random_cam_is_seeded() {
 /// differs from it.
 #[test]
 fn smoothgrad_without_noise_is_the_plain_map() {
-    let model = Model::load(&common::fixture("seed_cnn").join("model.safetensors"), None).unwrap();
+    let model = Model::load(&common::fixture("seed_cnn").join("model.safetensors")).unwrap();
     let e = Engine::new(common::cpu(), model).unwrap();
     let bytes = std::fs::read(common::fixture("methods/seed_cnn/expected.safetensors")).unwrap();
     let x = tensor(&SafeTensors::deserialize(&bytes).unwrap(), "input");
@@ -232,11 +236,8 @@ fn smoothgrad_without_noise_is_the_plain_map() {
 /// Several methods in one request give each method's own map, as when run alone.
 #[test]
 fn methods_together_match_methods_alone() {
-    let model = Model::load(
-        &common::fixture("resnet_basic_narrow").join("model.safetensors"),
-        None,
-    )
-    .unwrap();
+    let model =
+        Model::load(common::fixture("resnet_basic_narrow").join("model.safetensors")).unwrap();
     let e = Engine::new(common::cpu(), model).unwrap();
     let bytes = std::fs::read(common::fixture(
         "methods/resnet_basic_narrow/expected.safetensors",
@@ -275,7 +276,7 @@ fn methods_together_match_methods_alone() {
 /// Requests that make no sense are one clear error each.
 #[test]
 fn bad_requests_are_errors() {
-    let model = Model::load(&common::fixture("seed_cnn").join("model.safetensors"), None).unwrap();
+    let model = Model::load(&common::fixture("seed_cnn").join("model.safetensors")).unwrap();
     let e = Engine::new(common::cpu(), model).unwrap();
     let x = Tensor::new(vec![1, 3, 32, 32], vec![0.1; 3 * 32 * 32]);
     let check = |ms: &[Method], o: MethodOptions, layers: &[String], want: &str| {
@@ -289,7 +290,7 @@ fn bad_requests_are_errors() {
         assert!(err.contains(want), "{err}");
     };
     let d = MethodOptions::default;
-    check(&[], d(), &[], "no --method");
+    check(&[], d(), &[], "no `method`");
     check(&[Method::Gradcam, Method::Gradcam], d(), &[], "twice");
     let aug = MethodOptions {
         aug_smooth: true,
@@ -299,7 +300,7 @@ fn bad_requests_are_errors() {
         &[Method::Gradcam, Method::Saliency],
         aug,
         &[],
-        "--aug-smooth",
+        "`aug_smooth`",
     );
     let eig = MethodOptions {
         eigen_smooth: true,
@@ -307,7 +308,7 @@ fn bad_requests_are_errors() {
     };
     check(&[Method::Fullgrad], eig, &[], "fullgrad");
     let smooth = MethodOptions { smooth: 2, ..d() };
-    check(&[Method::Gradcam], smooth, &[], "--smooth");
+    check(&[Method::Gradcam], smooth, &[], "`smooth`");
     check(&[Method::Gradcam], d(), &["fc2".into()], "fc2");
     check(&[Method::Scorecam], d(), &["nope".into()], "nope");
 }

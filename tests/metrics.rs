@@ -13,13 +13,13 @@
 //!   the engine's f32 forward differs from torch's by summation order, ~1e-7 relative to the
 //!   largest partial sums), ≤ 5e-7 for softmax probabilities (~0.1, and differences of them).
 
-use gradcam::engine::Engine;
-use gradcam::metrics::{
+use gradcam::internal::engine::Engine;
+use gradcam::internal::metrics::{
     self, cam_mult_image, evaluate, impute, removed_pixels, Metrics, MetricsRecord, Order,
     RoadConfig, Score, Summary,
 };
-use gradcam::model::Model;
-use gradcam::tensor::Tensor;
+use gradcam::internal::model::Model;
+use gradcam::internal::tensor::Tensor;
 use gradcam::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -175,13 +175,13 @@ fn imputer_matches_pytorch_grad_cam() {
     eprintln!("imputed images: max abs difference {}", worst.max(err));
 }
 
-fn engine() -> Engine<gradcam::backend::cpu::CpuBackend> {
-    let model = Model::load(&fixture("seed_cnn/model.safetensors"), None).unwrap();
+fn engine() -> Engine<gradcam::internal::backend::cpu::CpuBackend> {
+    let model = Model::load(&fixture("seed_cnn/model.safetensors")).unwrap();
     Engine::new(common::cpu(), model).unwrap()
 }
 
 fn scorer<'a>(
-    engine: &'a Engine<gradcam::backend::cpu::CpuBackend>,
+    engine: &'a Engine<gradcam::internal::backend::cpu::CpuBackend>,
     score: Score,
     calls: &'a mut Vec<usize>,
 ) -> impl FnMut(&Tensor, &[usize]) -> Result<Vec<f32>> + 'a {

@@ -18,8 +18,10 @@
 //! - the conv, pooling, binary-reduction and LayerNorm kernels give bit-identical results
 //!   with 1 and 3 rayon threads.
 
-use gradcam::backend::cpu::{activation, binary, conv, grouped_conv, layer_norm, layout, pool};
-use gradcam::ops::*;
+use gradcam::internal::backend::cpu::{
+    activation, binary, conv, grouped_conv, layer_norm, layout, pool,
+};
+use gradcam::internal::ops::*;
 
 mod common;
 use common::{assert_bits_eq, in_threads};
@@ -249,7 +251,7 @@ fn conv_reference(p: &Conv2dParams, x: &[f64], w: &[f64], b: &[f64]) -> (Vec<f64
     (y, mag)
 }
 
-fn conv_forward<T: gradcam::backend::cpu::real::Real>(
+fn conv_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &Conv2dParams,
     x: &[T],
     w: &[T],
@@ -469,7 +471,10 @@ fn avg_reference(a: &AvgPool2dParams, x: &[f64]) -> Vec<f64> {
     y
 }
 
-fn avg_forward<T: gradcam::backend::cpu::real::Real>(p: &AvgPool2dParams, x: &[T]) -> Vec<T> {
+fn avg_forward<T: gradcam::internal::backend::cpu::real::Real>(
+    p: &AvgPool2dParams,
+    x: &[T],
+) -> Vec<T> {
     let mut y = vec![T::nan(); p.window.output_len()];
     pool::avg_pool2d_forward(p, x, &mut y);
     y
@@ -559,7 +564,7 @@ fn max_p(
     }
 }
 
-fn max_forward<T: gradcam::backend::cpu::real::Real>(
+fn max_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &MaxPool2dParams,
     x: &[T],
 ) -> (Vec<T>, Vec<u32>) {
@@ -707,7 +712,7 @@ fn adaptive_windows(
     })
 }
 
-fn adaptive_forward<T: gradcam::backend::cpu::real::Real>(
+fn adaptive_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &AdaptivePool2dParams,
     x: &[T],
 ) -> (Vec<T>, Vec<u32>) {
@@ -863,7 +868,10 @@ fn breakpoints(act: Activation) -> Vec<(f64, f64)> {
     }
 }
 
-fn act_forward<T: gradcam::backend::cpu::real::Real>(p: &ActivationParams, x: &[T]) -> Vec<T> {
+fn act_forward<T: gradcam::internal::backend::cpu::real::Real>(
+    p: &ActivationParams,
+    x: &[T],
+) -> Vec<T> {
     let mut y = vec![T::nan(); x.len()];
     activation::activation_forward(p, x, &mut y);
     y
@@ -974,7 +982,7 @@ fn bcast_index(s: [usize; 4], out: [usize; 4], mut i: usize) -> usize {
     (0..4).fold(0, |acc, k| acc * s[k] + if s[k] == 1 { 0 } else { idx[k] })
 }
 
-fn binary_forward<T: gradcam::backend::cpu::real::Real>(
+fn binary_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &BinaryParams,
     a: &[T],
     b: &[T],
@@ -1263,7 +1271,7 @@ fn ln_reference(p: &LayerNormParams, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64
     y
 }
 
-fn ln_forward<T: gradcam::backend::cpu::real::Real>(
+fn ln_forward<T: gradcam::internal::backend::cpu::real::Real>(
     p: &LayerNormParams,
     x: &[T],
     w: &[T],

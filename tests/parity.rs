@@ -5,9 +5,9 @@
 //! ~1e-7 relative; 1e-4 leaves room for deep nets), CAM max abs difference ≤ 1e-3 (CAMs are
 //! normalized to [0, 1]; OpenCV's and our bilinear weights differ in the last bits).
 
-use gradcam::backend::Backend;
-use gradcam::engine::Engine;
-use gradcam::model::Model;
+use gradcam::internal::backend::Backend;
+use gradcam::internal::engine::Engine;
+use gradcam::internal::model::Model;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 
@@ -72,8 +72,8 @@ fn engine_matches_pytorch_grad_cam<B: Backend>(dirs: Vec<PathBuf>, make: impl Fn
         let expected = SafeTensors::deserialize(&bytes).unwrap();
         let x = tensor(&expected, "input");
         let logits = tensor(&expected, "logits");
-        let model = Model::load(&dir.join("model.safetensors"), None)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model =
+            Model::load(&dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
         let engine = Engine::new(make(), model).unwrap();
 
         let fw = engine.forward(&x).unwrap();
@@ -164,8 +164,8 @@ fn fixtures_cover_every_weight_dtype() {
 /// parity tolerances above.
 #[test]
 fn wgpu_runs_full_size_vgg16() {
-    use gradcam::model::weights::WeightStore;
-    use gradcam::tensor::Tensor;
+    use gradcam::internal::model::weights::WeightStore;
+    use gradcam::internal::tensor::Tensor;
     use rand::{rngs::StdRng, Rng, SeedableRng};
     let path = common::fixture("families/manifests/vgg16.json");
     let m: serde_json::Value =

@@ -3,8 +3,8 @@
 //! is written without a word, no temporary file is left behind, and nothing reads, allocates or
 //! walks without bound.
 
-use gradcam::npy;
-use gradcam::tensor::Tensor;
+use gradcam::internal::npy;
+use gradcam::internal::tensor::Tensor;
 use image::codecs::jpeg::JpegEncoder;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde_json::Value;
@@ -1152,7 +1152,7 @@ fn sixteen_bit_pngs_convert_like_pillow() {
     let vals: [u16; 12] = [
         0, 1, 100, 255, 256, 300, 1000, 32768, 65535, 12345, 40000, 511,
     ];
-    let gray = gradcam::image::load::decode_bytes(&png16(4, 3, 0, &vals)).unwrap();
+    let gray = gradcam::internal::imaging::load::decode_bytes(&png16(4, 3, 0, &vals)).unwrap();
     let got: Vec<u8> = gray.pixels().map(|p| p.0[0]).collect();
     assert_eq!(
         got,
@@ -1160,7 +1160,7 @@ fn sixteen_bit_pngs_convert_like_pillow() {
     );
     assert!(gray.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
     let rgb: Vec<u16> = vals.iter().flat_map(|&v| [v, 65535 - v, v / 2]).collect();
-    let img = gradcam::image::load::decode_bytes(&png16(4, 3, 2, &rgb)).unwrap();
+    let img = gradcam::internal::imaging::load::decode_bytes(&png16(4, 3, 2, &rgb)).unwrap();
     let got: Vec<u8> = img.as_raw().clone();
     let want: Vec<u8> = rgb.iter().map(|&v| (v >> 8) as u8).collect();
     assert_eq!(got, want);

@@ -68,8 +68,11 @@ fn cpu_selftest_passes_with_one_line_per_kernel() {
 
 #[test]
 fn library_selftest_on_the_cpu_backend() {
-    let b = gradcam::backend::cpu::CpuBackend { poison: true };
-    let lines = gradcam::selftest::run(&b);
+    let b = gradcam::internal::backend::cpu::CpuBackend { poison: true };
+    let lines = gradcam::internal::backend::check::run(
+        &b,
+        gradcam::internal::backend::check::Precision::Fp32,
+    );
     assert!(
         lines.iter().all(|l| l.ok && l.max_err.is_finite()),
         "{lines:#?}"
@@ -78,7 +81,7 @@ fn library_selftest_on_the_cpu_backend() {
 
 #[test]
 fn cuda_selftest_without_a_device_is_one_error_line() {
-    if gradcam::backend::cuda::is_available() {
+    if gradcam::internal::backend::cuda::is_available() {
         println!("SKIPPED: a CUDA device is present (tests/cuda_kernels.rs runs the GPU selftest)");
         return;
     }
@@ -95,7 +98,7 @@ fn cuda_selftest_without_a_device_is_one_error_line() {
 
 #[test]
 fn auto_backend_falls_back_to_cpu_without_cuda() {
-    if gradcam::backend::cuda::is_available() {
+    if gradcam::internal::backend::cuda::is_available() {
         println!("SKIPPED: a CUDA device is present");
         return;
     }

@@ -5,12 +5,12 @@
 
 mod common;
 
-use gradcam::backend::cpu::training::SgdParams;
-use gradcam::backend::TrainBackend;
-use gradcam::data::{cifar, shapes, Dataset};
-use gradcam::model::weights::WeightStore;
-use gradcam::model::Model;
-use gradcam::train::{checkpoint, fit, init, FitOptions, Trainer};
+use gradcam::internal::backend::cpu::training::SgdParams;
+use gradcam::internal::backend::TrainBackend;
+use gradcam::internal::data::{cifar, shapes, Dataset};
+use gradcam::internal::model::weights::WeightStore;
+use gradcam::internal::model::Model;
+use gradcam::internal::train::{checkpoint, fit, init, FitOptions, Trainer};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -222,11 +222,14 @@ fn training_is_deterministic_and_checkpoints_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     checkpoint::save(&path, &trainer.state_dict().unwrap()).unwrap();
-    let model = Model::load(&path, None).unwrap();
+    let model = Model::load(&path).unwrap();
     assert_eq!(model.arch, "seed-cnn");
     let (x, _) = test.batch(&[0, 1, 2]);
-    let engine =
-        gradcam::engine::Engine::new(gradcam::backend::cpu::CpuBackend::default(), model).unwrap();
+    let engine = gradcam::internal::engine::Engine::new(
+        gradcam::internal::backend::cpu::CpuBackend::default(),
+        model,
+    )
+    .unwrap();
     let logits = engine.forward(&x).unwrap();
     let ours = trainer.predict(&x).unwrap();
     assert!(rel_l2(&logits.data, &ours) < 1e-6, "reloaded model differs");

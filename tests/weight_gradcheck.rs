@@ -5,8 +5,8 @@
 //! quotient is exact up to rounding (~1e-10): tolerance 1e-7 + 1e-6·|ref|. The cross-entropy
 //! is smooth; its central difference has a truncation error of O(h²) ≈ 1e-10, same tolerance.
 
-use gradcam::backend::cpu::{conv, linear, training, weight_grad};
-use gradcam::ops::*;
+use gradcam::internal::backend::cpu::{conv, linear, training, weight_grad};
+use gradcam::internal::ops::*;
 
 mod common;
 use rand::{rngs::StdRng, Rng, SeedableRng};

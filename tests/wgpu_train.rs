@@ -21,9 +21,9 @@
 
 mod common;
 
-use gradcam::backend::cpu::{conv, grouped_conv, linear, training, weight_grad};
-use gradcam::backend::TrainBackend;
-use gradcam::ops::*;
+use gradcam::internal::backend::cpu::{conv, grouped_conv, linear, training, weight_grad};
+use gradcam::internal::backend::TrainBackend;
+use gradcam::internal::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 macro_rules! on_backends {

@@ -3,8 +3,11 @@
 //! dropout, SGD). `cpu` is the reference implementation; GPU backends implement the same traits
 //! and are checked against it (CPU and wgpu train; CUDA implements `Backend` only).
 
+pub mod check;
 pub mod cpu;
+#[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 use crate::error::{Error, Result};
@@ -17,7 +20,7 @@ pub type Profile = std::collections::BTreeMap<String, (std::time::Duration, usiz
 /// Convolution kernel variant of the GPU backends. All are kept side by side, tested against
 /// the CPU oracle and selectable for benchmarking (`--conv-kernel`, `GRADCAM_CONV_KERNEL`);
 /// wgpu has v1 and v2, CUDA all four.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernel {
     /// Plain FP32, one invocation per output (or input-gradient) element: the GPU reference.
     V1,
@@ -29,6 +32,20 @@ pub enum ConvKernel {
     V3,
     /// v3 with plain TF32 products: faster, ~1e-3 relative error.
     V4,
+}
+
+impl crate::named::Named for ConvKernel {
+    const ALL: &'static [Self] = &[
+        ConvKernel::V1,
+        ConvKernel::V2,
+        ConvKernel::V3,
+        ConvKernel::V4,
+    ];
+    const WHAT: &'static str = "conv kernel";
+
+    fn name(self) -> &'static str {
+        self.label()
+    }
 }
 
 impl ConvKernel {
@@ -43,10 +60,10 @@ impl ConvKernel {
 
     /// From `GRADCAM_CONV_KERNEL` (v1 … v4), if set.
     pub fn from_env() -> Result<Option<Self>> {
-        use clap::ValueEnum;
+        use crate::named::Named;
         match std::env::var("GRADCAM_CONV_KERNEL") {
             Err(_) => Ok(None),
-            Ok(v) => Self::from_str(&v, true).map(Some).map_err(|_| {
+            Ok(v) => Self::parse(&v).map(Some).map_err(|_| {
                 Error::Usage(format!(
                     "GRADCAM_CONV_KERNEL='{v}' is not a conv kernel; use v1, v2, v3 or v4"
                 ))

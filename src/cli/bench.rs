@@ -32,11 +32,11 @@ pub struct Args {
     /// Target layer (default: the architecture's default).
     #[arg(long)]
     layer: Option<String>,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "auto")]
     backend: BackendKind,
     /// GPU backends: convolution kernel variant to time (v1 plain FP32; v2 tiled: FP32 on wgpu,
     /// TF32 tensor cores on CUDA; CUDA only: v3 3xTF32 (the default), v4 TF32).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<crate::backend::ConvKernel>())]
     conv_kernel: Option<crate::backend::ConvKernel>,
     /// Print one JSON line instead of the table.
     #[arg(long)]
@@ -50,7 +50,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(a: Args) -> Result<()> {
     let (model, source) = match &a.weights {
-        Some(w) => (Model::load(w, None)?, w.display().to_string()),
+        Some(w) => (Model::load(w)?, w.display().to_string()),
         None => {
             let store = WeightStore::from_tensors(
                 "random weights",
@@ -76,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
     let input_bytes = shape.iter().map(|&d| d as f64).product::<f64>() * 4.0;
     crate::limits::check_memory("the input batch", input_bytes.min(u64::MAX as f64) as u64)
         .map_err(crate::Error::Usage)?;
-    crate::pipeline::check_activations(&engine, &shape)?;
+    engine.check_activations(&shape)?;
     let mut rng = StdRng::seed_from_u64(1);
     let n = shape.iter().product();
     let x = Tensor::new(

@@ -6,7 +6,8 @@
 use super::explain;
 use super::BackendKind;
 use crate::error::{Error, Result};
-use clap::{Parser, ValueEnum};
+use crate::named::Named;
+use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -48,7 +49,7 @@ pub struct Args {
     /// Where to write the heatmaps and overlays.
     #[arg(long, default_value = "gradcam-demo")]
     out: PathBuf,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "auto")]
     backend: BackendKind,
 }
 
@@ -88,10 +89,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     for (name, bytes) in SAMPLES {
         write(&samples.join(name), bytes)?;
     }
-    let backend = a
-        .backend
-        .to_possible_value()
-        .expect("every backend has a name");
+    let backend = a.backend.name();
     let argv = [
         "explain".as_ref(),
         "--weights".as_ref(),
@@ -102,7 +100,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         labels.as_os_str(),
         "--overlay-original".as_ref(),
         "--backend".as_ref(),
-        backend.get_name().as_ref(),
+        backend.as_ref(),
         "--out".as_ref(),
         a.out.as_os_str(),
         samples.as_os_str(),

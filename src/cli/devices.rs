@@ -3,8 +3,8 @@
 
 use crate::backend::{cuda, wgpu};
 use crate::error::Result;
+use crate::named::Named;
 use crate::runner::BackendKind;
-use clap::ValueEnum;
 
 pub fn run() -> Result<()> {
     let cuda = cuda::probe();
@@ -25,7 +25,6 @@ pub fn run() -> Result<()> {
         println!("wgpu: {name} [{kind}]");
     }
     let auto = BackendKind::Auto.resolve();
-    let name = auto.to_possible_value().expect("every backend has a name");
-    println!("--backend auto uses: {}", name.get_name());
+    println!("--backend auto uses: {}", auto.name());
     Ok(())
 }

@@ -30,7 +30,13 @@ pub fn run(a: Args) -> Result<()> {
             a.data
         )));
     }
-    let model = crate::model::Model::load(&a.weights, a.arch.as_deref())?;
+    let model = crate::model::Model::load_with(
+        &a.weights,
+        &crate::model::LoadOptions {
+            arch: a.arch.clone(),
+            ..Default::default()
+        },
+    )?;
     let layer = a
         .layer
         .clone()

@@ -1,7 +1,7 @@
 use super::{BackendKind, ModelArgs};
 use crate::engine::{Classes, Method, MethodOptions, Score};
 use crate::error::{Error, Result};
-use crate::image::preprocess::{Filter, Resize, Transform};
+use crate::imaging::preprocess::{Filter, Resize, Transform};
 use crate::pipeline::{self, Options};
 use crate::runner::AnyEngine;
 use crate::tensor::Tensor;
@@ -66,11 +66,11 @@ pub struct Args {
     top_k: Option<u64>,
     /// Methods, comma-separated (`--method gradcam,gradcam++,scorecam`); one forward pass and
     /// the backward passes are shared. README lists what each computes.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "gradcam")]
+    #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',', default_value = "gradcam")]
     method: Vec<Method>,
     /// The score explained: the class's logit (pytorch-grad-cam's ClassifierOutputTarget) or
     /// its softmax probability (ClassifierOutputSoftmaxTarget).
-    #[arg(long, value_enum, default_value = "logit")]
+    #[arg(long, value_parser = super::named::<Score>(), default_value = "logit")]
     target: Score,
     /// The mean CAM over 6 augmented inputs (horizontal flip × brightness 0.9, 1, 1.1), as
     /// pytorch-grad-cam's aug_smooth (CAM methods only).
@@ -111,7 +111,7 @@ pub struct Args {
     /// ROAD imputer's Gaussian noise, in network-input units (pytorch-grad-cam's 0.01).
     #[arg(long, default_value_t = 0.01, requires = "metrics", value_parser = parse_noise)]
     road_noise: f32,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "auto")]
     backend: BackendKind,
     /// float32 .npy array [N, 3, H, W], already normalized, used as is (instead of images).
     /// Writes cams.npy [N, H, W] (guided methods: guided.npy [N, 3, H, W]) and logits.npy.
@@ -125,7 +125,7 @@ pub struct Args {
     resize: Option<usize>,
     /// Pillow's resampling filter for the resize (default: the family's weights', bilinear for
     /// most, bicubic for EfficientNet B0–B7 and V2-L).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Filter>())]
     interpolation: Option<Filter>,
     /// Center crop to N×N after resizing (torchvision CenterCrop(N)).
     #[arg(long, conflicts_with = "size", allow_hyphen_values = true, value_parser = parse_side)]
@@ -321,32 +321,28 @@ pub fn run(a: Args) -> Result<ExitCode> {
         let x = x.clone();
         return run_tensor(a, model, &x, classes);
     }
-    // Defaults: the evaluation transform of the family's torchvision weights (`inspect`
-    // shows it); seed-cnn, which has none, the article's 32×32 with mean and std 0.5.
-    let pre = model.preprocess;
+    // Defaults: the model's (`inspect` shows it); the flags replace its parts.
+    let default = model.preprocessing();
     let transform = Transform {
-        resize: match (a.size, a.resize, pre) {
-            (Some((h, w)), _, _) => Resize::Exact(h, w),
-            (None, Some(n), _) => Resize::Shorter(n),
-            (None, None, Some(p)) => Resize::Shorter(p.resize),
-            (None, None, None) if a.crop.is_none() => Resize::Exact(32, 32),
-            (None, None, None) => Resize::Shorter(256),
+        resize: match (a.size, a.resize) {
+            (Some((h, w)), _) => Resize::Exact(h, w),
+            (None, Some(n)) => Resize::Shorter(n),
+            // seed-cnn's exact 32×32 makes no sense before a crop: torchvision's 256 then
+            (None, None) if a.crop.is_some() && model.preprocess.is_none() => Resize::Shorter(256),
+            (None, None) => default.resize,
         },
-        filter: a
-            .interpolation
-            .unwrap_or(pre.map_or(Filter::Bilinear, |p| p.filter)),
-        crop: match (a.size, a.crop, pre) {
-            (Some(_), _, _) => None,
-            (None, Some(c), _) => Some((c, c)),
-            (None, None, Some(p)) => Some((p.crop, p.crop)),
-            (None, None, None) => None,
+        filter: a.interpolation.unwrap_or(default.filter),
+        crop: match (a.size, a.crop) {
+            (Some(_), _) => None,
+            (None, Some(c)) => Some((c, c)),
+            (None, None) => default.crop,
         },
-        mean: a.mean.unwrap_or(pre.map_or([0.5; 3], |p| p.mean)),
-        std: a.std.unwrap_or(pre.map_or([0.5; 3], |p| p.std)),
+        mean: a.mean.unwrap_or(default.mean),
+        std: a.std.unwrap_or(default.std),
     };
     check_normalization(transform.mean, transform.std)?;
     check_sizes(&transform, a.max_image_pixels)?;
-    let labels = crate::image::labels::load(a.labels.as_deref(), &model.arch, model.num_classes)?;
+    let labels = crate::imaging::labels::load(a.labels.as_deref(), &model.arch, model.num_classes)?;
     let engine = AnyEngine::new(a.backend, model)?;
     let method_options = method_options(&a);
     let opts = Options {
@@ -403,7 +399,7 @@ fn run_tensor(
         });
     }
     let engine = AnyEngine::new(a.backend, model)?;
-    pipeline::check_activations(&engine, &x.shape)?;
+    engine.check_activations(&x.shape)?;
     // Images with a non-finite value are skipped: they run as zeros, and their rows of the
     // results are NaN, so that indices still match the input.
     let n = x.shape[0];
@@ -431,7 +427,7 @@ fn run_tensor(
     let mut out = engine.attribute(&x, &req)?;
     for (i, s) in skipped.iter_mut().enumerate() {
         if s.is_none() {
-            *s = pipeline::non_finite(&out, i);
+            *s = out.non_finite(i);
         }
     }
     if let Some(sig) = crate::interrupt::requested() {

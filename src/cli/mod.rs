@@ -11,6 +11,7 @@ mod samples;
 mod selftest;
 mod train;
 
+use crate::named::Named;
 pub use crate::runner::BackendKind;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -72,10 +73,11 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> crate::Result<crate::model::Model> {
-        let opts = crate::model::BuildOptions {
+        let opts = crate::model::LoadOptions {
+            arch: self.arch.clone(),
             transform_input: self.no_transform_input.then_some(false),
         };
-        crate::model::Model::load_with(&self.weights, self.arch.as_deref(), opts)
+        crate::model::Model::load_with(&self.weights, &opts)
     }
 }
 
@@ -120,13 +122,65 @@ pub fn run() -> ExitCode {
             ExitCode::from(crate::interrupt::exit_code(sig) as u8)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", flags(&e.to_string()));
             match e {
                 crate::Error::BadOption(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
     }
+}
+
+/// The library's options that are flags here. Its messages name an option as `name` or
+/// `name=value` (its Rust and Python name); the command line shows the flag instead.
+const OPTIONS: [&str; 16] = [
+    "method",
+    "aug_smooth",
+    "eigen_smooth",
+    "smooth",
+    "noise",
+    "batch_size",
+    "patch",
+    "stride",
+    "steps",
+    "top_k",
+    "arch",
+    "transform_input",
+    "max_image_pixels",
+    "backend",
+    "classes",
+    "weights",
+];
+
+/// A library message with its options written as this command line's flags: `aug_smooth` as
+/// --aug-smooth, `backend=cpu` as --backend cpu, `transform_input=false` as
+/// --no-transform-input.
+pub fn flags(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let quoted = &rest[start + 1..start + 1 + len];
+        let (name, value) = quoted.split_once('=').unwrap_or((quoted, ""));
+        out.push_str(&rest[..start]);
+        if !OPTIONS.contains(&name) {
+            out.push_str(&rest[start..start + len + 2]);
+        } else if (name, value) == ("transform_input", "false") {
+            out.push_str("--no-transform-input");
+        } else {
+            out.push_str("--");
+            out.push_str(&name.replace('_', "-"));
+            if !value.is_empty() {
+                out.push(' ');
+                out.push_str(value);
+            }
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn parse_threads(s: &str) -> Result<usize, String> {
@@ -137,6 +191,52 @@ fn parse_threads(s: &str) -> Result<usize, String> {
         Ok(n) => Err(format!("{n} threads is more than the cap of {max}")),
         Err(_) if s.trim().starts_with('-') => Err(format!("'{s}' is negative")),
         Err(_) => Err(format!("'{s}' is not a number of threads")),
+    }
+}
+
+/// clap's parser for a library enum chosen by name ([`Named`]): lists the names (with each one's
+/// description in the long `--help`) and parses exactly those.
+#[derive(Clone)]
+pub struct NamedParser<T>(std::marker::PhantomData<T>);
+
+pub fn named<T: Named + Send + Sync>() -> NamedParser<T> {
+    NamedParser(std::marker::PhantomData)
+}
+
+impl<T: Named + Clone + Send + Sync> clap::builder::TypedValueParser for NamedParser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let names = clap::builder::PossibleValuesParser::new(self.values());
+        let name = names.parse_ref(cmd, arg, value)?;
+        Ok(T::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == name)
+            .expect("a listed name"))
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(self.values().into_iter()))
+    }
+}
+
+impl<T: Named> NamedParser<T> {
+    fn values(&self) -> Vec<clap::builder::PossibleValue> {
+        T::ALL
+            .iter()
+            .map(|v| match v.about() {
+                "" => clap::builder::PossibleValue::new(v.name()),
+                about => clap::builder::PossibleValue::new(v.name()).help(about),
+            })
+            .collect()
     }
 }
 
@@ -171,5 +271,27 @@ pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
     match s.split_once(['x', 'X']) {
         Some((h, w)) => Ok((parse(h)?, parse(w)?)),
         None => parse(s).map(|d| (d, d)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flags;
+
+    #[test]
+    fn library_options_become_flags() {
+        assert_eq!(
+            flags("`aug_smooth` applies to CAMs; `method` lists gradcam twice"),
+            "--aug-smooth applies to CAMs; --method lists gradcam twice"
+        );
+        assert_eq!(flags("use `backend=cpu`"), "use --backend cpu");
+        assert_eq!(
+            flags("`transform_input=false` applies"),
+            "--no-transform-input applies"
+        );
+        assert_eq!(
+            flags("see `gradcam inspect` and `x"),
+            "see `gradcam inspect` and `x"
+        );
     }
 }

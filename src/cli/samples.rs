@@ -63,5 +63,5 @@ fn write_png(path: &Path, img: &[f32], scale: usize) -> Result<()> {
         }
     }
     let img = image::RgbImage::from_raw(side as u32, side as u32, rgb).expect("side² RGB pixels");
-    crate::image::write_png(path, &img)
+    crate::imaging::write_png(path, &img)
 }

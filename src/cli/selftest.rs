@@ -1,28 +1,28 @@
 //! `gradcam selftest --backend B`: every kernel of a backend against naive f64 loops (see
-//! `crate::selftest`), one line per kernel; exits non-zero when any check fails.
+//! `crate::backend::check`), one line per kernel; exits non-zero when any check fails.
 
 use super::BackendKind;
+use crate::backend::check::{self, Line, Precision};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::{self, CudaBackend};
 use crate::backend::wgpu::{AdapterChoice, WgpuBackend};
 use crate::backend::{Backend, ConvKernel};
 use crate::error::{Error, Result};
-use crate::selftest::{run_with, Line, Tolerances};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// `auto` checks the backend `explain --backend auto` would use.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "auto")]
     backend: BackendKind,
     /// GPU backends: check only this conv kernel variant (default: every variant the device
     /// supports).
-    #[arg(long, value_enum)]
+    #[arg(long, hide = true, value_parser = super::named::<ConvKernel>())]
     conv_kernel: Option<ConvKernel>,
 }
 
 /// Prints the lines of one backend configuration; returns (checked, failed).
-fn report<B: Backend>(b: &B, tol: Tolerances) -> (usize, usize) {
-    let lines: Vec<Line> = run_with(b, tol);
+fn report<B: Backend>(b: &B, precision: Precision) -> (usize, usize) {
+    let lines: Vec<Line> = check::run(b, precision);
     println!("backend {}", b.name());
     for l in &lines {
         println!("  {l}");
@@ -44,14 +44,14 @@ pub fn run(a: Args) -> Result<()> {
     };
     match kind {
         BackendKind::Cpu | BackendKind::Auto => {
-            add(report(&CpuBackend { poison: true }, Tolerances::FP32))
+            add(report(&CpuBackend { poison: true }, Precision::Fp32))
         }
         BackendKind::Wgpu => {
             for conv in variants(&[ConvKernel::V1, ConvKernel::V2]) {
                 let mut b = WgpuBackend::new(AdapterChoice::Any)?;
                 b.poison = true;
                 b.set_conv(conv)?;
-                add(report(&b, Tolerances::FP32));
+                add(report(&b, Precision::Fp32));
             }
         }
         BackendKind::Cuda => {
@@ -76,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
                     Err(e) => return Err(e),
                 };
                 b.poison = true;
-                add(report(&b, Tolerances::for_conv(conv)));
+                add(report(&b, Precision::of_conv(conv)));
             }
         }
     }

@@ -58,7 +58,7 @@ pub struct Args {
     /// cpu, wgpu (any adapter, lavapipe included), or auto. CUDA has no training kernels. `auto` is
     /// wgpu on a hardware GPU adapter, else cpu. Results agree across backends to f32
     /// rounding, not bit for bit.
-    #[arg(long, value_enum, default_value = "cpu", hide_possible_values = true)]
+    #[arg(long, value_parser = super::named::<BackendKind>(), default_value = "cpu", hide_possible_values = true)]
     backend: BackendKind,
 }
 

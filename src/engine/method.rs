@@ -5,7 +5,7 @@ use crate::ops::CamCombine;
 
 /// One attribution method. The CAMs follow pytorch-grad-cam 1.5.x; saliency, deconvnet and
 /// occlusion kazuto1011/grad-cam-pytorch; integrated gradients Captum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Method {
     /// Grad-CAM: channels weighted by their mean gradient.
     Gradcam,
@@ -14,7 +14,6 @@ pub enum Method {
     /// Grad-CAM element-wise: ReLU(gradient ⊙ activation), summed over channels.
     GradcamElementwise,
     /// Grad-CAM++: channels weighted by positive gradients times α (its closed form).
-    #[value(name = "gradcam++")]
     GradcamPlusPlus,
     /// XGrad-CAM: channels weighted by Σ gradient·activation / Σ activation.
     Xgradcam,
@@ -58,6 +57,59 @@ pub enum MapKind {
     /// [N, h, w] score differences on the occlusion grid: drawn with a diverging colormap
     /// centred on 0.
     Signed,
+}
+
+impl crate::named::Named for Method {
+    const ALL: &'static [Self] = &[
+        Method::Gradcam,
+        Method::Hirescam,
+        Method::GradcamElementwise,
+        Method::GradcamPlusPlus,
+        Method::Xgradcam,
+        Method::Layercam,
+        Method::Eigengradcam,
+        Method::Fullgrad,
+        Method::Eigencam,
+        Method::Scorecam,
+        Method::Ablationcam,
+        Method::Fem,
+        Method::Random,
+        Method::GuidedBackprop,
+        Method::GuidedGradcam,
+        Method::Saliency,
+        Method::Deconvnet,
+        Method::Occlusion,
+        Method::IntegratedGradients,
+    ];
+    const WHAT: &'static str = "method";
+
+    fn name(self) -> &'static str {
+        Method::name(self)
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Method::Gradcam => "Grad-CAM: channels weighted by their mean gradient.",
+            Method::Hirescam => "HiResCAM: gradient ⊙ activation, summed over channels.",
+            Method::GradcamElementwise => "Grad-CAM element-wise: ReLU(gradient ⊙ activation), summed over channels.",
+            Method::GradcamPlusPlus => "Grad-CAM++: channels weighted by positive gradients times α (its closed form).",
+            Method::Xgradcam => "XGrad-CAM: channels weighted by Σ gradient·activation / Σ activation.",
+            Method::Layercam => "LayerCAM: ReLU(gradient) ⊙ activation, summed over channels.",
+            Method::Eigengradcam => "Eigen-Grad-CAM: first principal component of gradient ⊙ activation.",
+            Method::Fullgrad => "FullGrad: |input·gradient| plus |bias·gradient| of every conv and BatchNorm (no layer).",
+            Method::Eigencam => "EigenCAM: first principal component of the activation (no gradient).",
+            Method::Scorecam => "ScoreCAM: softmax of the scores of the input masked by each upsampled channel.",
+            Method::Ablationcam => "AblationCAM: relative score drop when each channel is ablated.",
+            Method::Fem => "FEM: channels weighted by the share of pixels above mean + 2·std (no gradient).",
+            Method::Random => "Random channel weights in [-1, 1): the baseline for the metrics.",
+            Method::GuidedBackprop => "Guided backpropagation (kazuto1011): d score / d input through guided ReLUs.",
+            Method::GuidedGradcam => "Guided Grad-CAM (kazuto1011): guided backpropagation × Grad-CAM.",
+            Method::Saliency => "Saliency (vanilla backpropagation): d score / d input.",
+            Method::Deconvnet => "Deconvnet (kazuto1011): ReLUs pass back ReLU(gradient), ignoring the forward mask.",
+            Method::Occlusion => "Occlusion sensitivity (kazuto1011): score with a patch filled minus the plain score.",
+            Method::IntegratedGradients => "Integrated gradients (Captum): input × mean gradient on the path from a zero baseline.",
+        }
+    }
 }
 
 impl Method {
@@ -126,12 +178,14 @@ impl Method {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::ValueEnum;
+    use crate::named::Named;
 
     #[test]
-    fn names_are_the_command_line_names() {
-        for m in Method::value_variants() {
-            assert_eq!(m.to_possible_value().unwrap().get_name(), m.name());
+    fn every_name_parses_back_to_its_method() {
+        for &m in Method::ALL {
+            assert_eq!(Method::parse(m.name()).unwrap(), m);
+            assert!(!m.about().is_empty(), "{m:?} has no description");
         }
+        assert!(Method::parse("gradcam+").is_err());
     }
 }

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use std::rc::Rc;
 
 /// The score a method explains (pytorch-grad-cam's targets).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Score {
     /// The class's logit (ClassifierOutputTarget).
     #[default]
@@ -94,17 +94,27 @@ impl Score {
     }
 }
 
+impl crate::named::Named for Score {
+    const ALL: &'static [Self] = &[Score::Logit, Score::Softmax];
+    const WHAT: &'static str = "score";
+
+    fn name(self) -> &'static str {
+        Score::name(self)
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Score::Logit => "the class's logit (ClassifierOutputTarget)",
+            Score::Softmax => "the class's softmax probability (ClassifierOutputSoftmaxTarget)",
+        }
+    }
+}
+
 impl std::str::FromStr for Score {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "logit" => Ok(Score::Logit),
-            "softmax" => Ok(Score::Softmax),
-            _ => Err(Error::Usage(format!(
-                "unknown score '{s}'; one of: logit, softmax"
-            ))),
-        }
+        crate::named::Named::parse(s)
     }
 }
 
@@ -215,16 +225,16 @@ impl<B: Backend> Engine<B> {
         Ok(a)
     }
 
-    fn check_request(&self, req: &Request) -> Result<()> {
+    pub(crate) fn check_request(&self, req: &Request) -> Result<()> {
         let ms = req.methods;
         let o = req.options;
         let bad = |m: String| Err(Error::BadOption(m));
         if ms.is_empty() {
-            return bad("no --method given".into());
+            return bad("no `method` given".into());
         }
         for (i, m) in ms.iter().enumerate() {
             if ms[..i].contains(m) {
-                return bad(format!("--method lists {} twice", m.name()));
+                return bad(format!("`method` lists {} twice", m.name()));
             }
         }
         if let Some(m) = ms
@@ -233,32 +243,40 @@ impl<B: Backend> Engine<B> {
             .filter(|_| o.aug_smooth)
         {
             return bad(format!(
-                "--aug-smooth applies to the CAM methods; {} is not one",
+                "`aug_smooth` applies to the CAM methods; {} is not one",
                 m.name()
             ));
         }
         if o.eigen_smooth && ms.contains(&Method::Fullgrad) {
-            return bad("--eigen-smooth does not apply to fullgrad".into());
+            return bad("`eigen_smooth` does not apply to fullgrad".into());
         }
         if o.smooth > 0 && !ms.iter().any(|m| SMOOTHABLE.contains(m)) {
             return bad(
-                "--smooth applies to saliency, guided-backprop and integrated-gradients; \
+                "`smooth` applies to saliency, guided-backprop and integrated-gradients; \
                  none is among the methods"
                     .into(),
             );
         }
         if o.batch_size == 0 || o.patch == 0 || o.stride == 0 || o.steps == 0 {
-            return bad("--batch-size, --patch, --stride and --steps must be at least 1".into());
+            return bad("`batch_size`, `patch`, `stride` and `steps` must be at least 1".into());
         }
         if !(o.noise.is_finite() && o.noise >= 0.0 && o.fill.is_finite()) {
-            return bad("--noise and the occlusion fill value must be finite".into());
+            return bad("`noise` and the occlusion fill value must be finite".into());
         }
-        match req.classes {
-            Classes::Fixed(c) if c >= self.model.num_classes => Err(Error::ClassOutOfRange {
-                class: c,
+        let out_of_range = |&class: &usize| class >= self.model.num_classes;
+        match &req.classes {
+            Classes::Fixed(c) if out_of_range(c) => Err(Error::ClassOutOfRange {
+                class: *c,
                 classes: self.model.num_classes,
             }),
-            Classes::TopK(0) => Err(Error::Usage("--top-k must be at least 1".into())),
+            Classes::PerImage(cs) => match cs.iter().find(|c| out_of_range(c)) {
+                Some(&class) => Err(Error::ClassOutOfRange {
+                    class,
+                    classes: self.model.num_classes,
+                }),
+                None => Ok(()),
+            },
+            Classes::TopK(0) => Err(Error::Usage("`top_k` must be at least 1".into())),
             _ => Ok(()),
         }
     }
@@ -292,6 +310,14 @@ impl<B: Backend> Engine<B> {
         let (ms, o) = (req.methods, req.options);
         let has = |m: Method| ms.contains(&m);
         let plan = g.plan(&x.shape)?;
+        if let Classes::PerImage(cs) = &req.classes {
+            if cs.len() != x.shape[0] {
+                return Err(Error::InputShape {
+                    input: x.shape.clone(),
+                    reason: format!("{} target classes for {} images", cs.len(), x.shape[0]),
+                });
+            }
+        }
         let layers = if ms.iter().any(|m| m.uses_layer()) {
             self.layer_values(req.layers, &plan)?
         } else {
@@ -339,11 +365,11 @@ impl<B: Backend> Engine<B> {
         let logits = self.logits(&fw, &plan)?;
         let (n, k) = (logits.shape[0], logits.shape[1]);
         let ranks = match req.classes {
-            Classes::Fixed(_) => 1,
+            Classes::Fixed(_) | Classes::PerImage(_) => 1,
             Classes::TopK(r) => r.min(k),
         };
         let order: Vec<Vec<usize>> = match req.classes {
-            Classes::Fixed(_) => vec![],
+            Classes::Fixed(_) | Classes::PerImage(_) => vec![],
             Classes::TopK(_) => logits.data.chunks(k).map(ranked).collect(),
         };
 
@@ -383,14 +409,16 @@ impl<B: Backend> Engine<B> {
         #[allow(clippy::needless_range_loop)] // `rank` picks a column of every image's order
         for rank in 0..ranks {
             let classes: Vec<usize> = (0..n)
-                .map(|i| match req.classes {
-                    Classes::Fixed(c) => c,
+                .map(|i| match &req.classes {
+                    Classes::Fixed(c) => *c,
+                    Classes::PerImage(cs) => cs[i],
                     Classes::TopK(_) => order[i][rank],
                 })
                 .collect();
             let pick = match req.classes {
-                Classes::Fixed(c) => ClassPick::Fixed(c),
-                Classes::TopK(_) => ClassPick::Rank(rank),
+                Classes::Fixed(c) => Some(ClassPick::Fixed(c)),
+                Classes::PerImage(_) => None,
+                Classes::TopK(_) => Some(ClassPick::Rank(rank)),
             };
             let seed = Rc::new(self.seed(&fw, &logits, pick, &classes, o.score)?);
             let back = |scope: &Option<Scope>, rule| -> Result<Option<Vec<Rc<B::Buf>>>> {
@@ -492,23 +520,24 @@ impl<B: Backend> Engine<B> {
     }
 
     /// The gradient that starts a backward pass: made on the device from the logits for the
-    /// logit score (no host round trip), on the host for the softmax.
+    /// logit score and a class `pick` the kernel knows (no host round trip), on the host for
+    /// the softmax and for classes given per image.
     fn seed(
         &self,
         fw: &Values<B>,
         logits: &Tensor,
-        pick: ClassPick,
+        pick: Option<ClassPick>,
         classes: &[usize],
         score: Score,
     ) -> Result<B::Buf> {
         let (n, k) = (logits.shape[0], logits.shape[1]);
-        match score {
-            Score::Logit => {
+        match (score, pick) {
+            (Score::Logit, Some(pick)) => {
                 let out = value(fw, self.model.graph.output);
                 let p = ClassSeedParams { n, k, pick };
                 self.timed("class_seed", || self.backend.class_seed(&p, out))
             }
-            Score::Softmax => self.backend.upload(&host_seed(logits, classes, score)),
+            _ => self.backend.upload(&host_seed(logits, classes, score)),
         }
     }
 

@@ -166,10 +166,12 @@ impl<B: Backend> Engine<B> {
 }
 
 /// Which classes to explain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Classes {
     /// The same class for every image.
     Fixed(usize),
+    /// One class per image of the batch, in order.
+    PerImage(Vec<usize>),
     /// Each image's K most probable classes, most probable first.
     TopK(usize),
 }
@@ -180,6 +182,38 @@ pub struct Attribution {
     pub logits: Tensor,
     /// One per rank (one for a fixed class).
     pub targets: Vec<Target>,
+}
+
+impl Attribution {
+    /// Why the results of image `j` of an attribution cannot be written, if they cannot: a
+    /// non-finite logit, CAM or gradient (the input or the weights overflow f32).
+    pub fn non_finite(&self, j: usize) -> Option<String> {
+        let classes = self.logits.shape[1];
+        let row = &self.logits.data[j * classes..(j + 1) * classes];
+        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+            return Some(format!(
+                "the network's logit for class {c} is {} (not finite): the input or the weights overflow f32",
+                row[c]
+            ));
+        }
+        for t in &self.targets {
+            for map in &t.maps {
+                let tensor = &map.data;
+                let per = tensor.len() / tensor.shape[0];
+                if tensor.data[j * per..(j + 1) * per]
+                    .iter()
+                    .any(|v| !v.is_finite())
+                {
+                    return Some(format!(
+                        "the {} map for class {} is not finite (NaN or infinite values)",
+                        map.method.name(),
+                        t.classes[j]
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 pub struct Target {

@@ -9,6 +9,7 @@ pub mod weights;
 pub mod zoo;
 
 use crate::error::{Error, Result};
+use crate::imaging::preprocess::{Filter, Resize, Transform};
 use builder::Builder;
 use graph::{Graph, Module};
 use std::path::Path;
@@ -32,39 +33,49 @@ pub struct Model {
     pub embedded: Option<String>,
 }
 
-/// What the weights cannot say and the user may: see `Builder`'s fields of the same names.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BuildOptions {
+/// What the weights cannot say and the user may.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// A built-in family's variant (e.g. `resnet50`) instead of the one detected from the
+    /// tensor names and shapes, or instead of a graph embedded in the file.
+    pub arch: Option<String>,
+    /// GoogLeNet / Inception v3: whether the graph begins with torchvision's `transform_input`
+    /// (`Some(false)` for checkpoints trained without it; the weights cannot say). None: the
+    /// builders' default, on, as torchvision's pretrained weights need.
     pub transform_input: Option<bool>,
 }
 
 impl Model {
-    pub fn load(path: &Path, arch: Option<&str>) -> Result<Model> {
-        Self::from_store(&WeightStore::load(path)?, arch)
+    /// Reads a safetensors file: the graph embedded by `scripts/export_model.py` when it has
+    /// one, else the built-in family its tensor names and shapes match.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with what the weights cannot say.
+    pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
+        let store = WeightStore::load(path.as_ref())?;
+        Self::from_store_with(&store, opts.arch.as_deref(), opts.transform_input)
     }
 
     /// The graph embedded in the file when it has one (and no --arch insists on a family),
     /// else the built-in family that the tensor names and shapes match.
     pub fn from_store(store: &WeightStore, arch: Option<&str>) -> Result<Model> {
-        Self::from_store_with(store, arch, BuildOptions::default())
-    }
-
-    pub fn load_with(path: &Path, arch: Option<&str>, opts: BuildOptions) -> Result<Model> {
-        Self::from_store_with(&WeightStore::load(path)?, arch, opts)
+        Self::from_store_with(store, arch, None)
     }
 
     pub fn from_store_with(
         store: &WeightStore,
         arch: Option<&str>,
-        opts: BuildOptions,
+        transform_input: Option<bool>,
     ) -> Result<Model> {
         store.check_integers()?;
         if let (Some(text), None) = (exported::embedded(store), arch) {
-            if opts.transform_input.is_some() {
+            if transform_input.is_some() {
                 return Err(Error::Usage(format!(
-                    "--no-transform-input applies to the built-in googlenet and inception_v3 \
+                    "`transform_input=false` applies to the built-in googlenet and inception_v3 \
                      builders; {} holds an exported graph, which records what the model's \
-                     forward did (--arch uses a built-in builder instead)",
+                     forward did (`arch` uses a built-in builder instead)",
                     store.path().display()
                 )));
             }
@@ -95,11 +106,11 @@ impl Model {
             })?,
         };
         let mut b = Builder::new(store, arch.unwrap_or(family.name));
-        b.transform_input = opts.transform_input;
+        b.transform_input = transform_input;
         let built = (family.build)(&mut b)?;
-        if opts.transform_input.is_some() && b.transform_input_applied.is_none() {
+        if transform_input.is_some() && b.transform_input_applied.is_none() {
             return Err(Error::Usage(format!(
-                "--no-transform-input applies to googlenet and inception_v3 only; these weights \
+                "`transform_input=false` applies to googlenet and inception_v3 only; these weights \
                  are {} (family {})",
                 built.variant, family.name
             )));
@@ -110,7 +121,7 @@ impl Model {
                 return Err(Error::UnknownArch {
                     path: store.path().to_owned(),
                     reason: format!(
-                        "--arch {a} was given but the weights have the layout of {}",
+                        "`arch={a}` was given but the weights have the layout of {}",
                         built.variant
                     ),
                     known,
@@ -135,6 +146,28 @@ impl Model {
             transform_input,
             embedded: None,
         })
+    }
+
+    /// The preprocessing `explain` applies by default: the evaluation transform of the
+    /// family's torchvision weights (or the one an exported graph records); for a family
+    /// without one (seed-cnn), the article's 32×32 with mean and std 0.5.
+    pub fn preprocessing(&self) -> Transform {
+        match self.preprocess {
+            Some(p) => Transform {
+                resize: Resize::Shorter(p.resize),
+                filter: p.filter,
+                crop: Some((p.crop, p.crop)),
+                mean: p.mean,
+                std: p.std,
+            },
+            None => Transform {
+                resize: Resize::Exact(32, 32),
+                filter: Filter::Bilinear,
+                crop: None,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            },
+        }
     }
 
     /// The module called `name`, or an error listing the closest valid names.

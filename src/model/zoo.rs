@@ -173,7 +173,7 @@ pub fn random_state_dict(
     } else if let Some(tensors) = listed(arch) {
         if classes != 1000 {
             return Err(Error::Usage(format!(
-                "random weights of {arch} have torchvision's 1000 classes (got --classes {classes})"
+                "random weights of {arch} have torchvision's 1000 classes (got `classes={classes}`)"
             )));
         }
         for (name, shape) in tensors {
@@ -195,7 +195,7 @@ pub fn random_state_dict(
         )));
     } else {
         return Err(Error::Usage(format!(
-            "no random weights for '{arch}': benchmark it with --weights (random weights exist for seed-cnn, vgg*, resnet* and {})",
+            "no random weights for '{arch}': benchmark it with `weights` (random weights exist for seed-cnn, vgg*, resnet* and {})",
             listed_variants().join(", ")
         )));
     }

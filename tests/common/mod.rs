@@ -2,11 +2,11 @@
 //! and the backends that run the same tests (CPU and wgpu, both poisoning outputs with NaN).
 #![allow(dead_code)] // each test crate uses its own subset
 
-use gradcam::backend::cpu::CpuBackend;
-use gradcam::backend::wgpu::{AdapterChoice, WgpuBackend};
-use gradcam::backend::ConvKernel;
-use gradcam::ops::Conv2dParams;
-use gradcam::tensor::Tensor;
+use gradcam::internal::backend::cpu::CpuBackend;
+use gradcam::internal::backend::wgpu::{AdapterChoice, WgpuBackend};
+use gradcam::internal::backend::ConvKernel;
+use gradcam::internal::ops::Conv2dParams;
+use gradcam::internal::tensor::Tensor;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

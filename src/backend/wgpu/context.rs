@@ -86,7 +86,7 @@ impl Context {
                     (_, true) => {
                         "no GPU adapter found (Vulkan, Metal or DX12); on Linux without a \
                                   GPU install Mesa's software driver (Debian: mesa-vulkan-drivers) \
-                                  or use --backend cpu"
+                                  or use `backend=cpu`"
                             .to_string()
                     }
                     (_, false) => format!("no hardware GPU adapter among: {}", found.join(", ")),

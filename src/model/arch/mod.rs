@@ -20,7 +20,7 @@ pub mod squeezenet;
 pub mod vgg;
 
 use crate::error::Result;
-pub use crate::image::preprocess::Filter;
+pub use crate::imaging::preprocess::Filter;
 use crate::model::builder::Builder;
 use crate::model::graph::ValueId;
 use crate::model::weights::WeightStore;

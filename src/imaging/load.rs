@@ -87,7 +87,7 @@ pub fn read(path: &Path, limits: &Limits) -> Result<Encoded, String> {
     crate::limits::read_at_most(&mut file, &mut bytes, rest).map_err(cannot)?;
     if bytes.len() as u64 > max {
         return Err(format!(
-            "file larger than {} bytes, the most an image of {} pixels takes (--max-image-pixels)",
+            "file larger than {} bytes, the most an image of {} pixels takes (`max_image_pixels`)",
             max, limits.max_pixels
         ));
     }
@@ -131,7 +131,7 @@ pub fn check(bytes: Vec<u8>, limits: &Limits) -> Result<Encoded, String> {
     if pixels > limits.max_pixels {
         return Err(format!(
             "decompression bomb: {width}x{height} is {pixels} pixels, more than the limit of {} \
-             (raise it with --max-image-pixels)",
+             (raise it with `max_image_pixels`)",
             limits.max_pixels
         ));
     }

@@ -24,7 +24,7 @@ pub enum Resize {
 }
 
 /// Pillow's resampling filters that torchvision's weights use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
     Bilinear,
     Bicubic,
@@ -65,6 +65,15 @@ impl Filter {
     }
 }
 
+impl crate::named::Named for Filter {
+    const ALL: &'static [Self] = &[Filter::Bilinear, Filter::Bicubic];
+    const WHAT: &'static str = "interpolation";
+
+    fn name(self) -> &'static str {
+        Filter::name(self)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transform {
     pub resize: Resize,
@@ -88,15 +97,60 @@ pub struct Geometry {
     pub input: (usize, usize),
 }
 
+/// One preprocessed image.
 pub struct Prepared {
     /// The resized and cropped image, what the overlay is drawn on.
     pub rgb: RgbImage,
     /// [3, H, W], normalized.
     pub tensor: Vec<f32>,
+    /// Where the input came from in the original image.
     pub geometry: Geometry,
 }
 
+impl Prepared {
+    /// The network input as a batch of one, [1, 3, H, W].
+    pub fn batch(&self) -> crate::tensor::Tensor {
+        let (h, w) = self.geometry.input;
+        crate::tensor::Tensor::new(vec![1, 3, h, w], self.tensor.clone())
+    }
+}
+
 impl Transform {
+    /// Preprocesses `images` into one batch [N, 3, H, W]; they must give inputs of one size
+    /// (always so with a crop or an exact size).
+    pub fn batch(&self, images: &[RgbImage]) -> crate::Result<crate::tensor::Tensor> {
+        let mut data = Vec::new();
+        let mut size = None;
+        for (i, img) in images.iter().enumerate() {
+            let (h, w) = (img.height() as usize, img.width() as usize);
+            self.check(h, w, crate::limits::DEFAULT_MAX_IMAGE_PIXELS)
+                .map_err(|reason| crate::Error::Input {
+                    path: format!("image {i}").into(),
+                    reason,
+                })?;
+            let p = self.apply(img);
+            if *size.get_or_insert(p.geometry.input) != p.geometry.input {
+                return Err(crate::Error::Input {
+                    path: format!("image {i}").into(),
+                    reason: format!(
+                        "preprocessed to {:?}, the batch's first image to {:?}; give a crop or \
+                         an exact size",
+                        p.geometry.input,
+                        size.expect("set")
+                    ),
+                });
+            }
+            data.extend_from_slice(&p.tensor);
+        }
+        let Some((h, w)) = size else {
+            return Err(crate::Error::BadOption("a batch of no images".into()));
+        };
+        Ok(crate::tensor::Tensor::new(
+            vec![images.len(), 3, h, w],
+            data,
+        ))
+    }
+
     /// The network input's (height, width), when it does not depend on the image.
     pub fn input_size(&self) -> Option<(usize, usize)> {
         match (self.crop, self.resize) {
@@ -125,7 +179,7 @@ impl Transform {
             if px > max_pixels as u128 || a > u32::MAX as usize >> 1 || b > u32::MAX as usize >> 1 {
                 return Err(format!(
                     "the {what} would be {b}x{a}, {px} pixels, more than the limit of \
-                     {max_pixels} (--max-image-pixels)"
+                     {max_pixels} (`max_image_pixels`)"
                 ));
             }
         }
