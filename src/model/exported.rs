@@ -4,13 +4,11 @@
 //! the README ("My own model"); each way a graph can be wrong has its own clear error.
 
 use super::arch::{Filter, Preprocess};
-use super::builder::{fold_batch_norm, Builder};
-use super::graph::op::*;
+use super::builder::Builder;
+use super::graph::op::{NodeError, NodeReader, Op};
 use super::graph::{Graph, ValueId};
 use super::weights::WeightStore;
 use crate::error::{Error, Result};
-use crate::ops::{Activation, BinaryOp};
-use crate::tensor::Tensor;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -19,26 +17,6 @@ pub const METADATA_KEY: &str = "gradcam.graph";
 
 /// The newest schema version this build reads.
 pub const SCHEMA: u64 = 1;
-
-/// The ops of schema 1 (activations are the names of `crate::ops::Activation`).
-const OPS: &[&str] = &[
-    "conv2d",
-    "batch_norm",
-    "layer_norm",
-    "linear",
-    "add",
-    "mul",
-    "max_pool2d",
-    "avg_pool2d",
-    "adaptive_avg_pool2d",
-    "adaptive_max_pool2d",
-    "cat",
-    "slice",
-    "channel_shuffle",
-    "permute",
-    "flatten",
-    "identity",
-];
 
 /// An exported graph, built.
 pub struct Exported {
@@ -198,9 +176,9 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
 
 /// The largest integer a graph may hold (a size, index or count): shape arithmetic on larger
 /// ones could overflow.
-const MAX_INT: u64 = 1 << 31;
+pub(crate) const MAX_INT: u64 = 1 << 31;
 
-fn usizes(v: Option<&Value>) -> Option<Vec<usize>> {
+pub(crate) fn usizes(v: Option<&Value>) -> Option<Vec<usize>> {
     v?.as_array()?
         .iter()
         .map(|d| d.as_u64().filter(|&d| d < MAX_INT).map(|d| d as usize))
@@ -381,328 +359,15 @@ fn topological_order(input: &str, nodes: &[NodeDoc]) -> std::result::Result<Vec<
     Ok(order)
 }
 
-enum NodeError {
-    /// The graph document is wrong (reported with the node).
-    Doc(String),
-    /// A tensor is wrong (the store's own error: name, shapes).
-    Load(Error),
-}
-
-impl From<Error> for NodeError {
-    fn from(e: Error) -> Self {
-        NodeError::Load(e)
-    }
-}
-
-impl From<String> for NodeError {
-    fn from(e: String) -> Self {
-        NodeError::Doc(e)
-    }
-}
-
-/// Reads a node's params, each once; what is left over is an unknown parameter.
-struct Params<'a> {
-    map: &'a Map<String, Value>,
-    read: Vec<&'static str>,
-}
-
-impl<'a> Params<'a> {
-    fn get(&mut self, k: &'static str) -> std::result::Result<&'a Value, String> {
-        self.read.push(k);
-        self.map
-            .get(k)
-            .ok_or_else(|| format!("missing parameter '{k}'"))
-    }
-    fn has(&self, k: &str) -> bool {
-        self.map.contains_key(k)
-    }
-    fn f64(&mut self, k: &'static str) -> std::result::Result<f64, String> {
-        let v = self.get(k)?;
-        v.as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| format!("parameter '{k}' must be a finite number, not {v}"))
-    }
-    fn bool(&mut self, k: &'static str) -> std::result::Result<bool, String> {
-        let v = self.get(k)?;
-        v.as_bool()
-            .ok_or_else(|| format!("parameter '{k}' must be true or false, not {v}"))
-    }
-    /// A list of `len` integers ≥ `min` (any length when len is 0).
-    fn list(
-        &mut self,
-        k: &'static str,
-        len: usize,
-        min: usize,
-    ) -> std::result::Result<Vec<usize>, String> {
-        let v = self.get(k)?;
-        usizes(Some(v))
-            .filter(|l| (len == 0 || l.len() == len) && l.iter().all(|&d| d >= min))
-            .ok_or_else(|| match len {
-                0 => format!("parameter '{k}' must be a list of integers ≥ {min}, not {v}"),
-                _ => format!("parameter '{k}' must be {len} integers ≥ {min}, not {v}"),
-            })
-    }
-    fn pair(&mut self, k: &'static str, min: usize) -> std::result::Result<(usize, usize), String> {
-        let l = self.list(k, 2, min)?;
-        Ok((l[0], l[1]))
-    }
-    fn int(&mut self, k: &'static str, min: usize) -> std::result::Result<usize, String> {
-        let v = self.get(k)?;
-        v.as_u64()
-            .filter(|&d| d < MAX_INT)
-            .map(|d| d as usize)
-            .filter(|&d| d >= min)
-            .ok_or_else(|| format!("parameter '{k}' must be an integer ≥ {min}, not {v}"))
-    }
-    /// Fails on a parameter the op does not have.
-    fn done(self, op: &str) -> std::result::Result<(), String> {
-        match self.map.keys().find(|k| !self.read.contains(&k.as_str())) {
-            Some(k) => Err(format!(
-                "unknown parameter '{k}' of op '{op}' (its parameters: {})",
-                if self.read.is_empty() {
-                    "none".to_owned()
-                } else {
-                    self.read.join(", ")
-                }
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Builds one node into `b`: the op from its name and params, its tensors taken from the store
-/// with the shapes the op fixes.
+/// Builds one node into `b`: the op its type reads from the node (`graph::op::Import`, in
+/// the op's own file), with its tensors taken from the store in the shapes the op fixes.
 fn add_node(
     b: &mut Builder,
     n: &NodeDoc,
     inputs: Vec<ValueId>,
 ) -> std::result::Result<ValueId, NodeError> {
-    let mut p = Params {
-        map: &n.params,
-        read: vec![],
-    };
-    let mut roles: Vec<&str> = vec![];
-    let key = |role: &'static str, roles: &mut Vec<&'static str>| {
-        roles.push(role);
-        n.keys.get(role).cloned()
-    };
-    let need = |role: &'static str, roles: &mut Vec<&'static str>| {
-        key(role, roles).ok_or_else(|| format!("missing tensor '{role}'"))
-    };
-    let arity = |k: usize| -> std::result::Result<(), String> {
-        match inputs.len() == k {
-            true => Ok(()),
-            false => Err(format!("takes {k} input(s), has {}", inputs.len())),
-        }
-    };
-    let op = n.op.as_str();
-    let activation = Activation::ALL.iter().find(|a| a.name() == op).copied();
-    let built: Op = match op {
-        "conv2d" => {
-            arity(1)?;
-            let (kh, kw) = p.pair("kernel", 1)?;
-            let stride = p.pair("stride", 1)?;
-            let pad = p.list("padding", 4, 0)?;
-            let dilation = p.pair("dilation", 1)?;
-            let groups = p.int("groups", 1)?;
-            let weight = b.take(
-                &need("weight", &mut roles)?,
-                &[None, None, Some(kh), Some(kw)],
-            )?;
-            let c_out = b.param_shape(weight)[0];
-            let bias = match key("bias", &mut roles) {
-                Some(k) => Some(b.take(&k, &[Some(c_out)])?),
-                None => None,
-            };
-            Op::Conv2d(Conv2d {
-                weight,
-                bias,
-                stride,
-                pad: [pad[0], pad[1], pad[2], pad[3]],
-                dilation,
-                groups,
-            })
-        }
-        "batch_norm" => {
-            arity(1)?;
-            let eps = p.f64("eps")?;
-            if eps < 0.0 {
-                return Err(format!("eps {eps} is negative").into());
-            }
-            // folded: the four tensors are read, not kept as params
-            let store = b.store;
-            let arch = b.arch.clone();
-            let w = &store
-                .take(&arch, &need("weight", &mut roles)?, &[None])?
-                .data;
-            let c = Some(w.len());
-            let mut get = |role| -> std::result::Result<&[f32], NodeError> {
-                Ok(&store.take(&arch, &need(role, &mut roles)?, &[c])?.data[..])
-            };
-            let (bias, mean, var) = (get("bias")?, get("running_mean")?, get("running_var")?);
-            if var.iter().any(|&v| v as f64 + eps <= 0.0) {
-                return Err("running_var + eps is not positive".to_owned().into());
-            }
-            let (scale, shift) = fold_batch_norm(w, bias, mean, var, eps);
-            let c = scale.len();
-            let scale = b.param(&format!("{} (scale)", n.name), Tensor::new(vec![c], scale));
-            let shift = b.param(&format!("{} (shift)", n.name), Tensor::new(vec![c], shift));
-            Op::Affine(Affine { scale, shift })
-        }
-        "layer_norm" => {
-            arity(1)?;
-            let eps = p.f64("eps")? as f32;
-            let axis = p.int("axis", 1)?;
-            let weight = b.take(&need("weight", &mut roles)?, &[None])?;
-            let d = Some(b.param_shape(weight)[0]);
-            let bias = b.take(&need("bias", &mut roles)?, &[d])?;
-            Op::LayerNorm(LayerNorm {
-                weight,
-                bias,
-                eps,
-                axis,
-            })
-        }
-        "linear" => {
-            arity(1)?;
-            let weight = b.take(&need("weight", &mut roles)?, &[None, None])?;
-            let out_f = b.param_shape(weight)[0];
-            let bias = match key("bias", &mut roles) {
-                Some(k) => Some(b.take(&k, &[Some(out_f)])?),
-                None => None,
-            };
-            Op::Linear(Linear { weight, bias })
-        }
-        "add" | "mul" => {
-            let bop = if op == "add" {
-                BinaryOp::Add
-            } else {
-                BinaryOp::Mul
-            };
-            let param = if p.has("scalar") {
-                arity(1)?;
-                let s = p.f64("scalar")? as f32;
-                Some(b.param(
-                    &format!("{} (scalar)", n.name),
-                    Tensor::new(vec![1], vec![s]),
-                ))
-            } else if let Some(k) = key("other", &mut roles) {
-                arity(1)?;
-                Some(b.take(&k, &vec![None; b.store.shape(&k).map_or(0, |s| s.len())])?)
-            } else {
-                arity(2)?;
-                None
-            };
-            Op::Binary(Binary { op: bop, param })
-        }
-        "max_pool2d" | "avg_pool2d" => {
-            arity(1)?;
-            let window = Window {
-                kernel: p.pair("kernel", 1)?,
-                stride: p.pair("stride", 1)?,
-                pad: p.pair("padding", 0)?,
-                ceil_mode: p.bool("ceil_mode")?,
-            };
-            if 2 * window.pad.0 > window.kernel.0 || 2 * window.pad.1 > window.kernel.1 {
-                return Err(format!(
-                    "padding {:?} is more than half the kernel {:?} (PyTorch refuses it too)",
-                    window.pad, window.kernel
-                )
-                .into());
-            }
-            if op == "max_pool2d" {
-                Op::MaxPool(MaxPool(window))
-            } else {
-                Op::AvgPool(AvgPool {
-                    window,
-                    count_include_pad: p.bool("count_include_pad")?,
-                })
-            }
-        }
-        "adaptive_avg_pool2d" | "adaptive_max_pool2d" => {
-            arity(1)?;
-            Op::AdaptivePool(AdaptivePool {
-                out: p.pair("output_size", 1)?,
-                max: op == "adaptive_max_pool2d",
-            })
-        }
-        "cat" => {
-            if inputs.is_empty() {
-                return Err("takes at least one input, has none".to_owned().into());
-            }
-            Op::Concat(Concat {
-                axis: p.int("axis", 1)?,
-            })
-        }
-        "slice" => {
-            arity(1)?;
-            Op::Slice(Slice {
-                axis: p.int("axis", 1)?,
-                start: p.int("start", 0)?,
-                len: p.int("len", 1)?,
-            })
-        }
-        "channel_shuffle" => {
-            arity(1)?;
-            Op::Shuffle(Shuffle {
-                groups: p.int("groups", 1)?,
-            })
-        }
-        "permute" => {
-            arity(1)?;
-            let perm = p.list("perm", 0, 0)?;
-            if perm.first() != Some(&0) {
-                return Err(format!("permutation {perm:?} moves the batch axis").into());
-            }
-            Op::Permute(Permute { perm })
-        }
-        "flatten" => {
-            arity(1)?;
-            Op::Flatten(Flatten {
-                start_dim: p.int("start_dim", 1)?,
-            })
-        }
-        "identity" => {
-            arity(1)?;
-            Op::Identity(Identity)
-        }
-        _ => match activation {
-            Some(a) => {
-                arity(1)?;
-                let mut act = Act::new(a);
-                match a {
-                    Activation::LeakyRelu => act.alpha = p.f64("negative_slope")? as f32,
-                    Activation::Elu => act.alpha = p.f64("alpha")? as f32,
-                    Activation::Hardtanh => {
-                        act.alpha = p.f64("min_val")? as f32;
-                        act.beta = p.f64("max_val")? as f32;
-                    }
-                    _ => {}
-                }
-                Op::Act(act)
-            }
-            None => {
-                let acts: Vec<&str> = Activation::ALL.iter().map(|a| a.name()).collect();
-                return Err(format!(
-                    "unknown op '{op}' (supported: {}, {})",
-                    OPS.join(", "),
-                    acts.join(", ")
-                )
-                .into());
-            }
-        },
-    };
-    p.done(op)?;
-    if let Some(role) = n.keys.keys().find(|r| !roles.contains(&r.as_str())) {
-        return Err(format!(
-            "unknown tensor role '{role}' of op '{op}' (its tensors: {})",
-            if roles.is_empty() {
-                "none".to_owned()
-            } else {
-                roles.join(", ")
-            }
-        )
-        .into());
-    }
-    Ok(b.node(built, inputs, n.module.as_deref()))
+    let mut node = NodeReader::new(b, &n.name, &n.op, inputs.len(), &n.params, &n.keys);
+    let op = Op::import(&mut node)?;
+    node.finish()?;
+    Ok(b.node(op, inputs, n.module.as_deref()))
 }

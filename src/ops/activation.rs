@@ -125,6 +125,8 @@ macro_rules! activations {
 
         impl Activation {
             pub const ALL: &'static [Activation] = &[$(Activation::$name),*];
+            /// Every row's [`Activation::name`], in the order of [`Activation::ALL`].
+            pub const NAMES: &'static [&'static str] = &[$($label),*];
 
             /// PyTorch's functional name.
             pub fn name(self) -> &'static str {

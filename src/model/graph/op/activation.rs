@@ -30,6 +30,30 @@ impl Act {
     }
 }
 
+/// Every row of the table, by its functional name; LeakyReLU, ELU and Hardtanh with their
+/// parameters.
+impl Import for Act {
+    const NAMES: &'static [&'static str] = Activation::NAMES;
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        let Some(&a) = Activation::ALL.iter().find(|a| a.name() == n.op) else {
+            return Err(format!("'{}' is not an activation", n.op).into());
+        };
+        n.arity(1)?;
+        let mut act = Act::new(a);
+        match a {
+            Activation::LeakyRelu => act.alpha = n.f64("negative_slope")? as f32,
+            Activation::Elu => act.alpha = n.f64("alpha")? as f32,
+            Activation::Hardtanh => {
+                act.alpha = n.f64("min_val")? as f32;
+                act.beta = n.f64("max_val")? as f32;
+            }
+            _ => {}
+        }
+        Ok(act)
+    }
+}
+
 impl OpDef for Act {
     fn name(&self) -> &'static str {
         self.act.name()

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::ops::{BinaryOp, BinaryParams};
+use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Binary {
@@ -31,6 +32,33 @@ impl Binary {
             Some(p) => (inputs[0], cx.param(p)),
             None => (inputs[0], inputs[1]),
         }
+    }
+}
+
+/// `add` and `mul`: of two inputs, or of one input and a `scalar` param or an `other` tensor.
+impl Import for Binary {
+    const NAMES: &'static [&'static str] = &["add", "mul"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        let op = if n.op == "add" {
+            BinaryOp::Add
+        } else {
+            BinaryOp::Mul
+        };
+        let param = if n.has("scalar") {
+            n.arity(1)?;
+            let s = n.f64("scalar")? as f32;
+            let name = format!("{} (scalar)", n.name);
+            Some(n.b.param(&name, Tensor::new(vec![1], vec![s])))
+        } else if let Some(k) = n.tensor("other") {
+            n.arity(1)?;
+            let rank = n.b.store.shape(&k).map_or(0, |s| s.len());
+            Some(n.b.take(&k, &vec![None; rank])?)
+        } else {
+            n.arity(2)?;
+            None
+        };
+        Ok(Binary { op, param })
     }
 }
 

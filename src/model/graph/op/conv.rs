@@ -52,6 +52,34 @@ impl Conv2d {
     }
 }
 
+impl Import for Conv2d {
+    const NAMES: &'static [&'static str] = &["conv2d"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        let (kh, kw) = n.pair("kernel", 1)?;
+        let stride = n.pair("stride", 1)?;
+        let pad = n.list("padding", 4, 0)?;
+        let dilation = n.pair("dilation", 1)?;
+        let groups = n.int("groups", 1)?;
+        let key = n.need_tensor("weight")?;
+        let weight = n.b.take(&key, &[None, None, Some(kh), Some(kw)])?;
+        let c_out = n.b.param_shape(weight)[0];
+        let bias = match n.tensor("bias") {
+            Some(k) => Some(n.b.take(&k, &[Some(c_out)])?),
+            None => None,
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            stride,
+            pad: [pad[0], pad[1], pad[2], pad[3]],
+            dilation,
+            groups,
+        })
+    }
+}
+
 impl OpDef for Conv2d {
     fn name(&self) -> &'static str {
         "conv2d"

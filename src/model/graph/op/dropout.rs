@@ -7,6 +7,9 @@ use rand::Rng;
 #[derive(Clone, Debug)]
 pub struct Dropout;
 
+/// Training only: no exported graph names it (an exporter writes `identity`).
+impl Import for Dropout {}
+
 impl OpDef for Dropout {
     fn name(&self) -> &'static str {
         "dropout"
@@ -63,6 +66,15 @@ impl OpDef for Dropout {
 /// `nn.Sequential` or `nn.Identity`.
 #[derive(Clone, Debug)]
 pub struct Identity;
+
+impl Import for Identity {
+    const NAMES: &'static [&'static str] = &["identity"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        Ok(Identity)
+    }
+}
 
 impl OpDef for Identity {
     fn name(&self) -> &'static str {

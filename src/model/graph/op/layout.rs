@@ -60,6 +60,19 @@ impl Concat {
     }
 }
 
+impl Import for Concat {
+    const NAMES: &'static [&'static str] = &["cat"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        if n.inputs() == 0 {
+            return Err("takes at least one input, has none".to_owned().into());
+        }
+        Ok(Concat {
+            axis: n.int("axis", 1)?,
+        })
+    }
+}
+
 impl OpDef for Concat {
     fn name(&self) -> &'static str {
         "cat"
@@ -140,6 +153,19 @@ impl Slice {
     }
 }
 
+impl Import for Slice {
+    const NAMES: &'static [&'static str] = &["slice"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        Ok(Slice {
+            axis: n.int("axis", 1)?,
+            start: n.int("start", 0)?,
+            len: n.int("len", 1)?,
+        })
+    }
+}
+
 impl OpDef for Slice {
     fn name(&self) -> &'static str {
         "slice"
@@ -211,6 +237,17 @@ impl Shuffle {
     }
 }
 
+impl Import for Shuffle {
+    const NAMES: &'static [&'static str] = &["channel_shuffle"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        Ok(Shuffle {
+            groups: n.int("groups", 1)?,
+        })
+    }
+}
+
 impl OpDef for Shuffle {
     fn name(&self) -> &'static str {
         "channel_shuffle"
@@ -257,6 +294,19 @@ impl OpDef for Shuffle {
 #[derive(Clone, Debug)]
 pub struct Permute {
     pub perm: Vec<usize>,
+}
+
+impl Import for Permute {
+    const NAMES: &'static [&'static str] = &["permute"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        let perm = n.list("perm", 0, 0)?;
+        if perm.first() != Some(&0) {
+            return Err(format!("permutation {perm:?} moves the batch axis").into());
+        }
+        Ok(Permute { perm })
+    }
 }
 
 impl OpDef for Permute {
@@ -310,6 +360,17 @@ impl OpDef for Permute {
 #[derive(Clone, Debug)]
 pub struct Flatten {
     pub start_dim: usize,
+}
+
+impl Import for Flatten {
+    const NAMES: &'static [&'static str] = &["flatten"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        Ok(Flatten {
+            start_dim: n.int("start_dim", 1)?,
+        })
+    }
 }
 
 impl OpDef for Flatten {

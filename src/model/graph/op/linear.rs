@@ -32,6 +32,22 @@ impl Linear {
     }
 }
 
+impl Import for Linear {
+    const NAMES: &'static [&'static str] = &["linear"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        let key = n.need_tensor("weight")?;
+        let weight = n.b.take(&key, &[None, None])?;
+        let out_f = n.b.param_shape(weight)[0];
+        let bias = match n.tensor("bias") {
+            Some(k) => Some(n.b.take(&k, &[Some(out_f)])?),
+            None => None,
+        };
+        Ok(Linear { weight, bias })
+    }
+}
+
 impl OpDef for Linear {
     fn name(&self) -> &'static str {
         "linear"

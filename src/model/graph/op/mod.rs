@@ -1,13 +1,15 @@
 //! The ops of the graph, one file per op family. Each op type implements [`OpDef`]: its shape
 //! rule, what its backward pass reads, its forward and its backward in terms of the
-//! [`Backend`] trait; [`Op`] is the enum over them, and the one `match` over it is the
-//! `dispatch!` macro below. Adding an op is one file, one enum line and one dispatch line;
-//! an activation is one row of `crate::ops::activation`'s table.
+//! [`Backend`] trait; and [`Import`]: the exported-graph op names it reads, and how it reads
+//! their attributes. [`Op`] is the enum over them, and the one `match` over it is the
+//! `dispatch!` macro below. Adding an op is its code in its family's file and one line in
+//! `ops!`; an activation is one row of `crate::ops::activation`'s table.
 
 mod activation;
 mod binary;
 mod conv;
 mod dropout;
+mod import;
 mod layout;
 mod linear;
 mod norm;
@@ -17,6 +19,7 @@ pub use activation::Act;
 pub use binary::Binary;
 pub use conv::Conv2d;
 pub use dropout::{Dropout, Identity};
+pub use import::{Import, Imported, NodeError, NodeReader};
 pub use layout::{Concat, Flatten, Permute, Shuffle, Slice};
 pub use linear::Linear;
 pub use norm::{Affine, LayerNorm};
@@ -248,15 +251,33 @@ macro_rules! ops {
                 }
             };
         }
+
+        impl Op {
+            /// Every op name of exported graphs, in the order of this list.
+            pub fn import_names() -> Vec<&'static str> {
+                [$(<$ty as Import>::NAMES),*].concat()
+            }
+
+            /// The op of an exported graph's node: that of the op type whose [`Import`]
+            /// names its op, or "unknown op" with every name.
+            pub fn import(n: &mut NodeReader) -> Imported<Op> {
+                $(if <$ty as Import>::NAMES.contains(&n.op) {
+                    return <$ty as Import>::import(n).map(Op::$variant);
+                })*
+                let names = Op::import_names().join(", ");
+                Err(format!("unknown op '{}' (supported: {names})", n.op).into())
+            }
+        }
     };
 }
 
+// The activations come last: "unknown op" lists the names of the other ops first.
 ops! {
     Conv2d(Conv2d),
     /// Eval BatchNorm folded to a per-channel affine map (also GoogLeNet's transform_input).
     Affine(Affine),
     LayerNorm(LayerNorm),
-    Act(Act),
+    Linear(Linear),
     Binary(Binary),
     MaxPool(MaxPool),
     AvgPool(AvgPool),
@@ -266,10 +287,10 @@ ops! {
     Shuffle(Shuffle),
     Permute(Permute),
     Flatten(Flatten),
-    Linear(Linear),
     Dropout(Dropout),
     /// Stochastic depth and other modules that are the identity at inference.
     Identity(Identity),
+    Act(Act),
 }
 
 impl Op {
@@ -337,4 +358,17 @@ pub fn run<B: Backend>(
     f: impl FnOnce() -> Result<B::Buf>,
 ) -> Result<Rc<B::Buf>> {
     Ok(Rc::new(cx.timed(key, f)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exported op name read by two op types would always go to the first.
+    #[test]
+    fn every_exported_op_name_belongs_to_one_op() {
+        let names = Op::import_names();
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
 }

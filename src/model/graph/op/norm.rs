@@ -3,7 +3,9 @@
 //! LayerNorm over one axis.
 
 use super::*;
+use crate::model::builder::fold_batch_norm;
 use crate::ops::{ChannelAffineParams, LayerNormParams};
+use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Affine {
@@ -21,6 +23,37 @@ impl Affine {
             return Err(format!("normalizes {k} channels, gets {c}"));
         }
         Ok(ChannelAffineParams { n, c, hw: h * w })
+    }
+}
+
+/// `batch_norm`, folded: its four tensors are read, not kept as params.
+impl Import for Affine {
+    const NAMES: &'static [&'static str] = &["batch_norm"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        let eps = n.f64("eps")?;
+        if eps < 0.0 {
+            return Err(format!("eps {eps} is negative").into());
+        }
+        let store = n.b.store;
+        let arch = n.b.arch.clone();
+        let w = &store.take(&arch, &n.need_tensor("weight")?, &[None])?.data;
+        let c = Some(w.len());
+        let mut get = |role| -> Imported<&[f32]> {
+            Ok(&store.take(&arch, &n.need_tensor(role)?, &[c])?.data[..])
+        };
+        let (bias, mean, var) = (get("bias")?, get("running_mean")?, get("running_var")?);
+        if var.iter().any(|&v| v as f64 + eps <= 0.0) {
+            return Err("running_var + eps is not positive".to_owned().into());
+        }
+        let (scale, shift) = fold_batch_norm(w, bias, mean, var, eps);
+        let c = scale.len();
+        let scale =
+            n.b.param(&format!("{} (scale)", n.name), Tensor::new(vec![c], scale));
+        let shift =
+            n.b.param(&format!("{} (shift)", n.name), Tensor::new(vec![c], shift));
+        Ok(Affine { scale, shift })
     }
 }
 
@@ -99,6 +132,27 @@ impl LayerNorm {
             dim,
             inner: x[self.axis + 1..].iter().product(),
             eps: self.eps,
+        })
+    }
+}
+
+impl Import for LayerNorm {
+    const NAMES: &'static [&'static str] = &["layer_norm"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        let eps = n.f64("eps")? as f32;
+        let axis = n.int("axis", 1)?;
+        let key = n.need_tensor("weight")?;
+        let weight = n.b.take(&key, &[None])?;
+        let d = Some(n.b.param_shape(weight)[0]);
+        let key = n.need_tensor("bias")?;
+        let bias = n.b.take(&key, &[d])?;
+        Ok(LayerNorm {
+            weight,
+            bias,
+            eps,
+            axis,
         })
     }
 }

@@ -36,6 +36,25 @@ impl Window {
         })
     }
 
+    /// The window of a `max_pool2d` or `avg_pool2d` node.
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        let window = Window {
+            kernel: n.pair("kernel", 1)?,
+            stride: n.pair("stride", 1)?,
+            pad: n.pair("padding", 0)?,
+            ceil_mode: n.bool("ceil_mode")?,
+        };
+        if 2 * window.pad.0 > window.kernel.0 || 2 * window.pad.1 > window.kernel.1 {
+            return Err(format!(
+                "padding {:?} is more than half the kernel {:?} (PyTorch refuses it too)",
+                window.pad, window.kernel
+            )
+            .into());
+        }
+        Ok(window)
+    }
+
     fn check(&self, what: &str, h: usize, w: usize) -> ShapeResult<()> {
         let (k, p) = (self.kernel, self.pad);
         if p.0 * 2 > k.0 || p.1 * 2 > k.1 {
@@ -59,6 +78,14 @@ pub struct MaxPool(pub Window);
 impl MaxPool {
     fn params(&self, x: &[usize]) -> ShapeResult<MaxPool2dParams> {
         self.0.over("max-pool", x)
+    }
+}
+
+impl Import for MaxPool {
+    const NAMES: &'static [&'static str] = &["max_pool2d"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        Ok(MaxPool(Window::import(n)?))
     }
 }
 
@@ -139,6 +166,17 @@ impl AvgPool {
     }
 }
 
+impl Import for AvgPool {
+    const NAMES: &'static [&'static str] = &["avg_pool2d"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        Ok(AvgPool {
+            window: Window::import(n)?,
+            count_include_pad: n.bool("count_include_pad")?,
+        })
+    }
+}
+
 impl OpDef for AvgPool {
     fn name(&self) -> &'static str {
         "avg_pool2d"
@@ -199,6 +237,18 @@ impl AdaptivePool {
             w_in: w,
             h_out: self.out.0,
             w_out: self.out.1,
+        })
+    }
+}
+
+impl Import for AdaptivePool {
+    const NAMES: &'static [&'static str] = &["adaptive_avg_pool2d", "adaptive_max_pool2d"];
+
+    fn import(n: &mut NodeReader) -> Imported<Self> {
+        n.arity(1)?;
+        Ok(AdaptivePool {
+            out: n.pair("output_size", 1)?,
+            max: n.op == "adaptive_max_pool2d",
         })
     }
 }
