@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian/Ubuntu machine without a GPU: installs what the tests
-# need when it is missing, then runs `cargo test --release --locked`.
+# need when it is missing, then runs `cargo test --profile suite --locked` (release code without
+# LTO: see Cargo.toml and docs/testing.md).
 #  - Mesa's software Vulkan driver (lavapipe, `mesa-vulkan-drivers`): the wgpu tests run on it.
 #  - NVRTC from PyPI (`nvidia-cuda-nvrtc-cu12`): tests/cuda_kernels.rs compiles every
 #    kernels/*.cu with it. The cu12 wheel ships libnvrtc.so.12, a name cudarc (built with CUDA
@@ -23,6 +24,7 @@ export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # every test that opens an adapter (the gradcam binary turns it off itself; test crates do not).
 export NODEVICE_SELECT=1
 cargo --version
-cargo test --release --locked "$@"
-# The library without its default features (no CLI, no GPU crates) must build too.
-cargo build --release --locked --no-default-features --lib
+cargo test --profile suite --locked "$@"
+# The library without its default features (no CLI, no GPU crates) must build too (same
+# profile, so the dependencies built for the tests are reused).
+cargo build --profile suite --locked --no-default-features --lib
