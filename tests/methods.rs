@@ -114,7 +114,9 @@ fn methods_match_references<B: Backend>(make: impl Fn() -> B) {
             let key = case["key"].as_str().unwrap();
             let m = method(case["method"].as_str().unwrap());
             let want = tensor(&st, key);
+            let start = std::time::Instant::now();
             let got = run(&e, &x, &logits, case);
+            let took = start.elapsed();
             assert_eq!(got.shape, want.shape, "{name} {key}");
             let n = got.shape[0];
             let per = got.len() / n;
@@ -145,7 +147,7 @@ fn methods_match_references<B: Backend>(make: impl Fn() -> B) {
                 continue;
             }
             let d = max_abs(&got.data, &want.data);
-            eprintln!("{name} {key}: max abs diff {d:.2e} ({what})");
+            eprintln!("{name} {key}: max abs diff {d:.2e} ({what}), {took:.2?}");
             assert!(d <= tol, "{name} {key}: {d:.2e} > {tol:.2e}");
             checked += 1;
         }
