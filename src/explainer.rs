@@ -101,7 +101,7 @@ impl ExplainerBuilder {
             })?;
         match started.recv() {
             Ok(Ok(info)) => Ok(Explainer {
-                jobs,
+                jobs: Some(jobs),
                 worker: Some(worker),
                 info,
             }),
@@ -141,7 +141,8 @@ struct Job {
 /// A model on a backend with its methods and layers, ready to explain batches. `Send + Sync`:
 /// share it between threads (in an `Arc`); requests run one at a time on its worker thread.
 pub struct Explainer {
-    jobs: mpsc::Sender<Job>,
+    /// The queue to the worker; `None` once dropped, which ends the worker's loop.
+    jobs: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
     info: Info,
 }
@@ -165,17 +166,24 @@ impl Explainer {
     /// are NaN; the rest of the batch is explained as usual.
     pub fn explain(&self, x: &Tensor, targets: Targets) -> Result<Explanation> {
         self.check(x, &targets)?;
+        self.run(x.clone(), targets)
+    }
+
+    /// [`Explainer::explain`] of a batch the caller hands over (no copy).
+    pub(crate) fn explain_owned(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
+        self.check(&x, &targets)?;
+        self.run(x, targets)
+    }
+
+    fn run(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let job = Job {
-            x: x.clone(),
-            targets,
-            reply,
-        };
         let gone = || Error::Backend {
             backend: self.info.backend.clone(),
             reason: "the explainer's worker thread has stopped".into(),
         };
-        self.jobs.send(job).map_err(|_| gone())?;
+        let job = Job { x, targets, reply };
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        jobs.send(job).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }
 
@@ -210,7 +218,7 @@ impl Explainer {
         };
         let &[n, c, h, w] = x.shape.as_slice() else {
             return bad(format!(
-                "expected rank 4 [N, C, H, W], got rank {}",
+                "expected [N, C, H, W] (rank 4), got rank {}",
                 x.shape.len()
             ));
         };
@@ -219,7 +227,7 @@ impl Explainer {
         }
         if c != self.info.in_channels {
             return bad(format!(
-                "the model takes {} input channels, not {c}",
+                "the model takes {} input channels; the input has {c}",
                 self.info.in_channels
             ));
         }
@@ -239,8 +247,7 @@ impl Explainer {
 impl Drop for Explainer {
     /// Closes the queue and waits for the worker to finish the request it runs.
     fn drop(&mut self) {
-        let (jobs, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.jobs, jobs));
+        drop(self.jobs.take());
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }

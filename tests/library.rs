@@ -180,7 +180,7 @@ fn bad_input_is_an_error() {
     let flat = Tensor::new(vec![2, 3 * 37 * 45], x.data.clone());
     assert!(err(&flat, Targets::Top).contains("rank 4"));
     let gray = Tensor::new(vec![6, 1, 37, 45], x.data.clone());
-    assert!(err(&gray, Targets::Top).contains("3 input channels, not 1"));
+    assert!(err(&gray, Targets::Top).contains("3 input channels; the input has 1"));
     let lie = Tensor {
         shape: vec![3, 3, 37, 45],
         data: x.data.clone(),

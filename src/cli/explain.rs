@@ -1,10 +1,10 @@
 use super::{BackendKind, ModelArgs};
 use crate::engine::{Classes, Method, MethodOptions, Score};
 use crate::error::{Error, Result};
+use crate::explainer::{Explainer, Targets};
 use crate::imaging::preprocess::{Filter, Resize, Transform};
 use crate::pipeline::{self, Options};
 use crate::runner::AnyEngine;
-use crate::tensor::Tensor;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -385,51 +385,34 @@ fn tensor_file(m: Method) -> String {
     }
 }
 
+/// --input-tensor: one batch through the library's explainer, which withholds (NaN rows) the
+/// images whose input, logits or maps are not finite, so that indices still match the input.
 fn run_tensor(
     a: Args,
     model: crate::model::Model,
     path: &std::path::Path,
     classes: Classes,
 ) -> Result<ExitCode> {
-    let mut x = crate::npy::read_f32(path)?;
-    if x.shape.len() != 4 {
-        return Err(Error::Input {
-            path: path.to_owned(),
-            reason: format!("shape {:?}, expected [N, C, H, W]", x.shape),
-        });
-    }
-    let engine = AnyEngine::new(a.backend, model)?;
-    engine.check_activations(&x.shape)?;
-    // Images with a non-finite value are skipped: they run as zeros, and their rows of the
-    // results are NaN, so that indices still match the input.
-    let n = x.shape[0];
-    let per = x.data.len() / n.max(1);
-    let mut skipped: Vec<Option<String>> = vec![None; n];
-    for (i, img) in x.data.chunks_mut(per.max(1)).enumerate() {
-        if let Some(k) = img.iter().position(|v| !v.is_finite()) {
-            let (c, hw) = (k / (x.shape[2] * x.shape[3]), k % (x.shape[2] * x.shape[3]));
-            skipped[i] = Some(format!(
-                "non-finite input value {} at [{i}, {c}, {}, {}]",
-                img[k],
-                hw / x.shape[3],
-                hw % x.shape[3]
-            ));
-            img.fill(0.0);
-        }
-    }
-    let options = method_options(&a);
-    let req = crate::engine::Request {
-        methods: &a.method,
-        layers: &a.layer,
-        classes,
-        options: &options,
+    let x = crate::npy::read_f32(path)?;
+    let targets = match classes {
+        Classes::Fixed(c) => Targets::Class(c),
+        // --top-k is refused with --input-tensor: one set of results per image.
+        _ => Targets::Top,
     };
-    let mut out = engine.attribute(&x, &req)?;
-    for (i, s) in skipped.iter_mut().enumerate() {
-        if s.is_none() {
-            *s = out.non_finite(i);
-        }
-    }
+    let explainer = Explainer::builder(model)
+        .backend(a.backend)
+        .methods(&a.method)
+        .layers(a.layer.iter().cloned())
+        .options(method_options(&a))
+        .build()?;
+    let n = x.shape.first().copied().unwrap_or(0);
+    let e = explainer.explain_owned(x, targets).map_err(|e| match e {
+        Error::InputShape { .. } => Error::Input {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        e => e,
+    })?;
     if let Some(sig) = crate::interrupt::requested() {
         eprintln!(
             "interrupted by {} before the results were written",
@@ -437,27 +420,17 @@ fn run_tensor(
         );
         return Err(Error::Interrupted(sig));
     }
-    let t = out.targets.remove(0);
     std::fs::create_dir_all(&a.out).map_err(|source| Error::Write {
         path: a.out.clone(),
         source,
     })?;
-    let nan_rows = |t: &Tensor| {
-        let mut t = t.clone();
-        let per = t.data.len() / t.shape[0].max(1);
-        for (i, s) in skipped.iter().enumerate() {
-            if s.is_some() {
-                t.data[i * per..(i + 1) * per].fill(f32::NAN);
-            }
-        }
-        t
-    };
-    for map in &t.maps {
-        crate::npy::write_f32(&a.out.join(tensor_file(map.method)), &nan_rows(&map.data))?;
+    for map in &e.maps {
+        crate::npy::write_f32(&a.out.join(tensor_file(map.method)), &map.data)?;
     }
-    crate::npy::write_f32(&a.out.join("logits.npy"), &nan_rows(&out.logits))?;
+    crate::npy::write_f32(&a.out.join("logits.npy"), &e.logits)?;
+    let skipped = &e.failures;
     let mut stdout = std::io::stdout().lock();
-    for (i, (c, s)) in t.classes.iter().zip(&t.scores).enumerate() {
+    for (i, (c, s)) in e.classes.iter().zip(&e.probabilities).enumerate() {
         match &skipped[i] {
             Some(reason) => eprintln!("skipped {} image {i}: {reason}", path.display()),
             None => {

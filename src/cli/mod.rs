@@ -195,7 +195,7 @@ fn parse_threads(s: &str) -> Result<usize, String> {
 }
 
 /// clap's parser for a library enum chosen by name ([`Named`]): lists the names (with each one's
-/// description in the long `--help`) and parses exactly those.
+/// description in the long `--help`) and parses them as [`Named::parse`] does.
 #[derive(Clone)]
 pub struct NamedParser<T>(std::marker::PhantomData<T>);
 
@@ -212,13 +212,14 @@ impl<T: Named + Clone + Send + Sync> clap::builder::TypedValueParser for NamedPa
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<T, clap::Error> {
+        // One rule for names, the library's (`Named::parse`: any case, spaces trimmed); clap's
+        // parser only words the error.
+        if let Some(v) = value.to_str().and_then(|s| T::parse(s).ok()) {
+            return Ok(v);
+        }
         let names = clap::builder::PossibleValuesParser::new(self.values());
-        let name = names.parse_ref(cmd, arg, value)?;
-        Ok(T::ALL
-            .iter()
-            .copied()
-            .find(|v| v.name() == name)
-            .expect("a listed name"))
+        names.parse_ref(cmd, arg, value)?;
+        Err(clap::Error::new(clap::error::ErrorKind::InvalidValue).with_cmd(cmd))
     }
 
     fn possible_values(
