@@ -130,10 +130,7 @@ on_backends!(conv_fused = Family::ConvFused;
     cpu, wgpu, wgpu_v1, cuda_v1, cuda_v2, cuda_v3, cuda_v4);
 on_backends!(squeeze_excitation = Family::SqueezeExcitation;
     cpu, wgpu, wgpu_v1, cuda_v1, cuda_v2, cuda_v3, cuda_v4);
-on_backends!(max_pool = Family::MaxPool; cpu, wgpu, cuda);
-on_backends!(avg_pool = Family::AvgPool; cpu, wgpu, cuda);
-on_backends!(adaptive_avg_pool = Family::AdaptiveAvgPool; cpu, wgpu, cuda);
-on_backends!(adaptive_max_pool = Family::AdaptiveMaxPool; cpu, wgpu, cuda);
+on_backends!(pool = Family::Pool; cpu, wgpu, cuda);
 on_backends!(elementwise = Family::Elementwise; cpu, wgpu, cuda);
 on_backends!(activation = Family::Activation; cpu, wgpu, cuda);
 on_backends!(binary = Family::Binary; cpu, wgpu, cuda);
@@ -172,24 +169,30 @@ fn assert_same(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// The fused conv → BatchNorm (→ add) (→ ReLU) call gives exactly what the ops give one after
-/// another (same f32 operations in the same order), on every path of the CPU kernel: batch
-/// parallel (Winograd for the first), one image with its pixel blocks in parallel (64×64
-/// output), pointwise; odd shapes, strides, a 5×5 and a 3×1 kernel, several 64×64 GPU tiles.
+/// another (same f32 operations in the same order), on every path of the CPU kernel: the
+/// table's `epilogue_convs`, and one image with its pixel blocks in parallel (64×64 output),
+/// 3×3 and pointwise.
 fn conv2d_fused_is_the_separate_ops<B: Backend>(be: &B, _: Precision) {
     let mut rng = StdRng::seed_from_u64(29);
-    let dense = Conv2dParams::dense;
-    let cases = [
-        dense(2, 20, (13, 11), 24, (3, 3), (1, 1), (1, 1)),
-        dense(2, 3, (7, 9), 4, (3, 3), (2, 2), (1, 1)),
-        dense(3, 2, (5, 6), 3, (1, 1), (1, 1), (0, 0)),
-        dense(2, 3, (9, 7), 5, (5, 5), (1, 1), (2, 2)),
-        dense(2, 4, (6, 5), 3, (3, 1), (1, 1), (1, 0)),
-        dense(2, 3, (5, 7), 2, (1, 1), (2, 2), (0, 0)),
-        dense(2, 5, (11, 10), 70, (3, 3), (1, 1), (1, 1)),
-        dense(3, 70, (6, 5), 9, (3, 3), (2, 2), (1, 1)),
-        dense(1, 3, (64, 64), 5, (3, 3), (1, 1), (1, 1)),
-        dense(1, 8, (64, 64), 5, (1, 1), (1, 1), (0, 0)),
-    ];
+    let mut cases = cases::epilogue_convs();
+    cases.push(Conv2dParams::dense(
+        1,
+        3,
+        (64, 64),
+        5,
+        (3, 3),
+        (1, 1),
+        (1, 1),
+    ));
+    cases.push(Conv2dParams::dense(
+        1,
+        8,
+        (64, 64),
+        5,
+        (1, 1),
+        (1, 1),
+        (0, 0),
+    ));
     for p in cases {
         let up = |v: &[f32]| be.upload(v).unwrap();
         let (x, w, b) = (

@@ -52,16 +52,16 @@ fn every_kernel_file_compiles_with_nvrtc() {
             }
         }
         // The backend looks every one of these up when it starts.
-        for kernel in cuda::KERNEL_NAMES {
+        for (kernel, _, _) in cuda::kernel_layouts() {
             assert!(
-                entries.contains_key(*kernel),
+                entries.contains_key(kernel),
                 "{kernel} is not a kernel of kernels/*.cu for {arch}"
             );
         }
         // Buffers are pointers (.u64); the scalars one struct, last, as large and as aligned as
         // the Rust struct the launch passes.
-        for (kernel, size, align) in cuda::KERNEL_ARG_LAYOUTS {
-            let params = &entries[*kernel];
+        for (kernel, size, align) in cuda::kernel_layouts() {
+            let params = &entries[kernel];
             let (last, pointers) = params.split_last().expect("a kernel with parameters");
             for p in pointers {
                 assert!(

@@ -163,7 +163,7 @@ pub fn squeeze_excitation_separate<B: Backend>(
     fc1: (&B::Buf, &B::Buf),
     fc2: (&B::Buf, &B::Buf),
 ) -> Result<B::Buf> {
-    let s = b.adaptive_avg_pool2d(&p.pool(), x)?;
+    let (s, _) = b.pool(&PoolParams::AdaptiveAvg(p.pool()), x, false)?;
     let with = |act| ConvEpilogue {
         bn: None,
         residual: None,
@@ -260,22 +260,21 @@ pub trait Backend {
     /// dx = dy · [y > 0], y being the ReLU's output.
     fn relu_grad_input(&self, y: &Self::Buf, dy: &Self::Buf, len: usize) -> Result<Self::Buf>;
 
-    fn max_pool2d(&self, p: &MaxPool2dParams, x: &Self::Buf) -> Result<(Self::Buf, Self::Idx)>;
-    /// `max_pool2d`'s maxima alone, for a pass whose backward does not cross the pool.
-    fn max_pool2d_values(&self, p: &MaxPool2dParams, x: &Self::Buf) -> Result<Self::Buf> {
-        self.max_pool2d(p, x).map(|(y, _)| y)
-    }
-    fn max_pool2d_grad_input(
+    /// The pooling family ([`PoolParams`]): y, and, where `argmax` is asked and the op keeps
+    /// one ([`PoolParams::keeps_argmax`]), the index of each window's first maximum, which its
+    /// backward reads. A pass whose backward does not cross the pool asks for none.
+    fn pool(
         &self,
-        p: &MaxPool2dParams,
-        argmax: &Self::Idx,
-        dy: &Self::Buf,
-    ) -> Result<Self::Buf>;
-
-    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &Self::Buf) -> Result<Self::Buf>;
-    fn adaptive_avg_pool2d_grad_input(
+        p: &PoolParams,
+        x: &Self::Buf,
+        argmax: bool,
+    ) -> Result<(Self::Buf, Option<Self::Idx>)>;
+    /// dx of a pooling op from dy, with the forward's argmax for the ops that keep one
+    /// (an error without it).
+    fn pool_grad_input(
         &self,
-        p: &AdaptivePool2dParams,
+        p: &PoolParams,
+        argmax: Option<&Self::Idx>,
         dy: &Self::Buf,
     ) -> Result<Self::Buf>;
 
@@ -328,6 +327,15 @@ pub trait Backend {
     }
 
     /// The error of an op this backend has no kernel for: names the op and the backend.
+    /// The argmax a pooling op's backward reads (`PoolParams::keeps_argmax`), or the error
+    /// of a caller that did not keep it.
+    fn argmax<'a>(&self, p: &PoolParams, argmax: Option<&'a Self::Idx>) -> Result<&'a Self::Idx> {
+        argmax.ok_or_else(|| Error::Backend {
+            backend: self.name(),
+            reason: format!("{}.backward needs the forward's argmax", p.name()),
+        })
+    }
+
     fn unsupported<T>(&self, op: &str) -> Result<T> {
         Err(Error::Backend {
             backend: self.name(),
@@ -389,35 +397,6 @@ pub trait Backend {
     ) -> Result<Self::Buf> {
         let _ = (operand, dy, a, b);
         self.unsupported(&format!("{}.backward", p.op.name()))
-    }
-
-    /// x: [N, C, H, W] → [N, C, Ho, Wo], with the divisor rule of [`AvgPool2dParams`].
-    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Self::Buf) -> Result<Self::Buf> {
-        let _ = (p, x);
-        self.unsupported("avg_pool2d")
-    }
-    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Self::Buf) -> Result<Self::Buf> {
-        let _ = (p, dy);
-        self.unsupported("avg_pool2d.backward")
-    }
-
-    /// Adaptive max pooling, with the argmax of each window (as `max_pool2d`).
-    fn adaptive_max_pool2d(
-        &self,
-        p: &AdaptivePool2dParams,
-        x: &Self::Buf,
-    ) -> Result<(Self::Buf, Self::Idx)> {
-        let _ = (p, x);
-        self.unsupported("adaptive_max_pool2d")
-    }
-    fn adaptive_max_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        argmax: &Self::Idx,
-        dy: &Self::Buf,
-    ) -> Result<Self::Buf> {
-        let _ = (p, argmax, dy);
-        self.unsupported("adaptive_max_pool2d.backward")
     }
 
     /// The layout primitive: copies `p.shape`'s elements from `src` into `dst`

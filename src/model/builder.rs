@@ -345,7 +345,7 @@ impl<'a> Builder<'a> {
         p: usize,
         ceil_mode: bool,
     ) -> ValueId {
-        let op = Op::MaxPool(MaxPool(Window {
+        let op = Op::Pool(Pool::Max(Window {
             kernel: (k, k),
             stride: (s, s),
             pad: (p, p),
@@ -368,7 +368,7 @@ impl<'a> Builder<'a> {
         ceil_mode: bool,
         count_include_pad: bool,
     ) -> ValueId {
-        let op = Op::AvgPool(AvgPool {
+        let op = Op::Pool(Pool::Avg {
             window: Window {
                 kernel: (k, k),
                 stride: (s, s),
@@ -390,7 +390,7 @@ impl<'a> Builder<'a> {
         x: ValueId,
         out: (usize, usize),
     ) -> ValueId {
-        let op = Op::AdaptivePool(AdaptivePool { out, max: false });
+        let op = Op::Pool(Pool::AdaptiveAvg(out));
         match name {
             Some(n) => self.leaf(n, "AdaptiveAvgPool2d", op, vec![x]),
             None => self.node(op, vec![x], None),

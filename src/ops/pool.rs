@@ -148,6 +148,96 @@ impl AdaptivePool2dParams {
     }
 }
 
+/// The pooling family: every pooling op's parameters. The backends implement the family as
+/// one pair of methods (`Backend::pool`, `Backend::pool_grad_input`) that match on this, so a
+/// new pooling op is a variant here, its graph node (`model/graph/op/pool.rs`), its kernels
+/// and its cases, and no line elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolParams {
+    Max(MaxPool2dParams),
+    Avg(AvgPool2dParams),
+    AdaptiveAvg(AdaptivePool2dParams),
+    AdaptiveMax(AdaptivePool2dParams),
+}
+
+impl PoolParams {
+    /// The op's name, as exported graphs and profiles call it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PoolParams::Max(_) => "max_pool2d",
+            PoolParams::Avg(_) => "avg_pool2d",
+            PoolParams::AdaptiveAvg(_) => "adaptive_avg_pool2d",
+            PoolParams::AdaptiveMax(_) => "adaptive_max_pool2d",
+        }
+    }
+
+    /// Whether the backward pass reads the forward's argmax (the index of each window's first
+    /// maximum), which the forward then returns when asked.
+    pub fn keeps_argmax(&self) -> bool {
+        matches!(self, PoolParams::Max(_) | PoolParams::AdaptiveMax(_))
+    }
+
+    /// [n, c, h_out, w_out].
+    pub fn output_shape(&self) -> [usize; 4] {
+        match self {
+            PoolParams::Max(w) | PoolParams::Avg(AvgPool2dParams { window: w, .. }) => {
+                [w.n, w.c, w.h_out(), w.w_out()]
+            }
+            PoolParams::AdaptiveAvg(a) | PoolParams::AdaptiveMax(a) => [a.n, a.c, a.h_out, a.w_out],
+        }
+    }
+
+    /// [n, c, h_in, w_in].
+    pub fn input_shape(&self) -> [usize; 4] {
+        match self {
+            PoolParams::Max(w) | PoolParams::Avg(AvgPool2dParams { window: w, .. }) => {
+                [w.n, w.c, w.h_in, w.w_in]
+            }
+            PoolParams::AdaptiveAvg(a) | PoolParams::AdaptiveMax(a) => [a.n, a.c, a.h_in, a.w_in],
+        }
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.input_shape().iter().product()
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output_shape().iter().product()
+    }
+}
+
+/// For check and error messages: the op, its input and its own parameters.
+impl std::fmt::Display for PoolParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [n, c, h, w] = self.input_shape();
+        write!(f, "{} n{n} c{c} {h}x{w}", self.name())?;
+        let window = |f: &mut std::fmt::Formatter<'_>, p: &PoolWindow| {
+            write!(
+                f,
+                " k{}x{} s{}x{} p{}x{}",
+                p.k_h, p.k_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w
+            )?;
+            if p.ceil_mode {
+                write!(f, " ceil")?;
+            }
+            Ok(())
+        };
+        match self {
+            PoolParams::Max(p) => window(f, p),
+            PoolParams::Avg(a) => {
+                window(f, &a.window)?;
+                if !a.count_include_pad {
+                    write!(f, " exclude-pad")?;
+                }
+                Ok(())
+            }
+            PoolParams::AdaptiveAvg(a) | PoolParams::AdaptiveMax(a) => {
+                write!(f, " ->{}x{}", a.h_out, a.w_out)
+            }
+        }
+    }
+}
+
 /// Start and end (exclusive) of adaptive-pooling window `i` along an axis.
 pub fn adaptive_window(i: usize, len_in: usize, len_out: usize) -> (usize, usize) {
     let start = i * len_in / len_out;

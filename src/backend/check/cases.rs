@@ -11,8 +11,7 @@ pub fn seed(family: Family) -> u64 {
     match family {
         Family::Conv => 11,
         Family::ConvFused => 12,
-        Family::MaxPool => 13,
-        Family::AdaptiveAvgPool => 14,
+        Family::Pool => 13,
         Family::Elementwise => 15,
         Family::Linear => 18,
         Family::GradCam => 19,
@@ -21,8 +20,6 @@ pub fn seed(family: Family) -> u64 {
         Family::SqueezeExcitation => 41,
         Family::Activation => 42,
         Family::Binary => 43,
-        Family::AvgPool => 44,
-        Family::AdaptiveMaxPool => 45,
         Family::StridedCopy => 46,
         Family::LayerNorm => 47,
     }
@@ -119,11 +116,10 @@ pub const SCORE_CAM_MASKS: Tol = Tol::new(1e-6, 1e-6);
 /// Dense convolutions, each checked with and without bias and for its input gradient: strided
 /// and padded 3×3, pointwise, the 7×7 stem; several 64×64 tiles with K not a multiple of the
 /// tile depth; several 128×128 tiles both ways (CUDA v3/v4), K = 171 and 1,260; an input
-/// gradient with 140 input channels, strided; one the CPU computes by Winograd (3×3, stride 1,
-/// ≥ 16 channels, 42 tiles); a 3×1 kernel.
+/// gradient with 140 input channels, strided; and [`epilogue_convs`].
 pub fn dense_convs() -> Vec<Conv2dParams> {
     let dense = Conv2dParams::dense;
-    vec![
+    let mut convs = vec![
         dense(2, 3, (11, 9), 5, (3, 3), (2, 2), (1, 1)),
         dense(3, 17, (5, 7), 33, (1, 1), (1, 1), (0, 0)),
         dense(2, 3, (19, 17), 8, (7, 7), (2, 2), (3, 3)),
@@ -132,6 +128,17 @@ pub fn dense_convs() -> Vec<Conv2dParams> {
         dense(2, 19, (9, 11), 150, (3, 3), (1, 1), (1, 1)),
         dense(2, 140, (7, 5), 20, (3, 3), (2, 2), (1, 1)),
         dense(2, 4, (6, 5), 3, (3, 3), (1, 1), (1, 1)),
+    ];
+    convs.extend(epilogue_convs());
+    convs
+}
+
+/// Convolutions over the CPU kernel's paths, which tests/backends.rs also runs with every
+/// fused epilogue: batch-parallel (Winograd for the first: 3×3, stride 1, ≥ 16 channels, 42
+/// tiles), odd shapes and strides, a 5×5 and a 3×1 kernel, pointwise, several 64×64 GPU tiles.
+pub fn epilogue_convs() -> Vec<Conv2dParams> {
+    let dense = Conv2dParams::dense;
+    vec![
         dense(2, 20, (13, 11), 24, (3, 3), (1, 1), (1, 1)),
         dense(2, 3, (7, 9), 4, (3, 3), (2, 2), (1, 1)),
         dense(3, 2, (5, 6), 3, (1, 1), (1, 1), (0, 0)),
@@ -220,8 +227,32 @@ pub fn conv_fused() -> (Conv2dParams, Vec<(bool, Option<Activation>)>) {
 /// by which an activation can grow the conv's error.
 pub const FUSED_ACTIVATION_SLOPE: f64 = 1.5;
 
-// Pooling. Inputs of the max pools lie on a coarse grid (multiples of 0.5 in [-1, 1]): many
-// ties, which must go to the first maximum.
+// Pooling. Inputs of the ops that keep an argmax lie on a coarse grid (multiples of 0.5 in
+// [-1, 1]): many ties, which must go to the first maximum.
+
+/// Every pooling case, of every kind.
+pub fn pools() -> Vec<PoolParams> {
+    let max = max_pools().into_iter().map(PoolParams::Max);
+    let avg = avg_pools().into_iter().map(PoolParams::Avg);
+    let adaptive_avg = adaptive_avg_pools()
+        .into_iter()
+        .map(PoolParams::AdaptiveAvg);
+    let adaptive_max = adaptive_max_pools()
+        .into_iter()
+        .map(PoolParams::AdaptiveMax);
+    max.chain(avg)
+        .chain(adaptive_avg)
+        .chain(adaptive_max)
+        .collect()
+}
+
+/// A pooling op's tolerances, forward and input gradient.
+pub fn pool_tol(p: &PoolParams) -> (Tol, Tol) {
+    match p {
+        PoolParams::Max(_) | PoolParams::AdaptiveMax(_) => (SELECTION, ONE_OP),
+        PoolParams::Avg(_) | PoolParams::AdaptiveAvg(_) => (AVERAGE, AVERAGE),
+    }
+}
 
 /// Square max-pool windows: kernel k, stride s, padding pad.
 fn max_pool(
@@ -249,7 +280,7 @@ fn max_pool(
 /// Values and argmax (checked through the gradient: a wrong index moves dy to another input).
 /// The last two have ceil-mode windows that hang over the input's end (googlenet's,
 /// squeezenet's pools).
-pub fn max_pools() -> Vec<MaxPool2dParams> {
+fn max_pools() -> Vec<MaxPool2dParams> {
     vec![
         max_pool(2, 3, (11, 10), (3, 2, 1), false),
         max_pool(3, 2, (9, 7), (2, 2, 0), false),
@@ -279,7 +310,7 @@ fn avg_pool(
 }
 
 /// Ceil mode, with and without count_include_pad.
-pub fn avg_pools() -> Vec<AvgPool2dParams> {
+fn avg_pools() -> Vec<AvgPool2dParams> {
     vec![
         avg_pool(2, 3, (9, 7), (3, 2, 1), true, true),
         avg_pool(2, 3, (8, 9), (3, 1, 1), false, false),
@@ -310,7 +341,7 @@ fn adaptive(
 }
 
 /// Shrinking, growing (overlapping windows), identity, global.
-pub fn adaptive_avg_pools() -> Vec<AdaptivePool2dParams> {
+fn adaptive_avg_pools() -> Vec<AdaptivePool2dParams> {
     vec![
         adaptive(2, 3, (13, 11), (4, 3)),
         adaptive(2, 2, (5, 3), (7, 7)),
@@ -324,7 +355,7 @@ pub fn adaptive_avg_pools() -> Vec<AdaptivePool2dParams> {
 }
 
 /// Shrinking, growing (overlapping windows), global; on the max pools' coarse grid (ties).
-pub fn adaptive_max_pools() -> Vec<AdaptivePool2dParams> {
+fn adaptive_max_pools() -> Vec<AdaptivePool2dParams> {
     vec![
         adaptive(2, 3, (7, 5), (3, 2)),
         adaptive(2, 3, (4, 5), (6, 7)),

@@ -4,7 +4,7 @@
 
 use super::cases::{self, CamInputs};
 use super::{reference, Checker, Family, Precision};
-use crate::backend::cpu::{activation, binary, cam, layer_norm, layout, pool};
+use crate::backend::cpu::{activation, binary, cam, layer_norm, layout};
 use crate::backend::{squeeze_excitation_separate, Backend, ConvEpilogue};
 use crate::ops::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -137,111 +137,33 @@ pub(super) fn conv_fused<B: Backend>(b: &B, precision: Precision, c: &mut Checke
     }
 }
 
-pub(super) fn max_pool<B: Backend>(b: &B, _: Precision, c: &mut Checker) {
-    let mut rng = rng(Family::MaxPool);
+pub(super) fn pool<B: Backend>(b: &B, _: Precision, c: &mut Checker) {
+    let mut rng = rng(Family::Pool);
     let up = |v: &[f32]| b.upload(v);
-    for p in cases::max_pools() {
-        let shape = format!(
-            "n{} c{} {}x{} k{} s{} p{}{}",
-            p.n,
-            p.c,
-            p.h_in,
-            p.w_in,
-            p.k_h,
-            p.stride_h,
-            p.pad_h,
-            if p.ceil_mode { " ceil" } else { "" }
-        );
-        let x = coarse(&mut rng, p.input_len());
+    for p in cases::pools() {
+        // The ops that keep an argmax pool inputs with many ties, which must go to the first
+        // maximum.
+        let x = match p.keeps_argmax() {
+            true => coarse(&mut rng, p.input_len()),
+            false => uniform(&mut rng, p.input_len()),
+        };
         let dy = uniform(&mut rng, p.output_len());
-        let (want_y, argmax) = reference::max_pool2d(&p, &x);
-        let want_dx = reference::max_pool2d_grad_input(&p, &argmax, &dy);
-        let out = (|| b.download(&b.max_pool2d(&p, &up(&x)?)?.0))();
+        let (want_y, want_dx) = reference::pool(&p, &x, &dy);
+        let (forward, backward) = cases::pool_tol(&p);
+        let out = (|| b.download(&b.pool(&p, &up(&x)?, false)?.0))();
+        c.check(p.to_string(), forward, out, &want_y);
+        // An argmax is checked through the gradient: a wrong index moves dy to another input.
+        let out = (|| {
+            let (_, argmax) = b.pool(&p, &up(&x)?, true)?;
+            b.download(&b.pool_grad_input(&p, argmax.as_ref(), &up(&dy)?)?)
+        })();
+        let args = p.to_string()[p.name().len()..].to_string();
         c.check(
-            format!("max_pool2d {shape}"),
-            cases::SELECTION,
+            format!("{}_grad_input{args}", p.name()),
+            backward,
             out,
-            &want_y,
+            &want_dx,
         );
-        // The argmax (ties to the first maximum) is checked through the gradient: a wrong
-        // index moves dy to another element.
-        let out = (|| {
-            let (_, argmax) = b.max_pool2d(&p, &up(&x)?)?;
-            b.download(&b.max_pool2d_grad_input(&p, &argmax, &up(&dy)?)?)
-        })();
-        let name = format!("max_pool2d_grad_input (argmax, ties) {shape}");
-        c.check(name, cases::ONE_OP, out, &want_dx);
-    }
-}
-
-pub(super) fn avg_pool<B: Backend>(b: &B, _: Precision, c: &mut Checker) {
-    let mut rng = rng(Family::AvgPool);
-    let up = |v: &[f32]| b.upload(v);
-    for p in cases::avg_pools() {
-        let w = p.window;
-        let shape = format!(
-            "n{} c{} {}x{} k{} s{} p{} ceil {} cip {}",
-            w.n, w.c, w.h_in, w.w_in, w.k_h, w.stride_h, w.pad_h, w.ceil_mode, p.count_include_pad
-        );
-        let x = uniform(&mut rng, w.input_len());
-        let dy = uniform(&mut rng, w.output_len());
-        let mut want = vec![0f64; w.output_len()];
-        pool::avg_pool2d_forward(&p, &f64s(&x), &mut want);
-        let out = (|| b.download(&b.avg_pool2d(&p, &up(&x)?)?))();
-        c.check(format!("avg_pool2d {shape}"), cases::AVERAGE, out, &want);
-        let mut want = vec![0f64; w.input_len()];
-        pool::avg_pool2d_backward_input(&p, &f64s(&dy), &mut want);
-        let out = (|| b.download(&b.avg_pool2d_grad_input(&p, &up(&dy)?)?))();
-        let name = format!("avg_pool2d_grad_input {shape}");
-        c.check(name, cases::AVERAGE, out, &want);
-    }
-}
-
-fn adaptive_label(p: &AdaptivePool2dParams) -> String {
-    format!(
-        "n{} c{} {}x{}->{}x{}",
-        p.n, p.c, p.h_in, p.w_in, p.h_out, p.w_out
-    )
-}
-
-pub(super) fn adaptive_avg_pool<B: Backend>(b: &B, _: Precision, c: &mut Checker) {
-    let mut rng = rng(Family::AdaptiveAvgPool);
-    let up = |v: &[f32]| b.upload(v);
-    for p in cases::adaptive_avg_pools() {
-        let shape = adaptive_label(&p);
-        let x = uniform(&mut rng, p.input_len());
-        let dy = uniform(&mut rng, p.output_len());
-        let (want_y, want_dx) = reference::adaptive_avg_pool2d(&p, &x, &dy);
-        let out = (|| b.download(&b.adaptive_avg_pool2d(&p, &up(&x)?)?))();
-        let name = format!("adaptive_avg_pool2d {shape}");
-        c.check(name, cases::AVERAGE, out, &want_y);
-        let out = (|| b.download(&b.adaptive_avg_pool2d_grad_input(&p, &up(&dy)?)?))();
-        let name = format!("adaptive_avg_pool2d_grad_input {shape}");
-        c.check(name, cases::AVERAGE, out, &want_dx);
-    }
-}
-
-pub(super) fn adaptive_max_pool<B: Backend>(b: &B, _: Precision, c: &mut Checker) {
-    let mut rng = rng(Family::AdaptiveMaxPool);
-    let up = |v: &[f32]| b.upload(v);
-    for p in cases::adaptive_max_pools() {
-        let shape = adaptive_label(&p);
-        let x = coarse(&mut rng, p.input_len());
-        let dy = uniform(&mut rng, p.output_len());
-        let mut want_y = vec![0f64; p.output_len()];
-        let mut argmax = vec![0u32; p.output_len()];
-        pool::adaptive_max_pool2d_forward(&p, &f64s(&x), &mut want_y, &mut argmax);
-        let mut want_dx = vec![0f64; p.input_len()];
-        pool::adaptive_max_pool2d_backward_input(&p, &argmax, &f64s(&dy), &mut want_dx);
-        let out = (|| b.download(&b.adaptive_max_pool2d(&p, &up(&x)?)?.0))();
-        let name = format!("adaptive_max_pool2d {shape}");
-        c.check(name, cases::SELECTION, out, &want_y);
-        let out = (|| {
-            let (_, argmax) = b.adaptive_max_pool2d(&p, &up(&x)?)?;
-            b.download(&b.adaptive_max_pool2d_grad_input(&p, &argmax, &up(&dy)?)?)
-        })();
-        let name = format!("adaptive_max_pool2d_grad_input {shape}");
-        c.check(name, cases::ONE_OP, out, &want_dx);
     }
 }
 

@@ -157,10 +157,8 @@ pub enum Family {
     Conv,
     /// conv2d_fused: BatchNorm, residual and activation applied by the conv.
     ConvFused,
-    MaxPool,
-    AvgPool,
-    AdaptiveAvgPool,
-    AdaptiveMaxPool,
+    /// Every pooling op ([`crate::ops::PoolParams`]), forward and input gradient.
+    Pool,
     /// relu, add, channel_affine.
     Elementwise,
     /// The activation table.
@@ -177,13 +175,10 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 16] = [
+    pub const ALL: [Family; 13] = [
         Family::Conv,
         Family::ConvFused,
-        Family::MaxPool,
-        Family::AvgPool,
-        Family::AdaptiveAvgPool,
-        Family::AdaptiveMaxPool,
+        Family::Pool,
         Family::Elementwise,
         Family::Activation,
         Family::Binary,
@@ -202,10 +197,7 @@ impl Family {
         let check: fn(&B, Precision, &mut Checker) = match self {
             Family::Conv => f::conv,
             Family::ConvFused => f::conv_fused,
-            Family::MaxPool => f::max_pool,
-            Family::AvgPool => f::avg_pool,
-            Family::AdaptiveAvgPool => f::adaptive_avg_pool,
-            Family::AdaptiveMaxPool => f::adaptive_max_pool,
+            Family::Pool => f::pool,
             Family::Elementwise => f::elementwise,
             Family::Activation => f::activation,
             Family::Binary => f::binary,

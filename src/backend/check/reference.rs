@@ -84,9 +84,34 @@ pub fn conv2d_grad_input(p: &Conv2dParams, dy: &[f32], w: &[f32]) -> Sums {
     dx
 }
 
+/// A pooling op's output and input gradient: the max pools and the adaptive average pool
+/// from the loops below, average and adaptive max pooling from the CPU kernels in f64.
+pub fn pool(p: &PoolParams, x: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    use crate::backend::cpu::pool;
+    let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    let (mut y, mut dx) = (vec![0f64; p.output_len()], vec![0f64; p.input_len()]);
+    match p {
+        PoolParams::Max(q) => {
+            let (y, argmax) = max_pool2d(q, x);
+            return (y, max_pool2d_grad_input(q, &argmax, dy));
+        }
+        PoolParams::AdaptiveAvg(q) => return adaptive_avg_pool2d(q, x, dy),
+        PoolParams::Avg(_) => {
+            pool::forward(p, &f64s(x), &mut y, None);
+            pool::backward_input(p, None, &f64s(dy), &mut dx);
+        }
+        PoolParams::AdaptiveMax(_) => {
+            let mut argmax = vec![0u32; p.output_len()];
+            pool::forward(p, &f64s(x), &mut y, Some(&mut argmax));
+            pool::backward_input(p, Some(&argmax), &f64s(dy), &mut dx);
+        }
+    }
+    (y, dx)
+}
+
 /// Values and argmax (first maximum in row-major window order; windows hanging over the end
 /// in ceil mode are cut at the input's edge).
-pub fn max_pool2d(p: &MaxPool2dParams, x: &[f32]) -> (Vec<f64>, Vec<u32>) {
+fn max_pool2d(p: &MaxPool2dParams, x: &[f32]) -> (Vec<f64>, Vec<u32>) {
     let (ho, wo) = (p.h_out(), p.w_out());
     let mut y = vec![0f64; p.output_len()];
     let mut idx = vec![0u32; p.output_len()];
@@ -118,7 +143,7 @@ pub fn max_pool2d(p: &MaxPool2dParams, x: &[f32]) -> (Vec<f64>, Vec<u32>) {
 }
 
 /// The max-pool gradient: each output's dy added to the input its argmax chose.
-pub fn max_pool2d_grad_input(p: &MaxPool2dParams, argmax: &[u32], dy: &[f32]) -> Vec<f64> {
+fn max_pool2d_grad_input(p: &MaxPool2dParams, argmax: &[u32], dy: &[f32]) -> Vec<f64> {
     let mut dx = vec![0f64; p.input_len()];
     let (plane_in, plane_out) = (p.h_in * p.w_in, p.h_out() * p.w_out());
     for (o, &i) in argmax.iter().enumerate() {
@@ -128,11 +153,7 @@ pub fn max_pool2d_grad_input(p: &MaxPool2dParams, argmax: &[u32], dy: &[f32]) ->
 }
 
 /// Forward and input gradient.
-pub fn adaptive_avg_pool2d(
-    p: &AdaptivePool2dParams,
-    x: &[f32],
-    dy: &[f32],
-) -> (Vec<f64>, Vec<f64>) {
+fn adaptive_avg_pool2d(p: &AdaptivePool2dParams, x: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
     let mut y = vec![0f64; p.output_len()];
     let mut dx = vec![0f64; p.input_len()];
     for plane in 0..p.n * p.c {

@@ -178,43 +178,30 @@ impl Backend for CpuBackend {
         Ok(dx.into())
     }
 
-    fn max_pool2d(&self, p: &MaxPool2dParams, x: &Storage) -> Result<(Storage, Vec<u32>)> {
+    fn pool(
+        &self,
+        p: &PoolParams,
+        x: &Storage,
+        argmax: bool,
+    ) -> Result<(Storage, Option<Vec<u32>>)> {
         let mut y = self.out(p.output_len());
-        let mut idx = vec![u32::MAX; p.output_len()];
-        pool::max_pool2d_forward(p, x, &mut y, &mut idx);
+        let mut idx = (argmax && p.keeps_argmax()).then(|| vec![u32::MAX; p.output_len()]);
+        pool::forward(p, x, &mut y, idx.as_deref_mut());
         Ok((y.into(), idx))
     }
 
-    fn max_pool2d_values(&self, p: &MaxPool2dParams, x: &Storage) -> Result<Storage> {
-        let mut y = self.out(p.output_len());
-        pool::max_pool2d_forward_values(p, x, &mut y);
-        Ok(y.into())
-    }
-
-    fn max_pool2d_grad_input(
+    fn pool_grad_input(
         &self,
-        p: &MaxPool2dParams,
-        argmax: &Vec<u32>,
+        p: &PoolParams,
+        argmax: Option<&Vec<u32>>,
         dy: &Storage,
     ) -> Result<Storage> {
+        let argmax = match p.keeps_argmax() {
+            true => Some(self.argmax(p, argmax)?.as_slice()),
+            false => None,
+        };
         let mut dx = self.out(p.input_len());
-        pool::max_pool2d_backward_input(p, argmax, dy, &mut dx);
-        Ok(dx.into())
-    }
-
-    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &Storage) -> Result<Storage> {
-        let mut y = self.out(p.output_len());
-        pool::adaptive_avg_pool2d_forward(p, x, &mut y);
-        Ok(y.into())
-    }
-
-    fn adaptive_avg_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        dy: &Storage,
-    ) -> Result<Storage> {
-        let mut dx = self.out(p.input_len());
-        pool::adaptive_avg_pool2d_backward_input(p, dy, &mut dx);
+        pool::backward_input(p, argmax, dy, &mut dx);
         Ok(dx.into())
     }
 
@@ -296,40 +283,6 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let mut dx = self.out(p.operand(operand).iter().product());
         binary::binary_backward_input(p, operand, dy, a, b, &mut dx);
-        Ok(dx.into())
-    }
-
-    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &Storage) -> Result<Storage> {
-        let mut y = self.out(p.window.output_len());
-        pool::avg_pool2d_forward(p, x, &mut y);
-        Ok(y.into())
-    }
-
-    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &Storage) -> Result<Storage> {
-        let mut dx = self.out(p.window.input_len());
-        pool::avg_pool2d_backward_input(p, dy, &mut dx);
-        Ok(dx.into())
-    }
-
-    fn adaptive_max_pool2d(
-        &self,
-        p: &AdaptivePool2dParams,
-        x: &Storage,
-    ) -> Result<(Storage, Vec<u32>)> {
-        let mut y = self.out(p.output_len());
-        let mut idx = vec![u32::MAX; p.output_len()];
-        pool::adaptive_max_pool2d_forward(p, x, &mut y, &mut idx);
-        Ok((y.into(), idx))
-    }
-
-    fn adaptive_max_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        argmax: &Vec<u32>,
-        dy: &Storage,
-    ) -> Result<Storage> {
-        let mut dx = self.out(p.input_len());
-        pool::adaptive_max_pool2d_backward_input(p, argmax, dy, &mut dx);
         Ok(dx.into())
     }
 

@@ -5,10 +5,37 @@ use super::pages::prefer_huge_pages;
 use super::real::Real;
 use super::simd;
 use crate::ops::{
-    adaptive_window, AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolWindow,
+    adaptive_window, AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolParams, PoolWindow,
 };
 use rayon::prelude::*;
 use std::ops::Range;
+
+/// The pooling family's forward, on f32 (the backend) or f64 (the checks' reference): y, and
+/// the argmax into `argmax` where given; an op that keeps one computes it anyway when not.
+pub fn forward<T: Real>(p: &PoolParams, x: &[T], y: &mut [T], argmax: Option<&mut [u32]>) {
+    match (p, argmax) {
+        (PoolParams::Max(q), Some(a)) => max_pool2d_forward(q, x, y, a),
+        (PoolParams::Max(q), None) => max_pool2d_forward_values(q, x, y),
+        (PoolParams::Avg(q), _) => avg_pool2d_forward(q, x, y),
+        (PoolParams::AdaptiveAvg(q), _) => adaptive_avg_pool2d_forward(q, x, y),
+        (PoolParams::AdaptiveMax(q), Some(a)) => adaptive_max_pool2d_forward(q, x, y, a),
+        (PoolParams::AdaptiveMax(q), None) => {
+            adaptive_max_pool2d_forward(q, x, y, &mut vec![0; q.output_len()])
+        }
+    }
+}
+
+/// The pooling family's input gradient: dx from dy, and the forward's argmax for the ops that
+/// keep one (the caller checks that it has it: [`PoolParams::keeps_argmax`]).
+pub fn backward_input<T: Real>(p: &PoolParams, argmax: Option<&[u32]>, dy: &[T], dx: &mut [T]) {
+    let argmax = || argmax.expect("the caller checks PoolParams::keeps_argmax");
+    match p {
+        PoolParams::Max(q) => max_pool2d_backward_input(q, argmax(), dy, dx),
+        PoolParams::Avg(q) => avg_pool2d_backward_input(q, dy, dx),
+        PoolParams::AdaptiveAvg(q) => adaptive_avg_pool2d_backward_input(q, dy, dx),
+        PoolParams::AdaptiveMax(q) => adaptive_max_pool2d_backward_input(q, argmax(), dy, dx),
+    }
+}
 
 /// y = max over each window; argmax = flat in-plane index of the first maximum in row-major
 /// window order (PyTorch's tie rule; a NaN wins over everything and the first NaN is kept).

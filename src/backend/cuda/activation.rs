@@ -1,7 +1,7 @@
 //! Launches of kernels/activation.cu: every row of the activation table, forward and input
 //! gradient.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::ActivationParams;
@@ -31,8 +31,10 @@ impl Act {
     }
 }
 
-pub(super) const FWD: Kernel<Act> = Kernel::new("activation_fwd");
-pub(super) const BWD: Kernel<Act> = Kernel::new("activation_bwd_input");
+kernels! {
+    FWD: Act = "activation_fwd";
+    BWD: Act = "activation_bwd_input";
+}
 
 pub fn forward(
     be: &CudaBackend,

@@ -84,16 +84,40 @@ impl<A: KernelArgs> Kernel<A> {
         a
     }
 
-    /// The kernel's name and the size and alignment of its argument struct, which NVRTC's
-    /// PTX must give its last parameter (checked by tests/cuda_kernels.rs).
-    pub const fn layout(&self) -> (&'static str, usize, usize) {
-        (
-            self.name,
-            std::mem::size_of::<A>(),
-            std::mem::align_of::<A>(),
-        )
+    /// Its entry in the backend's kernel table.
+    #[cfg(not(test))]
+    pub const fn entry(&self) -> Entry {
+        Entry {
+            name: self.name,
+            size: std::mem::size_of::<A>(),
+            align: std::mem::align_of::<A>(),
+        }
     }
 }
+
+/// A kernel with its argument struct's type erased: what the backend looks up when it starts
+/// and what the layout tests read. Each family's file lists its own (`kernels!`).
+pub(super) struct Entry {
+    pub name: &'static str,
+    /// Size and alignment of the argument struct, which NVRTC's PTX must give the kernel's
+    /// last parameter (checked by tests/cuda_kernels.rs).
+    pub size: usize,
+    pub align: usize,
+    #[cfg(test)]
+    pub signature: Signature,
+}
+
+/// Declares a family's kernels, each typed by its argument struct, and `KERNELS`, the
+/// family's part of the backend's kernel table: `kernels! { FWD: Args = "name_fwd"; }`.
+macro_rules! kernels {
+    ($($(#[$attr:meta])* $kernel:ident: $args:ty = $name:literal;)*) => {
+        $($(#[$attr])* pub(super) const $kernel: $crate::backend::cuda::args::Kernel<$args> =
+            $crate::backend::cuda::args::Kernel::new($name);)*
+        /// This family's kernels, for the backend's table.
+        pub(super) const KERNELS: &[$crate::backend::cuda::args::Entry] = &[$($kernel.entry()),*];
+    };
+}
+pub(super) use kernels;
 
 /// One field of an argument struct as Rust lays it out.
 #[cfg(test)]
@@ -152,6 +176,15 @@ pub(super) struct Signature {
 
 #[cfg(test)]
 impl<A: KernelArgs + CType> Kernel<A> {
+    pub const fn entry(&self) -> Entry {
+        Entry {
+            name: self.name,
+            size: std::mem::size_of::<A>(),
+            align: std::mem::align_of::<A>(),
+            signature: self.signature(),
+        }
+    }
+
     pub const fn signature(&self) -> Signature {
         Signature {
             kernel: self.name,
@@ -164,7 +197,7 @@ impl<A: KernelArgs + CType> Kernel<A> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{kernels::SOURCES, KERNELS};
+    use super::super::{kernel_table, kernels::SOURCES};
     use super::Field;
 
     /// The source with its `//` and `/* */` comments removed.
@@ -288,7 +321,7 @@ mod tests {
             .iter()
             .map(|(f, s)| (*f, strip_comments(s)))
             .collect();
-        for s in KERNELS {
+        for s in kernel_table().map(|e| &e.signature) {
             let (file, params) = kernel_params(&sources, s.kernel);
             // Pointers first, then the one struct of scalars.
             let (last, pointers) = params.split_last().unwrap();

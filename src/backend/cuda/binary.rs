@@ -1,7 +1,7 @@
 //! Launches of kernels/binary.cu: add and mul with broadcasting over rank-4 shapes, and the
 //! input gradient of one operand.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::{broadcast_strides, BinaryOp, BinaryParams};
@@ -50,8 +50,10 @@ kernel_args! {
     }
 }
 
-pub(super) const FWD: Kernel<BinaryFwd> = Kernel::new("binary_fwd");
-pub(super) const BWD: Kernel<BinaryBwd> = Kernel::new("binary_bwd_input");
+kernels! {
+    FWD: BinaryFwd = "binary_fwd";
+    BWD: BinaryBwd = "binary_bwd_input";
+}
 
 pub fn forward(
     be: &CudaBackend,

@@ -1,7 +1,7 @@
 //! Launches of kernels/gradcam.cu: the class seed that starts the backward pass, the fused CAM
 //! step (combine, ReLU, normalize, upsample), and ScoreCAM's masked inputs.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{backend_error, flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::{align_corners_scale, ClassPick, ClassSeedParams, GradCamParams, ScoreMaskParams};
@@ -50,9 +50,11 @@ kernel_args! {
     }
 }
 
-pub(super) const CLASS_SEED: Kernel<ClassSeed> = Kernel::new("class_seed");
-pub(super) const GRAD_CAM: Kernel<GradCam> = Kernel::new("grad_cam");
-pub(super) const SCORE_CAM_MASKS: Kernel<ScoreMask> = Kernel::new("score_cam_masks");
+kernels! {
+    CLASS_SEED: ClassSeed = "class_seed";
+    GRAD_CAM: GradCam = "grad_cam";
+    SCORE_CAM_MASKS: ScoreMask = "score_cam_masks";
+}
 
 pub fn class_seed(
     be: &CudaBackend,

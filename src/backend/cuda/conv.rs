@@ -2,7 +2,7 @@
 //! (v1 plain FP32, v2 TF32 tiles, v3 3xTF32 with the fused epilogue, v4 v3 in plain TF32).
 //! Convs with groups, dilation or asymmetric padding go to `grouped_conv`.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{flat, grouped_conv, launch, CudaBackend};
 use crate::backend::{ConvEpilogue, ConvKernel};
 use crate::error::Result;
@@ -70,14 +70,16 @@ impl Conv {
     }
 }
 
-pub(super) const FWD_V1: Kernel<Conv> = Kernel::new("conv2d_fwd_v1");
-pub(super) const BWD_V1: Kernel<Conv> = Kernel::new("conv2d_bwd_input_v1");
-pub(super) const FWD_V2: Kernel<Conv> = Kernel::new("conv2d_fwd_v2");
-pub(super) const BWD_V2: Kernel<Conv> = Kernel::new("conv2d_bwd_input_v2");
-pub(super) const FWD_V3: Kernel<Conv> = Kernel::new("conv2d_fwd_v3");
-pub(super) const BWD_V3: Kernel<Conv> = Kernel::new("conv2d_bwd_input_v3");
-pub(super) const FWD_V4: Kernel<Conv> = Kernel::new("conv2d_fwd_v4");
-pub(super) const BWD_V4: Kernel<Conv> = Kernel::new("conv2d_bwd_input_v4");
+kernels! {
+    FWD_V1: Conv = "conv2d_fwd_v1";
+    BWD_V1: Conv = "conv2d_bwd_input_v1";
+    FWD_V2: Conv = "conv2d_fwd_v2";
+    BWD_V2: Conv = "conv2d_bwd_input_v2";
+    FWD_V3: Conv = "conv2d_fwd_v3";
+    BWD_V3: Conv = "conv2d_bwd_input_v3";
+    FWD_V4: Conv = "conv2d_fwd_v4";
+    BWD_V4: Conv = "conv2d_bwd_input_v4";
+}
 
 /// Grid of the tensor-core kernels for C[M, N]: v2's 64x64 tiles of 128 threads, v3/v4's
 /// 128x128 tiles of 256 threads.

@@ -1,7 +1,7 @@
 //! Launches of kernels/elementwise.cu: ReLU, the per-channel affine map (eval BatchNorm),
 //! addition, and the fill that poisons outputs.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{backend_error, flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::ChannelAffineParams;
@@ -39,12 +39,14 @@ impl Elementwise {
     }
 }
 
-pub(super) const RELU_FWD: Kernel<Elementwise> = Kernel::new("relu_fwd");
-pub(super) const RELU_BWD: Kernel<Elementwise> = Kernel::new("relu_bwd_input");
-pub(super) const AFFINE_FWD: Kernel<Elementwise> = Kernel::new("channel_affine_fwd");
-pub(super) const AFFINE_BWD: Kernel<Elementwise> = Kernel::new("channel_affine_bwd_input");
-pub(super) const ADD: Kernel<Elementwise> = Kernel::new("add");
-pub(super) const FILL: Kernel<Elementwise> = Kernel::new("fill");
+kernels! {
+    RELU_FWD: Elementwise = "relu_fwd";
+    RELU_BWD: Elementwise = "relu_bwd_input";
+    AFFINE_FWD: Elementwise = "channel_affine_fwd";
+    AFFINE_BWD: Elementwise = "channel_affine_bwd_input";
+    ADD: Elementwise = "add";
+    FILL: Elementwise = "fill";
+}
 
 /// Sets all of `y` to `value`. Not timed: it poisons outputs for tests, it is not the work.
 pub(super) fn fill(be: &CudaBackend, y: &mut CudaSlice<f32>, value: f32) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Launches of kernels/grouped_conv.cu: convs with groups, dilation or asymmetric padding
 //! (depthwise among them), forward and input gradient, v1 direct or v2 tiled.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{conv, flat, launch, CudaBackend};
 use crate::backend::ConvKernel;
 use crate::error::Result;
@@ -66,10 +66,12 @@ impl GroupedConv {
     }
 }
 
-pub(super) const FWD: Kernel<GroupedConv> = Kernel::new("grouped_conv_fwd");
-pub(super) const FWD_V2: Kernel<GroupedConv> = Kernel::new("grouped_conv_fwd_v2");
-pub(super) const BWD: Kernel<GroupedConv> = Kernel::new("grouped_conv_bwd_input");
-pub(super) const BWD_V2: Kernel<GroupedConv> = Kernel::new("grouped_conv_bwd_input_v2");
+kernels! {
+    FWD: GroupedConv = "grouped_conv_fwd";
+    FWD_V2: GroupedConv = "grouped_conv_fwd_v2";
+    BWD: GroupedConv = "grouped_conv_bwd_input";
+    BWD_V2: GroupedConv = "grouped_conv_bwd_input_v2";
+}
 
 /// The launch of a tiled grouped-conv kernel: one block per tile of `t`.
 fn grouped_grid(t: &GroupedTile) -> LaunchConfig {

@@ -1,7 +1,7 @@
 //! Launches of kernels/layout.cu: the strided copy behind concat, chunk/split, channel shuffle
 //! and permute.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{backend_error, flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::{StridedCopyParams, COPY_RANK};
@@ -33,7 +33,9 @@ kernel_args! {
     }
 }
 
-pub(super) const COPY: Kernel<StridedCopy> = Kernel::new("strided_copy");
+kernels! {
+    COPY: StridedCopy = "strided_copy";
+}
 
 pub fn strided_copy(
     be: &CudaBackend,

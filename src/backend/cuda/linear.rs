@@ -1,7 +1,7 @@
 //! Launches of kernels/linear.cu: fully connected layers, forward (one warp per output feature
 //! and group of 8 images) and input gradient.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{exact, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::LinearParams;
@@ -29,8 +29,10 @@ impl Linear {
     }
 }
 
-pub(super) const FWD: Kernel<Linear> = Kernel::new("linear_fwd");
-pub(super) const BWD: Kernel<Linear> = Kernel::new("linear_bwd_input");
+kernels! {
+    FWD: Linear = "linear_fwd";
+    BWD: Linear = "linear_bwd_input";
+}
 
 pub fn forward(
     be: &CudaBackend,

@@ -45,62 +45,31 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Declares the kernel tables from every kernel's typed handle (`args::Kernel`, one per
-/// kernel, in its family's file).
-macro_rules! kernel_table {
-    ($($kernel:expr),* $(,)?) => {
-        /// Every kernel name of `kernels/*.cu`, looked up once when the backend starts.
-        pub const KERNEL_NAMES: &[&str] = &[$($kernel.name),*];
-        /// (kernel, size, alignment) of each kernel's argument struct, its last parameter: what
-        /// tests/cuda_kernels.rs compares with the PTX that NVRTC makes of kernels/*.cu.
-        pub const KERNEL_ARG_LAYOUTS: &[(&str, usize, usize)] = &[$($kernel.layout()),*];
-        /// The same kernels for args' layout test.
-        #[cfg(test)]
-        const KERNELS: &[args::Signature] = &[$($kernel.signature()),*];
-    };
+/// Every kernel of `kernels/*.cu`, family by family (each family's file declares its own with
+/// `kernels!`), looked up once when the backend starts.
+fn kernel_table() -> impl Iterator<Item = &'static args::Entry> {
+    [
+        conv::KERNELS,
+        grouped_conv::KERNELS,
+        activation::KERNELS,
+        binary::KERNELS,
+        layout::KERNELS,
+        norm::KERNELS,
+        pool::KERNELS,
+        elementwise::KERNELS,
+        linear::KERNELS,
+        cam::KERNELS,
+        squeeze_excitation::KERNELS,
+    ]
+    .into_iter()
+    .flatten()
 }
 
-kernel_table![
-    conv::FWD_V1,
-    conv::BWD_V1,
-    conv::FWD_V2,
-    conv::BWD_V2,
-    conv::FWD_V3,
-    conv::BWD_V3,
-    conv::FWD_V4,
-    conv::BWD_V4,
-    grouped_conv::FWD,
-    grouped_conv::FWD_V2,
-    grouped_conv::BWD,
-    grouped_conv::BWD_V2,
-    activation::FWD,
-    activation::BWD,
-    binary::FWD,
-    binary::BWD,
-    layout::COPY,
-    norm::FWD,
-    norm::BWD,
-    pool::WIN_AVG_FWD,
-    pool::WIN_AVG_BWD,
-    pool::ADA_MAX_FWD,
-    pool::ADA_MAX_BWD,
-    pool::MAX_FWD,
-    pool::MAX_BWD,
-    pool::AVG_FWD,
-    pool::AVG_BWD,
-    elementwise::RELU_FWD,
-    elementwise::RELU_BWD,
-    elementwise::AFFINE_FWD,
-    elementwise::AFFINE_BWD,
-    elementwise::ADD,
-    elementwise::FILL,
-    linear::FWD,
-    linear::BWD,
-    cam::GRAD_CAM,
-    cam::SCORE_CAM_MASKS,
-    squeeze_excitation::GATES,
-    cam::CLASS_SEED,
-];
+/// Every kernel's name and the size and alignment of its argument struct: what
+/// tests/cuda_kernels.rs compares with the PTX that NVRTC makes of kernels/*.cu.
+pub fn kernel_layouts() -> Vec<(&'static str, usize, usize)> {
+    kernel_table().map(|e| (e.name, e.size, e.align)).collect()
+}
 
 /// Threads per block of the elementwise-style kernels (grid-stride loops).
 const THREADS: u32 = 256;
@@ -262,13 +231,16 @@ impl CudaBackend {
             let module = ctx
                 .load_module(ptx)
                 .map_err(|e| backend_error(format!("cannot load {file} for {arch}: {e}")))?;
-            for name in KERNEL_NAMES {
+            for name in kernel_table().map(|e| e.name) {
                 if let Ok(f) = module.load_function(name) {
-                    funcs.insert(*name, f);
+                    funcs.insert(name, f);
                 }
             }
         }
-        if let Some(missing) = KERNEL_NAMES.iter().find(|n| !funcs.contains_key(*n)) {
+        if let Some(missing) = kernel_table()
+            .map(|e| e.name)
+            .find(|n| !funcs.contains_key(n))
+        {
             return Err(backend_error(format!(
                 "kernel {missing} not found in kernels/*.cu"
             )));
@@ -461,37 +433,22 @@ impl Backend for CudaBackend {
         elementwise::relu_backward(self, y, dy, len)
     }
 
-    fn max_pool2d(
+    fn pool(
         &self,
-        p: &MaxPool2dParams,
+        p: &PoolParams,
         x: &CudaSlice<f32>,
-    ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
-        pool::max_pool(self, p, x)
+        argmax: bool,
+    ) -> Result<(CudaSlice<f32>, Option<CudaSlice<u32>>)> {
+        pool::forward(self, p, x, argmax)
     }
 
-    fn max_pool2d_grad_input(
+    fn pool_grad_input(
         &self,
-        p: &MaxPool2dParams,
-        argmax: &CudaSlice<u32>,
+        p: &PoolParams,
+        argmax: Option<&CudaSlice<u32>>,
         dy: &CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        pool::max_pool_backward(self, p, argmax, dy)
-    }
-
-    fn adaptive_avg_pool2d(
-        &self,
-        p: &AdaptivePool2dParams,
-        x: &CudaSlice<f32>,
-    ) -> Result<CudaSlice<f32>> {
-        pool::avg_pool(self, p, x)
-    }
-
-    fn adaptive_avg_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        dy: &CudaSlice<f32>,
-    ) -> Result<CudaSlice<f32>> {
-        pool::avg_pool_backward(self, p, dy)
+        pool::backward_input(self, p, argmax, dy)
     }
 
     fn add(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, len: usize) -> Result<CudaSlice<f32>> {
@@ -568,35 +525,6 @@ impl Backend for CudaBackend {
         fc2: (&CudaSlice<f32>, &CudaSlice<f32>),
     ) -> Result<CudaSlice<f32>> {
         squeeze_excitation::forward(self, p, x, fc1, fc2)
-    }
-
-    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
-        pool::win_avg_pool(self, p, x)
-    }
-
-    fn avg_pool2d_grad_input(
-        &self,
-        p: &AvgPool2dParams,
-        dy: &CudaSlice<f32>,
-    ) -> Result<CudaSlice<f32>> {
-        pool::win_avg_pool_backward(self, p, dy)
-    }
-
-    fn adaptive_max_pool2d(
-        &self,
-        p: &AdaptivePool2dParams,
-        x: &CudaSlice<f32>,
-    ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
-        pool::adaptive_max_pool(self, p, x)
-    }
-
-    fn adaptive_max_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        argmax: &CudaSlice<u32>,
-        dy: &CudaSlice<f32>,
-    ) -> Result<CudaSlice<f32>> {
-        pool::adaptive_max_pool_backward(self, p, argmax, dy)
     }
 
     fn strided_copy(

@@ -1,7 +1,7 @@
 //! Launches of kernels/layer_norm.cu: LayerNorm over the middle axis of [outer, dim, inner],
 //! forward and input gradient.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{flat, launch, CudaBackend};
 use crate::error::Result;
 use crate::ops::LayerNormParams;
@@ -31,8 +31,10 @@ impl Ln {
     }
 }
 
-pub(super) const FWD: Kernel<Ln> = Kernel::new("layer_norm_fwd");
-pub(super) const BWD: Kernel<Ln> = Kernel::new("layer_norm_bwd_input");
+kernels! {
+    FWD: Ln = "layer_norm_fwd";
+    BWD: Ln = "layer_norm_bwd_input";
+}
 
 pub fn forward(
     be: &CudaBackend,

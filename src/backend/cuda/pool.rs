@@ -1,10 +1,11 @@
 //! Launches of kernels/pool.cu: max pooling with argmax (ceil mode included), average pooling,
 //! adaptive average and max pooling, and their backward gathers.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{backend_error, flat, launch, CudaBackend};
+use crate::backend::Backend;
 use crate::error::Result;
-use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams};
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolParams};
 use cudarc::driver::CudaSlice;
 
 kernel_args! {
@@ -107,14 +108,16 @@ impl AdaptivePool {
     }
 }
 
-pub(super) const MAX_FWD: Kernel<MaxPool> = Kernel::new("max_pool2d_fwd");
-pub(super) const MAX_BWD: Kernel<MaxPool> = Kernel::new("max_pool2d_bwd_input");
-pub(super) const AVG_FWD: Kernel<AdaptivePool> = Kernel::new("adaptive_avg_pool2d_fwd");
-pub(super) const AVG_BWD: Kernel<AdaptivePool> = Kernel::new("adaptive_avg_pool2d_bwd_input");
-pub(super) const WIN_AVG_FWD: Kernel<AvgPool2d> = Kernel::new("avg_pool2d_fwd");
-pub(super) const WIN_AVG_BWD: Kernel<AvgPool2d> = Kernel::new("avg_pool2d_bwd_input");
-pub(super) const ADA_MAX_FWD: Kernel<AdaptivePool> = Kernel::new("adaptive_max_pool2d_fwd");
-pub(super) const ADA_MAX_BWD: Kernel<AdaptivePool> = Kernel::new("adaptive_max_pool2d_bwd_input");
+kernels! {
+    MAX_FWD: MaxPool = "max_pool2d_fwd";
+    MAX_BWD: MaxPool = "max_pool2d_bwd_input";
+    AVG_FWD: AdaptivePool = "adaptive_avg_pool2d_fwd";
+    AVG_BWD: AdaptivePool = "adaptive_avg_pool2d_bwd_input";
+    WIN_AVG_FWD: AvgPool2d = "avg_pool2d_fwd";
+    WIN_AVG_BWD: AvgPool2d = "avg_pool2d_bwd_input";
+    ADA_MAX_FWD: AdaptivePool = "adaptive_max_pool2d_fwd";
+    ADA_MAX_BWD: AdaptivePool = "adaptive_max_pool2d_bwd_input";
+}
 
 /// A buffer of `len` argmax indices, every one written by the kernel.
 fn argmax(be: &CudaBackend, len: usize) -> Result<CudaSlice<u32>> {
@@ -123,7 +126,7 @@ fn argmax(be: &CudaBackend, len: usize) -> Result<CudaSlice<u32>> {
         .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))
 }
 
-pub fn max_pool(
+fn max_pool(
     be: &CudaBackend,
     p: &MaxPool2dParams,
     x: &CudaSlice<f32>,
@@ -135,7 +138,7 @@ pub fn max_pool(
     Ok((y, idx))
 }
 
-pub fn max_pool_backward(
+fn max_pool_backward(
     be: &CudaBackend,
     p: &MaxPool2dParams,
     argmax: &CudaSlice<u32>,
@@ -148,7 +151,7 @@ pub fn max_pool_backward(
 }
 
 /// Adaptive average pooling (the wgpu backend's name).
-pub fn avg_pool(
+fn avg_pool(
     be: &CudaBackend,
     p: &AdaptivePool2dParams,
     x: &CudaSlice<f32>,
@@ -159,7 +162,7 @@ pub fn avg_pool(
     Ok(y)
 }
 
-pub fn avg_pool_backward(
+fn avg_pool_backward(
     be: &CudaBackend,
     p: &AdaptivePool2dParams,
     dy: &CudaSlice<f32>,
@@ -171,7 +174,7 @@ pub fn avg_pool_backward(
 }
 
 /// nn.AvgPool2d, a window average (the wgpu backend's name).
-pub fn win_avg_pool(
+fn win_avg_pool(
     be: &CudaBackend,
     p: &AvgPool2dParams,
     x: &CudaSlice<f32>,
@@ -183,7 +186,7 @@ pub fn win_avg_pool(
     Ok(y)
 }
 
-pub fn win_avg_pool_backward(
+fn win_avg_pool_backward(
     be: &CudaBackend,
     p: &AvgPool2dParams,
     dy: &CudaSlice<f32>,
@@ -195,7 +198,7 @@ pub fn win_avg_pool_backward(
     Ok(dx)
 }
 
-pub fn adaptive_max_pool(
+fn adaptive_max_pool(
     be: &CudaBackend,
     p: &AdaptivePool2dParams,
     x: &CudaSlice<f32>,
@@ -207,7 +210,7 @@ pub fn adaptive_max_pool(
     Ok((y, idx))
 }
 
-pub fn adaptive_max_pool_backward(
+fn adaptive_max_pool_backward(
     be: &CudaBackend,
     p: &AdaptivePool2dParams,
     argmax: &CudaSlice<u32>,
@@ -217,4 +220,36 @@ pub fn adaptive_max_pool_backward(
     let args = AdaptivePool::new(p, p.input_len());
     launch!(be, ADA_MAX_BWD, flat(p.input_len()); &mut dx, argmax, dy; args);
     Ok(dx)
+}
+
+/// The pooling family's forward: y, and the argmax where asked and kept. The max pools compute
+/// their argmax either way.
+pub fn forward(
+    be: &CudaBackend,
+    p: &PoolParams,
+    x: &CudaSlice<f32>,
+    want_argmax: bool,
+) -> Result<(CudaSlice<f32>, Option<CudaSlice<u32>>)> {
+    let (y, argmax) = match p {
+        PoolParams::Max(q) => max_pool(be, q, x).map(|(y, i)| (y, Some(i)))?,
+        PoolParams::Avg(q) => (win_avg_pool(be, q, x)?, None),
+        PoolParams::AdaptiveAvg(q) => (avg_pool(be, q, x)?, None),
+        PoolParams::AdaptiveMax(q) => adaptive_max_pool(be, q, x).map(|(y, i)| (y, Some(i)))?,
+    };
+    Ok((y, argmax.filter(|_| want_argmax)))
+}
+
+/// The pooling family's input gradient (the forward's argmax for the ops that keep one).
+pub fn backward_input(
+    be: &CudaBackend,
+    p: &PoolParams,
+    argmax: Option<&CudaSlice<u32>>,
+    dy: &CudaSlice<f32>,
+) -> Result<CudaSlice<f32>> {
+    match p {
+        PoolParams::Max(q) => max_pool_backward(be, q, be.argmax(p, argmax)?, dy),
+        PoolParams::Avg(q) => win_avg_pool_backward(be, q, dy),
+        PoolParams::AdaptiveAvg(q) => avg_pool_backward(be, q, dy),
+        PoolParams::AdaptiveMax(q) => adaptive_max_pool_backward(be, q, be.argmax(p, argmax)?, dy),
+    }
 }

@@ -2,7 +2,7 @@
 //! gates (means, fc1, activation, fc2, gate; one block per image) and binary.cu's broadcast
 //! multiply.
 
-use super::args::{kernel_args, Kernel};
+use super::args::{kernel_args, kernels};
 use super::{binary, launch, CudaBackend, THREADS};
 use crate::error::Result;
 use crate::ops::SqueezeExciteParams;
@@ -26,7 +26,9 @@ kernel_args! {
     }
 }
 
-pub(super) const GATES: Kernel<SqueezeExcite> = Kernel::new("squeeze_excite_gates");
+kernels! {
+    GATES: SqueezeExcite = "squeeze_excite_gates";
+}
 
 pub fn forward(
     be: &CudaBackend,

@@ -273,31 +273,6 @@ impl Backend for WgpuBackend {
         binary::backward(self, p, operand, dy, a, b)
     }
 
-    fn avg_pool2d(&self, p: &AvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
-        pool::win_avg_pool(self, p, x)
-    }
-
-    fn avg_pool2d_grad_input(&self, p: &AvgPool2dParams, dy: &GpuBuffer) -> Result<GpuBuffer> {
-        pool::win_avg_pool_backward(self, p, dy)
-    }
-
-    fn adaptive_max_pool2d(
-        &self,
-        p: &AdaptivePool2dParams,
-        x: &GpuBuffer,
-    ) -> Result<(GpuBuffer, GpuBuffer)> {
-        pool::adaptive_max_pool(self, p, x)
-    }
-
-    fn adaptive_max_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        argmax: &GpuBuffer,
-        dy: &GpuBuffer,
-    ) -> Result<GpuBuffer> {
-        pool::adaptive_max_pool_backward(self, p, argmax, dy)
-    }
-
     fn strided_copy(
         &self,
         p: &StridedCopyParams,
@@ -358,29 +333,22 @@ impl Backend for WgpuBackend {
         elementwise::relu_backward(self, y, dy, len)
     }
 
-    fn max_pool2d(&self, p: &MaxPool2dParams, x: &GpuBuffer) -> Result<(GpuBuffer, GpuBuffer)> {
-        pool::max_pool(self, p, x)
+    fn pool(
+        &self,
+        p: &PoolParams,
+        x: &GpuBuffer,
+        argmax: bool,
+    ) -> Result<(GpuBuffer, Option<GpuBuffer>)> {
+        pool::forward(self, p, x, argmax)
     }
 
-    fn max_pool2d_grad_input(
+    fn pool_grad_input(
         &self,
-        p: &MaxPool2dParams,
-        argmax: &GpuBuffer,
+        p: &PoolParams,
+        argmax: Option<&GpuBuffer>,
         dy: &GpuBuffer,
     ) -> Result<GpuBuffer> {
-        pool::max_pool_backward(self, p, argmax, dy)
-    }
-
-    fn adaptive_avg_pool2d(&self, p: &AdaptivePool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
-        pool::avg_pool(self, p, x)
-    }
-
-    fn adaptive_avg_pool2d_grad_input(
-        &self,
-        p: &AdaptivePool2dParams,
-        dy: &GpuBuffer,
-    ) -> Result<GpuBuffer> {
-        pool::avg_pool_backward(self, p, dy)
+        pool::backward_input(self, p, argmax, dy)
     }
 
     fn add(&self, a: &GpuBuffer, b: &GpuBuffer, len: usize) -> Result<GpuBuffer> {

@@ -3,8 +3,9 @@
 
 use super::kernels::{kernel, Kernel, Shader::Pool};
 use super::{groups_1d, u, GpuBuffer, WgpuBackend};
+use crate::backend::Backend;
 use crate::error::Result;
-use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolWindow};
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolParams, PoolWindow};
 
 const MAX_FWD: Kernel = kernel(Pool, "max_pool_fwd");
 const MAX_BWD: Kernel = kernel(Pool, "max_pool_bwd");
@@ -45,7 +46,7 @@ fn avg_params(p: &AdaptivePool2dParams) -> [u32; 6] {
     [u(p.n), u(p.c), u(p.h_in), u(p.w_in), u(p.h_out), u(p.w_out)]
 }
 
-pub fn max_pool(
+fn max_pool(
     be: &WgpuBackend,
     p: &MaxPool2dParams,
     x: &GpuBuffer,
@@ -62,7 +63,7 @@ pub fn max_pool(
     Ok((y, idx))
 }
 
-pub fn max_pool_backward(
+fn max_pool_backward(
     be: &WgpuBackend,
     p: &MaxPool2dParams,
     argmax: &GpuBuffer,
@@ -80,7 +81,7 @@ pub fn max_pool_backward(
     Ok(dx)
 }
 
-pub fn avg_pool(be: &WgpuBackend, p: &AdaptivePool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+fn avg_pool(be: &WgpuBackend, p: &AdaptivePool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
     be.need(x, p.input_len(), "adaptive_avg_pool input")?;
     let y = be.output(p.output_len())?;
     be.run(
@@ -92,7 +93,7 @@ pub fn avg_pool(be: &WgpuBackend, p: &AdaptivePool2dParams, x: &GpuBuffer) -> Re
     Ok(y)
 }
 
-pub fn avg_pool_backward(
+fn avg_pool_backward(
     be: &WgpuBackend,
     p: &AdaptivePool2dParams,
     dy: &GpuBuffer,
@@ -108,7 +109,7 @@ pub fn avg_pool_backward(
     Ok(dx)
 }
 
-pub fn win_avg_pool(be: &WgpuBackend, p: &AvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
+fn win_avg_pool(be: &WgpuBackend, p: &AvgPool2dParams, x: &GpuBuffer) -> Result<GpuBuffer> {
     let w = &p.window;
     be.need(x, w.input_len(), "avg_pool2d input")?;
     let y = be.output(w.output_len())?;
@@ -121,7 +122,7 @@ pub fn win_avg_pool(be: &WgpuBackend, p: &AvgPool2dParams, x: &GpuBuffer) -> Res
     Ok(y)
 }
 
-pub fn win_avg_pool_backward(
+fn win_avg_pool_backward(
     be: &WgpuBackend,
     p: &AvgPool2dParams,
     dy: &GpuBuffer,
@@ -138,7 +139,7 @@ pub fn win_avg_pool_backward(
     Ok(dx)
 }
 
-pub fn adaptive_max_pool(
+fn adaptive_max_pool(
     be: &WgpuBackend,
     p: &AdaptivePool2dParams,
     x: &GpuBuffer,
@@ -155,7 +156,7 @@ pub fn adaptive_max_pool(
     Ok((y, idx))
 }
 
-pub fn adaptive_max_pool_backward(
+fn adaptive_max_pool_backward(
     be: &WgpuBackend,
     p: &AdaptivePool2dParams,
     argmax: &GpuBuffer,
@@ -171,4 +172,36 @@ pub fn adaptive_max_pool_backward(
         groups_1d(p.input_len(), 256)?,
     )?;
     Ok(dx)
+}
+
+/// The pooling family's forward: y, and the argmax where asked and kept. The max pools compute
+/// their argmax either way.
+pub fn forward(
+    be: &WgpuBackend,
+    p: &PoolParams,
+    x: &GpuBuffer,
+    want_argmax: bool,
+) -> Result<(GpuBuffer, Option<GpuBuffer>)> {
+    let (y, argmax) = match p {
+        PoolParams::Max(q) => max_pool(be, q, x).map(|(y, i)| (y, Some(i)))?,
+        PoolParams::Avg(q) => (win_avg_pool(be, q, x)?, None),
+        PoolParams::AdaptiveAvg(q) => (avg_pool(be, q, x)?, None),
+        PoolParams::AdaptiveMax(q) => adaptive_max_pool(be, q, x).map(|(y, i)| (y, Some(i)))?,
+    };
+    Ok((y, argmax.filter(|_| want_argmax)))
+}
+
+/// The pooling family's input gradient (the forward's argmax for the ops that keep one).
+pub fn backward_input(
+    be: &WgpuBackend,
+    p: &PoolParams,
+    argmax: Option<&GpuBuffer>,
+    dy: &GpuBuffer,
+) -> Result<GpuBuffer> {
+    match p {
+        PoolParams::Max(q) => max_pool_backward(be, q, be.argmax(p, argmax)?, dy),
+        PoolParams::Avg(q) => win_avg_pool_backward(be, q, dy),
+        PoolParams::AdaptiveAvg(q) => avg_pool_backward(be, q, dy),
+        PoolParams::AdaptiveMax(q) => adaptive_max_pool_backward(be, q, be.argmax(p, argmax)?, dy),
+    }
 }

@@ -4,7 +4,7 @@
 //! accumulates the gradients of values read several times, and hands each node to a callback
 //! (training computes the weight gradients there).
 
-use super::op::{Ctx, Fwd, Io, Saves};
+use super::op::{Ctx, Fwd, Io, Pool, Saves};
 use super::{Graph, Op, Plan, ValueId};
 use crate::backend::{Backend, ConvEpilogue};
 use crate::error::Result;
@@ -458,7 +458,7 @@ fn fusable(g: &Graph, plan: &Plan, last_use: &[usize], i: usize, keep: &[bool]) 
     };
     match &nodes[i].op {
         Op::Conv2d(_) => {}
-        Op::AdaptivePool(pool) if pool.out == (1, 1) && !pool.max => {
+        Op::Pool(Pool::AdaptiveAvg((1, 1))) => {
             return squeeze_excitation(g, plan, i, reads_only, only_reader);
         }
         Op::Concat(c)

@@ -23,7 +23,7 @@ pub use import::{Import, Imported, NodeError, NodeReader};
 pub use layout::{Concat, Flatten, Permute, Shuffle, Slice};
 pub use linear::Linear;
 pub use norm::{Affine, LayerNorm};
-pub use pool::{AdaptivePool, AvgPool, MaxPool, Window};
+pub use pool::{Pool, Window};
 
 use super::{Graph, ParamId};
 use crate::backend::{Backend, Profile, TrainBackend};
@@ -279,9 +279,7 @@ ops! {
     LayerNorm(LayerNorm),
     Linear(Linear),
     Binary(Binary),
-    MaxPool(MaxPool),
-    AvgPool(AvgPool),
-    AdaptivePool(AdaptivePool),
+    Pool(Pool),
     Concat(Concat),
     Slice(Slice),
     Shuffle(Shuffle),

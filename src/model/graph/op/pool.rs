@@ -1,9 +1,11 @@
-//! Pooling: windowed max and average pooling with PyTorch's one output-size rule
-//! (`crate::ops::pool_out_len`, ceil mode included), and adaptive pooling to a fixed size
-//! (`x.mean((2, 3))` is an adaptive average pool to 1×1 followed by a flatten).
+//! Pooling, one node for the family: windowed max and average pooling with PyTorch's one
+//! output-size rule (`crate::ops::pool_out_len`, ceil mode included), and adaptive pooling to
+//! a fixed size (`x.mean((2, 3))` is an adaptive average pool to 1×1 followed by a flatten).
+//! Each kind's exported-graph name and attributes, shape rule and backend parameters
+//! ([`PoolParams`]) are here; the backends run every kind through `Backend::pool`.
 
 use super::*;
-use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, MaxPool2dParams, PoolWindow};
+use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, PoolParams, PoolWindow};
 
 /// The geometry of a pooling window, shared by max and average pooling: what a graph stores,
 /// without the input ([`Window::over`] an input gives the backends' [`PoolWindow`]).
@@ -72,36 +74,100 @@ impl Window {
     }
 }
 
+/// A pooling node: what a graph stores, without the input.
 #[derive(Clone, Debug)]
-pub struct MaxPool(pub Window);
+pub enum Pool {
+    /// `nn.MaxPool2d` / `F.max_pool2d`.
+    Max(Window),
+    /// `nn.AvgPool2d` / `F.avg_pool2d`.
+    Avg {
+        window: Window,
+        count_include_pad: bool,
+    },
+    /// `nn.AdaptiveAvgPool2d(out)`.
+    AdaptiveAvg((usize, usize)),
+    /// `nn.AdaptiveMaxPool2d(out)`.
+    AdaptiveMax((usize, usize)),
+}
 
-impl MaxPool {
-    fn params(&self, x: &[usize]) -> ShapeResult<MaxPool2dParams> {
-        self.0.over("max-pool", x)
+impl Pool {
+    /// The backends' parameters over input `x`, or why `x` does not fit the node.
+    fn params(&self, x: &[usize]) -> ShapeResult<PoolParams> {
+        let adaptive = |out: (usize, usize)| -> ShapeResult<AdaptivePool2dParams> {
+            let (n, c, h, w) = nchw(x)?;
+            if out.0 == 0 || out.1 == 0 {
+                return Err(format!("pools to an empty output {out:?}"));
+            }
+            Ok(AdaptivePool2dParams {
+                n,
+                c,
+                h_in: h,
+                w_in: w,
+                h_out: out.0,
+                w_out: out.1,
+            })
+        };
+        Ok(match self {
+            Pool::Max(w) => PoolParams::Max(w.over("max-pool", x)?),
+            Pool::Avg {
+                window,
+                count_include_pad,
+            } => PoolParams::Avg(AvgPool2dParams {
+                window: window.over("avg-pool", x)?,
+                count_include_pad: *count_include_pad,
+            }),
+            Pool::AdaptiveAvg(out) => PoolParams::AdaptiveAvg(adaptive(*out)?),
+            Pool::AdaptiveMax(out) => PoolParams::AdaptiveMax(adaptive(*out)?),
+        })
+    }
+
+    fn keeps_argmax(&self) -> bool {
+        matches!(self, Pool::Max(_) | Pool::AdaptiveMax(_))
     }
 }
 
-impl Import for MaxPool {
-    const NAMES: &'static [&'static str] = &["max_pool2d"];
+impl Import for Pool {
+    const NAMES: &'static [&'static str] = &[
+        "max_pool2d",
+        "avg_pool2d",
+        "adaptive_avg_pool2d",
+        "adaptive_max_pool2d",
+    ];
 
     fn import(n: &mut NodeReader) -> Imported<Self> {
-        Ok(MaxPool(Window::import(n)?))
+        let adaptive = |n: &mut NodeReader| -> Imported<(usize, usize)> {
+            n.arity(1)?;
+            Ok(n.pair("output_size", 1)?)
+        };
+        Ok(match n.op {
+            "max_pool2d" => Pool::Max(Window::import(n)?),
+            "avg_pool2d" => Pool::Avg {
+                window: Window::import(n)?,
+                count_include_pad: n.bool("count_include_pad")?,
+            },
+            "adaptive_avg_pool2d" => Pool::AdaptiveAvg(adaptive(n)?),
+            _ => Pool::AdaptiveMax(adaptive(n)?),
+        })
     }
 }
 
-impl OpDef for MaxPool {
+impl OpDef for Pool {
     fn name(&self) -> &'static str {
-        "max_pool2d"
+        match self {
+            Pool::Max(_) => "max_pool2d",
+            Pool::Avg { .. } => "avg_pool2d",
+            Pool::AdaptiveAvg(_) => "adaptive_avg_pool2d",
+            Pool::AdaptiveMax(_) => "adaptive_max_pool2d",
+        }
     }
 
     fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
-        let p = self.params(x[0])?;
-        Ok(vec![p.n, p.c, p.h_out(), p.w_out()])
+        Ok(self.params(x[0])?.output_shape().to_vec())
     }
 
     fn saves(&self) -> Saves {
         Saves {
-            aux: true,
+            aux: self.keeps_argmax(),
             ..Saves::NOTHING
         }
     }
@@ -113,11 +179,8 @@ impl OpDef for MaxPool {
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>> {
         let p = self.params(x[0]).expect("planned");
-        let (y, idx) = cx.timed(self.name(), || cx.be.max_pool2d(&p, &inputs[0]))?;
-        Ok(Fwd {
-            aux: Some(idx),
-            ..Fwd::new(y)
-        })
+        let (y, aux) = cx.timed(self.name(), || cx.be.pool(&p, &inputs[0], true))?;
+        Ok(Fwd { aux, ..Fwd::new(y) })
     }
 
     fn forward_without_aux<B: Backend>(
@@ -127,168 +190,7 @@ impl OpDef for MaxPool {
         inputs: &[Rc<B::Buf>],
     ) -> Result<Fwd<B>> {
         let p = self.params(x[0]).expect("planned");
-        let y = cx.timed(self.name(), || cx.be.max_pool2d_values(&p, &inputs[0]))?;
-        Ok(Fwd::new(y))
-    }
-
-    fn backward<B: Backend>(
-        &self,
-        cx: &Ctx<B>,
-        x: &[&[usize]],
-        io: &Io<B>,
-        dy: &Rc<B::Buf>,
-        need: &[bool],
-    ) -> Result<Grads<B>> {
-        if !need[0] {
-            return Ok(vec![None]);
-        }
-        let p = self.params(x[0]).expect("planned");
-        let idx = io.aux.expect("argmax kept");
-        let dx = run(cx, "max_pool2d.backward", || {
-            cx.be.max_pool2d_grad_input(&p, idx, dy)
-        })?;
-        Ok(vec![Some(dx)])
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct AvgPool {
-    pub window: Window,
-    pub count_include_pad: bool,
-}
-
-impl AvgPool {
-    fn params(&self, x: &[usize]) -> ShapeResult<AvgPool2dParams> {
-        Ok(AvgPool2dParams {
-            window: self.window.over("avg-pool", x)?,
-            count_include_pad: self.count_include_pad,
-        })
-    }
-}
-
-impl Import for AvgPool {
-    const NAMES: &'static [&'static str] = &["avg_pool2d"];
-
-    fn import(n: &mut NodeReader) -> Imported<Self> {
-        Ok(AvgPool {
-            window: Window::import(n)?,
-            count_include_pad: n.bool("count_include_pad")?,
-        })
-    }
-}
-
-impl OpDef for AvgPool {
-    fn name(&self) -> &'static str {
-        "avg_pool2d"
-    }
-
-    fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
-        let p = self.params(x[0])?.window;
-        Ok(vec![p.n, p.c, p.h_out(), p.w_out()])
-    }
-
-    fn forward<B: Backend>(
-        &self,
-        cx: &Ctx<B>,
-        x: &[&[usize]],
-        inputs: &[Rc<B::Buf>],
-    ) -> Result<Fwd<B>> {
-        let p = self.params(x[0]).expect("planned");
-        let y = cx.timed(self.name(), || cx.be.avg_pool2d(&p, &inputs[0]))?;
-        Ok(Fwd::new(y))
-    }
-
-    fn backward<B: Backend>(
-        &self,
-        cx: &Ctx<B>,
-        x: &[&[usize]],
-        _io: &Io<B>,
-        dy: &Rc<B::Buf>,
-        need: &[bool],
-    ) -> Result<Grads<B>> {
-        if !need[0] {
-            return Ok(vec![None]);
-        }
-        let p = self.params(x[0]).expect("planned");
-        let dx = run(cx, "avg_pool2d.backward", || {
-            cx.be.avg_pool2d_grad_input(&p, dy)
-        })?;
-        Ok(vec![Some(dx)])
-    }
-}
-
-/// `nn.AdaptiveAvgPool2d` (or `AdaptiveMaxPool2d` with `max`) to `out`.
-#[derive(Clone, Debug)]
-pub struct AdaptivePool {
-    pub out: (usize, usize),
-    pub max: bool,
-}
-
-impl AdaptivePool {
-    fn params(&self, x: &[usize]) -> ShapeResult<AdaptivePool2dParams> {
-        let (n, c, h, w) = nchw(x)?;
-        if self.out.0 == 0 || self.out.1 == 0 {
-            return Err(format!("pools to an empty output {:?}", self.out));
-        }
-        Ok(AdaptivePool2dParams {
-            n,
-            c,
-            h_in: h,
-            w_in: w,
-            h_out: self.out.0,
-            w_out: self.out.1,
-        })
-    }
-}
-
-impl Import for AdaptivePool {
-    const NAMES: &'static [&'static str] = &["adaptive_avg_pool2d", "adaptive_max_pool2d"];
-
-    fn import(n: &mut NodeReader) -> Imported<Self> {
-        n.arity(1)?;
-        Ok(AdaptivePool {
-            out: n.pair("output_size", 1)?,
-            max: n.op == "adaptive_max_pool2d",
-        })
-    }
-}
-
-impl OpDef for AdaptivePool {
-    fn name(&self) -> &'static str {
-        if self.max {
-            "adaptive_max_pool2d"
-        } else {
-            "adaptive_avg_pool2d"
-        }
-    }
-
-    fn shape(&self, _g: &Graph, x: &[&[usize]]) -> ShapeResult<Vec<usize>> {
-        let p = self.params(x[0])?;
-        Ok(vec![p.n, p.c, p.h_out, p.w_out])
-    }
-
-    fn saves(&self) -> Saves {
-        Saves {
-            aux: self.max,
-            ..Saves::NOTHING
-        }
-    }
-
-    fn forward<B: Backend>(
-        &self,
-        cx: &Ctx<B>,
-        x: &[&[usize]],
-        inputs: &[Rc<B::Buf>],
-    ) -> Result<Fwd<B>> {
-        let p = self.params(x[0]).expect("planned");
-        if self.max {
-            let (y, idx) = cx.timed(self.name(), || cx.be.adaptive_max_pool2d(&p, &inputs[0]))?;
-            return Ok(Fwd {
-                aux: Some(idx),
-                ..Fwd::new(y)
-            });
-        }
-        let y = cx.timed(self.name(), || cx.be.adaptive_avg_pool2d(&p, &inputs[0]))?;
+        let (y, _) = cx.timed(self.name(), || cx.be.pool(&p, &inputs[0], false))?;
         Ok(Fwd::new(y))
     }
 
@@ -305,14 +207,7 @@ impl OpDef for AdaptivePool {
         }
         let p = self.params(x[0]).expect("planned");
         let key = format!("{}.backward", self.name());
-        let dx = if self.max {
-            let idx = io.aux.expect("argmax kept");
-            run(cx, &key, || {
-                cx.be.adaptive_max_pool2d_grad_input(&p, idx, dy)
-            })?
-        } else {
-            run(cx, &key, || cx.be.adaptive_avg_pool2d_grad_input(&p, dy))?
-        };
+        let dx = run(cx, &key, || cx.be.pool_grad_input(&p, io.aux, dy))?;
         Ok(vec![Some(dx)])
     }
 }
