@@ -161,7 +161,7 @@ impl Explainer {
     }
 
     /// Explains the batch `x` [N, C, H, W] (preprocessed, e.g. by
-    /// [`Transform::batch`](crate::imaging::Transform::batch)). Images whose input, logits or
+    /// [`Transform::batch`](crate::image::Transform::batch)). Images whose input, logits or
     /// maps are not finite are named in [`Explanation::failures`], and their rows of every map
     /// are NaN; the rest of the batch is explained as usual.
     pub fn explain(&self, x: &Tensor, targets: Targets) -> Result<Explanation> {

@@ -119,7 +119,7 @@ fn exported_models_match_pytorch_grad_cam() {
     for dir in exported_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let model =
-            Model::load(&dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            Model::load(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(model.family, "exported", "{name}");
         assert!(model.embedded.is_some(), "{name}");
         let manifest = read_json(&dir.join("manifest.json"));

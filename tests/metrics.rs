@@ -176,7 +176,7 @@ fn imputer_matches_pytorch_grad_cam() {
 }
 
 fn engine() -> Engine<gradcam::internal::backend::cpu::CpuBackend> {
-    let model = Model::load(&fixture("seed_cnn/model.safetensors")).unwrap();
+    let model = Model::load(fixture("seed_cnn/model.safetensors")).unwrap();
     Engine::new(common::cpu(), model).unwrap()
 }
 

@@ -73,7 +73,7 @@ fn engine_matches_pytorch_grad_cam<B: Backend>(dirs: Vec<PathBuf>, make: impl Fn
         let x = tensor(&expected, "input");
         let logits = tensor(&expected, "logits");
         let model =
-            Model::load(&dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            Model::load(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
         let engine = Engine::new(make(), model).unwrap();
 
         let fw = engine.forward(&x).unwrap();

@@ -78,10 +78,10 @@ impl ConvKernel {
 }
 
 /// What a fused convolution applies to its output, in this order, each step when given: eval
-/// BatchNorm v·scale[c] + shift[c], then the residual added (a ResNet block's identity or
+/// BatchNorm v·scale\[c\] + shift\[c\], then the residual added (a ResNet block's identity or
 /// downsample branch), then the activation (any row of the table; `len` is the output's).
 pub struct ConvEpilogue<'a, Buf> {
-    /// (scale, shift), each [Cout]; None for a conv followed directly by its activation (VGG).
+    /// (scale, shift), each \[Cout\]; None for a conv followed directly by its activation (VGG).
     pub bn: Option<(&'a Buf, &'a Buf)>,
     /// [N, Cout, Ho, Wo]
     pub residual: Option<&'a Buf>,
@@ -188,7 +188,7 @@ pub trait Backend {
     }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
 
-    /// x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], bias: [Cout] → [N, Cout, Ho, Wo].
+    /// x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], bias: \[Cout\] → [N, Cout, Ho, Wo].
     fn conv2d(
         &self,
         p: &Conv2dParams,
@@ -223,7 +223,7 @@ pub trait Backend {
         w: &Self::Buf,
     ) -> Result<Self::Buf>;
 
-    /// Eval-mode BatchNorm as y = x·scale[c] + shift[c].
+    /// Eval-mode BatchNorm as y = x·scale\[c\] + shift\[c\].
     fn channel_affine(
         &self,
         p: &ChannelAffineParams,
@@ -231,7 +231,7 @@ pub trait Backend {
         scale: &Self::Buf,
         shift: &Self::Buf,
     ) -> Result<Self::Buf>;
-    /// act(x·scale[c] + shift[c]) where x is the concatenation along channels of `pieces`
+    /// act(x·scale\[c\] + shift\[c\]) where x is the concatenation along channels of `pieces`
     /// (each (buffer [N, C_k, H, W], C_k), ΣC_k = p.c; one piece is a plain BatchNorm):
     /// DenseNet's cat → BatchNorm → ReLU as one pass when the intermediate values are not
     /// needed. This default runs the ops one after another; the results must be the same.
@@ -257,7 +257,7 @@ pub trait Backend {
     ) -> Result<Self::Buf>;
 
     fn relu(&self, x: &Self::Buf, len: usize) -> Result<Self::Buf>;
-    /// dx = dy · [y > 0], y being the ReLU's output.
+    /// dx = dy · \[y > 0\], y being the ReLU's output.
     fn relu_grad_input(&self, y: &Self::Buf, dy: &Self::Buf, len: usize) -> Result<Self::Buf>;
 
     /// The pooling family ([`PoolParams`]): y, and, where `argmax` is asked and the op keeps
@@ -280,7 +280,7 @@ pub trait Backend {
 
     fn add(&self, a: &Self::Buf, b: &Self::Buf, len: usize) -> Result<Self::Buf>;
 
-    /// x: [N, in], w: [out, in], bias: [out] → [N, out].
+    /// x: [N, in], w: [out, in], bias: \[out\] → [N, out].
     fn linear(
         &self,
         p: &LinearParams,
@@ -411,7 +411,7 @@ pub trait Backend {
         self.unsupported("strided_copy (concat, slice, shuffle, permute)")
     }
 
-    /// LayerNorm over one axis ([`LayerNormParams`]); weight, bias: [dim].
+    /// LayerNorm over one axis ([`LayerNormParams`]); weight, bias: \[dim\].
     fn layer_norm(
         &self,
         p: &LayerNormParams,
@@ -433,10 +433,10 @@ pub trait Backend {
         self.unsupported("layer_norm.backward")
     }
 
-    /// Training-mode dropout, y = x·mask, with the mask as scale factors: mask[i] is 0 (dropped:
-    /// y[i] = 0 exactly, whatever x[i]) or the keep scale 1/(1-p). The mask is drawn on the host
+    /// Training-mode dropout, y = x·mask, with the mask as scale factors: mask\[i\] is 0 (dropped:
+    /// y\[i\] = 0 exactly, whatever x\[i\]) or the keep scale 1/(1-p). The mask is drawn on the host
     /// and uploaded, so every backend sees the same one. Also the input gradient: dx = dy·mask.
-    /// x, mask: [len].
+    /// x, mask: \[len\].
     fn dropout(&self, x: &Self::Buf, mask: &Self::Buf, len: usize) -> Result<Self::Buf> {
         let _ = (x, mask, len);
         self.unsupported("dropout (training)")
@@ -480,7 +480,7 @@ pub trait TrainBackend: Backend {
         x: &Self::Buf,
         dy: &Self::Buf,
     ) -> Result<Self::Buf>;
-    /// dy: [N, Cout, Ho, Wo] → db: [Cout].
+    /// dy: [N, Cout, Ho, Wo] → db: \[Cout\].
     fn conv2d_grad_bias(&self, p: &Conv2dParams, dy: &Self::Buf) -> Result<Self::Buf>;
 
     /// x: [N, in], dy: [N, out] → dw: [out, in].
@@ -490,7 +490,7 @@ pub trait TrainBackend: Backend {
         x: &Self::Buf,
         dy: &Self::Buf,
     ) -> Result<Self::Buf>;
-    /// dy: [N, out] → db: [out].
+    /// dy: [N, out] → db: \[out\].
     fn linear_grad_bias(&self, p: &LinearParams, dy: &Self::Buf) -> Result<Self::Buf>;
 
     /// One `torch.optim.SGD` step on a parameter tensor of `len` elements, in place and in

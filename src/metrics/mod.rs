@@ -6,7 +6,7 @@
 //! ([`Scorer`]; [`Score`] gives pytorch-grad-cam's `ClassifierOutputTarget`, the logit, and
 //! `ClassifierOutputSoftmaxTarget`, the softmax probability):
 //! - `CamMultImageConfidenceChange`: perturbed = x · cam; `DropInConfidence` = max(−Δ, 0),
-//!   `IncreaseInConfidence` = [Δ > 0] ([`CamMultImage`]).
+//!   `IncreaseInConfidence` = \[Δ > 0\] ([`CamMultImage`]).
 //! - ROAD (Rong et al. 2022, [`Road`]): at percentile p, `ROADMostRelevantFirst` removes the
 //!   pixels with cam ≥ percentile_p(cam) (p = 80 removes the top 20 %), `ROADLeastRelevantFirst`
 //!   those with 1 − cam ≥ percentile_p(1 − cam) (p = 20 removes the 80 % least relevant); removed

@@ -20,7 +20,7 @@ impl BinaryOp {
 }
 
 /// Shapes right-aligned to rank 4 (leading axes of size 1). Each axis of `a` and `b` is the
-/// output's or 1. a: [a], b: [b], y: [out].
+/// output's or 1. a: \[a\], b: \[b\], y: \[out\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BinaryParams {
     pub op: BinaryOp,

@@ -2,7 +2,7 @@
 //! that may differ between the leading and trailing side (`nn.ZeroPad2d` / TF "same" padding
 //! folded into the conv).
 
-/// x: [n, c_in, h_in, w_in], weight: [c_out, c_in / groups, k_h, k_w], bias: [c_out],
+/// x: [n, c_in, h_in, w_in], weight: [c_out, c_in / groups, k_h, k_w], bias: \[c_out\],
 /// y: [n, c_out, h_out, w_out]. Output channel o reads input channels of group
 /// o / (c_out / groups).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

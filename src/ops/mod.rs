@@ -18,7 +18,7 @@ pub use norm::*;
 pub use pool::*;
 pub use squeeze_excitation::*;
 
-/// Fully connected layer y = x·Wᵀ + b. x: [n, in_f], weight: [out_f, in_f], bias: [out_f], y: [n, out_f].
+/// Fully connected layer y = x·Wᵀ + b. x: [n, in_f], weight: [out_f, in_f], bias: \[out_f\], y: [n, out_f].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinearParams {
     pub n: usize,
@@ -192,7 +192,7 @@ impl ScoreMaskParams {
 pub const SCORE_MASK_EPS: f32 = 1e-8;
 
 /// Source coordinate and weights of bilinear sampling with align_corners=True
-/// (`nn.UpsamplingBilinear2d`): returns (i0, i1, w1) so that out = in[i0]·(1-w1) + in[i1]·w1.
+/// (`nn.UpsamplingBilinear2d`): returns (i0, i1, w1) so that out = in\[i0\]·(1-w1) + in\[i1\]·w1.
 pub fn align_corners_source(dst: usize, len_in: usize, len_out: usize) -> (usize, usize, f32) {
     let s = dst as f32 * align_corners_scale(len_in, len_out);
     let i0 = (s as usize).min(len_in - 1);
@@ -258,7 +258,7 @@ pub const CAM_EPS: f32 = 1e-7;
 
 /// Source coordinate and weights of bilinear sampling with half-pixel centers
 /// (PyTorch `align_corners=False`, OpenCV `INTER_LINEAR`): returns (i0, i1, w1) so that
-/// out = in[i0]·(1-w1) + in[i1]·w1.
+/// out = in\[i0\]·(1-w1) + in\[i1\]·w1.
 pub fn bilinear_source(dst: usize, len_in: usize, len_out: usize) -> (usize, usize, f32) {
     let scale = len_in as f32 / len_out as f32;
     let src = ((dst as f32 + 0.5) * scale - 0.5).max(0.0);

@@ -1,8 +1,8 @@
 //! Normalizations: eval-mode BatchNorm as a per-channel affine map (also GoogLeNet's
 //! `transform_input`), and LayerNorm over one axis.
 
-/// Per-channel affine map y = x·scale[c] + shift[c]: eval-mode BatchNorm with its statistics
-/// folded in. x, y: [n, c, hw], scale, shift: [c].
+/// Per-channel affine map y = x·scale\[c\] + shift\[c\]: eval-mode BatchNorm with its statistics
+/// folded in. x, y: [n, c, hw], scale, shift: \[c\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChannelAffineParams {
     pub n: usize,
@@ -20,9 +20,9 @@ impl ChannelAffineParams {
 }
 
 /// LayerNorm over the middle axis of x viewed as [outer, dim, inner]: for each (o, i),
-/// y = (x − mean) / sqrt(var + eps) · weight[d] + bias[d], with the biased variance, as
+/// y = (x − mean) / sqrt(var + eps) · weight\[d\] + bias\[d\], with the biased variance, as
 /// `F.layer_norm`. nn.LayerNorm on an NHWC tensor is inner = 1; torchvision's LayerNorm2d
-/// on NCHW is outer = N, dim = C, inner = H·W. x, y: [outer, dim, inner]; weight, bias: [dim].
+/// on NCHW is outer = N, dim = C, inner = H·W. x, y: [outer, dim, inner]; weight, bias: \[dim\].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerNormParams {
     pub outer: usize,

@@ -6,8 +6,8 @@
 
 use super::{ActivationParams, AdaptivePool2dParams, BinaryOp, BinaryParams, Conv2dParams};
 
-/// x, y: [n, c, h, w]; fc1: weight [squeeze, c, 1, 1], bias [squeeze]; fc2: weight
-/// [c, squeeze, 1, 1], bias [c]. `act` acts on the [n, squeeze] hidden values, `gate` on the
+/// x, y: [n, c, h, w]; fc1: weight [squeeze, c, 1, 1], bias \[squeeze\]; fc2: weight
+/// [c, squeeze, 1, 1], bias \[c\]. `act` acts on the [n, squeeze] hidden values, `gate` on the
 /// [n, c] gates (their `len`s say so).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SqueezeExciteParams {

@@ -28,7 +28,7 @@ macro_rules! by_row {
     };
 }
 
-/// y = act(x, alpha, beta) elementwise. x, y: [len].
+/// y = act(x, alpha, beta) elementwise. x, y: \[len\].
 pub fn activation_forward<T: Real>(p: &ActivationParams, x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), p.len);
     assert_eq!(y.len(), p.len);
@@ -73,7 +73,7 @@ pub fn activation_in_place<T: Real>(p: &ActivationParams, v: &mut [T]) {
 }
 
 /// dx = dy · act'(saved, alpha, beta) elementwise, where `saved` is the op's input or output
-/// as `p.act.saved()` says. saved, dy, dx: [len].
+/// as `p.act.saved()` says. saved, dy, dx: \[len\].
 pub fn activation_backward_input<T: Real>(
     p: &ActivationParams,
     saved: &[T],

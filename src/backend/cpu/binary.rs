@@ -3,10 +3,10 @@
 //! over the axes that operand was broadcast along.
 //!
 //! Fast paths: same-shaped operands (one flat pass), and an operand that is one scalar per
-//! [N, C] plane ([N, C, 1, 1], [1, C, 1, 1], [C, 1, 1], [1]) against a full [N, C, H, W]
+//! [N, C] plane ([N, C, 1, 1], [1, C, 1, 1], [C, 1, 1], \[1\]) against a full [N, C, H, W]
 //! (a squeeze-excitation gate, a per-channel scale); everything else runs row by row along
 //! the last axis, where each operand either advances or stays put, so rows still vectorize
-//! (ConvNeXt's NHWC layer scale [C] against [N, H, W, C] is such a row).
+//! (ConvNeXt's NHWC layer scale \[C\] against [N, H, W, C] is such a row).
 
 use super::pages::prefer_huge_pages;
 use super::real::Real;

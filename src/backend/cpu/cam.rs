@@ -68,7 +68,7 @@ fn combine(how: CamCombine, hw: usize, a: &[f32], g: &[f32]) -> Vec<f64> {
     small
 }
 
-/// The weight of one channel (a, g: [hw]) for the methods that weight channels.
+/// The weight of one channel (a, g: \[hw\]) for the methods that weight channels.
 pub fn channel_weight(how: CamCombine, a: &[f32], g: &[f32]) -> f64 {
     let hw = a.len() as f64;
     let sum_a = || a.iter().map(|&v| v as f64).sum::<f64>();

@@ -29,7 +29,7 @@ const POINTWISE_OUT_BYTES: usize = 256 * 1024;
 /// every block reads the whole weight matrix again, which dominates for deep layers.
 pub(super) const MIN_BLOCK_BACKWARD: usize = 1024;
 
-/// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], b: [Cout], y: [N, Cout, Ho, Wo].
+/// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin, kh, kw], b: \[Cout\], y: [N, Cout, Ho, Wo].
 pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
     conv2d_forward_fused(p, x, w, b, None, y)
 }

@@ -36,7 +36,7 @@ pub fn relu_backward_input<T: Real>(y: &[T], dy: &[T], dx: &mut [T]) {
         });
 }
 
-/// y[n, c, i] = x[n, c, i]·scale[c] + shift[c].
+/// y[n, c, i] = x[n, c, i]·scale\[c\] + shift\[c\].
 pub fn channel_affine_forward<T: Real>(
     p: &ChannelAffineParams,
     x: &[T],
@@ -47,7 +47,7 @@ pub fn channel_affine_forward<T: Real>(
     concat_affine_forward(p, &[(x, p.c)], scale, shift, None, y);
 }
 
-/// y[n, c, i] = act(x[n, c, i]·scale[c] + shift[c]) where x is the concatenation along
+/// y[n, c, i] = act(x[n, c, i]·scale\[c\] + shift\[c\]) where x is the concatenation along
 /// channels of `pieces` (each (data [N, C_k, hw], C_k), ΣC_k = p.c): DenseNet's cat →
 /// BatchNorm → ReLU in one pass, reading each piece once and writing y once. Each plane is
 /// the same arithmetic as [`channel_affine_forward`] then the activation's kernel, so the
@@ -97,7 +97,7 @@ pub fn concat_affine_forward<T: Real>(
         });
 }
 
-/// dx[n, c, i] = dy[n, c, i]·scale[c].
+/// dx[n, c, i] = dy[n, c, i]·scale\[c\].
 pub fn channel_affine_backward_input<T: Real>(
     p: &ChannelAffineParams,
     dy: &[T],

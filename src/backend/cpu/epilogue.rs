@@ -8,12 +8,12 @@ use crate::ops::{Activation, ActivationParams};
 use std::ops::Range;
 
 /// What a fused convolution applies to each output block while it is still in cache, each
-/// step when given: the per-channel affine map of an eval-mode BatchNorm, v·scale[c] +
-/// shift[c], then the residual added, then the activation; the same f32 operations, in the
+/// step when given: the per-channel affine map of an eval-mode BatchNorm, v·scale\[c\] +
+/// shift\[c\], then the residual added, then the activation; the same f32 operations, in the
 /// same order, as the separate ops (see `Backend::conv2d_fused`).
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
-    /// (scale, shift), each [Cout].
+    /// (scale, shift), each \[Cout\].
     pub bn: Option<(&'a [T], &'a [T])>,
     /// [N, Cout, Ho, Wo]
     pub residual: Option<&'a [T]>,

@@ -50,7 +50,7 @@ const BLOCK: usize = 8;
 /// batched).
 const JOB_ELEMS: usize = 8192;
 
-/// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin/groups, kh, kw], b: [Cout],
+/// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Cout, Cin/groups, kh, kw], b: \[Cout\],
 /// y: [N, Cout, Ho, Wo].
 pub fn conv2d_forward<T: Real>(p: &Conv2dParams, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
     assert_eq!(x.len(), p.input_len());

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 /// as fit this budget at the given dim).
 const CHUNK: usize = 1 << 14;
 
-/// y = (x − mean)·rstd·w[d] + b[d]. x, y: [outer, dim, inner]; w, b: [dim].
+/// y = (x − mean)·rstd·w\[d\] + b\[d\]. x, y: [outer, dim, inner]; w, b: \[dim\].
 pub fn layer_norm_forward<T: Real>(p: &LayerNormParams, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     assert_eq!(x.len(), p.len());
     assert_eq!(y.len(), p.len());
@@ -67,7 +67,7 @@ pub fn layer_norm_forward<T: Real>(p: &LayerNormParams, x: &[T], w: &[T], b: &[T
 
 /// dx of LayerNorm: with x̂ = (x − mean)·rstd and g = w·dy,
 /// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), the means over dim.
-/// x, dy, dx: [outer, dim, inner]; w: [dim].
+/// x, dy, dx: [outer, dim, inner]; w: \[dim\].
 pub fn layer_norm_backward_input<T: Real>(
     p: &LayerNormParams,
     x: &[T],

@@ -23,7 +23,7 @@ const TILE: usize = 32;
 /// One axis of the simplified copy: (size, source stride, destination stride).
 type Axis = (usize, usize, usize);
 
-/// dst[dst_offset + Σ i_k·dst_strides[k]] = src[src_offset + Σ i_k·src_strides[k]] for every
+/// dst[dst_offset + Σ i_k·dst_strides\[k\]] = src[src_offset + Σ i_k·src_strides\[k\]] for every
 /// index i of `p.shape`.
 pub fn strided_copy<T: Copy + Send + Sync>(p: &StridedCopyParams, src: &[T], dst: &mut [T]) {
     if p.is_empty() {

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 /// activation while its block of y is in cache.
 const ROWS: usize = 256;
 
-/// y = x·Wᵀ + b. x: [N, in], w: [out, in], b: [out], y: [N, out].
+/// y = x·Wᵀ + b. x: [N, in], w: [out, in], b: \[out\], y: [N, out].
 pub fn linear_forward<T: Real>(p: &LinearParams, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
     linear_forward_fused(p, x, w, b, None, y);
 }

@@ -305,7 +305,7 @@ fn clipped_window_max<T: Real>(p: &MaxPool2dParams, xp: &[T], oy: usize, ox: usi
     (best, best_i)
 }
 
-/// dx[argmax[o]] += dy[o]; every input element not chosen by a window gets 0.
+/// dx[argmax\[o\]] += dy\[o\]; every input element not chosen by a window gets 0.
 pub fn max_pool2d_backward_input<T: Real>(
     p: &MaxPool2dParams,
     argmax: &[u32],
@@ -391,7 +391,7 @@ pub fn avg_pool2d_forward<T: Real>(a: &AvgPool2dParams, x: &[T], y: &mut [T]) {
         });
 }
 
-/// dx[i] = Σ dy[o] / divisor[o] over the windows o that cover input i, as PyTorch's
+/// dx\[i\] = Σ dy\[o\] / divisor\[o\] over the windows o that cover input i, as PyTorch's
 /// avg_pool2d backward (each window's share added in output order).
 pub fn avg_pool2d_backward_input<T: Real>(a: &AvgPool2dParams, dy: &[T], dx: &mut [T]) {
     let p = &a.window;
@@ -460,7 +460,7 @@ pub fn adaptive_max_pool2d_forward<T: Real>(
         });
 }
 
-/// dx[argmax[o]] += dy[o] in output order (overlapping windows may pick the same input);
+/// dx[argmax\[o\]] += dy\[o\] in output order (overlapping windows may pick the same input);
 /// every other input gets 0.
 pub fn adaptive_max_pool2d_backward_input<T: Real>(
     p: &AdaptivePool2dParams,

@@ -10,7 +10,7 @@ use super::real::Real;
 use crate::ops::{ActivationParams, SqueezeExciteParams};
 
 /// y = x · gate(fc2(act(fc1(mean_hw(x))))). x, y: [n, c, h, w]; w1: [squeeze, c], b1:
-/// [squeeze]; w2: [c, squeeze], b2: [c].
+/// \[squeeze\]; w2: [c, squeeze], b2: \[c\].
 pub fn squeeze_excitation_forward<T: Real>(
     p: &SqueezeExciteParams,
     x: &[T],

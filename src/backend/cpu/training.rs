@@ -5,7 +5,7 @@ use super::real::Real;
 pub use crate::ops::SgdParams;
 
 /// Training-mode dropout with a given keep mask: y = x·mask/(1-p), as `nn.Dropout` (the scale
-/// keeps each activation's expectation, so evaluation is the identity). `keep[i]` true keeps x[i].
+/// keeps each activation's expectation, so evaluation is the identity). `keep[i]` true keeps x\[i\].
 pub fn dropout_forward<T: Real>(x: &[T], keep: &[bool], p: f64, y: &mut [T]) {
     assert!(x.len() == keep.len() && x.len() == y.len());
     let scale = T::of(1.0 / (1.0 - p));
@@ -20,7 +20,7 @@ pub fn dropout_backward_input<T: Real>(dy: &[T], keep: &[bool], p: f64, dx: &mut
 }
 
 /// Dropout with its mask given as scale factors, as the training executor uploads it:
-/// y = x·mask, where mask[i] is 0 (dropped: y[i] = 0 whatever x[i], as `dropout_forward`) or
+/// y = x·mask, where mask\[i\] is 0 (dropped: y\[i\] = 0 whatever x\[i\], as `dropout_forward`) or
 /// the keep scale 1/(1-p) (the same product as `dropout_forward`'s). Also the input gradient,
 /// dx = dy·mask.
 pub fn dropout_scaled<T: Real>(x: &[T], mask: &[T], y: &mut [T]) {

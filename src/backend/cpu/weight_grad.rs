@@ -60,7 +60,7 @@ pub fn conv2d_backward_weight<T: Real>(p: &Conv2dParams, x: &[T], dy: &[T], dw: 
     }
 }
 
-/// db[co] = Σ_n Σ_pixels dy[n, co, pixel]. dy: [N, Cout, Ho, Wo], db: [Cout] (overwritten).
+/// db\[co\] = Σ_n Σ_pixels dy[n, co, pixel]. dy: [N, Cout, Ho, Wo], db: \[Cout\] (overwritten).
 pub fn conv2d_backward_bias<T: Real>(p: &Conv2dParams, dy: &[T], db: &mut [T]) {
     assert_eq!(dy.len(), p.output_len());
     assert_eq!(db.len(), p.c_out);
@@ -86,7 +86,7 @@ pub fn linear_backward_weight<T: Real>(p: &LinearParams, x: &[T], dy: &[T], dw: 
     );
 }
 
-/// db = Σ_n dy[n]. dy: [N, out], db: [out] (overwritten).
+/// db = Σ_n dy\[n\]. dy: [N, out], db: \[out\] (overwritten).
 pub fn linear_backward_bias<T: Real>(p: &LinearParams, dy: &[T], db: &mut [T]) {
     assert_eq!(dy.len(), p.n * p.out_f);
     assert_eq!(db.len(), p.out_f);

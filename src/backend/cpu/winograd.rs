@@ -549,8 +549,8 @@ fn disjoint<T, const N: usize>(
         .expect("Winograd's slices are disjoint and in bounds")
 }
 
-/// The transformed filters [`conv2d_forward`] takes: u[ξ][co][ci] = (G·g·Gᵀ)[ξ] for every 3×3
-/// filter g = w[co][ci], with G = [[¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙],
+/// The transformed filters [`conv2d_forward`] takes: u\[ξ\]\[co\]\[ci\] = (G·g·Gᵀ)\[ξ\] for every 3×3
+/// filter g = w\[co\]\[ci\], with G = [[¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙],
 /// [1/24, −1/12, ⅙], [0, 0, 1]], computed in f64 and rounded once. They depend on the weights
 /// only, so a caller that keeps them computes them once per model.
 pub fn filters<T: Real>(p: &Conv2dParams, w: &[T]) -> Vec<T> {

@@ -114,7 +114,7 @@ fn shapes<'a>(plan: &'a Plan, ids: &[ValueId]) -> Vec<&'a [usize]> {
 }
 
 /// Runs the graph on input `x`, keeping `keep`. With `fuse`, chains whose intermediate
-/// values nothing else reads run as one backend call (see [`fusable`]): conv → BatchNorm
+/// values nothing else reads run as one backend call (see `fusable`): conv → BatchNorm
 /// (→ add) (→ activation), (concat →) BatchNorm → activation, linear → activation, and
 /// squeeze-excitation blocks.
 pub fn forward<B: Backend>(

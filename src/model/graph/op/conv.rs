@@ -8,7 +8,7 @@ use crate::ops::Conv2dParams;
 pub struct Conv2d {
     /// [c_out, c_in / groups, k_h, k_w]
     pub weight: ParamId,
-    /// [c_out]
+    /// \[c_out\]
     pub bias: Option<ParamId>,
     pub stride: (usize, usize),
     /// Zero padding: top, left, bottom, right.

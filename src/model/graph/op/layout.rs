@@ -290,7 +290,7 @@ impl OpDef for Shuffle {
     }
 }
 
-/// `torch.permute`: output axis i is input axis perm[i].
+/// `torch.permute`: output axis i is input axis perm\[i\].
 #[derive(Clone, Debug)]
 pub struct Permute {
     pub perm: Vec<usize>,

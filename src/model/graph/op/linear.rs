@@ -8,7 +8,7 @@ use crate::ops::LinearParams;
 pub struct Linear {
     /// [out_f, in_f]
     pub weight: ParamId,
-    /// [out_f]
+    /// \[out_f\]
     pub bias: Option<ParamId>,
 }
 

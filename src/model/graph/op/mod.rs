@@ -69,10 +69,10 @@ pub struct DropoutMode<'a> {
 /// backpropagations).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReluRule {
-    /// The true gradient, dx = dy·[y > 0] (vanilla backpropagation, every CAM).
+    /// The true gradient, dx = dy·\[y > 0\] (vanilla backpropagation, every CAM).
     #[default]
     Gradient,
-    /// Guided backpropagation: dx = ReLU(dy)·[y > 0].
+    /// Guided backpropagation: dx = ReLU(dy)·\[y > 0\].
     Guided,
     /// Deconvnet: dx = ReLU(dy), the forward mask ignored.
     Deconv,

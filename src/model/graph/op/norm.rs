@@ -9,9 +9,9 @@ use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Affine {
-    /// [C]
+    /// \[C\]
     pub scale: ParamId,
-    /// [C]
+    /// \[C\]
     pub shift: ParamId,
 }
 
@@ -105,9 +105,9 @@ impl OpDef for Affine {
 /// tensor (ConvNeXt's blocks) or torchvision's LayerNorm2d over the channels of NCHW.
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
-    /// [dim]
+    /// \[dim\]
     pub weight: ParamId,
-    /// [dim]
+    /// \[dim\]
     pub bias: ParamId,
     pub eps: f32,
     pub axis: usize,

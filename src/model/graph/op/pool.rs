@@ -8,7 +8,7 @@ use super::*;
 use crate::ops::{AdaptivePool2dParams, AvgPool2dParams, PoolParams, PoolWindow};
 
 /// The geometry of a pooling window, shared by max and average pooling: what a graph stores,
-/// without the input ([`Window::over`] an input gives the backends' [`PoolWindow`]).
+/// without the input (`Window::over` an input gives the backends' [`PoolWindow`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Window {
     pub kernel: (usize, usize),
