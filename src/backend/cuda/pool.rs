@@ -120,121 +120,40 @@ kernels! {
 }
 
 /// A buffer of `len` argmax indices, every one written by the kernel.
-fn argmax(be: &CudaBackend, len: usize) -> Result<CudaSlice<u32>> {
+fn argmax_buffer(be: &CudaBackend, len: usize) -> Result<CudaSlice<u32>> {
     // SAFETY: every element is written by the kernel (checked by the selftest).
     unsafe { be.stream.alloc::<u32>(len) }
         .map_err(|e| backend_error(format!("cannot allocate argmax: {e}")))
 }
 
-fn max_pool(
-    be: &CudaBackend,
-    p: &MaxPool2dParams,
-    x: &CudaSlice<f32>,
-) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
-    let mut y = be.out(p.output_len())?;
-    let mut idx = argmax(be, p.output_len())?;
-    let args = MaxPool::new(p, p.output_len());
-    launch!(be, MAX_FWD, flat(p.output_len()); &mut y, &mut idx, x; args);
-    Ok((y, idx))
-}
-
-fn max_pool_backward(
-    be: &CudaBackend,
-    p: &MaxPool2dParams,
-    argmax: &CudaSlice<u32>,
-    dy: &CudaSlice<f32>,
-) -> Result<CudaSlice<f32>> {
-    let mut dx = be.out(p.input_len())?;
-    let args = MaxPool::new(p, p.input_len());
-    launch!(be, MAX_BWD, flat(p.input_len()); &mut dx, argmax, dy; args);
-    Ok(dx)
-}
-
-/// Adaptive average pooling (the wgpu backend's name).
-fn avg_pool(
-    be: &CudaBackend,
-    p: &AdaptivePool2dParams,
-    x: &CudaSlice<f32>,
-) -> Result<CudaSlice<f32>> {
-    let mut y = be.out(p.output_len())?;
-    let args = AdaptivePool::new(p, p.output_len());
-    launch!(be, AVG_FWD, flat(p.output_len()); &mut y, x; args);
-    Ok(y)
-}
-
-fn avg_pool_backward(
-    be: &CudaBackend,
-    p: &AdaptivePool2dParams,
-    dy: &CudaSlice<f32>,
-) -> Result<CudaSlice<f32>> {
-    let mut dx = be.out(p.input_len())?;
-    let args = AdaptivePool::new(p, p.input_len());
-    launch!(be, AVG_BWD, flat(p.input_len()); &mut dx, dy; args);
-    Ok(dx)
-}
-
-/// nn.AvgPool2d, a window average (the wgpu backend's name).
-fn win_avg_pool(
-    be: &CudaBackend,
-    p: &AvgPool2dParams,
-    x: &CudaSlice<f32>,
-) -> Result<CudaSlice<f32>> {
-    let len = p.window.output_len();
-    let mut y = be.out(len)?;
-    let args = AvgPool2d::new(p, len);
-    launch!(be, WIN_AVG_FWD, flat(len); &mut y, x; args);
-    Ok(y)
-}
-
-fn win_avg_pool_backward(
-    be: &CudaBackend,
-    p: &AvgPool2dParams,
-    dy: &CudaSlice<f32>,
-) -> Result<CudaSlice<f32>> {
-    let len = p.window.input_len();
-    let mut dx = be.out(len)?;
-    let args = AvgPool2d::new(p, len);
-    launch!(be, WIN_AVG_BWD, flat(len); &mut dx, dy; args);
-    Ok(dx)
-}
-
-fn adaptive_max_pool(
-    be: &CudaBackend,
-    p: &AdaptivePool2dParams,
-    x: &CudaSlice<f32>,
-) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
-    let mut y = be.out(p.output_len())?;
-    let mut idx = argmax(be, p.output_len())?;
-    let args = AdaptivePool::new(p, p.output_len());
-    launch!(be, ADA_MAX_FWD, flat(p.output_len()); &mut y, &mut idx, x; args);
-    Ok((y, idx))
-}
-
-fn adaptive_max_pool_backward(
-    be: &CudaBackend,
-    p: &AdaptivePool2dParams,
-    argmax: &CudaSlice<u32>,
-    dy: &CudaSlice<f32>,
-) -> Result<CudaSlice<f32>> {
-    let mut dx = be.out(p.input_len())?;
-    let args = AdaptivePool::new(p, p.input_len());
-    launch!(be, ADA_MAX_BWD, flat(p.input_len()); &mut dx, argmax, dy; args);
-    Ok(dx)
-}
-
-/// The pooling family's forward: y, and the argmax where asked and kept. The max pools compute
-/// their argmax either way.
+/// The pooling family's forward: y, and the argmax where asked and kept (the max pools write
+/// it beside y either way).
 pub fn forward(
     be: &CudaBackend,
     p: &PoolParams,
     x: &CudaSlice<f32>,
     want_argmax: bool,
 ) -> Result<(CudaSlice<f32>, Option<CudaSlice<u32>>)> {
-    let (y, argmax) = match p {
-        PoolParams::Max(q) => max_pool(be, q, x).map(|(y, i)| (y, Some(i)))?,
-        PoolParams::Avg(q) => (win_avg_pool(be, q, x)?, None),
-        PoolParams::AdaptiveAvg(q) => (avg_pool(be, q, x)?, None),
-        PoolParams::AdaptiveMax(q) => adaptive_max_pool(be, q, x).map(|(y, i)| (y, Some(i)))?,
+    let len = p.output_len();
+    let mut y = be.out(len)?;
+    macro_rules! plain {
+        ($kernel:expr, $args:expr) => {{
+            launch!(be, $kernel, flat(len); &mut y, x; $args);
+            None
+        }};
+    }
+    macro_rules! with_argmax {
+        ($kernel:expr, $args:expr) => {{
+            let mut argmax = argmax_buffer(be, len)?;
+            launch!(be, $kernel, flat(len); &mut y, &mut argmax, x; $args);
+            Some(argmax)
+        }};
+    }
+    let argmax = match p {
+        PoolParams::Max(q) => with_argmax!(MAX_FWD, MaxPool::new(q, len)),
+        PoolParams::Avg(q) => plain!(WIN_AVG_FWD, AvgPool2d::new(q, len)),
+        PoolParams::AdaptiveAvg(q) => plain!(AVG_FWD, AdaptivePool::new(q, len)),
+        PoolParams::AdaptiveMax(q) => with_argmax!(ADA_MAX_FWD, AdaptivePool::new(q, len)),
     };
     Ok((y, argmax.filter(|_| want_argmax)))
 }
@@ -246,10 +165,23 @@ pub fn backward_input(
     argmax: Option<&CudaSlice<u32>>,
     dy: &CudaSlice<f32>,
 ) -> Result<CudaSlice<f32>> {
+    let len = p.input_len();
+    let mut dx = be.out(len)?;
     match p {
-        PoolParams::Max(q) => max_pool_backward(be, q, be.argmax(p, argmax)?, dy),
-        PoolParams::Avg(q) => win_avg_pool_backward(be, q, dy),
-        PoolParams::AdaptiveAvg(q) => avg_pool_backward(be, q, dy),
-        PoolParams::AdaptiveMax(q) => adaptive_max_pool_backward(be, q, be.argmax(p, argmax)?, dy),
+        PoolParams::Max(q) => {
+            let argmax = be.argmax(p, argmax)?;
+            launch!(be, MAX_BWD, flat(len); &mut dx, argmax, dy; MaxPool::new(q, len));
+        }
+        PoolParams::Avg(q) => {
+            launch!(be, WIN_AVG_BWD, flat(len); &mut dx, dy; AvgPool2d::new(q, len))
+        }
+        PoolParams::AdaptiveAvg(q) => {
+            launch!(be, AVG_BWD, flat(len); &mut dx, dy; AdaptivePool::new(q, len))
+        }
+        PoolParams::AdaptiveMax(q) => {
+            let argmax = be.argmax(p, argmax)?;
+            launch!(be, ADA_MAX_BWD, flat(len); &mut dx, argmax, dy; AdaptivePool::new(q, len));
+        }
     }
+    Ok(dx)
 }
