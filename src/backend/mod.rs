@@ -326,7 +326,6 @@ pub trait Backend {
         squeeze_excitation_separate(self, p, x, fc1, fc2)
     }
 
-    /// The error of an op this backend has no kernel for: names the op and the backend.
     /// The argmax a pooling op's backward reads (`PoolParams::keeps_argmax`), or the error
     /// of a caller that did not keep it.
     fn argmax<'a>(&self, p: &PoolParams, argmax: Option<&'a Self::Idx>) -> Result<&'a Self::Idx> {
@@ -336,6 +335,7 @@ pub trait Backend {
         })
     }
 
+    /// The error of an op this backend has no kernel for: names the op and the backend.
     fn unsupported<T>(&self, op: &str) -> Result<T> {
         Err(Error::Backend {
             backend: self.name(),

@@ -206,11 +206,11 @@ impl PoolParams {
     }
 }
 
-/// For check and error messages: the op, its input and its own parameters.
+/// For check lines: the op's input and its own parameters (its name is [`PoolParams::name`]).
 impl std::fmt::Display for PoolParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let [n, c, h, w] = self.input_shape();
-        write!(f, "{} n{n} c{c} {h}x{w}", self.name())?;
+        write!(f, "n{n} c{c} {h}x{w}")?;
         let window = |f: &mut std::fmt::Formatter<'_>, p: &PoolWindow| {
             write!(
                 f,

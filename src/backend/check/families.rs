@@ -151,19 +151,14 @@ pub(super) fn pool<B: Backend>(b: &B, _: Precision, c: &mut Checker) {
         let (want_y, want_dx) = reference::pool(&p, &x, &dy);
         let (forward, backward) = cases::pool_tol(&p);
         let out = (|| b.download(&b.pool(&p, &up(&x)?, false)?.0))();
-        c.check(p.to_string(), forward, out, &want_y);
+        c.check(format!("{} {p}", p.name()), forward, out, &want_y);
         // An argmax is checked through the gradient: a wrong index moves dy to another input.
         let out = (|| {
             let (_, argmax) = b.pool(&p, &up(&x)?, true)?;
             b.download(&b.pool_grad_input(&p, argmax.as_ref(), &up(&dy)?)?)
         })();
-        let args = p.to_string()[p.name().len()..].to_string();
-        c.check(
-            format!("{}_grad_input{args}", p.name()),
-            backward,
-            out,
-            &want_dx,
-        );
+        let name = format!("{}_grad_input {p}", p.name());
+        c.check(name, backward, out, &want_dx);
     }
 }
 
