@@ -1,14 +1,21 @@
 """Exports a PyTorch CNN to one safetensors file that gradcam runs without Python: the state_dict
 (the tensors) and the graph that connects them, as JSON in the safetensors metadata
-(key "gradcam.graph"; the schema is documented in the README, "My own model").
+(key "gradcam.graph"; the schema is documented in docs/models.md, "The graph schema").
+
+This module imports only torch and safetensors, never the rest of the gradcam package, so it
+also loads by file path where the native module is not built: scripts/export_model.py is a
+thin command line over it.
 
     python scripts/export_model.py package.module:factory [--kwargs JSON] [--input-shape 3,224,224] \
         --out W.safetensors
 
 or, from Python:
 
-    from export_model import export_model
+    from gradcam._export import export_model, export_bytes
     export_model(model, "W.safetensors", input_shape=(3, 224, 224))
+    data = export_bytes(model, input_shape=(3, 224, 224))  # the same file's bytes, nothing written
+
+(`from export_model import export_model` still works with scripts/ on sys.path.)
 
 How: torch.fx traces the model in eval mode with a leaf rule that keeps PyTorch's module paths.
 Modules the exporter converts (nn.Conv2d, nn.BatchNorm2d, the activations, pools, nn.Linear, ...,
@@ -21,7 +28,7 @@ One eval forward on a random input of `input_shape` gives every value's shape (s
 become constants). The exported graph is run once more, here, by a small torch interpreter of
 the schema, and must reproduce the model's logits before anything is written.
 
-What cannot be exported fails with one message naming the op, its module path and what is
+What cannot be exported fails with one ExportError naming the op, its module path and what is
 supported.
 """
 import argparse
@@ -40,7 +47,16 @@ SCHEMA = 1
 METADATA_KEY = "gradcam.graph"
 
 
-class ExportError(Exception):
+def _error_base():
+    """gradcam.Error when this module is loaded as gradcam._export from a package that defines it
+    (gradcam.torch imports the package first), else Exception: importing the package from here
+    would load the native module, which scripts/export_model.py must not need."""
+    package = sys.modules.get(__package__) if __package__ else None
+    base = getattr(package, "Error", None)
+    return base if isinstance(base, type) and issubclass(base, Exception) else Exception
+
+
+class ExportError(_error_base()):
     """One unexportable thing: the op, its module path, what is supported."""
 
 
@@ -698,9 +714,13 @@ def timm_preprocess(model):
             "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
 
 
-def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=None):
+PRODUCER = "scripts/export_model.py"
+
+
+def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=None, producer=PRODUCER):
     """The graph of `model` as the schema's dict, and the tensors it adds to the state_dict
-    (computed from parameters alone; usually none)."""
+    (computed from parameters alone; usually none). `producer` names the writer in the graph's
+    "producer" field (followed by the torch version). Puts `model` in eval mode."""
     model = model.eval()
     gm, outputs = trace(model)
     g = torch.Generator().manual_seed(seed)
@@ -743,7 +763,7 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=N
         modules.append({"name": name, "kind": type(m).__name__, "output": value})
     graph = {
         "schema": SCHEMA,
-        "producer": f"scripts/export_model.py (torch {torch.__version__})",
+        "producer": f"{producer} (torch {torch.__version__})",
         "model": type(model).__name__,
         "input": {"name": "input", "shape": list(input_shape)},
         "output": output,
@@ -838,6 +858,18 @@ def run_graph(graph, tensors, x, values=None):
     return env[graph["output"]]
 
 
+def _tensors(model, extra, dtype):
+    """The tensors of the file: the state_dict and the derived tensors, on the host, contiguous,
+    each its own copy (safetensors refuses tensors that share memory, as tied weights do)."""
+    tensors = {}
+    for k, v in {**model.state_dict(), **extra}.items():
+        v = v.detach().cpu().contiguous()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.clone()
+    return tensors
+
+
 def export_model(model, path, input_shape=(3, 224, 224), dtype=None, preprocess=None):
     """Writes `model`'s state_dict and graph to the safetensors file `path`; returns the graph.
     dtype: store float tensors as this dtype (float16, bfloat16); default as they are.
@@ -845,14 +877,17 @@ def export_model(model, path, input_shape=(3, 224, 224), dtype=None, preprocess=
     (default: a timm model's pretrained config, else none: gradcam then uses ImageNet's)."""
     from safetensors.torch import save_file
     graph, extra = export_graph(model, input_shape, preprocess=preprocess)
-    tensors = {}
-    for k, v in {**model.state_dict(), **extra}.items():
-        v = v.detach().cpu().contiguous()
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        tensors[k] = v.clone()
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))})
+    save_file(_tensors(model, extra, dtype), str(path),
+              metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))})
     return graph
+
+
+def export_bytes(model, input_shape=(3, 224, 224), preprocess=None, dtype=None, producer=PRODUCER):
+    """What export_model writes, as the bytes of a safetensors file (nothing is written):
+    gradcam.Explainer(export_bytes(model), ...) runs it in process."""
+    from safetensors.torch import save
+    graph, extra = export_graph(model, input_shape, preprocess=preprocess, producer=producer)
+    return save(_tensors(model, extra, dtype), metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))})
 
 
 def main():
