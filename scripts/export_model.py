@@ -6,6 +6,7 @@ re-exports its names, so that `from export_model import export_model` keeps work
     python scripts/export_model.py package.module:factory [--kwargs JSON] [--input-shape 3,224,224] \
         --out W.safetensors
 """
+
 import importlib.util
 import pathlib
 import sys

@@ -31,6 +31,7 @@ the schema, and must reproduce the model's logits before anything is written.
 What cannot be exported fails with one ExportError naming the op, its module path and what is
 supported.
 """
+
 import argparse
 import importlib
 import json
@@ -39,21 +40,28 @@ import operator
 import sys
 
 import torch
-import torch.fx as fx
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import fx, nn
 
 SCHEMA = 1
 METADATA_KEY = "gradcam.graph"
 
 
 def _error_base():
-    """gradcam.Error when this module is loaded as gradcam._export from a package that defines it
-    (gradcam.torch imports the package first), else Exception: importing the package from here
-    would load the native module, which scripts/export_model.py must not need."""
-    package = sys.modules.get(__package__) if __package__ else None
-    base = getattr(package, "Error", None)
-    return base if isinstance(base, type) and issubclass(base, Exception) else Exception
+    """gradcam.ModelError (a gradcam.Error and a ValueError) when this module is loaded as
+    gradcam._export, from the package's native-free gradcam/_errors.py; else, loaded by path
+    (scripts/export_model.py, no gradcam build), Exception: importing the package from here would
+    load the native module."""
+    if not __package__:
+        return Exception
+    try:
+        from ._errors import ModelError
+
+        return ModelError
+    except ImportError:
+        package = sys.modules.get(__package__)
+        base = getattr(package, "ModelError", None) or getattr(package, "Error", None)
+        return base if isinstance(base, type) and issubclass(base, Exception) else Exception
 
 
 class ExportError(_error_base()):
@@ -78,17 +86,37 @@ ACT_MODULES = {
     nn.Hardtanh: ("hardtanh", lambda m: {"min_val": float(m.min_val), "max_val": float(m.max_val)}),
 }
 ACT_FUNCTIONS = {
-    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
-    F.hardsigmoid: "hardsigmoid", F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-    torch.tanh: "tanh", F.tanh: "tanh", F.gelu: "gelu", F.leaky_relu: "leaky_relu", F.elu: "elu",
+    F.relu: "relu",
+    torch.relu: "relu",
+    F.relu6: "relu6",
+    F.hardswish: "hardswish",
+    F.hardsigmoid: "hardsigmoid",
+    F.silu: "silu",
+    torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+    F.gelu: "gelu",
+    F.leaky_relu: "leaky_relu",
+    F.elu: "elu",
     F.hardtanh: "hardtanh",
 }
 ACT_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
 IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout)
 POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 PAD_MODULES = (nn.ZeroPad2d, nn.ConstantPad2d)
-EXACT_LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.LayerNorm, nn.Flatten, nn.ChannelShuffle,
-                *ACT_MODULES, *IDENTITY_MODULES, *POOL_MODULES, *PAD_MODULES)
+EXACT_LEAVES = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.Linear,
+    nn.LayerNorm,
+    nn.Flatten,
+    nn.ChannelShuffle,
+    *ACT_MODULES,
+    *IDENTITY_MODULES,
+    *POOL_MODULES,
+    *PAD_MODULES,
+)
 
 
 def _identity_classes():
@@ -96,11 +124,13 @@ def _identity_classes():
     out = []
     try:
         from torchvision.ops import StochasticDepth
+
         out.append(StochasticDepth)
     except ImportError:
         pass
     try:
         from timm.layers import DropPath
+
         out.append(DropPath)
     except ImportError:
         pass
@@ -108,12 +138,14 @@ def _identity_classes():
 
 
 EXTRA_IDENTITY = _identity_classes()
-SUPPORTED = ("modules: Conv2d (zero padding), BatchNorm2d, LayerNorm (last axis), Linear, ReLU, ReLU6, "
-             "Hardswish, Hardsigmoid, SiLU, Sigmoid, Tanh, GELU (exact), LeakyReLU, ELU, Hardtanh, MaxPool2d, "
-             "AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, ZeroPad2d (before a conv), Flatten, ChannelShuffle, "
-             "Dropout, Identity, StochasticDepth, DropPath; functions: the same as F.*, torch.cat, +, *, - and / "
-             "with a scalar, x.mean((2, 3)), flatten / view(N, -1), permute, chunk / split / slicing along "
-             "channels, F.pad (zeros, before a conv), the view-transpose-view channel shuffle")
+SUPPORTED = (
+    "modules: Conv2d (zero padding), BatchNorm2d, LayerNorm (last axis), Linear, ReLU, ReLU6, "
+    "Hardswish, Hardsigmoid, SiLU, Sigmoid, Tanh, GELU (exact), LeakyReLU, ELU, Hardtanh, MaxPool2d, "
+    "AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, ZeroPad2d (before a conv), Flatten, ChannelShuffle, "
+    "Dropout, Identity, StochasticDepth, DropPath; functions: the same as F.*, torch.cat, +, *, - and / "
+    "with a scalar, x.mean((2, 3)), flatten / view(N, -1), permute, chunk / split / slicing along "
+    "channels, F.pad (zeros, before a conv), the view-transpose-view channel shuffle"
+)
 
 
 def _gelu(approximate):
@@ -128,6 +160,7 @@ def _pair(v):
 
 # ----------------------------------------------------------------------------------------------
 # Tracing.
+
 
 class PathTracer(fx.Tracer):
     """Leaves: the classes the exporter converts, and modules without children. Every other module
@@ -174,6 +207,7 @@ class Recorder(fx.Interpreter):
 # ----------------------------------------------------------------------------------------------
 # Converting fx nodes to the schema's ops.
 
+
 class Pending:
     """A value that is not yet an op of the graph: a padding waiting for its conv, the 5-D view of a
     channel shuffle, a channel picked by an integer index (x[:, i], unsqueezed back)."""
@@ -197,7 +231,8 @@ class Converter:
     def where(self, n):
         m = self.module_of(n)
         return f"'{n.target if isinstance(n.target, str) else getattr(n.target, '__name__', n.target)}'" + (
-            f" at module path '{m}'" if m else " (no module path)")
+            f" at module path '{m}'" if m else " (no module path)"
+        )
 
     def fail(self, n, what):
         raise ExportError(f"cannot export {self.where(n)}: {what}. Supported: {SUPPORTED}")
@@ -210,9 +245,16 @@ class Converter:
         name = n.name if not any(x["name"] == n.name for x in self.nodes) else f"{n.name}_{len(self.nodes)}"
         for t in (tensors or {}).values():
             self.used.add(t)
-        self.nodes.append({"name": name, "op": op, "inputs": inputs, "params": params or {},
-                           "tensors": tensors or {},
-                           "module": module if module is not None else self.module_of(n)})
+        self.nodes.append(
+            {
+                "name": name,
+                "op": op,
+                "inputs": inputs,
+                "params": params or {},
+                "tensors": tensors or {},
+                "module": module if module is not None else self.module_of(n),
+            }
+        )
         return name
 
     def val(self, n, a):
@@ -273,8 +315,20 @@ class Converter:
         tensors = {"weight": weight_key}
         if bias_key:
             tensors["bias"] = bias_key
-        return self.emit(n, "conv2d", [x_name], {"kernel": list(kernel), "stride": _pair(stride), "padding": pad,
-                                                  "dilation": _pair(dilation), "groups": int(groups)}, tensors, module)
+        return self.emit(
+            n,
+            "conv2d",
+            [x_name],
+            {
+                "kernel": list(kernel),
+                "stride": _pair(stride),
+                "padding": pad,
+                "dilation": _pair(dilation),
+                "groups": int(groups),
+            },
+            tensors,
+            module,
+        )
 
     def binary(self, n, op, a, b):
         """a op b for op in add, mul, sub, truediv; tensor-tensor, tensor-param or tensor-scalar."""
@@ -283,8 +337,12 @@ class Converter:
             pa, pb = self.param_key(a), self.param_key(b)
             if pa or pb:
                 self.fail(n, "arithmetic between parameters alone")
-            return {"add": operator.add, "mul": operator.mul, "sub": operator.sub,
-                    "truediv": operator.truediv}[op](self.const(a), self.const(b))
+            return {
+                "add": operator.add,
+                "mul": operator.mul,
+                "sub": operator.sub,
+                "truediv": operator.truediv,
+            }[op](self.const(a), self.const(b))
         if ta and tb:
             if op in ("add", "mul"):
                 return self.emit(n, op, [self.val(n, a), self.val(n, b)])
@@ -311,7 +369,9 @@ class Converter:
         rank = len(self.shape(x))
         dims = sorted(d % rank for d in ([dims] if isinstance(dims, int) else dims))
         if rank != 4 or dims != [2, 3]:
-            self.fail(n, f"mean over dims {dims} of a rank-{rank} tensor (supported: the spatial axes (2, 3))")
+            self.fail(
+                n, f"mean over dims {dims} of a rank-{rank} tensor (supported: the spatial axes (2, 3))"
+            )
         v = self.emit(n, "adaptive_avg_pool2d", [self.val(n, x)], {"output_size": [1, 1]})
         if keepdim:
             return v
@@ -357,8 +417,11 @@ class Converter:
         flat = []
         for a in args:
             flat.extend(a if isinstance(a, (list, tuple)) else [a])
-        return (isinstance(self.values.get(n), torch.Tensor) and not any(self.is_tensor(a) for a in flat)
-                and any(self.param_key(a) for a in flat))
+        return (
+            isinstance(self.values.get(n), torch.Tensor)
+            and not any(self.is_tensor(a) for a in flat)
+            and any(self.param_key(a) for a in flat)
+        )
 
     def call_function(self, n):
         t, a = n.target, n.args
@@ -386,8 +449,10 @@ class Converter:
             elif name == "elu":
                 params = {"alpha": float(self.const(self.arg(n, 1, "alpha", 1.0)))}
             elif name == "hardtanh":
-                params = {"min_val": float(self.const(self.arg(n, 1, "min_val", -1.0))),
-                          "max_val": float(self.const(self.arg(n, 2, "max_val", 1.0)))}
+                params = {
+                    "min_val": float(self.const(self.arg(n, 1, "min_val", -1.0))),
+                    "max_val": float(self.const(self.arg(n, 2, "max_val", 1.0))),
+                }
             elif name == "gelu":
                 params = {"approximate": self.const(n.kwargs.get("approximate", "none"))}
             return self.act(n, name, a[0], params)
@@ -397,8 +462,9 @@ class Converter:
             axis = self.const(self.arg(n, 1, "dim", 0)) % rank
             return self.emit(n, "cat", [self.val(n, x) for x in xs], {"axis": axis})
         if t is torch.flatten:
-            return self.flatten(n, a[0], self.const(self.arg(n, 1, "start_dim", 0)),
-                                self.const(self.arg(n, 2, "end_dim", -1)))
+            return self.flatten(
+                n, a[0], self.const(self.arg(n, 1, "start_dim", 0)), self.const(self.arg(n, 2, "end_dim", -1))
+            )
         if t is F.adaptive_avg_pool2d or t is F.adaptive_max_pool2d:
             out = self.const(self.arg(n, 1, "output_size"))
             out = _pair(out) if not (isinstance(out, (list, tuple)) and None in out) else None
@@ -407,12 +473,30 @@ class Converter:
             op = "adaptive_avg_pool2d" if t is F.adaptive_avg_pool2d else "adaptive_max_pool2d"
             return self.emit(n, op, [self.val(n, a[0])], {"output_size": out})
         if t is F.max_pool2d or t is F.avg_pool2d:
-            return self.pool(n, t is F.max_pool2d, a[0], *[self.const(self.arg(n, i, k, d)) for i, k, d in (
-                (1, "kernel_size", None), (2, "stride", None), (3, "padding", 0),
-                (4, "dilation" if t is F.max_pool2d else "ceil_mode", 1 if t is F.max_pool2d else False),
-                (5, "ceil_mode" if t is F.max_pool2d else "count_include_pad", False if t is F.max_pool2d else True),
-                (6, "return_indices" if t is F.max_pool2d else "divisor_override", False if t is F.max_pool2d else None),
-            )])
+            return self.pool(
+                n,
+                t is F.max_pool2d,
+                a[0],
+                *[
+                    self.const(self.arg(n, i, k, d))
+                    for i, k, d in (
+                        (1, "kernel_size", None),
+                        (2, "stride", None),
+                        (3, "padding", 0),
+                        (
+                            4,
+                            "dilation" if t is F.max_pool2d else "ceil_mode",
+                            1 if t is F.max_pool2d else False,
+                        ),
+                        (5, "ceil_mode" if t is F.max_pool2d else "count_include_pad", t is not F.max_pool2d),
+                        (
+                            6,
+                            "return_indices" if t is F.max_pool2d else "divisor_override",
+                            False if t is F.max_pool2d else None,
+                        ),
+                    )
+                ],
+            )
         if t is F.conv2d:
             w = self.param_key(self.arg(n, 1, "weight"))
             b = self.arg(n, 2, "bias")
@@ -420,16 +504,32 @@ class Converter:
             if w is None or (b is not None and bk is None):
                 self.fail(n, "F.conv2d whose weight or bias is not a parameter of the model")
             kernel = list(self.values[self.arg(n, 1, "weight")].shape[2:])
-            return self.conv(n, a[0], w, bk, self.const(self.arg(n, 3, "stride", 1)),
-                             self.const(self.arg(n, 4, "padding", 0)), _pair(self.const(self.arg(n, 5, "dilation", 1))),
-                             self.const(self.arg(n, 6, "groups", 1)), kernel, None)
+            return self.conv(
+                n,
+                a[0],
+                w,
+                bk,
+                self.const(self.arg(n, 3, "stride", 1)),
+                self.const(self.arg(n, 4, "padding", 0)),
+                _pair(self.const(self.arg(n, 5, "dilation", 1))),
+                self.const(self.arg(n, 6, "groups", 1)),
+                kernel,
+                None,
+            )
         if t is F.batch_norm:
-            keys = [self.param_key(self.arg(n, i, k)) for i, k in (
-                (1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+            keys = [
+                self.param_key(self.arg(n, i, k))
+                for i, k in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
+            ]
             if None in keys or self.const(self.arg(n, 5, "training", False)):
                 self.fail(n, "F.batch_norm in training mode or with statistics that are not model buffers")
-            return self.emit(n, "batch_norm", [self.val(n, a[0])], {"eps": float(self.const(self.arg(n, 7, "eps", 1e-5)))},
-                             dict(zip(("running_mean", "running_var", "weight", "bias"), keys)))
+            return self.emit(
+                n,
+                "batch_norm",
+                [self.val(n, a[0])],
+                {"eps": float(self.const(self.arg(n, 7, "eps", 1e-5)))},
+                dict(zip(("running_mean", "running_var", "weight", "bias"), keys)),
+            )
         if t is F.layer_norm:
             shape = self.const(self.arg(n, 1, "normalized_shape"))
             keys = [self.param_key(self.arg(n, i, k)) for i, k in ((2, "weight"), (3, "bias"))]
@@ -441,8 +541,13 @@ class Converter:
                 self.fail(n, "F.linear without a weight and bias of the model")
             return self.emit(n, "linear", [self.val(n, a[0])], tensors={"weight": w, "bias": b})
         if t is F.pad:
-            return self.pad(n, a[0], self.const(self.arg(n, 1, "pad")), self.const(self.arg(n, 2, "mode", "constant")),
-                            self.const(self.arg(n, 3, "value", None)))
+            return self.pad(
+                n,
+                a[0],
+                self.const(self.arg(n, 1, "pad")),
+                self.const(self.arg(n, 2, "mode", "constant")),
+                self.const(self.arg(n, 3, "value", None)),
+            )
         if t is torch.permute:
             return self.emit(n, "permute", [self.val(n, a[0])], {"perm": list(self.const(a[1]))})
         if t is torch.transpose:
@@ -492,7 +597,12 @@ class Converter:
             if div is not None:
                 self.fail(n, "average pooling with divisor_override")
         stride = kernel if stride is None or stride == [] or stride == () else stride
-        params = {"kernel": _pair(kernel), "stride": _pair(stride), "padding": _pair(padding), "ceil_mode": bool(ceil)}
+        params = {
+            "kernel": _pair(kernel),
+            "stride": _pair(stride),
+            "padding": _pair(padding),
+            "ceil_mode": bool(ceil),
+        }
         if not is_max:
             params["count_include_pad"] = bool(cip)
         return self.emit(n, "max_pool2d" if is_max else "avg_pool2d", [self.val(n, x)], params, module=module)
@@ -501,13 +611,22 @@ class Converter:
         rank = len(self.shape(x))
         if len(shape) != 1 or None in keys:
             self.fail(n, "layer_norm over more than the last axis, or without an affine weight and bias")
-        return self.emit(n, "layer_norm", [self.val(n, x)], {"eps": eps, "axis": rank - 1},
-                         {"weight": keys[0], "bias": keys[1]}, module)
+        return self.emit(
+            n,
+            "layer_norm",
+            [self.val(n, x)],
+            {"eps": eps, "axis": rank - 1},
+            {"weight": keys[0], "bias": keys[1]},
+            module,
+        )
 
     def pad(self, n, x, pad, mode, value):
         if mode != "constant" or (value not in (None, 0, 0.0)) or len(pad) != 4 or min(pad) < 0:
-            self.fail(n, f"padding {list(pad)} mode '{mode}' value {value} (supported: zero padding of H and W, "
-                         "non-negative, before a convolution)")
+            self.fail(
+                n,
+                f"padding {list(pad)} mode '{mode}' value {value} (supported: zero padding of H and W, "
+                "non-negative, before a convolution)",
+            )
         left, right, top, bottom = (int(p) for p in pad)
         v = self.env.get(x)
         base = [0, 0, 0, 0]
@@ -547,11 +666,16 @@ class Converter:
             c = shape[1]
             if isinstance(idx[1], int):
                 i = idx[1] % c
-                return Pending("picked", self.emit(n, "slice", [self.val(n, x)], {"axis": 1, "start": i, "len": 1}),
-                               axis=1)
+                return Pending(
+                    "picked",
+                    self.emit(n, "slice", [self.val(n, x)], {"axis": 1, "start": i, "len": 1}),
+                    axis=1,
+                )
             if isinstance(idx[1], slice) and idx[1].step in (None, 1):
                 start, stop, _ = idx[1].indices(c)
-                return self.emit(n, "slice", [self.val(n, x)], {"axis": 1, "start": start, "len": stop - start})
+                return self.emit(
+                    n, "slice", [self.val(n, x)], {"axis": 1, "start": start, "len": stop - start}
+                )
         self.fail(n, f"indexing a tensor with {idx} (supported: x[:, i] and x[:, a:b])")
 
     def method(self, n, name, x, args, kwargs):
@@ -576,10 +700,16 @@ class Converter:
         if name in ("view", "reshape"):
             return self.reshape(n, x, None)
         if name == "flatten":
-            return self.flatten(n, x, self.const(args[0] if args else kwargs.get("start_dim", 0)),
-                                self.const(args[1] if len(args) > 1 else kwargs.get("end_dim", -1)))
+            return self.flatten(
+                n,
+                x,
+                self.const(args[0] if args else kwargs.get("start_dim", 0)),
+                self.const(args[1] if len(args) > 1 else kwargs.get("end_dim", -1)),
+            )
         if name == "permute":
-            perm = self.const(args[0] if len(args) == 1 and isinstance(args[0], (list, tuple, fx.Node)) else args)
+            perm = self.const(
+                args[0] if len(args) == 1 and isinstance(args[0], (list, tuple, fx.Node)) else args
+            )
             return self.emit(n, "permute", [self.val(n, x)], {"perm": list(perm)})
         if name == "transpose":
             return self.transpose(n, x, self.const(args[0]), self.const(args[1]))
@@ -604,20 +734,45 @@ class Converter:
             if m.padding_mode != "zeros":
                 self.fail(n, f"Conv2d with padding_mode '{m.padding_mode}' (supported: zeros)")
             key = lambda f: f"{path}.{f}"
-            return self.conv(n, x, key("weight"), key("bias") if m.bias is not None else None, m.stride, m.padding,
-                             _pair(m.dilation), m.groups, list(m.kernel_size), path)
+            return self.conv(
+                n,
+                x,
+                key("weight"),
+                key("bias") if m.bias is not None else None,
+                m.stride,
+                m.padding,
+                _pair(m.dilation),
+                m.groups,
+                list(m.kernel_size),
+                path,
+            )
         if type(m) is nn.BatchNorm2d:
             if not m.track_running_stats or not m.affine:
                 self.fail(n, "BatchNorm2d without running statistics or affine parameters")
-            return self.emit(n, "batch_norm", [self.val(n, x)], {"eps": float(m.eps)},
-                             {f: f"{path}.{f}" for f in ("running_mean", "running_var", "weight", "bias")}, path)
+            return self.emit(
+                n,
+                "batch_norm",
+                [self.val(n, x)],
+                {"eps": float(m.eps)},
+                {f: f"{path}.{f}" for f in ("running_mean", "running_var", "weight", "bias")},
+                path,
+            )
         if type(m) is nn.Linear:
             if m.bias is None:
                 self.fail(n, "Linear without a bias")
-            return self.emit(n, "linear", [self.val(n, x)], tensors={"weight": f"{path}.weight", "bias": f"{path}.bias"},
-                             module=path)
+            return self.emit(
+                n,
+                "linear",
+                [self.val(n, x)],
+                tensors={"weight": f"{path}.weight", "bias": f"{path}.bias"},
+                module=path,
+            )
         if type(m) is nn.LayerNorm:
-            keys = [f"{path}.weight", f"{path}.bias"] if m.elementwise_affine and m.bias is not None else [None, None]
+            keys = (
+                [f"{path}.weight", f"{path}.bias"]
+                if m.elementwise_affine and m.bias is not None
+                else [None, None]
+            )
             return self.layer_norm(n, x, list(m.normalized_shape), keys, float(m.eps), path)
         if type(m) in ACT_MODULES:
             name, params = ACT_MODULES[type(m)]
@@ -627,11 +782,31 @@ class Converter:
                 self.fail(n, str(e))
             return self.emit(n, name, [self.val(n, x)], p, module=path)
         if type(m) is nn.MaxPool2d:
-            return self.pool(n, True, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                             m.return_indices, path)
+            return self.pool(
+                n,
+                True,
+                x,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.ceil_mode,
+                m.return_indices,
+                path,
+            )
         if type(m) is nn.AvgPool2d:
-            return self.pool(n, False, x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
-                             m.divisor_override, path)
+            return self.pool(
+                n,
+                False,
+                x,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.ceil_mode,
+                m.count_include_pad,
+                m.divisor_override,
+                path,
+            )
         if type(m) in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d):
             if m.output_size is None or (isinstance(m.output_size, tuple) and None in m.output_size):
                 self.fail(n, "adaptive pooling with a None output size")
@@ -653,7 +828,9 @@ class Converter:
         for n in graph.nodes:
             if n.op == "placeholder":
                 if self.nodes or "input" in self.env.values():
-                    raise ExportError(f"the model takes a second input '{n.target}'; supported: one image tensor")
+                    raise ExportError(
+                        f"the model takes a second input '{n.target}'; supported: one image tensor"
+                    )
                 self.env[n] = "input"
             elif n.op == "get_attr":
                 t = self.values[n]
@@ -661,8 +838,10 @@ class Converter:
                 if key is None:
                     self.env[n] = t.item() if isinstance(t, torch.Tensor) and t.numel() == 1 else t
                     if isinstance(self.env[n], torch.Tensor):
-                        raise ExportError(f"cannot export get_attr '{n.target}': a tensor that is not in the "
-                                          f"state_dict (a non-persistent buffer or a constant). Supported: {SUPPORTED}")
+                        raise ExportError(
+                            f"cannot export get_attr '{n.target}': a tensor that is not in the "
+                            f"state_dict (a non-persistent buffer or a constant). Supported: {SUPPORTED}"
+                        )
                 else:
                     self.env[n] = ("param", key)
             elif n.op == "call_function":
@@ -677,13 +856,16 @@ class Converter:
                     raise ExportError(f"the model returns {type(res).__name__}; supported: one logits tensor")
                 out = self.val(n, res)
                 if self.values[res].dim() != 2:
-                    raise ExportError(f"the model returns a tensor of shape {list(self.values[res].shape)}; "
-                                      "supported: logits [N, classes]")
+                    raise ExportError(
+                        f"the model returns a tensor of shape {list(self.values[res].shape)}; "
+                        "supported: logits [N, classes]"
+                    )
         return out
 
 
 # ----------------------------------------------------------------------------------------------
 # The export.
+
 
 def trace(model):
     tracer = PathTracer()
@@ -691,12 +873,14 @@ def trace(model):
         graph = tracer.trace(model)
     except ExportError:
         raise
-    except Exception as e:  # fx: data-dependent control flow, a Python-level branch on a tensor
+    except Exception as e:  # noqa: BLE001  fx: data-dependent control flow, a Python-level branch on a tensor
         stack = [name for name, _ in tracer.module_stack.values()] if tracer.module_stack else []
         where = f" at module path '{stack[-1]}'" if stack and stack[-1] else ""
-        raise ExportError(f"torch.fx cannot trace the model{where}: {type(e).__name__}: {str(e).splitlines()[0]} "
-                          "(data-dependent control flow or a Python-level branch on a tensor cannot be "
-                          "exported; supported: a forward whose ops do not depend on the values)") from None
+        raise ExportError(
+            f"torch.fx cannot trace the model{where}: {type(e).__name__}: {str(e).splitlines()[0]} "
+            "(data-dependent control flow or a Python-level branch on a tensor cannot be "
+            "exported; supported: a forward whose ops do not depend on the values)"
+        ) from None
     gm = fx.GraphModule(model, graph)
     return gm, tracer.outputs
 
@@ -707,11 +891,21 @@ def timm_preprocess(model):
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size, crop_pct = cfg.get("input_size"), cfg.get("crop_pct")
     interp = cfg.get("interpolation")
-    if not size or size[1] != size[2] or not crop_pct or interp not in ("bilinear", "bicubic") \
-            or cfg.get("crop_mode", "center") != "center":
+    if (
+        not size
+        or size[1] != size[2]
+        or not crop_pct
+        or interp not in ("bilinear", "bicubic")
+        or cfg.get("crop_mode", "center") != "center"
+    ):
         return None
-    return {"resize": int(math.floor(size[1] / crop_pct)), "crop": int(size[1]), "interpolation": interp,
-            "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
+    return {
+        "resize": math.floor(size[1] / crop_pct),
+        "crop": int(size[1]),
+        "interpolation": interp,
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+    }
 
 
 PRODUCER = "scripts/export_model.py"
@@ -729,9 +923,11 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=N
     try:
         with torch.no_grad():
             logits = rec.run(x)
-    except Exception as e:
-        raise ExportError(f"the model's forward fails on a random input of shape {list(x.shape)}: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001  whatever the model's forward raises, named in the message
+        raise ExportError(
+            f"the model's forward fails on a random input of shape {list(x.shape)}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     if not isinstance(logits, torch.Tensor):
         raise ExportError(f"the model returns {type(logits).__name__}; supported: one logits tensor")
     state = model.state_dict(keep_vars=True)
@@ -776,7 +972,15 @@ def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=N
     return graph, conv.extra
 
 
-NOT_DEFAULT = {"AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d", "Dropout", "Identity", "Flatten"}
+NOT_DEFAULT = {
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "AvgPool2d",
+    "MaxPool2d",
+    "Dropout",
+    "Identity",
+    "Flatten",
+}
 
 
 def default_layer(modules, nodes, shapes, num_classes):
@@ -802,7 +1006,9 @@ def check(graph, state, x, logits):
     y = run_graph(graph, state, x)
     err = float((y - logits).norm() / logits.norm().clamp_min(1e-30))
     if not err < 1e-5:
-        raise ExportError(f"internal error: the exported graph's logits differ from the model's (relative L2 {err:.2e})")
+        raise ExportError(
+            f"internal error: the exported graph's logits differ from the model's (relative L2 {err:.2e})"
+        )
 
 
 def run_graph(graph, tensors, x, values=None):
@@ -818,7 +1024,9 @@ def run_graph(graph, tensors, x, values=None):
             xi = F.pad(ins[0], (left, right, top, bottom))
             y = F.conv2d(xi, t["weight"], t.get("bias"), p["stride"], 0, p["dilation"], p["groups"])
         elif op == "batch_norm":
-            y = F.batch_norm(ins[0], t["running_mean"], t["running_var"], t["weight"], t["bias"], False, 0.0, p["eps"])
+            y = F.batch_norm(
+                ins[0], t["running_mean"], t["running_var"], t["weight"], t["bias"], False, 0.0, p["eps"]
+            )
         elif op == "layer_norm":
             xi = ins[0].movedim(p["axis"], -1)
             y = F.layer_norm(xi, xi.shape[-1:], t["weight"], t["bias"], p["eps"]).movedim(-1, p["axis"])
@@ -830,7 +1038,9 @@ def run_graph(graph, tensors, x, values=None):
         elif op == "max_pool2d":
             y = F.max_pool2d(ins[0], p["kernel"], p["stride"], p["padding"], ceil_mode=p["ceil_mode"])
         elif op == "avg_pool2d":
-            y = F.avg_pool2d(ins[0], p["kernel"], p["stride"], p["padding"], p["ceil_mode"], p["count_include_pad"])
+            y = F.avg_pool2d(
+                ins[0], p["kernel"], p["stride"], p["padding"], p["ceil_mode"], p["count_include_pad"]
+            )
         elif op == "adaptive_avg_pool2d":
             y = F.adaptive_avg_pool2d(ins[0], p["output_size"])
         elif op == "adaptive_max_pool2d":
@@ -848,9 +1058,19 @@ def run_graph(graph, tensors, x, values=None):
         elif op == "identity":
             y = ins[0]
         else:
-            fn = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
-                  "silu": F.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": F.gelu,
-                  "leaky_relu": F.leaky_relu, "elu": F.elu, "hardtanh": F.hardtanh}[op]
+            fn = {
+                "relu": F.relu,
+                "relu6": F.relu6,
+                "hardswish": F.hardswish,
+                "hardsigmoid": F.hardsigmoid,
+                "silu": F.silu,
+                "sigmoid": torch.sigmoid,
+                "tanh": torch.tanh,
+                "gelu": F.gelu,
+                "leaky_relu": F.leaky_relu,
+                "elu": F.elu,
+                "hardtanh": F.hardtanh,
+            }[op]
             y = fn(ins[0], **p)
         env[n["name"]] = y
     if values is not None:
@@ -876,9 +1096,13 @@ def export_model(model, path, input_shape=(3, 224, 224), dtype=None, preprocess=
     preprocess: the evaluation transform {"resize", "crop", "interpolation", "mean", "std"}
     (default: a timm model's pretrained config, else none: gradcam then uses ImageNet's)."""
     from safetensors.torch import save_file
+
     graph, extra = export_graph(model, input_shape, preprocess=preprocess)
-    save_file(_tensors(model, extra, dtype), str(path),
-              metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))})
+    save_file(
+        _tensors(model, extra, dtype),
+        str(path),
+        metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))},
+    )
     return graph
 
 
@@ -886,17 +1110,25 @@ def export_bytes(model, input_shape=(3, 224, 224), preprocess=None, dtype=None, 
     """What export_model writes, as the bytes of a safetensors file (nothing is written):
     gradcam.Explainer(export_bytes(model), ...) runs it in process."""
     from safetensors.torch import save
+
     graph, extra = export_graph(model, input_shape, preprocess=preprocess, producer=producer)
-    return save(_tensors(model, extra, dtype), metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))})
+    return save(
+        _tensors(model, extra, dtype), metadata={METADATA_KEY: json.dumps(graph, separators=(",", ":"))}
+    )
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("factory", help="package.module:callable that returns the model (weights loaded)")
     ap.add_argument("--kwargs", default="{}", help="JSON keyword arguments of the factory")
-    ap.add_argument("--input-shape", default="3,224,224", help="C,H,W of the example input (default 3,224,224)")
-    ap.add_argument("--preprocess", default=None,
-                    help='JSON {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [...], "std": [...]}')
+    ap.add_argument(
+        "--input-shape", default="3,224,224", help="C,H,W of the example input (default 3,224,224)"
+    )
+    ap.add_argument(
+        "--preprocess",
+        default=None,
+        help='JSON {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [...], "std": [...]}',
+    )
     ap.add_argument("--out", required=True, help="the safetensors file to write")
     a = ap.parse_args()
     mod, _, fn = a.factory.partition(":")
@@ -904,17 +1136,23 @@ def main():
         sys.exit("error: the factory must be package.module:callable")
     try:
         model = getattr(importlib.import_module(mod), fn)(**json.loads(a.kwargs))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  whatever the factory raises, named in the message
         sys.exit(f"error: cannot build the model with {a.factory}(**{a.kwargs}): {type(e).__name__}: {e}")
     if not isinstance(model, nn.Module):
         sys.exit(f"error: {a.factory} returned {type(model).__name__}, not a torch.nn.Module")
     try:
-        graph = export_model(model, a.out, tuple(int(s) for s in a.input_shape.split(",")),
-                             preprocess=json.loads(a.preprocess) if a.preprocess else None)
+        graph = export_model(
+            model,
+            a.out,
+            tuple(int(s) for s in a.input_shape.split(",")),
+            preprocess=json.loads(a.preprocess) if a.preprocess else None,
+        )
     except ExportError as e:
         sys.exit(f"error: {e}")
     targets = sum(1 for m in graph["modules"] if m["output"])
-    print(f"{a.out}: {len(graph['nodes'])} ops, {targets} named layers, default layer {graph['default_layer']}")
+    print(
+        f"{a.out}: {len(graph['nodes'])} ops, {targets} named layers, default layer {graph['default_layer']}"
+    )
 
 
 if __name__ == "__main__":
