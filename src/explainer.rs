@@ -170,7 +170,7 @@ impl Explainer {
     }
 
     /// [`Explainer::explain`] of a batch the caller hands over (no copy).
-    pub(crate) fn explain_owned(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
+    pub fn explain_owned(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
         self.check(&x, &targets)?;
         self.run(x, targets)
     }
@@ -453,6 +453,46 @@ impl Explanation {
     /// The map of `method`, if the explainer computes it.
     pub fn map(&self, method: Method) -> Option<&MethodMap> {
         self.maps.iter().find(|m| m.method == method)
+    }
+
+    /// This explanation of rows `rows` of a batch, spread back into the whole batch of
+    /// `failures.len()` images: the other rows are NaN, with their entry of `failures` as the
+    /// reason (their `classes` entry is 0 and means nothing). For a batch some of whose images
+    /// could not even be decoded.
+    pub fn scatter(self, rows: &[usize], failures: Vec<Option<String>>) -> Explanation {
+        let n = failures.len();
+        let spread = |t: Tensor| {
+            let per = t.data.len() / t.shape[0].max(1);
+            let mut data = vec![f32::NAN; n * per];
+            for (j, &i) in rows.iter().enumerate() {
+                data[i * per..(i + 1) * per].copy_from_slice(&t.data[j * per..(j + 1) * per]);
+            }
+            let mut shape = t.shape;
+            shape[0] = n;
+            Tensor::new(shape, data)
+        };
+        let mut classes = vec![0; n];
+        let mut probabilities = vec![f32::NAN; n];
+        let mut all_failures = failures;
+        for (j, &i) in rows.iter().enumerate() {
+            classes[i] = self.classes[j];
+            probabilities[i] = self.probabilities[j];
+            all_failures[i] = self.failures[j].clone();
+        }
+        Explanation {
+            logits: spread(self.logits),
+            classes,
+            probabilities,
+            maps: self
+                .maps
+                .into_iter()
+                .map(|m| MethodMap {
+                    data: spread(m.data),
+                    ..m
+                })
+                .collect(),
+            failures: all_failures,
+        }
     }
 
     fn withhold_failed(&mut self) {

@@ -26,6 +26,32 @@ pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<RgbImage> {
     })
 }
 
+/// Decodes the image file `path` and preprocesses it with `transform`, as `gradcam explain`
+/// does each image (the same tensor, bit for bit), within the default pixel limit (the
+/// decoded image, the resized image and the network input each).
+pub fn prepare(path: impl AsRef<Path>, transform: &Transform) -> Result<Prepared> {
+    let path = path.as_ref();
+    let img = decode(path)?;
+    prepare_decoded(&img, transform, path)
+}
+
+/// [`prepare`] for an encoded image in memory; `name` stands for it in the error.
+pub fn prepare_bytes(bytes: &[u8], name: &str, transform: &Transform) -> Result<Prepared> {
+    let img = decode_bytes(bytes, name)?;
+    prepare_decoded(&img, transform, Path::new(name))
+}
+
+fn prepare_decoded(img: &RgbImage, transform: &Transform, path: &Path) -> Result<Prepared> {
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    transform
+        .check(h, w, crate::limits::DEFAULT_MAX_IMAGE_PIXELS)
+        .map_err(|reason| Error::Input {
+            path: path.to_owned(),
+            reason,
+        })?;
+    Ok(transform.apply(img))
+}
+
 /// A CAM [h, w] in [0, 1] as OpenCV's JET heatmap, as pytorch-grad-cam colours it.
 pub fn heatmap(cam: &[f32], h: usize, w: usize) -> Result<RgbImage> {
     check_map(cam, h, w)?;

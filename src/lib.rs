@@ -30,16 +30,15 @@ pub mod internal;
 mod named;
 
 pub(crate) use internal::{
-    backend, data, engine, imaging, interrupt, limits, metrics, model, npy, ops, runner, storage,
-    tensor,
+    backend, data, engine, imaging, interrupt, limits, model, npy, ops, runner, storage, tensor,
 };
 #[cfg(feature = "cli")]
-pub(crate) use internal::{cli, pipeline, train};
+pub(crate) use internal::{cli, metrics, pipeline, train};
 
 pub use engine::{MapKind, Method, MethodOptions, Score};
 pub use error::{Error, Result};
 pub use explainer::{Explainer, ExplainerBuilder, Explanation, MethodMap, Targets};
-pub use model::{LoadOptions, Model};
+pub use model::{Layer, LoadOptions, Model};
 pub use named::Named;
 pub use runner::BackendKind;
 pub use tensor::Tensor;

@@ -12,11 +12,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let model = a.model.load()?;
-    let g = &model.graph;
-    let (h, w) = a
-        .size
-        .unwrap_or(model.preprocess.map_or((32, 32), |p| (p.crop, p.crop)));
-    let plan = g.plan(&[1, g.in_channels, h, w])?;
+    let (h, w) = a.size.unwrap_or(model.input_size());
+    let layers = model.layers(Some((h, w)))?;
     println!("architecture: {} (family {})", model.arch, model.family);
     match &model.embedded {
         Some(producer) => println!("graph: embedded in the weights file (written by {producer})"),
@@ -26,7 +23,7 @@ pub fn run(a: Args) -> Result<()> {
         ),
     }
     println!("classes: {}", model.num_classes);
-    println!("input: [N, {}, {h}, {w}]", g.in_channels);
+    println!("input: [N, {}, {h}, {w}]", model.graph.in_channels);
     match model.preprocess {
         Some(p) => println!(
             "preprocessing: resize {} ({}), center crop {}, mean {:?}, std {:?} (as {})",
@@ -51,25 +48,20 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     println!("default layer: {}", model.default_layer);
-    let targets = g
-        .modules
-        .iter()
-        .filter(|m| plan.shapes[m.value].len() == 4)
-        .count();
+    let targets = layers.iter().filter(|l| l.is_spatial()).count();
     println!(
         "layers ({} modules; the {targets} with a [N, C, H, W] output are Grad-CAM targets):",
-        g.modules.len()
+        layers.len()
     );
-    let width = g.modules.iter().map(|m| m.name.len()).max().unwrap_or(0);
-    for m in &g.modules {
-        let mut shape = plan.shapes[m.value].clone();
-        shape[0] = 0;
-        let dims: Vec<String> = shape
+    let width = layers.iter().map(|l| l.name.len()).max().unwrap_or(0);
+    for l in &layers {
+        let dims: Vec<String> = l
+            .shape
             .iter()
             .enumerate()
             .map(|(i, d)| if i == 0 { "N".into() } else { d.to_string() })
             .collect();
-        println!("  {:width$}  {:18}  [{}]", m.name, m.kind, dims.join(", "));
+        println!("  {:width$}  {:18}  [{}]", l.name, l.kind, dims.join(", "));
     }
     Ok(())
 }

@@ -33,6 +33,24 @@ pub struct Model {
     pub embedded: Option<String>,
 }
 
+/// A named module of a model (`gradcam inspect` lists them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// Its PyTorch module path (`layer4`, `features.35`).
+    pub name: String,
+    /// Its PyTorch class (`Bottleneck`, `Conv2d`).
+    pub kind: String,
+    /// Its output's shape for a batch of one.
+    pub shape: Vec<usize>,
+}
+
+impl Layer {
+    /// Whether a CAM can target it: its output is [N, C, H, W].
+    pub fn is_spatial(&self) -> bool {
+        self.shape.len() == 4
+    }
+}
+
 /// What the weights cannot say and the user may.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -55,6 +73,13 @@ impl Model {
     /// [`Model::load`] with what the weights cannot say.
     pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
         let store = WeightStore::load(path.as_ref())?;
+        Self::from_store_with(&store, opts.arch.as_deref(), opts.transform_input)
+    }
+
+    /// [`Model::load`] of a whole safetensors file held in memory (e.g. one just exported from
+    /// PyTorch); `name` stands for it in messages.
+    pub fn from_bytes(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Model> {
+        let store = WeightStore::parse(Path::new(name), bytes)?;
         Self::from_store_with(&store, opts.arch.as_deref(), opts.transform_input)
     }
 
@@ -168,6 +193,29 @@ impl Model {
                 std: [0.5; 3],
             },
         }
+    }
+
+    /// The input (height, width) the model's preprocessing gives: its crop, or seed-cnn's 32×32.
+    pub fn input_size(&self) -> (usize, usize) {
+        self.preprocess.map_or((32, 32), |p| (p.crop, p.crop))
+    }
+
+    /// Every named module with its output shape for a [1, C, h, w] input (`size`, default
+    /// [`Model::input_size`]); those with a [N, C, H, W] output are the layers a CAM can
+    /// target.
+    pub fn layers(&self, size: Option<(usize, usize)>) -> Result<Vec<Layer>> {
+        let (h, w) = size.unwrap_or(self.input_size());
+        let plan = self.graph.plan(&[1, self.graph.in_channels, h, w])?;
+        Ok(self
+            .graph
+            .modules
+            .iter()
+            .map(|m| Layer {
+                name: m.name.clone(),
+                kind: m.kind.clone(),
+                shape: plan.shapes[m.value].clone(),
+            })
+            .collect())
     }
 
     /// The module called `name`, or an error listing the closest valid names.
