@@ -60,11 +60,11 @@ import weakref
 import zlib
 from collections import OrderedDict
 
-import gradcam
 import numpy as np
-from gradcam import _export
-
 import torch
+
+import gradcam
+from gradcam import _export
 
 from .utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 

@@ -12,7 +12,6 @@ A colormap other than JET is drawn by OpenCV (`cv2.applyColorMap`) and needs it 
 """
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 
