@@ -348,6 +348,19 @@ def test_reexport_after_parameter_change(models, monkeypatch):
     assert len(count) == 5
 
 
+def test_cache_holds_the_model_weakly():
+    import gc
+
+    model, x = make("small")
+    cam = gt.GradCAM(model, [model.block])
+    cam(x)
+    assert model in gt._CACHE
+    before = len(gt._CACHE)
+    del model, cam
+    gc.collect()
+    assert len(gt._CACHE) == before - 1
+
+
 def test_targets_of_both_libraries_and_numpy_categories(models):
     model, x = models["small"]
     cam = gt.GradCAM(model, [model.block])
