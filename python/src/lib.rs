@@ -392,7 +392,7 @@ fn input_tensor(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Tensor> {
             CONVERSIONS.fetch_add(1, Ordering::Relaxed);
             np.call_method1("ascontiguousarray", (x, np.getattr("float32")?))?
                 .cast_into::<PyArrayDyn<f32>>()
-                .map_err(|e| PyErr::from(e))?
+                .map_err(PyErr::from)?
         }
     };
     let shape = arr.shape().to_vec();
