@@ -284,3 +284,15 @@ def test_overlay_and_heatmap(seed):
         gradcam.overlay(res.images[0], np.full((32, 32), np.nan, np.float32))
     with pytest.raises(gradcam.InputError):
         gradcam.overlay(res.images[0], np.zeros((8, 8), np.float32))
+
+
+def test_array_like_inputs(seed):
+    x = np.load(SEED_INPUT)
+    torch = pytest.importorskip("torch")
+    expected = seed.explain(x)
+    assert np.array_equal(seed.explain(torch.from_numpy(x)).cam, expected.cam)
+    assert np.array_equal(seed.explain(x, targets=np.array(expected.classes)).cam, expected.cam)
+    big_endian = x.astype(">f4")
+    assert np.array_equal(seed.explain(big_endian).cam, expected.cam)
+    with pytest.raises(gradcam.InputError, match="cannot be read as a numpy array"):
+        seed.explain(torch.from_numpy(x).requires_grad_())
