@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian/Ubuntu machine without a GPU: installs what the tests
 # need when it is missing, then runs `cargo test --profile suite --locked` (release code without
-# LTO: see Cargo.toml and docs/testing.md).
+# LTO: see Cargo.toml and docs/testing.md), builds the Python package and runs its tests.
+#   scripts/test.sh                 everything (CI)
+#   scripts/test.sh --test parity   arguments go to cargo test; the Python part is skipped
+#   scripts/test.sh --python [ARGS] only the Python part; ARGS go to pytest
 #  - Mesa's software Vulkan driver (lavapipe, `mesa-vulkan-drivers`): the wgpu tests run on it.
 #  - NVRTC from PyPI (`nvidia-cuda-nvrtc-cu12`): tests/cuda_kernels.rs compiles every
 #    kernels/*.cu with it. The cu12 wheel ships libnvrtc.so.12, a name cudarc (built with CUDA
 #    12.8 bindings) loads; the CUDA 13 wheel ships only libnvrtc.so.13, which it does not look for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON_ONLY=0
+if [ "${1:-}" = "--python" ]; then
+    PYTHON_ONLY=1
+    shift
+fi
 if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get update
     $SUDO apt-get install -y mesa-vulkan-drivers
 fi
 PY=$(command -v python3 || command -v python)
+PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
 if ! "$PY" -c 'import nvidia.cuda_nvrtc' 2>/dev/null; then
-    "$PY" -m pip install --quiet --disable-pip-version-check nvidia-cuda-nvrtc-cu12
+    "${PIP[@]}" nvidia-cuda-nvrtc-cu12
+fi
+# The Python tests' packages: maturin builds the wheel; torch, torchvision, grad-cam
+# (pytorch-grad-cam 1.5.7) and safetensors for the drop-in's comparisons; Ray for gradcam.ray.
+# PyPI's torch wheel brings CUDA's libraries (~3 GB; 2 min 41 s measured). The download runs in
+# the background while cargo compiles, and is waited for before the Python tests.
+PY_PACKAGES=(maturin pytest numpy "torch>=2.0" torchvision "grad-cam==1.5.7" "safetensors>=0.4" "ray[data]>=2.9")
+if [ $# -eq 0 ] || [ $PYTHON_ONLY = 1 ]; then
+    mkdir -p target
+    if ! "$PY" -c 'import maturin, pytest, torch, torchvision, pytorch_grad_cam, safetensors, ray' 2>/dev/null; then
+        "${PIP[@]}" "${PY_PACKAGES[@]}" > target/pip.log 2>&1 &
+        PIP_PID=$!
+    fi
 fi
 NVRTC_LIB=$("$PY" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))')
 ls "$NVRTC_LIB"/libnvrtc.so.12 >/dev/null
@@ -24,7 +45,23 @@ export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # every test that opens an adapter (the gradcam binary turns it off itself; test crates do not).
 export NODEVICE_SELECT=1
 cargo --version
-cargo test --profile suite --locked "$@"
-# The library without its default features (no CLI, no GPU crates) must build too (same
-# profile, so the dependencies built for the tests are reused).
-cargo build --profile suite --locked --no-default-features --lib
+if [ $PYTHON_ONLY = 0 ]; then
+    cargo test --profile suite --locked "$@"
+    # The library without its default features (no CLI, no GPU crates) must build too (same
+    # profile, so the dependencies built for the tests are reused).
+    cargo build --profile suite --locked --no-default-features --lib
+    [ $# -eq 0 ] || exit 0
+else
+    # test_core.py compares the package with the command line's binary
+    cargo build --profile suite --locked --bin gradcam
+fi
+if [ -n "${PIP_PID:-}" ]; then
+    wait "$PIP_PID" || { cat target/pip.log; exit 1; }
+fi
+# The package, built as `pip install .` builds it but with the suite's profile (its library
+# build is the one cargo test made), then installed over any earlier build.
+rm -rf target/wheels
+"$PY" -m maturin build --profile suite --locked --out target/wheels
+"${PIP[@]}" --force-reinstall --no-deps target/wheels/gradcam-*.whl
+export GRADCAM_BIN="$PWD/target/suite/gradcam"
+"$PY" -m pytest python/tests -q "$@"

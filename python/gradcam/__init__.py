@@ -20,7 +20,8 @@ out of range, an unknown option) raises.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 
@@ -45,7 +46,7 @@ __version__ = _native.__version__
 #: Every method name: the CAM methods give (N, H, W) maps in [0, 1]; the gradient methods
 #: (saliency, guided-backprop, deconvnet, guided-gradcam, integrated-gradients) (N, 3, H, W)
 #: signed maps; occlusion (N, h, w) score differences on its grid.
-METHODS: Dict[str, str] = {name: kind for name, kind, _ in _native.methods()}
+METHODS: dict[str, str] = {name: kind for name, kind, _ in _native.methods()}
 
 Weights = Union[str, "os.PathLike[str]", bytes]
 
@@ -66,16 +67,16 @@ class Explanation:
     __slots__ = ("maps", "cams", "logits", "classes", "probabilities", "failures", "ok", "images")
 
     def __init__(self, raw: dict):
-        self.maps: Dict[str, np.ndarray] = {name: a for name, _, a in raw["maps"]}
-        self.cams: Dict[str, np.ndarray] = {name: a for name, kind, a in raw["maps"] if kind == "cam"}
+        self.maps: dict[str, np.ndarray] = {name: a for name, _, a in raw["maps"]}
+        self.cams: dict[str, np.ndarray] = {name: a for name, kind, a in raw["maps"] if kind == "cam"}
         self.logits: np.ndarray = raw["logits"]
         self.probabilities: np.ndarray = raw["probabilities"]
-        self.failures: List[Optional[str]] = raw["failures"]
+        self.failures: list[str | None] = raw["failures"]
         self.ok: np.ndarray = np.array([f is None for f in self.failures], dtype=bool)
         classes = raw["classes"]
         classes[~self.ok] = -1
         self.classes: np.ndarray = classes
-        self.images: Optional[List[Optional[np.ndarray]]] = None
+        self.images: list[np.ndarray | None] | None = None
         if "rgb" in raw:
             n = len(self.failures)
             h, w = next(iter(self.maps.values())).shape[-2:] if self.maps else (0, 0)
@@ -91,7 +92,7 @@ class Explanation:
             raise OptionError(f"`cam` needs exactly one CAM method; this explanation has {list(self.cams)}")
         return next(iter(self.cams.values()))
 
-    def raise_for_failures(self) -> "Explanation":
+    def raise_for_failures(self) -> Explanation:
         """Raises InputError naming every failed image; returns self when none failed."""
         bad = [(i, f) for i, f in enumerate(self.failures) if f is not None]
         if bad:
@@ -102,10 +103,7 @@ class Explanation:
         return len(self.failures)
 
     def __repr__(self) -> str:
-        return (
-            f"Explanation({len(self)} images, maps={list(self.maps)}, "
-            f"failed={int((~self.ok).sum())})"
-        )
+        return f"Explanation({len(self)} images, maps={list(self.maps)}, failed={int((~self.ok).sum())})"
 
 
 class Explainer:
@@ -131,14 +129,14 @@ class Explainer:
     def __init__(
         self,
         weights: Weights,
-        layer: Union[None, str, Sequence[str]] = None,
-        method: Union[str, Sequence[str]] = "gradcam",
+        layer: None | str | Sequence[str] = None,
+        method: str | Sequence[str] = "gradcam",
         backend: str = "auto",
         *,
-        threads: Optional[int] = None,
-        arch: Optional[str] = None,
-        transform_input: Optional[bool] = None,
-        name: Optional[str] = None,
+        threads: int | None = None,
+        arch: str | None = None,
+        transform_input: bool | None = None,
+        name: str | None = None,
         **options,
     ):
         if not isinstance(weights, (bytes, str, os.PathLike)):
@@ -163,7 +161,7 @@ class Explainer:
             name=name,
         )
 
-    def explain(self, x: np.ndarray, targets: Union[None, int, Sequence[int]] = None) -> Explanation:
+    def explain(self, x: np.ndarray, targets: None | int | Sequence[int] = None) -> Explanation:
         """Explains x, a preprocessed float32 (N, 3, H, W) array. targets: None (each image's
         top-1 class), one class for all, or one class per image.
 
@@ -172,7 +170,7 @@ class Explainer:
         return Explanation(self._native.explain(x, targets))
 
     def explain_images(
-        self, paths: Sequence[Union[str, "os.PathLike[str]"]], targets: Union[None, int, Sequence[int]] = None
+        self, paths: Sequence[str | os.PathLike[str]], targets: None | int | Sequence[int] = None
     ) -> Explanation:
         """Decodes the image files (PNG, JPEG, WebP, BMP, TIFF) and preprocesses them with the
         model's preprocessing (`.preprocessing`), giving the same input as the command line, bit
@@ -194,11 +192,11 @@ class Explainer:
         return self._native.backend
 
     @property
-    def methods(self) -> List[str]:
+    def methods(self) -> list[str]:
         return self._native.methods
 
     @property
-    def layers(self) -> List[str]:
+    def layers(self) -> list[str]:
         """The target layers (the model's default when none was given)."""
         return self._native.layers
 
@@ -213,10 +211,10 @@ class Explainer:
 def inspect(
     weights: Weights,
     *,
-    arch: Optional[str] = None,
-    transform_input: Optional[bool] = None,
-    name: Optional[str] = None,
-    size: Optional[Sequence[int]] = None,
+    arch: str | None = None,
+    transform_input: bool | None = None,
+    name: str | None = None,
+    size: Sequence[int] | None = None,
 ) -> dict:
     """What `gradcam inspect` prints, as a dict: the architecture, where the graph comes from,
     the classes, the input, the preprocessing, the default layer, and every named layer with its

@@ -363,18 +363,35 @@ impl Explainer {
 
 /// `x` as the request's tensor: a C-contiguous float32 array is read in place and copied
 /// once, into the tensor the explainer's worker owns; any other float array is first
-/// converted by numpy (`np.ascontiguousarray(x, dtype=np.float32)`, counted in CONVERSIONS).
+/// converted by numpy (`np.ascontiguousarray(x, dtype=np.float32)`, counted in CONVERSIONS);
+/// an object with `__array__` (a CPU torch tensor) is viewed through `np.asarray` first.
 fn input_tensor(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let np = py.import("numpy")?;
     let arr = match x.cast::<PyArrayDyn<f32>>() {
         Ok(a) if a.is_c_contiguous() => a.clone(),
         _ => {
-            let Ok(dtype) = x.getattr("dtype") else {
+            // Another array type (a CPU torch tensor, …) through numpy's array protocol.
+            let x = if x.is_instance_of::<numpy::PyUntypedArray>() || !x.hasattr("__array__")? {
+                x.clone()
+            } else {
+                np.call_method1("asarray", (x,)).map_err(|e| {
+                    input_error(py, format!("x cannot be read as a numpy array: {e}"))
+                })?
+            };
+            if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
+                if a.is_c_contiguous() {
+                    return tensor_of(py, a);
+                }
+            }
+            let Ok(dtype) = x
+                .cast::<numpy::PyUntypedArray>()
+                .map(|a| a.dtype())
+            else {
                 return Err(input_error(
                     py,
                     format!(
                         "x must be a numpy array of float32 [N, 3, H, W], not {}",
-                        type_name(x)
+                        type_name(&x)
                     ),
                 ));
             };
@@ -392,9 +409,14 @@ fn input_tensor(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Tensor> {
             CONVERSIONS.fetch_add(1, Ordering::Relaxed);
             np.call_method1("ascontiguousarray", (x, np.getattr("float32")?))?
                 .cast_into::<PyArrayDyn<f32>>()
-                .map_err(|e| PyErr::from(e))?
+                .map_err(PyErr::from)?
         }
     };
+    tensor_of(py, &arr)
+}
+
+/// The request's tensor: one copy of a C-contiguous float32 array.
+fn tensor_of(py: Python<'_>, arr: &Bound<'_, PyArrayDyn<f32>>) -> PyResult<Tensor> {
     let shape = arr.shape().to_vec();
     if shape.len() != 4 {
         return Err(to_py(
@@ -405,7 +427,9 @@ fn input_tensor(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Tensor> {
             },
         ));
     }
-    let ro = arr.readonly();
+    let ro = arr
+        .try_readonly()
+        .map_err(|e| input_error(py, format!("x cannot be read: {e}")))?;
     let data = ro
         .as_slice()
         .map_err(|e| input_error(py, e.to_string()))?
