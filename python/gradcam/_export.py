@@ -733,7 +733,10 @@ class Converter:
         if isinstance(m, nn.Conv2d):
             if m.padding_mode != "zeros":
                 self.fail(n, f"Conv2d with padding_mode '{m.padding_mode}' (supported: zeros)")
-            key = lambda f: f"{path}.{f}"
+
+            def key(f):
+                return f"{path}.{f}"
+
             return self.conv(
                 n,
                 x,

@@ -25,11 +25,11 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
-import gradcam
-import gradcam.torch as gt
-import torch.nn.functional as F
-from gradcam.torch.utils import model_targets as gt_targets
-from pytorch_grad_cam import (
+import gradcam  # noqa: E402
+import gradcam.torch as gt  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from gradcam.torch.utils import model_targets as gt_targets  # noqa: E402
+from pytorch_grad_cam import (  # noqa: E402
     base_cam,
     eigen_cam,
     eigen_grad_cam,
@@ -37,9 +37,9 @@ from pytorch_grad_cam import (
     hirescam,
     layer_cam,
 )
-from pytorch_grad_cam.utils import model_targets as pgc_targets
-from pytorch_grad_cam.utils import svd_on_activations
-from torch import nn
+from pytorch_grad_cam.utils import model_targets as pgc_targets  # noqa: E402
+from pytorch_grad_cam.utils import svd_on_activations  # noqa: E402
+from torch import nn  # noqa: E402
 
 TOL = 1e-3
 
@@ -560,7 +560,7 @@ def test_importable_without_pytorch_grad_cam():
         "for m in ('pytorch_grad_cam', 'cv2', 'scipy', 'matplotlib'): sys.modules[m] = None\n"
         "import numpy as np, torch\n"
         "import gradcam.torch as gt\n"
-        "from gradcam.torch.utils.model_targets import ClassifierOutputTarget, ClassifierOutputSoftmaxTarget\n"
+        "from gradcam.torch.utils.model_targets import ClassifierOutputSoftmaxTarget\n"
         "from gradcam.torch.utils.image import show_cam_on_image, scale_cam_image, preprocess_image\n"
         "m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),\n"
         "                        torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()\n"

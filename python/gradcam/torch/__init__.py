@@ -410,10 +410,10 @@ class _BaseCAM:
             changed = _modified_in_place(model, self._layers, shape) if self._layers else []
             if changed:
                 warnings.warn(
-                    f"target layer(s) {', '.join(changed)}: a later op modifies the output in place (e.g. "
-                    "ReLU(inplace=True) or `out += identity` after it); pytorch-grad-cam's hook then sees the "
-                    "modified tensor and gradcam.torch the module's own output, so the maps differ. Target the "
-                    "block or the activation after it to get the same maps.",
+                    f"target layer(s) {', '.join(changed)}: a later op modifies the output in place "
+                    "(e.g. ReLU(inplace=True) or `out += identity` after it); pytorch-grad-cam's hook then "
+                    "sees the modified tensor and gradcam.torch the module's own output, so the maps "
+                    "differ. Target the block or the activation after it to get the same maps.",
                     stacklevel=4,
                 )
             ex = gradcam.Explainer(
@@ -437,12 +437,14 @@ class _BaseCAM:
             )
         if input_tensor.dim() != 4 or input_tensor.shape[0] == 0:
             raise gradcam.InputError(
-                f"input_tensor must be a batch of images (N, C, H, W), N >= 1; got shape {list(input_tensor.shape)}"
+                "input_tensor must be a batch of images (N, C, H, W), N >= 1; got shape "
+                f"{list(input_tensor.shape)}"
             )
         training = [name or "(the model)" for name, m in self.model.named_modules() if m.training]
         if training:
+            more = ", ..." if len(training) > 3 else ""
             raise gradcam.ModelError(
-                f"the model is in training mode ({', '.join(training[:3])}{', ...' if len(training) > 3 else ''}); "
+                f"the model is in training mode ({', '.join(training[:3])}{more}); "
                 "gradcam.torch explains the eval-mode model, as pytorch-grad-cam's constructor sets it: call "
                 "model.eval() first"
             )
