@@ -70,9 +70,12 @@ impl BackendKind {
     }
 }
 
+/// Whether a CUDA device, its driver and NVRTC are there; probed once per process, like
+/// [`hardware_gpu`].
 #[cfg(feature = "cuda")]
 fn cuda_available() -> bool {
-    cuda::is_available()
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(cuda::is_available)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -80,9 +83,14 @@ fn cuda_available() -> bool {
     false
 }
 
+/// Whether wgpu finds a hardware GPU adapter. Probed once per process: creating an instance and
+/// enumerating adapters takes seconds with some drivers (2.3 s with lavapipe on a 2-core
+/// machine), and a process that builds many explainers (the Python drop-in builds one per
+/// method and layer set; a server one per model) would pay it for each.
 #[cfg(feature = "wgpu")]
 fn hardware_gpu() -> bool {
-    crate::backend::wgpu::adapters().iter().any(|(_, hw)| *hw)
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| crate::backend::wgpu::adapters().iter().any(|(_, hw)| *hw))
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -160,14 +168,16 @@ impl AnyEngine {
             BackendKind::Cuda => Err(not_built("cuda")),
             BackendKind::Auto => {
                 #[cfg(feature = "cuda")]
-                if cuda::is_available() {
+                if cuda_available() {
                     if let Ok(be) = CudaBackend::new(0, conv) {
                         return Self::cuda(be, model);
                     }
                 }
                 #[cfg(feature = "wgpu")]
-                if let Ok(be) = WgpuBackend::new(AdapterChoice::RealGpu) {
-                    return Self::wgpu(be, model, conv);
+                if hardware_gpu() {
+                    if let Ok(be) = WgpuBackend::new(AdapterChoice::RealGpu) {
+                        return Self::wgpu(be, model, conv);
+                    }
                 }
                 // No hardware GPU: a software rasterizer is slower than the CPU backend.
                 let _ = conv;

@@ -415,3 +415,26 @@ fn inspect_names_the_embedded_graph_and_lists_its_layers() {
         );
     }
 }
+
+/// A module the forward never called (an auxiliary head, a leftover layer) is listed in the
+/// export without an output; asking for it says so instead of "unknown layer".
+#[test]
+fn a_module_the_forward_did_not_call_is_named_as_such() {
+    let (path, mut graph) = custom();
+    graph["modules"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "aux_head", "kind": "Linear", "output": null}));
+    let model = Model::from_store(&with_graph(&path, graph.to_string()), None).unwrap();
+    let e = model
+        .module("aux_head")
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(
+        e.contains("layer 'aux_head' is a module of the model, but its forward did not call it"),
+        "{e}"
+    );
+    let e = model.module("aux_hed").err().expect("an error").to_string();
+    assert!(e.starts_with("unknown layer 'aux_hed'"), "{e}");
+}

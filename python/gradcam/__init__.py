@@ -25,7 +25,13 @@ from typing import Union
 
 import numpy as np
 
-from . import _native
+# Mesa's Vulkan device-select layer connects to the display server to rank GPUs and, on a
+# headless machine, prints "XDG_RUNTIME_DIR is invalid" each time a wgpu instance starts. The
+# engine ranks adapters itself; the gradcam binary turns the layer off the same way. Set before
+# the native module can create an instance; a value the user set is kept.
+os.environ.setdefault("NODEVICE_SELECT", "1")
+
+from . import _native  # noqa: E402
 from ._errors import BackendError, Error, InputError, ModelError, OptionError
 
 __all__ = [

@@ -383,10 +383,7 @@ fn input_tensor(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Tensor> {
                     return tensor_of(py, a);
                 }
             }
-            let Ok(dtype) = x
-                .cast::<numpy::PyUntypedArray>()
-                .map(|a| a.dtype())
-            else {
+            let Ok(dtype) = x.cast::<numpy::PyUntypedArray>().map(|a| a.dtype()) else {
                 return Err(input_error(
                     py,
                     format!(

@@ -520,6 +520,7 @@ impl<'a> Builder<'a> {
             output,
             num_values: self.num_values,
             in_channels,
+            idle_modules: Vec::new(),
         })
     }
 }

@@ -102,6 +102,7 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
         .get("modules")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("no \"modules\" array".into()))?;
+    let mut idle = Vec::new();
     for m in modules {
         let name = m.get("name").and_then(Value::as_str);
         let kind = m.get("kind").and_then(Value::as_str);
@@ -111,7 +112,8 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
             )));
         };
         match m.get("output") {
-            None | Some(Value::Null) => {} // it did not run (an aux head), or returns no tensor
+            // it did not run (an aux head), or returns no tensor
+            None | Some(Value::Null) => idle.push(name.to_owned()),
             Some(Value::String(v)) => {
                 let value = *values.get(v.as_str()).ok_or_else(|| {
                     bad(format!(
@@ -132,6 +134,7 @@ pub fn build(store: &WeightStore, text: &str) -> Result<Exported> {
     b.ignore_prefix("");
     let mut graph = b.finish(output)?;
     graph.in_channels = input_shape[0];
+    graph.idle_modules = idle;
     let plan = graph
         .plan(&[1, input_shape[0], input_shape[1], input_shape[2]])
         .map_err(|e| bad(format!("it does not fit its own input shape: {e}")))?;

@@ -220,6 +220,13 @@ impl Model {
 
     /// The module called `name`, or an error listing the closest valid names.
     pub fn module(&self, name: &str) -> Result<&Module> {
+        if self.graph.idle_modules.iter().any(|m| m == name) {
+            return Err(Error::Usage(format!(
+                "layer '{name}' is a module of the model, but its forward did not call it (or \
+                 it returned no tensor) when the model was exported: it has no activation to \
+                 explain"
+            )));
+        }
         self.graph.module(name).ok_or_else(|| {
             let mut names: Vec<(usize, &str)> = self
                 .graph

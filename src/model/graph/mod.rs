@@ -50,6 +50,9 @@ pub struct Graph {
     pub output: ValueId,
     pub num_values: usize,
     pub in_channels: usize,
+    /// Modules of the exported model that produced no tensor in its forward (never called,
+    /// or returning something else): named in the error when one is asked for as a layer.
+    pub idle_modules: Vec<String>,
 }
 
 /// The shape of every value for one input shape.
