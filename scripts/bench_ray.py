@@ -5,9 +5,11 @@
 For each model: a folder's files explained through a "path" column (the actors read, decode
 and preprocess them), with one actor using every core (threads = cores) and with one actor per
 core (threads = 1 each), against the same files explained in this process with explain_images
-(every core, no Ray). Ray's numbers are end to end (from_items to materialize, the actors'
-start-up included); "one batch" is a run of a single batch, about what start-up costs, and
-"steady" = (N - one batch's images) / (time - one batch's time). Medians of --runs runs.
+(every core, no Ray). Ray's numbers are end to end (from from_items to the last result in the driver, the actors'
+start-up included), the time until the first batch starts in an actor (about the start-up), and
+the images over the time from the first batch's start to the last batch's end in the actors
+(the steady state: no start-up, but Ray's work between batches included).
+Medians of --runs runs; the load average before and after says how busy the machine was.
 
 Models: the bundled seed-cnn (32x32, 3 classes) on examples/shapes/, and resnet18 with random
 weights (torchvision, written as a state_dict; needs torch, torchvision, safetensors) on random
@@ -72,19 +74,32 @@ def direct(weights, files, batch_size, threads):
     return time.perf_counter() - t
 
 
+class TimedPredictor(CamPredictor):
+    """CamPredictor that stamps each row with when its batch started and ended (time.time())."""
+
+    def __call__(self, batch):
+        t0 = time.time()
+        out = super().__call__(batch)
+        n = len(out["class"])
+        out["t0"], out["t1"] = np.full(n, t0), np.full(n, time.time())
+        return out
+
+
 def on_ray(ray, weights, files, batch_size, concurrency, threads):
-    t = time.perf_counter()
+    """(seconds end to end, seconds to the first batch's start, images/s while the actors work)."""
+    t = time.time()
     ds = ray.data.from_items([{"path": f} for f in files]).map_batches(
-        CamPredictor,
-        fn_constructor_kwargs={"weights": weights, "backend": "cpu", "threads": threads},
+        TimedPredictor,
+        fn_constructor_kwargs={"weights": weights, "backend": "cpu", "threads": threads, "keep_input": False},
         batch_size=batch_size,
         concurrency=concurrency,
         num_cpus=threads,
     )
-    out = ds.materialize()
-    dt = time.perf_counter() - t
-    assert out.count() == len(files)
-    return dt
+    out = ds.select_columns(["error", "t0", "t1"]).take_all()
+    end = time.time()
+    assert len(out) == len(files) and not any(r["error"] for r in out)
+    t0, t1 = min(r["t0"] for r in out), max(r["t1"] for r in out)
+    return end - t, t0 - t, len(files) / (t1 - t0)
 
 
 def main():
@@ -92,7 +107,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--models", default="seed,resnet18")
     ap.add_argument("--seed-images", type=int, default=4096)
-    ap.add_argument("--resnet-images", type=int, default=64)
+    ap.add_argument("--resnet-images", type=int, default=128)
     ap.add_argument("--seed-batch", type=int, default=256)
     ap.add_argument("--resnet-batch", type=int, default=16)
     args = ap.parse_args()
@@ -120,14 +135,12 @@ def main():
             ts = [direct(weights, files, bs, cores) for _ in range(args.runs)]
             print(f"  in process, explain_images, {cores} threads: {n / statistics.median(ts):8.1f} images/s")
             for conc, threads in configs:
-                ones = [on_ray(ray, weights, files[:bs], bs, conc, threads) for _ in range(args.runs)]
-                ts = [on_ray(ray, weights, files, bs, conc, threads) for _ in range(args.runs)]
-                t, one = statistics.median(ts), statistics.median(ones)
-                steady = (n - bs) / (t - one) if t > one else float("nan")
+                runs = [on_ray(ray, weights, files, bs, conc, threads) for _ in range(args.runs)]
+                t, first, steady = (statistics.median(r[k] for r in runs) for k in range(3))
                 print(
                     f"  ray, concurrency {conc}, threads {threads}: {n / t:8.1f} images/s end to end "
-                    f"({t:.2f} s; runs {' '.join(f'{x:.2f}' for x in ts)}), one batch {one:.2f} s, "
-                    f"steady {steady:.1f} images/s"
+                    f"({t:.2f} s; runs {' '.join(f'{r[0]:.2f}' for r in runs)}); first batch starts after "
+                    f"{first:.2f} s; {steady:.1f} images/s while the actors work"
                 )
             print()
     ray.shutdown()
