@@ -71,6 +71,8 @@ def main():
     print(f"ray.init: {time.perf_counter() - t:.1f} s")
 
     per_actor = max(1, args.num_cpus // args.concurrency)  # CamPredictor's threads follow it
+    # GPU actors: Ray reserves 1 CPU each (it warns when both num_cpus and num_gpus are given)
+    resources = {"num_gpus": args.num_gpus} if args.num_gpus else {"num_cpus": per_actor}
     t = time.perf_counter()
     ds = ray.data.from_items([{"path": f} for f in files])
     ds = ds.map_batches(
@@ -84,10 +86,10 @@ def main():
         },
         batch_size=args.batch_size,
         concurrency=args.concurrency,
-        num_cpus=per_actor,
-        num_gpus=args.num_gpus,
+        **resources,
     )
-    ds = ds.map_batches(write_overlays, fn_kwargs={"out": str(out.resolve())}, batch_size=None, num_cpus=0.25)
+    # num_cpus=0: the writers run beside the actors, which hold every CPU
+    ds = ds.map_batches(write_overlays, fn_kwargs={"out": str(out.resolve())}, batch_size=None, num_cpus=0)
     rows = ds.take_all()
     dt = time.perf_counter() - t
 
@@ -99,7 +101,7 @@ def main():
         print(f"  ... {len(rows) - 10} more")
     print(
         f"{len(rows)} images ({len(failed)} failed) in {dt:.2f} s: {len(rows) / dt:.1f} images/s "
-        f"({args.concurrency} actor(s) x {per_actor} CPU, batch {args.batch_size}; actor start-up included)"
+        f"({args.concurrency} actor(s), {resources}, batch {args.batch_size}; actor start-up included)"
     )
     ray.shutdown()
 
