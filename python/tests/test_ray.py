@@ -281,3 +281,23 @@ def test_ray_workers_get_threads_from_their_cpus(ray):
     assert _ray_cpus() is None  # the driver: the engine's default, every core
     assert ray.get(ray.remote(num_cpus=2)(_ray_cpus).remote()) == 2
     assert ray.get(ray.remote(_ray_cpus).remote()) == 1
+
+
+def test_ray_read_binary_files_bytes_column(ray, direct, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, p in enumerate(IMAGES[:4]):
+        (folder / f"{i}{p.suffix}").write_bytes(p.read_bytes())
+    (folder / "4.png").write_bytes(IMAGES[0].read_bytes()[:200])
+    ds = ray.data.read_binary_files(str(folder), include_paths=True)
+    out = ds.map_batches(
+        CamPredictor,
+        fn_constructor_kwargs={"weights": SEED.read_bytes(), "backend": "cpu", "keep_input": False},
+        batch_size=5,
+        concurrency=1,
+    )
+    rows = sorted(out.take_all(), key=lambda r: Path(r["path"]).name)
+    assert "bytes" not in rows[0]
+    out = {c: column(rows, c) for c in ("cam", "class", "probability", "error")}
+    assert_failed(out, 4, "4.png", "cannot decode")
+    assert_rows_equal(out, [0, 1, 2, 3], direct.explain_images(IMAGES[:4]))
