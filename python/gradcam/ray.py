@@ -45,10 +45,11 @@ pixels) or not (N, 3, H, W), a regular (N, 3, H, W) column whose size the networ
 
 Rows of different sizes (an object "image" column) are explained in one call per size; the
 maps then come back as an object array of per-row arrays when their shapes differ. Rows with a
-target and rows without are explained in two calls. Every row gets the same bits as a direct
-`Explainer.explain` / `explain_images` call on a batch of the same rows, except that a call of
-exactly one image takes another path through the engine (batch 1): its maps then differ from
-the same image's in a larger batch by f32 rounding (about 1e-6).
+target and rows without are explained in two calls. On the cpu backend every row gets the same
+bits as a direct `Explainer.explain` / `explain_images` call on a batch of the same rows. Mind
+the engine's batch of one: when it runs exactly one image it takes another path, whose maps
+differ from the same image's in a larger batch by f32 rounding (about 1e-6); batches of two and
+more agree bit for bit whatever their size.
 """
 
 from __future__ import annotations
