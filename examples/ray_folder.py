@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+
 from gradcam.ray import CamPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,9 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 def write_overlays(batch, out):
     """A Ray task: one overlay PNG per explained row; returns the small columns only."""
-    import gradcam
     from PIL import Image
+
+    import gradcam
 
     written = []
     for path, rgb, cam, error in zip(batch["path"], batch["rgb"], batch["cam"], batch["error"]):

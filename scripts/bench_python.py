@@ -87,8 +87,9 @@ def bench(arch, a, tmp):
     row["overhead"] = row["package_s"] / row["cli_s"] - 1
     if a.no_pgc:
         return row
-    import gradcam.torch as gt
     from pytorch_grad_cam import GradCAM as PgcGradCAM
+
+    import gradcam.torch as gt
 
     target = [model.get_submodule(LAYER[arch])]
     xt = torch.from_numpy(x)

@@ -10,11 +10,12 @@ is compared with (bit for bit, cpu backend)."""
 import time
 from pathlib import Path
 
-import gradcam
 import numpy as np
-from gradcam.ray import CamPredictor, spark_return_type
 from pyspark.ml.functions import predict_batch_udf
 from pyspark.sql import SparkSession
+
+import gradcam
+from gradcam.ray import CamPredictor, spark_return_type
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = str(ROOT / "examples" / "seed-cnn-shapes.safetensors")

@@ -185,6 +185,21 @@ class Explainer:
             raise InputError("paths must be a list of paths; wrap a single path in a list")
         return Explanation(self._native.explain_images([os.fspath(p) for p in paths], targets))
 
+    def explain_encoded(
+        self,
+        data: Sequence[bytes],
+        names: Sequence[str] | None = None,
+        targets: None | int | Sequence[int] = None,
+    ) -> Explanation:
+        """`explain_images` of encoded image files held in memory (bytes); `names` (default
+        "image 0", "image 1", …) stand for them in the failures."""
+        if isinstance(data, (bytes, bytearray)):
+            raise InputError("data must be a list of encoded images; wrap a single one in a list")
+        blobs = [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in data]
+        if names is None:
+            names = [f"image {i}" for i in range(len(blobs))]
+        return Explanation(self._native.explain_encoded(blobs, [str(n) for n in names], targets))
+
     @property
     def preprocessing(self) -> dict:
         """The model's evaluation transform, what explain_images applies: torchvision's

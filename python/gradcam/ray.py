@@ -55,7 +55,6 @@ more agree bit for bit whatever their size.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -268,7 +267,7 @@ class CamPredictor:
                 rows.put(idx, res, self, x)
         return rows
 
-    def _explain_paths(self, col: Any, n: int, targets: np.ndarray, names: list[str] | None = None) -> _Rows:
+    def _explain_paths(self, col: Any, n: int, targets: np.ndarray) -> _Rows:
         rows = _Rows(n)
         paths: list[str] = []
         good: list[int] = []
@@ -283,34 +282,25 @@ class CamPredictor:
         at = dict(zip(good, paths))
         for idx, t in self._groups(good, targets):
             res = self.explainer.explain_images([at[i] for i in idx], t)
-            if names is not None:  # temporary files: name the row, not the file
-                res.failures = [
-                    None if f is None else f.replace(at[i], names[i]) for i, f in zip(idx, res.failures)
-                ]
             rows.put(idx, res, self, None)
         return rows
 
     def _explain_bytes(self, col: Any, path_col: Any, n: int, targets: np.ndarray) -> _Rows:
-        data = _object_array(col)
+        rows = _Rows(n)
         shown = (
             [str(p) for p in _object_array(path_col)]
             if path_col is not None
             else [f"row {i}" for i in range(n)]
         )
-        with tempfile.TemporaryDirectory(prefix="gradcam-") as tmp:
-            paths: list[str | None] = []
-            for i, b in enumerate(data):
-                if isinstance(b, (bytes, bytearray, memoryview, np.ndarray)) and len(b):
-                    p = os.path.join(tmp, str(i))
-                    with open(p, "wb") as f:
-                        f.write(b.tobytes() if isinstance(b, np.ndarray) else bytes(b))
-                    paths.append(p)
-                else:
-                    paths.append(None)
-            rows = self._explain_paths(paths, n, targets, names=shown)
-        for i, p in enumerate(paths):
-            if p is None:
-                rows.errors[i] = f"{BYTES!r} of {shown[i]} is empty or not bytes"
+        blobs: dict[int, bytes] = {}
+        for i, b in enumerate(_object_array(col)):
+            if isinstance(b, (bytes, bytearray, memoryview, np.ndarray)) and len(b):
+                blobs[i] = b.tobytes() if isinstance(b, np.ndarray) else bytes(b)
+            else:
+                rows.fail(i, f"{BYTES!r} of {shown[i]} is empty or not bytes")
+        for idx, t in self._groups(list(blobs), targets):
+            res = self.explainer.explain_encoded([blobs[i] for i in idx], [shown[i] for i in idx], t)
+            rows.put(idx, res, self, None)
         return rows
 
     # -- helpers of _Rows ---------------------------------------------------------------------------

@@ -311,21 +311,42 @@ impl Explainer {
         paths: Vec<PathBuf>,
         targets: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if paths.is_empty() {
-            return Err(input_error(py, "no image paths given"));
-        }
-        let targets = targets_of(py, targets, paths.len())?;
         let transform = &self.transform;
-        let prepared: Vec<Result<Prepared, String>> = py.detach(|| {
+        self.explain_sources(py, paths.len(), targets, || {
             paths
                 .par_iter()
                 .map(|p| image::prepare(p, transform).map_err(|e| e.to_string()))
                 .collect()
-        });
-        let (e, rgb) = py
-            .detach(|| explain_prepared(&self.inner, prepared, transform.input_size(), targets))
-            .map_err(|e| to_py(py, e))?;
-        explanation(py, e, Some(rgb))
+        })
+    }
+
+    /// [`Explainer::explain_images`] of encoded images in memory; `names` stand for them in
+    /// the failures.
+    #[pyo3(signature = (blobs, names, targets=None))]
+    fn explain_encoded<'py>(
+        &self,
+        py: Python<'py>,
+        blobs: Vec<Bound<'py, PyBytes>>,
+        names: Vec<String>,
+        targets: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if names.len() != blobs.len() {
+            return Err(input_error(
+                py,
+                format!("{} names for {} images", names.len(), blobs.len()),
+            ));
+        }
+        let blobs: Vec<&[u8]> = blobs.iter().map(|b| b.as_bytes()).collect();
+        let transform = &self.transform;
+        self.explain_sources(py, blobs.len(), targets, || {
+            blobs
+                .par_iter()
+                .zip(&names)
+                .map(|(b, name)| {
+                    image::prepare_bytes(b, name, transform).map_err(|e| e.to_string())
+                })
+                .collect()
+        })
     }
 
     /// The model's preprocessing as a dict: resize, crop, interpolation, mean, std.
@@ -358,6 +379,25 @@ impl Explainer {
 impl Explainer {
     fn builder_for(model: Model) -> gradcam::ExplainerBuilder {
         Inner::builder(model)
+    }
+
+    /// Decodes `n` images with `prepare` (the GIL released), then explains those that could be.
+    fn explain_sources<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        targets: Option<&Bound<'py, PyAny>>,
+        prepare: impl FnOnce() -> Vec<Result<Prepared, String>> + Send,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if n == 0 {
+            return Err(input_error(py, "no images given"));
+        }
+        let targets = targets_of(py, targets, n)?;
+        let size = self.transform.input_size();
+        let (e, rgb) = py
+            .detach(|| explain_prepared(&self.inner, prepare(), size, targets))
+            .map_err(|e| to_py(py, e))?;
+        explanation(py, e, Some(rgb))
     }
 }
 

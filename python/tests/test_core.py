@@ -10,9 +10,10 @@ import threading
 import tracemalloc
 from pathlib import Path
 
-import gradcam
 import numpy as np
 import pytest
+
+import gradcam
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed-cnn-shapes.safetensors"
@@ -296,3 +297,14 @@ def test_array_like_inputs(seed):
     assert np.array_equal(seed.explain(big_endian).cam, expected.cam)
     with pytest.raises(gradcam.InputError, match="cannot be read as a numpy array"):
         seed.explain(torch.from_numpy(x).requires_grad_())
+
+
+def test_encoded_images_equal_files(seed):
+    files = seed.explain_images(IMAGES)
+    blobs = [p.read_bytes() for p in IMAGES]
+    res = seed.explain_encoded(blobs[:1] + [b"not an image"] + blobs[1:], names=["a", "junk", "b", "c"])
+    assert list(res.ok) == [True, False, True, True] and "input junk:" in res.failures[1]
+    assert np.array_equal(res.cam[[0, 2, 3]], files.cam)
+    assert seed.explain_encoded(blobs).failures == [None] * 3
+    with pytest.raises(gradcam.InputError, match="list of encoded images"):
+        seed.explain_encoded(blobs[0])

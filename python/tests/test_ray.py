@@ -13,9 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gradcam
 import numpy as np
 import pytest
+
+import gradcam
 from gradcam.ray import CamPredictor, output_columns
 
 ROOT = Path(__file__).resolve().parents[2]

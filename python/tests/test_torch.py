@@ -25,10 +25,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
-import gradcam  # noqa: E402
-import gradcam.torch as gt  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from gradcam.torch.utils import model_targets as gt_targets  # noqa: E402
 from pytorch_grad_cam import (  # noqa: E402
     base_cam,
     eigen_cam,
@@ -40,6 +37,10 @@ from pytorch_grad_cam import (  # noqa: E402
 from pytorch_grad_cam.utils import model_targets as pgc_targets  # noqa: E402
 from pytorch_grad_cam.utils import svd_on_activations  # noqa: E402
 from torch import nn  # noqa: E402
+
+import gradcam  # noqa: E402
+import gradcam.torch as gt  # noqa: E402
+from gradcam.torch.utils import model_targets as gt_targets  # noqa: E402
 
 TOL = 1e-3
 
@@ -518,10 +519,11 @@ def test_unsupported_options_raise(models):
 def test_readme_example():
     """pytorch-grad-cam's README usage, only the imports changed (resnet50 without downloaded
     weights, a small input, and a random RGB image), with the drop-in's default backend."""
+    from torchvision.models import resnet50
+
     from gradcam.torch import GradCAM
     from gradcam.torch.utils.image import show_cam_on_image
     from gradcam.torch.utils.model_targets import ClassifierOutputTarget
-    from torchvision.models import resnet50
 
     torch.manual_seed(0)
     model = resnet50()
@@ -580,8 +582,9 @@ def test_importable_without_pytorch_grad_cam():
 
 def test_image_utils_match_pytorch_grad_cam():
     cv2 = pytest.importorskip("cv2")
-    from gradcam.torch.utils import image as G
     from pytorch_grad_cam.utils import image as P
+
+    from gradcam.torch.utils import image as G
 
     lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0]
     assert np.array_equal(G._JET_BGR, lut)
