@@ -6,9 +6,10 @@ For each model: a folder's files explained through a "path" column (the actors r
 and preprocess them), with one actor using every core (threads = cores) and with one actor per
 core (threads = 1 each), against the same files explained in this process with explain_images
 (every core, no Ray). Ray's numbers are end to end (from from_items to the last result in the
-driver, the actors' start-up included), the time until the first batch starts in an actor (about the start-up), and
-the images over the time from the first batch's start to the last batch's end in the actors
-(the steady state: no start-up, but Ray's work between batches included).
+driver, the actors' start-up included), the time until the first batch starts in an actor
+(about the start-up), and the images over the time from the first batch's start to the last
+batch's end in the actors (the steady state: no start-up, but Ray's work between batches
+included).
 Medians of --runs runs; the load average before and after says how busy the machine was.
 
 Models: the bundled seed-cnn (32x32, 3 classes) on examples/shapes/, and resnet18 with random
