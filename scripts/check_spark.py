@@ -1,5 +1,5 @@
 """Runs CamPredictor.predict_fn under pyspark's predict_batch_udf on a local Spark (not a test:
-Spark needs a JVM and a 400 MB pip install). What docs/python-ray.md shows, checked:
+Spark needs a JVM and a 400 MB pip install). What docs/python.md (gradcam.ray, Spark) shows, checked:
 
     pip install pyspark              # 4.0.0 was checked, with OpenJDK 17
     PYTHONPATH=python python3 scripts/check_spark.py
