@@ -33,6 +33,7 @@ supported.
 """
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -914,11 +915,47 @@ def timm_preprocess(model):
 PRODUCER = "scripts/export_model.py"
 
 
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+@contextlib.contextmanager
+def hooks_off(model):
+    """The modules' hooks (pytorch-grad-cam's activation hooks, a profiler's) are the caller's
+    instruments, not the model: torch.fx would trace into them (a hook that branches on
+    `output.requires_grad` cannot be traced) and they would record proxies. They are set aside
+    while the model is exported and put back, in order, afterwards."""
+    saved = []
+    for m in model.modules():
+        for attr in _HOOK_DICTS:
+            d = getattr(m, attr, None)
+            if d:
+                saved.append((d, list(d.items())))
+                d.clear()
+    try:
+        yield
+    finally:
+        for d, items in saved:
+            d.update(items)
+
+
 def export_graph(model, input_shape=(3, 224, 224), batch=2, seed=0, preprocess=None, producer=PRODUCER):
     """The graph of `model` as the schema's dict, and the tensors it adds to the state_dict
     (computed from parameters alone; usually none). `producer` names the writer in the graph's
-    "producer" field (followed by the torch version). Puts `model` in eval mode."""
-    model = model.eval()
+    "producer" field (followed by the torch version). Puts `model` in eval mode; its hooks do
+    not run (see hooks_off)."""
+    with hooks_off(model):
+        return _export_graph(model.eval(), input_shape, batch, seed, preprocess, producer)
+
+
+def _export_graph(model, input_shape, batch, seed, preprocess, producer):
     gm, outputs = trace(model)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_shape, generator=g)

@@ -626,3 +626,20 @@ def test_image_utils_match_pytorch_grad_cam():
         a, b = G.preprocess_image(im, mean, std), P.preprocess_image(im, mean, std)
         assert a.dtype == b.dtype and a.shape == b.shape == (1, 3, 9, 7) and torch.equal(a, b)
     assert torch.equal(G.preprocess_image(im), P.preprocess_image(im))
+
+
+def test_a_model_with_pytorch_grad_cams_hooks_still_exports(models):
+    """A notebook that compares the two libraries keeps pytorch-grad-cam's GradCAM alive: its
+    activation hooks (which branch on output.requires_grad) stay on the model. The export sets
+    them aside while it traces, and they work again afterwards."""
+    model, x = make("small")  # a fresh model: the export cache must not already hold it
+    layers = [model.block]
+    theirs = pgc.GradCAM(model=model, target_layers=layers)
+    hooks = list(model.block._forward_hooks.items())
+    assert hooks
+    want = theirs(input_tensor=x, targets=None)
+    got = gt.GradCAM(model=model, target_layers=layers)(input_tensor=x, targets=None)
+    assert float(np.abs(got - want).max()) < TOL
+    assert list(model.block._forward_hooks.items()) == hooks
+    assert np.array_equal(theirs(input_tensor=x, targets=None), want)
+    theirs.activations_and_grads.release()
