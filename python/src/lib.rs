@@ -716,6 +716,54 @@ fn overlay<'py>(
     array(py, &[h, w, 3], out.into_raw())
 }
 
+/// `gradcam._native.digest`: a 64-bit digest of an array's bytes, with the GIL released. The
+/// drop-in compares it with the one taken at export to notice weights edited in place through
+/// `.data` (which leaves the version counter alone); hashing a model's weights once per call
+/// must cost little next to the forward pass that reads them anyway, so 1 MiB chunks are hashed
+/// in parallel, four independent lanes each (memory-bound: vgg16's 553 MB in well under a tenth
+/// of a second on 2 cores, against 0.26 s for zlib's CRC-32). Not cryptographic.
+#[pyfunction]
+fn digest(py: Python<'_>, data: numpy::PyReadonlyArray1<'_, u8>) -> PyResult<u64> {
+    let bytes = data
+        .as_slice()
+        .map_err(|e| input_error(py, e.to_string()))?;
+    Ok(py.detach(|| digest_bytes(bytes)))
+}
+
+fn digest_bytes(b: &[u8]) -> u64 {
+    const CHUNK: usize = 1 << 20;
+    let parts: Vec<u64> = b.par_chunks(CHUNK).map(chunk_digest).collect();
+    parts
+        .iter()
+        .fold(mix(b.len() as u64), |h, &p| mix(h.rotate_left(17) ^ p))
+}
+
+fn chunk_digest(c: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [K, K ^ 1, K ^ 2, K ^ 3];
+    let mut blocks = c.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            *lane = (*lane ^ w).wrapping_mul(K).rotate_left(31);
+        }
+    }
+    let mut h = lanes.iter().fold(0u64, |h, &l| mix(h ^ l).wrapping_add(l));
+    for &x in blocks.remainder() {
+        h = (h ^ x as u64).wrapping_mul(K);
+    }
+    mix(h)
+}
+
+/// MurmurHash3's 64-bit finalizer.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// How many inputs numpy converted (another dtype, or not C-contiguous) since import.
 #[pyfunction]
 fn input_conversions() -> usize {
@@ -729,6 +777,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(methods, m)?)?;
     m.add_function(wrap_pyfunction!(input_conversions, m)?)?;
     m.add_function(wrap_pyfunction!(heatmap, m)?)?;
+    m.add_function(wrap_pyfunction!(digest, m)?)?;
     m.add_function(wrap_pyfunction!(overlay, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

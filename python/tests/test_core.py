@@ -308,3 +308,22 @@ def test_encoded_images_equal_files(seed):
     assert seed.explain_encoded(blobs).failures == [None] * 3
     with pytest.raises(gradcam.InputError, match="list of encoded images"):
         seed.explain_encoded(blobs[0])
+
+
+def test_digest_tells_every_byte():
+    """gradcam._native.digest (the drop-in's check of a model's weights): any one byte changed,
+    anywhere, in a buffer of several chunks, changes it; the same bytes give the same digest."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, (3 << 20) + 37, dtype=np.uint8)
+    d = gradcam._native.digest(data)
+    assert d == gradcam._native.digest(data.copy())
+    seen = {d}
+    for pos in [0, 1, 31, 32, 1 << 20, (1 << 20) + 5, len(data) - 1]:
+        changed = data.copy()
+        changed[pos] ^= 1
+        seen.add(gradcam._native.digest(changed))
+    assert len(seen) == 8
+    assert gradcam._native.digest(data[:-1]) != d
+    swapped = data.copy()
+    swapped[[0, 8]] = swapped[[8, 0]]
+    assert swapped[0] == data[0] or gradcam._native.digest(swapped) != d

@@ -18,7 +18,7 @@ How: the model is exported once per input shape (C, H, W) with torch.fx (gradcam
 bytes of a safetensors file, which the engine runs in this process (no file is written). Exports
 and engines are cached per model (weakly: they go when the model goes) and shared by every CAM
 object of that model; the model is exported again when any parameter, buffer or module changed
-since (names, identities, storage, version counters, shapes, dtypes, a CRC-32 of the contents,
+since (names, identities, storage, version counters, shapes, dtypes, a 64-bit digest of the contents,
 each module's type and hyperparameters). `clear_cache()` frees them.
 
 Every class also takes the keyword `backend` ("auto", "cpu", "wgpu", "cuda"); without it,
@@ -57,14 +57,13 @@ import operator
 import threading
 import warnings
 import weakref
-import zlib
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
 import gradcam
-from gradcam import _export
+from gradcam import _export, _native
 
 from .utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
@@ -195,13 +194,14 @@ def _layer_names(model, target_layers):
 
 
 def _checksum(t):
-    """CRC-32 of a tensor's bytes: catches in-place edits through `.data`, which bypass the version
-    counter."""
+    """A digest of a tensor's bytes (gradcam._native.digest, parallel, memory-bound): catches
+    in-place edits through `.data`, which bypass the version counter. A tensor on a GPU is copied
+    to the host for it."""
     try:
         t = t.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        return zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+        return _native.digest(t.contiguous().reshape(-1).view(torch.uint8).numpy())
     except (RuntimeError, TypeError):  # a dtype numpy cannot view: the rest of the fingerprint
         return None
 
@@ -209,7 +209,7 @@ def _checksum(t):
 def _fingerprint(model):
     """What the export depends on: every module (path, identity, class, its forward, its
     hyperparameters as extra_repr shows them) and every parameter and buffer (name, identity,
-    storage, version counter, shape, strides, dtype, device, contents' CRC-32)."""
+    storage, version counter, shape, strides, dtype, device, contents' digest)."""
     parts = []
     for name, m in model.named_modules():
         own = m.__dict__.get("forward")
