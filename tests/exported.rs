@@ -426,15 +426,11 @@ fn a_module_the_forward_did_not_call_is_named_as_such() {
         .unwrap()
         .push(serde_json::json!({"name": "aux_head", "kind": "Linear", "output": null}));
     let model = Model::from_store(&with_graph(&path, graph.to_string()), None).unwrap();
-    let e = model
-        .module("aux_head")
-        .err()
-        .expect("an error")
-        .to_string();
+    let e = model.module("aux_head").expect_err("an error").to_string();
     assert!(
         e.contains("layer 'aux_head' is a module of the model, but its forward did not call it"),
         "{e}"
     );
-    let e = model.module("aux_hed").err().expect("an error").to_string();
+    let e = model.module("aux_hed").expect_err("an error").to_string();
     assert!(e.starts_with("unknown layer 'aux_hed'"), "{e}");
 }
