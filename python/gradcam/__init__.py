@@ -61,7 +61,8 @@ class Explanation:
     """What `Explainer.explain` returns for a batch of N images.
 
     - `cams`: method name -> (N, H, W) float32 CAM in [0, 1] (every CAM method asked for; several
-      layers are aggregated as pytorch-grad-cam aggregates `target_layers`);
+      layers are aggregated as pytorch-grad-cam aggregates `target_layers`; with per_layer=True
+      the keys are (method, layer), one map per method and layer);
     - `maps`: method name -> map, for every method (the CAMs, and the gradient maps, occlusion);
     - `logits` (N, classes) float32, `classes` (N,) int64 (the class each map explains),
       `probabilities` (N,) float32 (its softmax probability);
@@ -119,7 +120,9 @@ class Explainer:
         written by scripts/export_model.py with its graph), as a path or as bytes (`name` then
         stands for it in messages).
     layer: None (the model's default, see `gradcam.inspect`), a module path such as "layer4", or
-        a list of them, aggregated as pytorch-grad-cam aggregates `target_layers`.
+        a list of them, aggregated as pytorch-grad-cam aggregates `target_layers`; with
+        per_layer=True, each layer's maps instead, keyed (method, layer) (one engine and one
+        forward pass per layer).
     method: a name of `gradcam.METHODS` or a list of them (one forward pass serves them all).
     backend: "auto" (CUDA, else a GPU through wgpu, else the CPU), "cpu", "wgpu" or "cuda".
     options: score ("logit" or "softmax"), aug_smooth, eigen_smooth, batch_size (perturbed inputs
@@ -143,6 +146,7 @@ class Explainer:
         arch: str | None = None,
         transform_input: bool | None = None,
         name: str | None = None,
+        per_layer: bool = False,
         **options,
     ):
         if not isinstance(weights, (bytes, str, os.PathLike)):
@@ -155,9 +159,7 @@ class Explainer:
             layer = list(layer)
         if isinstance(method, tuple):
             method = list(method)
-        self._native = _native.Explainer(
-            weights,
-            layers=layer,
+        common = dict(
             methods=method,
             backend=backend,
             options=options,
@@ -166,6 +168,15 @@ class Explainer:
             transform_input=transform_input,
             name=name,
         )
+        self._native = _native.Explainer(weights, layers=layer, **common)
+        # per_layer: one engine per layer, each explaining its layer alone
+        self._per_layer = None
+        if per_layer is not False and per_layer is not True:
+            raise OptionError(f"per_layer must be True or False, not {per_layer!r}")
+        if per_layer and len(self._native.layers) > 1:
+            self._per_layer = [
+                (one, _native.Explainer(weights, layers=[one], **common)) for one in self._native.layers
+            ]
 
     def explain(self, x: np.ndarray, targets: None | int | Sequence[int] = None) -> Explanation:
         """Explains x, a preprocessed float32 (N, 3, H, W) array. targets: None (each image's
@@ -173,7 +184,7 @@ class Explainer:
 
         A C-contiguous float32 array is read in place (copied once, into the engine's request);
         any other float array is converted once by numpy."""
-        return Explanation(self._native.explain(x, targets))
+        return self._run(lambda ex: ex.explain(x, targets))
 
     def explain_images(
         self, paths: Sequence[str | os.PathLike[str]], targets: None | int | Sequence[int] = None
@@ -183,7 +194,8 @@ class Explainer:
         for bit; then explains them. A file that cannot be read or decoded fails its row only."""
         if isinstance(paths, (str, os.PathLike)):
             raise InputError("paths must be a list of paths; wrap a single path in a list")
-        return Explanation(self._native.explain_images([os.fspath(p) for p in paths], targets))
+        paths = [os.fspath(p) for p in paths]
+        return self._run(lambda ex: ex.explain_images(paths, targets))
 
     def explain_encoded(
         self,
@@ -198,7 +210,27 @@ class Explainer:
         blobs = [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in data]
         if names is None:
             names = [f"image {i}" for i in range(len(blobs))]
-        return Explanation(self._native.explain_encoded(blobs, [str(n) for n in names], targets))
+        names = [str(n) for n in names]
+        return self._run(lambda ex: ex.explain_encoded(blobs, names, targets))
+
+    def _run(self, call) -> Explanation:
+        """call(native explainer) -> its raw result; with per_layer, each layer's engine's maps
+        under (method, layer), an image failed in any of them failed in all."""
+        if self._per_layer is None:
+            return Explanation(call(self._native))
+        parts = [(layer, call(ex)) for layer, ex in self._per_layer]
+        raw = dict(parts[0][1])
+        raw["maps"] = [((m, layer), kind, a) for layer, r in parts for m, kind, a in r["maps"]]
+        n = len(raw["failures"])
+        raw["failures"] = [
+            next((r["failures"][i] for _, r in parts if r["failures"][i]), None) for i in range(n)
+        ]
+        failed = [i for i, f in enumerate(raw["failures"]) if f is not None]
+        for _, _, a in raw["maps"]:
+            a[failed] = np.nan
+        raw["logits"][failed] = np.nan
+        raw["probabilities"][failed] = np.nan
+        return Explanation(raw)
 
     @property
     def preprocessing(self) -> dict:

@@ -327,3 +327,24 @@ def test_digest_tells_every_byte():
     swapped = data.copy()
     swapped[[0, 8]] = swapped[[8, 0]]
     assert swapped[0] == data[0] or gradcam._native.digest(swapped) != d
+
+
+def test_per_layer_maps_equal_one_explainer_per_layer():
+    x = np.load(SEED_INPUT)
+    bad = x.copy()
+    bad[2, 0, 0, 0] = np.nan
+    ex = gradcam.Explainer(
+        SEED, layer=["conv2", "conv3"], method=["gradcam", "layercam"], backend="cpu", per_layer=True
+    )
+    res = ex.explain(bad)
+    assert set(res.cams) == {(m, layer) for m in ("gradcam", "layercam") for layer in ("conv2", "conv3")}
+    for layer in ("conv2", "conv3"):
+        alone = gradcam.Explainer(SEED, layer=layer, method=["gradcam", "layercam"], backend="cpu").explain(
+            bad
+        )
+        for m in ("gradcam", "layercam"):
+            assert np.array_equal(res.cams[(m, layer)], alone.cams[m], equal_nan=True)
+    assert list(res.ok) == [True, True, False, True] and np.isnan(res.logits[2]).all()
+    assert np.array_equal(res.logits, alone.logits, equal_nan=True)
+    one = gradcam.Explainer(SEED, method="gradcam", backend="cpu", per_layer=True).explain(x)
+    assert set(one.cams) == {"gradcam"}  # one layer: keyed by method as usual
