@@ -55,7 +55,7 @@ def main():
                 str(tmp / "out"),
             ] + (["--layer", layer] if layer else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            ours = [json.loads(l)["class"] for l in out.splitlines()]
+            ours = [json.loads(line)["class"] for line in out.splitlines()]
             logits = np.load(tmp / "out" / "logits.npy")
             cams = np.load(tmp / "out" / "cams.npy")
             rel = np.linalg.norm(logits - ref_logits) / np.linalg.norm(ref_logits)

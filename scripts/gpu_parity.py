@@ -85,7 +85,7 @@ def main():
                     sys.exit(1)  # the backend cannot start: every case would say the same
                 failures += 1
                 continue
-            classes = [json.loads(l)["class"] for l in r.stdout.splitlines()]
+            classes = [json.loads(line)["class"] for line in r.stdout.splitlines()]
             cams = np.load(out / "cams.npy")
             logits = np.load(out / "logits.npy")
             ref_logits = expected["logits"]

@@ -82,8 +82,15 @@ from safetensors.torch import save_file
     )
 )
 
-import models
-from models import not_inplace, prepare, reference_cams, round_to, save_weights, use_out_of_place_forwards
+import models  # noqa: E402
+from models import (  # noqa: E402
+    not_inplace,
+    prepare,
+    reference_cams,
+    round_to,
+    save_weights,
+    use_out_of_place_forwards,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "families"
 TV_DIR = pathlib.Path(torchvision.__file__).parent
@@ -272,7 +279,11 @@ def preprocess_entry(name):
 def src_ref(module, pattern, nth=0):
     """'file.py:LINE: text' of the nth line of a torchvision module's source matching pattern."""
     path = pathlib.Path(inspect.getsourcefile(module))
-    hits = [(i + 1, l.strip()) for i, l in enumerate(path.read_text().splitlines()) if re.search(pattern, l)]
+    hits = [
+        (i + 1, line.strip())
+        for i, line in enumerate(path.read_text().splitlines())
+        if re.search(pattern, line)
+    ]
     if not hits:
         raise LookupError(f"{pattern!r} not in {path}")
     i, line = hits[nth]

@@ -76,7 +76,7 @@ def pgc_cam(model, x, method, layers, targets, sign_fixed=False, **kw):
     )
     base_cam.get_2d_projection = pgc.eigen_cam.get_2d_projection = pgc.eigen_grad_cam.get_2d_projection = proj
     try:
-        mods = [model.get_submodule(l) for l in layers]
+        mods = [model.get_submodule(layer) for layer in layers]
         smooth = {k: kw.pop(k) for k in ("aug_smooth", "eigen_smooth") if k in kw}
         with CAMS[method](model=model, target_layers=mods, **kw) as cam:
             return torch.from_numpy(cam(input_tensor=x, targets=targets, **smooth)).float()
@@ -191,7 +191,7 @@ def main():
         expected = {"input": x.contiguous(), "logits": logits.contiguous()}
         cases = []
 
-        def add(key, tensor, **case):
+        def add(key, tensor, *, expected=expected, cases=cases, **case):
             expected[key] = tensor.float().contiguous()
             cases.append({"key": key, **case})
 

@@ -135,7 +135,7 @@ def main():
     for kind, target in targets.items():
         t = [target(c[1]) for c in cases]
 
-        def run(metric):
+        def run(metric, t=t):
             return [float(v) for v in metric(inputs, cams, t, model)]
 
         values[kind] = {
