@@ -507,7 +507,8 @@ def mobilenet_v3_table(calls):
             "conv": [last_in, 6 * last_in, 1],
             "activation": "HS",
         },
-        "classifier": f"Linear({6 * last_in}, {last_channel}) -> Hardswish -> Dropout(0.2) -> Linear({last_channel}, num_classes)",
+        "classifier": f"Linear({6 * last_in}, {last_channel}) -> Hardswish -> Dropout(0.2) -> "
+        f"Linear({last_channel}, num_classes)",
     }
 
 
@@ -541,8 +542,8 @@ def efficientnet_table(name, calls, model):
             else {"eps": 1e-5, "momentum": 0.1}
         ),
         "stages": stages,
-        "stage_rule": "the first block of a stage has (in, stride); the others in = out, stride 1; expanded = "
-        "_make_divisible(in * expand_ratio, 8); residual when stride 1 and in == out; stem conv3x3 s2 "
+        "stage_rule": "the first block of a stage has (in, stride); the others in = out, stride 1; expanded "
+        "= _make_divisible(in * expand_ratio, 8); residual when stride 1 and in == out; stem conv3x3 s2 "
         "(3 -> stages[0].in) CNA SiLU; head conv1x1 (-> last_channel) CNA SiLU, avgpool, Dropout, Linear",
         "stochastic_depth_prob": eff_kwargs.get("stochastic_depth_prob", sd_default),
         "stochastic_depth_per_block": "p * block_index / total_blocks (block_index from 0 over all stages)",
@@ -574,8 +575,10 @@ def mnasnet_table(calls, model):
         "alpha": alpha,
         "depths": mnasnet._get_depths(alpha),
         "stacks": stacks,
-        "stem": "layers.0-7: conv3x3 s2 (3->d0), BN, ReLU, dw conv3x3 (d0), BN, ReLU, conv1x1 (d0->d1), BN (no ReLU)",
-        "head": "layers.14-16: conv1x1 (d7->1280), BN, ReLU; x.mean([2,3]); classifier Dropout(0.2), Linear(1280, n)",
+        "stem": "layers.0-7: conv3x3 s2 (3->d0), BN, ReLU, dw conv3x3 (d0), BN, ReLU, conv1x1 (d0->d1), BN "
+        "(no ReLU)",
+        "head": "layers.14-16: conv1x1 (d7->1280), BN, ReLU; x.mean([2,3]); classifier Dropout(0.2), "
+        "Linear(1280, n)",
         "block": "_InvertedResidual: conv1x1 expand, BN, ReLU, dw conv k (stride), BN, ReLU, conv1x1, BN; "
         "+input if in==out and stride 1",
         "bn_momentum": 1 - 0.9997,
@@ -618,9 +621,9 @@ def regnet_table(calls, model):
         "se_ratio": bp.se_ratio,
         "stem_width": model.stem[0].out_channels,
         "stages": stages,
-        "block": "ResBottleneckBlock: proj (conv1x1 stride s + BN) if width or stride changes; f = a (1x1 CNA ReLU), "
-        "b (3x3 stride s, groups w_b/group_width, CNA ReLU), [se: avgpool, fc1, ReLU, fc2, Sigmoid, mul], "
-        "c (1x1 conv + BN); ReLU(proj(x) + f(x)) or ReLU(x + f(x))",
+        "block": "ResBottleneckBlock: proj (conv1x1 stride s + BN) if width or stride changes; f = a (1x1 "
+        "CNA ReLU), b (3x3 stride s, groups w_b/group_width, CNA ReLU), [se: avgpool, fc1, ReLU, fc2, "
+        "Sigmoid, mul], c (1x1 conv + BN); ReLU(proj(x) + f(x)) or ReLU(x + f(x))",
         "se_squeeze": "int(round(se_ratio * block_width_in))",
     }
 
@@ -637,8 +640,8 @@ def convnext_table(calls, model):
         "layer_scale_shape": "[C, 1, 1] parameter of CNBlock (key features.#.#.layer_scale)",
         "stem": "features.0: Conv2d(3, C0, k4, s4, bias) + LayerNorm2d(eps 1e-6)",
         "downsample": "features.{2,4,6}: LayerNorm2d(C, eps 1e-6) + Conv2d(C, C', k2, s2, bias)",
-        "block": "CNBlock: dwconv 7x7 p3 (bias) -> Permute NHWC -> LayerNorm(C, eps 1e-6) -> Linear(C, 4C) -> "
-        "GELU (exact erf, approximate='none') -> Linear(4C, C) -> Permute NCHW; "
+        "block": "CNBlock: dwconv 7x7 p3 (bias) -> Permute NHWC -> LayerNorm(C, eps 1e-6) -> Linear(C, 4C) "
+        "-> GELU (exact erf, approximate='none') -> Linear(4C, C) -> Permute NCHW; "
         "x + stochastic_depth(layer_scale * block(x))",
         "classifier": "LayerNorm2d(C, eps 1e-6) -> Flatten(1) -> Linear(C, n) (after AdaptiveAvgPool2d(1))",
     }
@@ -660,11 +663,13 @@ def family_facts(name, fam, calls, model):
         return {
             "stages_repeats": args[2],
             "stages_out_channels": args[3],
-            "block": "InvertedResidual: stride 2: cat(branch1(x), branch2(x)); stride 1: x1, x2 = x.chunk(2, 1), "
-            "cat(x1, branch2(x2)); then channel_shuffle(groups=2): view(N, 2, C/2, H, W), transpose(1, 2), "
-            "contiguous, view(N, C, H, W). branch1 of stride-1 blocks is an empty Sequential, never called",
+            "block": "InvertedResidual: stride 2: cat(branch1(x), branch2(x)); stride 1: x1, x2 = "
+            "x.chunk(2, 1), cat(x1, branch2(x2)); then channel_shuffle(groups=2): view(N, 2, C/2, H, W), "
+            "transpose(1, 2), contiguous, view(N, C, H, W). branch1 of stride-1 blocks is an empty "
+            "Sequential, never called",
             "branch1": "dw conv3x3 s2 p1 (in), BN, conv1x1 (in -> out/2), BN, ReLU",
-            "branch2": "conv1x1 (in or out/2 -> out/2), BN, ReLU, dw conv3x3 (stride) p1, BN, conv1x1, BN, ReLU",
+            "branch2": "conv1x1 (in or out/2 -> out/2), BN, ReLU, dw conv3x3 (stride) p1, BN, conv1x1, BN, "
+            "ReLU",
             "head": "conv5 = conv1x1 + BN + ReLU; x.mean([2, 3]); fc",
         }
     if fam == "densenet":
@@ -676,12 +681,14 @@ def family_facts(name, fam, calls, model):
             "bn_size": 4,
             "drop_rate": 0.0,
             "memory_efficient": False,
-            "layer": "_DenseLayer(input list): cat(inputs) -> norm1 -> relu1 -> conv1 1x1 (bn_size*k) -> norm2 -> "
-            "relu2 -> conv2 3x3 p1 (k); the block returns cat([input] + every layer's new features)",
+            "layer": "_DenseLayer(input list): cat(inputs) -> norm1 -> relu1 -> conv1 1x1 (bn_size*k) -> "
+            "norm2 -> relu2 -> conv2 3x3 p1 (k); the block returns cat([input] + every layer's new features)",
             "transition": "norm -> relu -> conv 1x1 (C -> C//2) -> AvgPool2d(2, 2)",
-            "head": "features ends with norm5; forward: F.relu -> F.adaptive_avg_pool2d(1) -> flatten -> classifier",
-            "checkpoint_keys": "torchvision's .pth checkpoints use the old names denselayer#.norm.1/conv.1/...; "
-            "densenet._load_state_dict renames them with " + src_ref(densenet, r"r\"\^\(\.\*denselayer"),
+            "head": "features ends with norm5; forward: F.relu -> F.adaptive_avg_pool2d(1) -> flatten -> "
+            "classifier",
+            "checkpoint_keys": "torchvision's .pth checkpoints use the old names "
+            "denselayer#.norm.1/conv.1/...; densenet._load_state_dict renames them with "
+            + src_ref(densenet, r"r\"\^\(\.\*denselayer"),
         }
     if fam in ("resnet", "resnext", "wide_resnet"):
         a, kw, _ = calls["_resnet"]
@@ -691,8 +698,10 @@ def family_facts(name, fam, calls, model):
             "groups": kw.get("groups", 1),
             "width_per_group": kw.get("width_per_group", 64),
             "bottleneck_width": "int(planes * width_per_group / 64) * groups, planes = 64, 128, 256, 512",
-            "stride_on": "conv1 (3x3) of BasicBlock; conv2 (3x3) of Bottleneck (ResNet v1.5), and downsample.0 (1x1)",
-            "downsample": "conv1x1(stride) + BN in block 0 of a stage when stride != 1 or inplanes != planes * expansion",
+            "stride_on": "conv1 (3x3) of BasicBlock; conv2 (3x3) of Bottleneck (ResNet v1.5), and "
+            "downsample.0 (1x1)",
+            "downsample": "conv1x1(stride) + BN in block 0 of a stage when stride != 1 or inplanes != planes "
+            "* expansion",
         }
     if fam == "vgg":
         a = calls["_vgg"][0]
@@ -700,7 +709,8 @@ def family_facts(name, fam, calls, model):
             "cfg": a[0],
             "layers": vgg.cfgs[a[0]],
             "batch_norm": a[1],
-            "classifier": "Linear(512*7*7, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, Dropout(0.5), Linear(4096, n)",
+            "classifier": "Linear(512*7*7, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, "
+            "Dropout(0.5), Linear(4096, n)",
         }
     if fam == "squeezenet":
         fires = [
@@ -747,16 +757,17 @@ def family_facts(name, fam, calls, model):
             "branch3_kernel": "3x3 padding 1, not 5x5: "
             + src_ref(googlenet, r"kernel_size=3 instead of kernel_size=5"),
             "basic_conv2d": "conv (bias=False) -> BatchNorm2d(eps=0.001) -> F.relu",
-            "aux": "aux1 after inception4a, aux2 after inception4d, train mode only: adaptive_avg_pool2d(4,4), "
-            "BasicConv2d 1x1 -> 128, flatten, fc1 2048->1024, relu, dropout 0.7, fc2",
+            "aux": "aux1 after inception4a, aux2 after inception4d, train mode only: "
+            "adaptive_avg_pool2d(4,4), BasicConv2d 1x1 -> 128, flatten, fc1 2048->1024, relu, dropout 0.7, "
+            "fc2",
             "dropout": 0.2,
         }
     if fam == "inception":
         return {
             "mixed": {n: type(m).__name__ for n, m in model.named_children() if n.startswith("Mixed")},
             "basic_conv2d": "conv (bias=False) -> BatchNorm2d(eps=0.001) -> F.relu",
-            "aux": "AuxLogits after Mixed_6e, train mode only: avg_pool2d(5, 3), conv0 1x1 -> 128, conv1 5x5 -> 768, "
-            "adaptive_avg_pool2d(1), flatten, fc 768 -> n",
+            "aux": "AuxLogits after Mixed_6e, train mode only: avg_pool2d(5, 3), conv0 1x1 -> 128, conv1 5x5 "
+            "-> 768, adaptive_avg_pool2d(1), flatten, fc 768 -> n",
             "dropout": 0.5,
             "min_size": [75, 75],
         }
@@ -777,16 +788,18 @@ def family_facts(name, fam, calls, model):
             "round_nearest": 8,
             "stem": 32,
             "last_channel": 1280,
-            "block": "InvertedResidual: [conv1x1 expand CNA ReLU6 if t != 1], dw 3x3 CNA ReLU6 (stride), conv1x1, BN; "
-            "x + conv(x) (out of place) if stride 1 and in == out",
-            "head": "features.18 conv1x1 CNA ReLU6 -> F.adaptive_avg_pool2d(1) -> flatten -> Dropout(0.2) -> Linear",
+            "block": "InvertedResidual: [conv1x1 expand CNA ReLU6 if t != 1], dw 3x3 CNA ReLU6 (stride), "
+            "conv1x1, BN; x + conv(x) (out of place) if stride 1 and in == out",
+            "head": "features.18 conv1x1 CNA ReLU6 -> F.adaptive_avg_pool2d(1) -> flatten -> Dropout(0.2) -> "
+            "Linear",
         }
     if fam == "alexnet":
         return {
-            "features": "conv11 s4 p2 (64), ReLU, MaxPool(3,2), conv5 p2 (192), ReLU, MaxPool(3,2), conv3 p1 (384), "
-            "ReLU, conv3 p1 (256), ReLU, conv3 p1 (256), ReLU, MaxPool(3,2)",
+            "features": "conv11 s4 p2 (64), ReLU, MaxPool(3,2), conv5 p2 (192), ReLU, MaxPool(3,2), conv3 p1 "
+            "(384), ReLU, conv3 p1 (256), ReLU, conv3 p1 (256), ReLU, MaxPool(3,2)",
             "avgpool": [6, 6],
-            "classifier": "Dropout(0.5), Linear(9216, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, Linear(4096, n)",
+            "classifier": "Dropout(0.5), Linear(9216, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, "
+            "Linear(4096, n)",
         }
     return {}
 
@@ -801,8 +814,9 @@ TRANSFORM_INPUT = {
         src_ref(googlenet, r"x_ch2 = torch\.unsqueeze"),
         src_ref(inception, r"x_ch0 = torch\.unsqueeze"),
     ],
-    "formula": "y_c = x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5, std = (0.229, 0.224, 0.225), mean = (0.485, 0.456, 0.406); "
-    "computed as torch.unsqueeze(x[:, c], 1) * scale (f32 tensor times Python float) then + shift, then cat",
+    "formula": "y_c = x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5, std = (0.229, 0.224, 0.225), mean = "
+    "(0.485, 0.456, 0.406); computed as torch.unsqueeze(x[:, c], 1) * scale (f32 tensor times Python float) "
+    "then + shift, then cat",
     "scale": [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5],
     "shift": [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5],
 }
@@ -1000,8 +1014,8 @@ def write_manifests(with_fx=True):
         "torchvision": torchvision.__version__,
         "torch": torch.__version__,
         "source": str(TV_DIR / "models"),
-        "how": "read from the installed torchvision by scripts/make_family_fixtures.py: builders run on the meta "
-        "device with their module-level helpers wrapped to record their arguments; module attributes "
+        "how": "read from the installed torchvision by scripts/make_family_fixtures.py: builders run on the "
+        "meta device with their module-level helpers wrapped to record their arguments; module attributes "
         "(eps, pools) read from the built models",
         "variants": variants,
         "families": fam_facts,
@@ -1032,43 +1046,45 @@ def doc_notes(c):
     torchvision's installed source and the numbers in c)."""
     sdmax = c["stochastic_depth_max"]
     notes = [
-        "Checked and found right (no note needed): versions; fx.symbolic_trace of all 68 in eval (and the densenet "
-        "memory_efficient TraceError); googlenet F.relu x57, inception F.relu x94 / avg_pool2d x9 / max_pool2d x2; "
-        "leaf-module classes per family; module reuse only in resnet/resnext/wide (layerX.Y.relu x2/x3); ceil_mode "
-        "pools and googlenet 112 -> 56; the derivatives at breakpoints (measured, facts.activations); maxpool ties "
-        "to the first max; SE squeeze formulas; transform_input constants; aux key counts (20, 14); key patterns; "
-        "no other buffers; all 68 key->shape signatures unique and the key-name-set collision groups exactly as "
-        "listed; the grouped-conv rule (no failures) and the groups=1 mismatch counts (densenet121 57, googlenet 37, "
-        "inception_v3 39); eps tables.",
+        "Checked and found right (no note needed): versions; fx.symbolic_trace of all 68 in eval (and the "
+        "densenet memory_efficient TraceError); googlenet F.relu x57, inception F.relu x94 / avg_pool2d x9 / "
+        "max_pool2d x2; leaf-module classes per family; module reuse only in resnet/resnext/wide "
+        "(layerX.Y.relu x2/x3); ceil_mode pools and googlenet 112 -> 56; the derivatives at breakpoints "
+        "(measured, facts.activations); maxpool ties to the first max; SE squeeze formulas; transform_input "
+        "constants; aux key counts (20, 14); key patterns; no other buffers; all 68 key->shape signatures "
+        "unique and the key-name-set collision groups exactly as listed; the grouped-conv rule (no failures) "
+        "and the groups=1 mismatch counts (densenet121 57, googlenet 37, inception_v3 39); eps tables.",
         f"§2 StochasticDepth 'p from 0 up to 0.1875-0.5': the largest per-block p ranges from "
-        f"{min(sdmax.values())} (convnext_tiny: stochastic_depth_prob 0.1) to {max(sdmax.values())}; efficientnet "
-        f"uses p * i / n (b0 max {sdmax['efficientnet_b0']}), convnext p * i / (n - 1) (its last block gets the full "
-        f"p). Identity in eval either way.",
-        "§1/§2 in-place aliasing: the doc names only resnet's `out += identity`. Also in place in torchvision: "
-        "`result += input` in CNBlock (convnext), MBConv and FusedMBConv (efficientnet), mobilenet_v3 InvertedResidual "
-        "(overwrite the hooked output of `block` / its projection BatchNorm, and for convnext of stochastic_depth); "
-        "F.relu(inplace=True) in googlenet and inception BasicConv2d (overwrites `bn`'s output) and in "
-        "DenseNet.forward (overwrites the output of `features` = features.norm5, the DEFAULT target layer: "
-        "pytorch-grad-cam on stock torchvision densenet records post-ReLU activations); every activation built by "
-        "Conv2dNormActivation (inplace=True default) and every nn.ReLU(inplace=True) overwrites the conv/BN output "
-        "before it. mobilenet_v2, mnasnet and regnet add out of place. See facts.inplace_sites.",
-        "§2 AdaptiveAvgPool2d: googlenet's aux (4,4) pool is functional (F.adaptive_avg_pool2d), not a module; "
-        "mobilenet_v2's global pool is functional too; mnasnet and shufflenet use x.mean([2, 3]).",
-        "§3 'Gaps in Sequential numbering mark ReLU, pool or Permute modules': gaps also mark Dropout (alexnet "
-        "classifier.0/.3, squeezenet classifier.0, mobilenet_v2/efficientnet/mnasnet classifier.0, mobilenet_v3 "
-        "classifier.2), other activations (ReLU6, SiLU, Hardswish at index 2 of Conv2dNormActivation, mobilenet_v3 "
-        "classifier.1 Hardswish, convnext block.4 GELU), Flatten (convnext classifier.1) and squeezenet's classifier "
-        "ReLU / AdaptiveAvgPool2d (classifier.2/.3).",
-        "§3 densenet keys: model.state_dict() uses norm1/conv1/norm2/conv2, but torchvision's .pth checkpoints "
-        "still use denselayer#.norm.1 / conv.1 / norm.2 / conv.2 and are renamed at load (densenet._load_state_dict "
-        "regex, facts.families.densenet.*.checkpoint_keys); a converter from those files must rename the same way.",
+        f"{min(sdmax.values())} (convnext_tiny: stochastic_depth_prob 0.1) to {max(sdmax.values())}; "
+        f"efficientnet uses p * i / n (b0 max {sdmax['efficientnet_b0']}), convnext p * i / (n - 1) (its "
+        "last block gets the full p). Identity in eval either way.",
+        "§1/§2 in-place aliasing: the doc names only resnet's `out += identity`. Also in place in "
+        "torchvision: `result += input` in CNBlock (convnext), MBConv and FusedMBConv (efficientnet), "
+        "mobilenet_v3 InvertedResidual (overwrite the hooked output of `block` / its projection BatchNorm, "
+        "and for convnext of stochastic_depth); F.relu(inplace=True) in googlenet and inception BasicConv2d "
+        "(overwrites `bn`'s output) and in DenseNet.forward (overwrites the output of `features` = "
+        "features.norm5, the DEFAULT target layer: pytorch-grad-cam on stock torchvision densenet records "
+        "post-ReLU activations); every activation built by Conv2dNormActivation (inplace=True default) and "
+        "every nn.ReLU(inplace=True) overwrites the conv/BN output before it. mobilenet_v2, mnasnet and "
+        "regnet add out of place. See facts.inplace_sites.",
+        "§2 AdaptiveAvgPool2d: googlenet's aux (4,4) pool is functional (F.adaptive_avg_pool2d), not a "
+        "module; mobilenet_v2's global pool is functional too; mnasnet and shufflenet use x.mean([2, 3]).",
+        "§3 'Gaps in Sequential numbering mark ReLU, pool or Permute modules': gaps also mark Dropout "
+        "(alexnet classifier.0/.3, squeezenet classifier.0, mobilenet_v2/efficientnet/mnasnet classifier.0, "
+        "mobilenet_v3 classifier.2), other activations (ReLU6, SiLU, Hardswish at index 2 of "
+        "Conv2dNormActivation, mobilenet_v3 classifier.1 Hardswish, convnext block.4 GELU), Flatten "
+        "(convnext classifier.1) and squeezenet's classifier ReLU / AdaptiveAvgPool2d (classifier.2/.3).",
+        "§3 densenet keys: model.state_dict() uses norm1/conv1/norm2/conv2, but torchvision's .pth "
+        "checkpoints still use denselayer#.norm.1 / conv.1 / norm.2 / conv.2 and are renamed at load "
+        "(densenet._load_state_dict regex, facts.families.densenet.*.checkpoint_keys); a converter from "
+        "those files must rename the same way.",
         "§3 mobilenet_v3's key list omits the stem features.0.{0,1} and the last conv features.N.{0,1} "
         "(efficientnet's likewise omits features.N.{0,1}).",
-        "§2 Conv2d kernels (clarification): googlenet has no 5x5 conv (its 'ch5x5' branch is 3x3, torchvision "
-        "issue #906, kept for the ported weights); 5x5 occurs in inception_v3 (branch5x5_2, AuxLogits.conv1) and "
-        "as depthwise 5x5 in mnasnet / mobilenet_v3 / efficientnet.",
-        "Not in the doc: a mnasnet state_dict saved with _version 1 metadata and alpha != 1 uses the old fixed "
-        "32/16 stem (MNASNet._load_from_state_dict rebuilds layers 0-8); shapes tell it apart.",
+        "§2 Conv2d kernels (clarification): googlenet has no 5x5 conv (its 'ch5x5' branch is 3x3, "
+        "torchvision issue #906, kept for the ported weights); 5x5 occurs in inception_v3 (branch5x5_2, "
+        "AuxLogits.conv1) and as depthwise 5x5 in mnasnet / mobilenet_v3 / efficientnet.",
+        "Not in the doc: a mnasnet state_dict saved with _version 1 metadata and alpha != 1 uses the old "
+        "fixed 32/16 stem (MNASNet._load_from_state_dict rebuilds layers 0-8); shapes tell it apart.",
         "Not in the doc: ResNet Bottleneck puts the stride on conv2 (3x3, 'ResNet v1.5'), not conv1; "
         "efficientnet_b5-b7 and mobilenet_v3 BatchNorm momentum 0.01 (irrelevant in eval).",
     ]
@@ -1088,12 +1104,14 @@ def doc_notes(c):
 BN = "partial(nn.BatchNorm2d, eps=1e-3)"
 EFF = "torchvision.models.efficientnet"
 
-# name, torchvision variant, constructor, weights dtype, input (N, C, H, W), [(layer, class or None)], seed offset
+# name, torchvision variant, constructor, weights dtype, input (N, C, H, W), [(layer, class or None)],
+# seed offset
 FIXTURES = [
     (
         "alexnet",
         "alexnet",
-        "models.narrow_channels(torchvision.models.alexnet(weights=None, num_classes=10), div=8, fixed={4096: 128})",
+        "models.narrow_channels(torchvision.models.alexnet(weights=None, num_classes=10), div=8, "
+        "fixed={4096: 128})",
         torch.float16,
         (2, 3, 96, 80),
         [("features.11", None), ("features.3", 3), ("features.8", None)],
@@ -1126,8 +1144,8 @@ FIXTURES = [
     (
         "wide_resnet50_2",
         "wide_resnet50_2",
-        "models.NarrowGroupedResNet(torchvision.models.resnet.Bottleneck, [1, 2, 1, 1], base=8, width_per_group=128, "
-        "num_classes=10)",
+        "models.NarrowGroupedResNet(torchvision.models.resnet.Bottleneck, [1, 2, 1, 1], base=8, "
+        "width_per_group=128, num_classes=10)",
         torch.float16,
         (2, 3, 64, 48),
         [("layer4", None), ("layer3.0.conv2", 2), ("layer2.1.bn3", None)],
@@ -1135,8 +1153,8 @@ FIXTURES = [
     (
         "densenet121",
         "densenet121",
-        "torchvision.models.densenet.DenseNet(growth_rate=8, block_config=(2, 3, 2, 2), num_init_features=16, "
-        "bn_size=4, num_classes=10)",
+        "torchvision.models.densenet.DenseNet(growth_rate=8, block_config=(2, 3, 2, 2), "
+        "num_init_features=16, bn_size=4, num_classes=10)",
         torch.float32,
         (2, 3, 80, 64),
         [("features", None), ("features.denseblock2", 3), ("features.transition1.pool", None)],
@@ -1153,8 +1171,8 @@ FIXTURES = [
     (
         "inception_v3",
         "inception_v3",
-        "models.narrow_channels(torchvision.models.inception_v3(weights=None, num_classes=10, aux_logits=True, "
-        "transform_input=True, init_weights=True), div=16)",
+        "models.narrow_channels(torchvision.models.inception_v3(weights=None, num_classes=10, "
+        "aux_logits=True, transform_input=True, init_weights=True), div=16)",
         torch.float32,
         (2, 3, 112, 128),
         [("Mixed_7c", None), ("Mixed_6c.branch7x7dbl_3.bn", 1), ("Mixed_5c", None)],
@@ -1198,8 +1216,8 @@ FIXTURES = [
     (
         "efficientnet_b0",
         "efficientnet_b0",
-        f"{EFF}.EfficientNet({EFF}._efficientnet_conf('efficientnet_b0', width_mult=0.25, depth_mult=0.5)[0], "
-        f"dropout=0.2, num_classes=10)",
+        f"{EFF}.EfficientNet({EFF}._efficientnet_conf('efficientnet_b0', width_mult=0.25, "
+        "depth_mult=0.5)[0], dropout=0.2, num_classes=10)",
         torch.float32,
         (2, 3, 64, 48),
         [("features", None), ("features.4.1.block.3", 2), ("features.6.0.block.2", None)],
@@ -1207,7 +1225,8 @@ FIXTURES = [
     (
         "efficientnet_v2_s",
         "efficientnet_v2_s",
-        f"{EFF}.EfficientNet([{EFF}.FusedMBConvConfig(1, 3, 1, 8, 8, 2), {EFF}.FusedMBConvConfig(4, 3, 2, 8, 16, 2), "
+        f"{EFF}.EfficientNet([{EFF}.FusedMBConvConfig(1, 3, 1, 8, 8, 2), "
+        f"{EFF}.FusedMBConvConfig(4, 3, 2, 8, 16, 2), "
         f"{EFF}.FusedMBConvConfig(4, 3, 2, 16, 24, 1), {EFF}.MBConvConfig(4, 3, 2, 24, 32, 2), "
         f"{EFF}.MBConvConfig(6, 3, 1, 32, 40, 2), {EFF}.MBConvConfig(6, 3, 2, 40, 64, 2)], dropout=0.2, "
         f"last_channel=128, norm_layer={BN}, num_classes=10)",
@@ -1255,9 +1274,10 @@ FIXTURES = [
         "convnext_tiny",
         "convnext_tiny",
         "torchvision.models.convnext.ConvNeXt([torchvision.models.convnext.CNBlockConfig(8, 16, 1), "
-        "torchvision.models.convnext.CNBlockConfig(16, 32, 1), torchvision.models.convnext.CNBlockConfig(32, 48, 2), "
-        "torchvision.models.convnext.CNBlockConfig(48, None, 1)], stochastic_depth_prob=0.1, layer_scale=0.5, "
-        "num_classes=10)",
+        "torchvision.models.convnext.CNBlockConfig(16, 32, 1), "
+        "torchvision.models.convnext.CNBlockConfig(32, 48, 2), "
+        "torchvision.models.convnext.CNBlockConfig(48, None, 1)], stochastic_depth_prob=0.1, "
+        "layer_scale=0.5, num_classes=10)",
         torch.float32,
         (2, 3, 96, 64),
         [("features", None), ("features.5.1.stochastic_depth", 7), ("features.4.0", None)],
