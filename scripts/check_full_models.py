@@ -7,6 +7,7 @@ Too big for committed fixtures, so it runs locally:
 
 Prints one line per target layer: logits relative L2 and CAM max abs difference.
 """
+
 import argparse
 import json
 import pathlib
@@ -15,7 +16,6 @@ import tempfile
 
 import numpy as np
 import torch
-
 from models import reference_cams, save_weights, torchvision_model
 
 CASES = [
@@ -44,19 +44,30 @@ def main():
         for layer in layers:
             name = layer or DEFAULT[arch]
             ref_cams, classes = reference_cams(model, x, name, None)
-            cmd = [args.bin, "explain", "--weights", str(weights), "--input-tensor", str(tmp / "x.npy"),
-                   "--out", str(tmp / "out")] + (["--layer", layer] if layer else [])
+            cmd = [
+                args.bin,
+                "explain",
+                "--weights",
+                str(weights),
+                "--input-tensor",
+                str(tmp / "x.npy"),
+                "--out",
+                str(tmp / "out"),
+            ] + (["--layer", layer] if layer else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            ours = [json.loads(l)["class"] for l in out.splitlines()]
+            ours = [json.loads(line)["class"] for line in out.splitlines()]
             logits = np.load(tmp / "out" / "logits.npy")
             cams = np.load(tmp / "out" / "cams.npy")
             rel = np.linalg.norm(logits - ref_logits) / np.linalg.norm(ref_logits)
             cam_err = np.abs(cams - ref_cams.numpy()).max()
             worst = max(worst, cam_err)
             ok = rel <= 1e-4 and cam_err <= 1e-3 and ours == classes
-            print(f"{arch:9} {name + (' (default)' if layer is None else ''):24} logits rel L2 {rel:.2e}"
-                  f"  CAM max abs {cam_err:.2e}  classes {'match' if ours == classes else 'DIFFER'}"
-                  f"  {'ok' if ok else 'FAIL'}", flush=True)
+            print(
+                f"{arch:9} {name + (' (default)' if layer is None else ''):24} logits rel L2 {rel:.2e}"
+                f"  CAM max abs {cam_err:.2e}  classes {'match' if ours == classes else 'DIFFER'}"
+                f"  {'ok' if ok else 'FAIL'}",
+                flush=True,
+            )
     print(f"worst CAM max abs difference: {worst:.2e} (tolerance 1e-3)")
 
 

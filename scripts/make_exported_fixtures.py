@@ -22,6 +22,7 @@ Models are seeded, calibrated as in make_family_fixtures.py (so no activation va
 to the saved dtype, and run with inplace=False everywhere (a forward hook sees a module's own
 output, as the engine defines it).
 """
+
 import argparse
 import collections
 import json
@@ -50,11 +51,16 @@ class CustomCNN(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.act = nn.ReLU()  # reused: called twice
-        self.paths = nn.ModuleDict({
-            "a": nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8)),
-            "b": nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(8, eps=1e-3),
-                               nn.Hardswish()),
-        })
+        self.paths = nn.ModuleDict(
+            {
+                "a": nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8)),
+                "b": nn.Sequential(
+                    nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False),
+                    nn.BatchNorm2d(8, eps=1e-3),
+                    nn.Hardswish(),
+                ),
+            }
+        )
         self.down = nn.Conv2d(16, 16, 3, stride=2)
         self.gate = nn.Conv2d(16, 16, 1)
         self.head = nn.Linear(16, num_classes)
@@ -126,42 +132,87 @@ class TFSameNet(nn.Module):
 
 def timm_models():
     from timm.models import convnext, efficientnet, ghostnet, mobilenetv3, resnet, rexnet
+
     return {
-        "timm_resnet50d": (lambda: resnet.ResNet(resnet.Bottleneck, (1, 1, 1, 1), channels=(8, 16, 32, 64),
-                                                 stem_width=8, stem_type="deep", avg_down=True, num_classes=10),
-                           "timm.models.resnet.ResNet(Bottleneck, (1, 1, 1, 1), channels=(8, 16, 32, 64), "
-                           "stem_width=8, stem_type='deep', avg_down=True, num_classes=10)  # resnet50d's layout",
-                           torch.float16, (2, 3, 64, 48), ["layer4", "layer3", "layer2.0.act3", "layer1", "act1"]),
-        "timm_efficientnet_b0": (lambda: efficientnet._gen_efficientnet("efficientnet_b0", channel_multiplier=0.25,
-                                                                         depth_multiplier=0.3, num_classes=10),
-                                 "timm.models.efficientnet._gen_efficientnet('efficientnet_b0', "
-                                 "channel_multiplier=0.25, depth_multiplier=0.3, num_classes=10)",
-                                 torch.float16, (2, 3, 64, 48), ["bn2", "blocks.4", "blocks.2.0.se", "blocks.5", "blocks.1"]),
-        "timm_mobilenetv3_large_100": (lambda: mobilenetv3._gen_mobilenet_v3("mobilenetv3_large_100", 0.25,
-                                                                             depth_multiplier=0.5, num_classes=10),
-                                       "timm.models.mobilenetv3._gen_mobilenet_v3('mobilenetv3_large_100', 0.25, "
-                                       "depth_multiplier=0.5, num_classes=10)",
-                                       torch.float16, (2, 3, 64, 48), ["blocks", "blocks.3", "conv_stem", "blocks.5", "blocks.1"]),
-        "timm_convnext_tiny": (lambda: convnext.ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 24, 32, 48), num_classes=10,
-                                                         ls_init_value=0.5),
-                               "timm.models.convnext.ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 24, 32, 48), "
-                               "num_classes=10, ls_init_value=0.5)  # convnext_tiny's layout",
-                               torch.float32, (2, 3, 64, 48), ["stages", "stages.2.blocks.1", "stem", "stages.1", "stages.3.downsample"]),
-        "timm_ghostnet_100": (lambda: ghostnet._create_ghostnet("ghostnet_100", width=0.25, num_classes=10),
-                              "timm.models.ghostnet._create_ghostnet('ghostnet_100', width=0.25, num_classes=10)",
-                              torch.float16, (2, 3, 64, 48), ["blocks", "blocks.6", "blocks.3.0.ghost1", "blocks.8", "blocks.2"]),
-        "timm_rexnet_100": (lambda: rexnet._create_rexnet("rexnet_100", False, width_mult=0.25, num_classes=10),
-                            "timm.models.rexnet._create_rexnet('rexnet_100', False, width_mult=0.25, num_classes=10)",
-                            torch.float16, (2, 3, 64, 48), ["features", "features.8", "stem", "features.12", "features.4", "features.2"]),
+        "timm_resnet50d": (
+            lambda: resnet.ResNet(
+                resnet.Bottleneck,
+                (1, 1, 1, 1),
+                channels=(8, 16, 32, 64),
+                stem_width=8,
+                stem_type="deep",
+                avg_down=True,
+                num_classes=10,
+            ),
+            "timm.models.resnet.ResNet(Bottleneck, (1, 1, 1, 1), channels=(8, 16, 32, 64), "
+            "stem_width=8, stem_type='deep', avg_down=True, num_classes=10)  # resnet50d's layout",
+            torch.float16,
+            (2, 3, 64, 48),
+            ["layer4", "layer3", "layer2.0.act3", "layer1", "act1"],
+        ),
+        "timm_efficientnet_b0": (
+            lambda: efficientnet._gen_efficientnet(
+                "efficientnet_b0", channel_multiplier=0.25, depth_multiplier=0.3, num_classes=10
+            ),
+            "timm.models.efficientnet._gen_efficientnet('efficientnet_b0', "
+            "channel_multiplier=0.25, depth_multiplier=0.3, num_classes=10)",
+            torch.float16,
+            (2, 3, 64, 48),
+            ["bn2", "blocks.4", "blocks.2.0.se", "blocks.5", "blocks.1"],
+        ),
+        "timm_mobilenetv3_large_100": (
+            lambda: mobilenetv3._gen_mobilenet_v3(
+                "mobilenetv3_large_100", 0.25, depth_multiplier=0.5, num_classes=10
+            ),
+            "timm.models.mobilenetv3._gen_mobilenet_v3('mobilenetv3_large_100', 0.25, "
+            "depth_multiplier=0.5, num_classes=10)",
+            torch.float16,
+            (2, 3, 64, 48),
+            ["blocks", "blocks.3", "conv_stem", "blocks.5", "blocks.1"],
+        ),
+        "timm_convnext_tiny": (
+            lambda: convnext.ConvNeXt(
+                depths=(1, 1, 2, 1), dims=(16, 24, 32, 48), num_classes=10, ls_init_value=0.5
+            ),
+            "timm.models.convnext.ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 24, 32, 48), "
+            "num_classes=10, ls_init_value=0.5)  # convnext_tiny's layout",
+            torch.float32,
+            (2, 3, 64, 48),
+            ["stages", "stages.2.blocks.1", "stem", "stages.1", "stages.3.downsample"],
+        ),
+        "timm_ghostnet_100": (
+            lambda: ghostnet._create_ghostnet("ghostnet_100", width=0.25, num_classes=10),
+            "timm.models.ghostnet._create_ghostnet('ghostnet_100', width=0.25, num_classes=10)",
+            torch.float16,
+            (2, 3, 64, 48),
+            ["blocks", "blocks.6", "blocks.3.0.ghost1", "blocks.8", "blocks.2"],
+        ),
+        "timm_rexnet_100": (
+            lambda: rexnet._create_rexnet("rexnet_100", False, width_mult=0.25, num_classes=10),
+            "timm.models.rexnet._create_rexnet('rexnet_100', False, width_mult=0.25, num_classes=10)",
+            torch.float16,
+            (2, 3, 64, 48),
+            ["features", "features.8", "stem", "features.12", "features.4", "features.2"],
+        ),
     }
 
 
 def own_models():
     return {
-        "custom_cnn": (CustomCNN, "scripts/make_exported_fixtures.py: CustomCNN()", torch.float32, (2, 3, 29, 34),
-                       ["down", "paths.b", "paths.a", "act", "stem"]),
-        "tf_same": (TFSameNet, "scripts/make_exported_fixtures.py: TFSameNet()", torch.float32, (2, 3, 45, 38),
-                    ["head_act", "blocks.2.0", "conv_stem", "blocks.1", "bn0"]),
+        "custom_cnn": (
+            CustomCNN,
+            "scripts/make_exported_fixtures.py: CustomCNN()",
+            torch.float32,
+            (2, 3, 29, 34),
+            ["down", "paths.b", "paths.a", "act", "stem"],
+        ),
+        "tf_same": (
+            TFSameNet,
+            "scripts/make_exported_fixtures.py: TFSameNet()",
+            torch.float32,
+            (2, 3, 45, 38),
+            ["head_act", "blocks.2.0", "conv_stem", "blocks.1", "bn0"],
+        ),
     }
 
 
@@ -179,11 +230,12 @@ def cam_f64(graph, tensors, x, layer, classes):
     maps are kept only where they agree with it (a layer whose map depends on float32 rounding
     is no test of the engine)."""
     from export_model import run_graph
+
     values = {}
     t = {k: v.double() for k, v in tensors.items()}
     y = run_graph(graph, t, x.double().requires_grad_(), values)
     a = values[next(m["output"] for m in graph["modules"] if m["name"] == layer)]
-    grad, = torch.autograd.grad(sum(y[i, k] for i, k in enumerate(classes)), a)
+    (grad,) = torch.autograd.grad(sum(y[i, k] for i, k in enumerate(classes)), a)
     cam = torch.relu((grad.mean((2, 3), keepdim=True) * a).sum(1))
     cam = F.interpolate(cam[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
     cam = cam - cam.flatten(1).amin(1)[:, None, None]
@@ -191,8 +243,15 @@ def cam_f64(graph, tensors, x, layer, classes):
 
 
 # custom_cnn records its own evaluation transform (the others: timm's pretrained config, or none)
-PREPROCESS = {"custom_cnn": {"resize": 40, "crop": 32, "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5],
-                             "std": [0.25, 0.25, 0.25]}}
+PREPROCESS = {
+    "custom_cnn": {
+        "resize": 40,
+        "crop": 32,
+        "interpolation": "bilinear",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+}
 
 
 def write_parity(name, make, desc, dtype, shape, layers, seed):
@@ -205,16 +264,27 @@ def write_parity(name, make, desc, dtype, shape, layers, seed):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 3))
     out = ROOT / name
     out.mkdir(parents=True, exist_ok=True)
-    graph = export_model(model, out / "model.safetensors", tuple(shape[1:]), dtype=dtype,
-                         preprocess=PREPROCESS.get(name))
+    graph = export_model(
+        model, out / "model.safetensors", tuple(shape[1:]), dtype=dtype, preprocess=PREPROCESS.get(name)
+    )
     with torch.no_grad():
         logits = model(x)
     expected = {"input": x.contiguous(), "logits": logits.contiguous()}
-    manifest = {"weights_dtype": str(dtype).removeprefix("torch."), "constructor": desc,
-                "default_layer": graph["default_layer"], "cases": []}
+    manifest = {
+        "weights_dtype": str(dtype).removeprefix("torch."),
+        "constructor": desc,
+        "default_layer": graph["default_layer"],
+        "cases": [],
+    }
     cases = [(graph["default_layer"], None)] + [(lay, i if i % 2 else None) for i, lay in enumerate(layers)]
-    tensors = {**model.state_dict(), **{k: v for k, v in load_file(str(out / "model.safetensors")).items()
-                                        if k.startswith("gradcam.const.")}}
+    tensors = {
+        **model.state_dict(),
+        **{
+            k: v
+            for k, v in load_file(str(out / "model.safetensors")).items()
+            if k.startswith("gradcam.const.")
+        },
+    }
     for layer, cls in dict.fromkeys(cases):
         cams, classes = reference_cams(model, x, layer, cls)
         if not bool((cams.flatten(1).amax(1) > 0).all()):
@@ -232,8 +302,11 @@ def write_parity(name, make, desc, dtype, shape, layers, seed):
     save_file(expected, str(out / "expected.safetensors"))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     size = sum(p.stat().st_size for p in out.iterdir())
-    print(f"{name}: {len(graph['nodes'])} ops, default {graph['default_layer']}, {size / 1e3:.0f} kB, "
-          f"logits std {float(logits.std()):.3f}", flush=True)
+    print(
+        f"{name}: {len(graph['nodes'])} ops, default {graph['default_layer']}, {size / 1e3:.0f} kB, "
+        f"logits std {float(logits.std()):.3f}",
+        flush=True,
+    )
     return size
 
 
@@ -245,8 +318,10 @@ def write_family_graphs():
     for d in sorted(p for p in FAMILIES.iterdir() if (p / "manifest.json").exists()):
         man = json.loads((d / "manifest.json").read_text())
         model = not_inplace(fam.construct(man["constructor"])).eval()
-        sd = collections.OrderedDict((k, v.float() if v.is_floating_point() else v)
-                                     for k, v in load_file(str(d / "model.safetensors")).items())
+        sd = collections.OrderedDict(
+            (k, v.float() if v.is_floating_point() else v)
+            for k, v in load_file(str(d / "model.safetensors")).items()
+        )
         sd._metadata = model.state_dict()._metadata  # MNASNet wants its version (see verify())
         model.load_state_dict(sd, strict=True)
         x = load_file(str(d / "expected.safetensors"))["input"]
@@ -255,15 +330,38 @@ def write_family_graphs():
         text = json.dumps(graph, separators=(",", ":"))
         (out / f"{d.name}.json").write_text(text + "\n")
         total += len(text)
-        print(f"families/{d.name}: {len(graph['nodes'])} ops, default {graph['default_layer']}, "
-              f"{len(text) / 1e3:.0f} kB", flush=True)
+        print(
+            f"families/{d.name}: {len(graph['nodes'])} ops, default {graph['default_layer']}, "
+            f"{len(text) / 1e3:.0f} kB",
+            flush=True,
+        )
     return total
 
 
-TIMM_FULL = ["resnet50d", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny", "regnetz_b16",
-             "ghostnet_100", "rexnet_100", "tf_efficientnet_b0", "densenet121", "regnety_008", "mixnet_s",
-             "lcnet_050", "cspresnet50", "repvgg_a0", "nfnet_l0", "res2net50_26w_4s", "dla34",
-             "seresnext26d_32x4d", "ecaresnet26t", "resnest14d", "hrnet_w18_small", "vgg11_bn"]
+TIMM_FULL = [
+    "resnet50d",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
+    "convnext_tiny",
+    "regnetz_b16",
+    "ghostnet_100",
+    "rexnet_100",
+    "tf_efficientnet_b0",
+    "densenet121",
+    "regnety_008",
+    "mixnet_s",
+    "lcnet_050",
+    "cspresnet50",
+    "repvgg_a0",
+    "nfnet_l0",
+    "res2net50_26w_4s",
+    "dla34",
+    "seresnext26d_32x4d",
+    "ecaresnet26t",
+    "resnest14d",
+    "hrnet_w18_small",
+    "vgg11_bn",
+]
 
 
 def timm_report():
@@ -271,10 +369,13 @@ def timm_report():
     compares the exported graph with the model), and the message of those that do not."""
     import timm
     from export_model import ExportError
+
     for name in TIMM_FULL:
         try:
             graph, _ = export_graph(timm.create_model(name, pretrained=False), (3, 128, 128), batch=1)
-            print(f"| {name} | exports ({len(graph['nodes'])} ops), default layer `{graph['default_layer']}` |")
+            print(
+                f"| {name} | exports ({len(graph['nodes'])} ops), default layer `{graph['default_layer']}` |"
+            )
         except ExportError as e:
             print(f"| {name} | {str(e).split('. Supported')[0]} |")
 

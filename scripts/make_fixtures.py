@@ -7,31 +7,68 @@ pytorch-grad-cam (PyPI `grad-cam` 1.5.x) compute for them.
 
 The Rust test tests/parity.rs compares the engine against these files.
 """
+
 import json
 import pathlib
 
 import torch
+from models import NarrowResNet, SeedCNN, narrow_vgg, prepare, reference_cams, round_to, save_weights
 from safetensors.torch import save_file
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.vgg import cfgs
-
-from models import NarrowResNet, SeedCNN, narrow_vgg, prepare, reference_cams, round_to, save_weights
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 # name, model factory, weight dtype, input shape, [(layer, class or None)]
 FIXTURES = [
-    ("seed_cnn", lambda: SeedCNN(10), torch.float32, (3, 3, 32, 32),
-     [("conv3", None), ("conv2", 7), ("relu1", None), ("pool2", 3), ("conv1", 1)]),
-    ("vgg11_bn_narrow", lambda: narrow_vgg(cfgs["A"], batch_norm=True), torch.float16, (2, 3, 64, 48),
-     [("features.27", None), ("features.8", 3), ("features.9", None), ("features.13", 5),
-      ("features", None)]),
-    ("resnet_basic_narrow", lambda: NarrowResNet(BasicBlock, [2, 1, 1, 2]), torch.float32, (2, 3, 64, 48),
-     [("layer4", None), ("layer4.1.conv2", 2), ("layer3.0.downsample.0", None),
-      ("layer1.0.relu", 4), ("layer2", None), ("layer1.1.bn2", None)]),
-    ("resnet_bottleneck_narrow", lambda: NarrowResNet(Bottleneck, [1, 1, 2, 1]), torch.bfloat16, (2, 3, 64, 48),
-     [("layer4", None), ("layer3.1.conv2", 6), ("layer1.0.downsample.1", None),
-      ("layer2.0.relu", None), ("relu", 9), ("maxpool", None)]),
+    (
+        "seed_cnn",
+        lambda: SeedCNN(10),
+        torch.float32,
+        (3, 3, 32, 32),
+        [("conv3", None), ("conv2", 7), ("relu1", None), ("pool2", 3), ("conv1", 1)],
+    ),
+    (
+        "vgg11_bn_narrow",
+        lambda: narrow_vgg(cfgs["A"], batch_norm=True),
+        torch.float16,
+        (2, 3, 64, 48),
+        [
+            ("features.27", None),
+            ("features.8", 3),
+            ("features.9", None),
+            ("features.13", 5),
+            ("features", None),
+        ],
+    ),
+    (
+        "resnet_basic_narrow",
+        lambda: NarrowResNet(BasicBlock, [2, 1, 1, 2]),
+        torch.float32,
+        (2, 3, 64, 48),
+        [
+            ("layer4", None),
+            ("layer4.1.conv2", 2),
+            ("layer3.0.downsample.0", None),
+            ("layer1.0.relu", 4),
+            ("layer2", None),
+            ("layer1.1.bn2", None),
+        ],
+    ),
+    (
+        "resnet_bottleneck_narrow",
+        lambda: NarrowResNet(Bottleneck, [1, 1, 2, 1]),
+        torch.bfloat16,
+        (2, 3, 64, 48),
+        [
+            ("layer4", None),
+            ("layer3.1.conv2", 6),
+            ("layer1.0.downsample.1", None),
+            ("layer2.0.relu", None),
+            ("relu", 9),
+            ("maxpool", None),
+        ],
+    ),
 ]
 
 

@@ -4,11 +4,11 @@ mutate these (and a few fixtures) at random. Needs numpy and Pillow; determinist
 
     python scripts/make_fuzz_corpus.py
 """
+
 import io
 import json
 import os
 import struct
-import zlib
 
 import numpy as np
 from PIL import Image
@@ -46,7 +46,11 @@ seed = {
     "conv1.bias": ("F32", [2], f32([0.1, -0.1])),
     "conv2.weight": ("F32", [64, 2, 5, 5], f32(rng.standard_normal((64, 2, 5, 5)) * 0.1)),
     "conv2.bias": ("F16", [64], np.zeros(64, "<f2").tobytes()),
-    "conv3.weight": ("BF16", [16, 64, 3, 3], (np.ones((16, 64, 3, 3), "<f4").view("<u4") >> 16).astype("<u2").tobytes()),
+    "conv3.weight": (
+        "BF16",
+        [16, 64, 3, 3],
+        (np.ones((16, 64, 3, 3), "<f4").view("<u4") >> 16).astype("<u2").tobytes(),
+    ),
     "conv3.bias": ("F32", [16], f32(np.zeros(16))),
     "fc1.weight": ("F32", [4, 16], f32(rng.standard_normal((4, 16)))),
     "fc1.bias": ("F32", [4], f32(np.zeros(4))),
@@ -55,21 +59,36 @@ seed = {
 }
 put("safetensors", "tiny_seed_cnn.safetensors", safetensors(seed, {"format": "pt"}))
 put("safetensors", "empty.safetensors", safetensors({}))
-put("safetensors", "integers.safetensors", safetensors({
-    "bn.num_batches_tracked": ("I64", [], struct.pack("<q", 7)),
-    "mask": ("BOOL", [3], b"\x01\x00\x01"),
-    "w": ("F32", [2, 2], f32([1, 2, 3, 4])),
-}))
+put(
+    "safetensors",
+    "integers.safetensors",
+    safetensors(
+        {
+            "bn.num_batches_tracked": ("I64", [], struct.pack("<q", 7)),
+            "mask": ("BOOL", [3], b"\x01\x00\x01"),
+            "w": ("F32", [2, 2], f32([1, 2, 3, 4])),
+        }
+    ),
+)
 put("safetensors", "f64.safetensors", safetensors({"w": ("F64", [2], np.ones(2, "<f8").tobytes())}))
 put("safetensors", "nan.safetensors", safetensors({"w": ("F32", [3], f32([1, float("nan"), 2]))}))
-put("safetensors", "scalar_and_zero.safetensors", safetensors({
-    "s": ("F32", [], f32([1.5])), "z": ("F32", [0, 4], b""),
-}))
+put(
+    "safetensors",
+    "scalar_and_zero.safetensors",
+    safetensors(
+        {
+            "s": ("F32", [], f32([1.5])),
+            "z": ("F32", [0, 4], b""),
+        }
+    ),
+)
+
 
 def npy(arr, version=(1, 0), fortran=False):
     b = io.BytesIO()
     np.lib.format.write_array(b, np.asfortranarray(arr) if fortran else arr, version=version)
     return b.getvalue()
+
 
 put("npy", "x_1_3_4_4.npy", npy(rng.standard_normal((1, 3, 4, 4)).astype("<f4")))
 put("npy", "v2.npy", npy(np.arange(6, dtype="<f4").reshape(2, 3), version=(2, 0)))
@@ -81,16 +100,19 @@ put("npy", "f8.npy", npy(np.arange(3, dtype="<f8")))
 
 y, x = np.mgrid[0:12, 0:16]
 rgb = np.stack([x * 16, y * 20, (x + y) * 9], -1).astype("uint8")
+
+
 def save(name, img, **kw):
     b = io.BytesIO()
     img.save(b, **kw)
     put("images", name, b.getvalue())
 
+
 save("rgb.png", Image.fromarray(rgb), format="PNG")
 save("gray.png", Image.fromarray(rgb[..., 0]), format="PNG")
 save("rgba.png", Image.fromarray(np.dstack([rgb, rgb[..., :1]])), format="PNG")
 save("palette.png", Image.fromarray(rgb).convert("P"), format="PNG")
-save("gray16.png", Image.fromarray((rgb[..., 0].astype("uint16") * 257)), format="PNG")
+save("gray16.png", Image.fromarray(rgb[..., 0].astype("uint16") * 257), format="PNG")
 save("baseline.jpg", Image.fromarray(rgb), format="JPEG", quality=80)
 save("gray.jpg", Image.fromarray(rgb[..., 1]), format="JPEG", quality=80)
 save("bmp24.bmp", Image.fromarray(rgb), format="BMP")

@@ -10,6 +10,7 @@ tests/images.rs compares the tool against these files:
   expected/golden/                 seed-cnn Grad-CAM heatmaps and show_cam_on_image overlays
   expected/guided.safetensors      guided backpropagation gradients (kazuto1011's guided ReLU hooks)
 """
+
 import json
 import pathlib
 
@@ -18,12 +19,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from models import NarrowResNet, SeedCNN, prepare
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torchvision import transforms as T
 from torchvision.models.resnet import BasicBlock
-
-from models import NarrowResNet, SeedCNN, prepare
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ROOT = REPO / "tests" / "fixtures" / "images"
@@ -39,7 +39,7 @@ def scene(h, w, seed):
     cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.15, 0.3) * min(h, w)
     img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
     y0 = int(rng.uniform(0.1, 0.8) * h)
-    img[y0:y0 + max(1, h // 10), w // 5:] = rng.uniform(0, 255, 3)
+    img[y0 : y0 + max(1, h // 10), w // 5 :] = rng.uniform(0, 255, 3)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -102,9 +102,17 @@ def make_preprocess():
             steps.append(T.CenterCrop(crop))
         steps += [T.ToTensor(), T.Normalize(mean, std)]
         tensors[name] = T.Compose(steps)(img).contiguous()
-        manifest.append({"name": name, "file": file,
-                         "resize": list(resize) if isinstance(resize, tuple) else resize,
-                         "crop": crop, "mean": mean, "std": std, "filter": filt})
+        manifest.append(
+            {
+                "name": name,
+                "file": file,
+                "resize": list(resize) if isinstance(resize, tuple) else resize,
+                "crop": crop,
+                "mean": mean,
+                "std": std,
+                "filter": filt,
+            }
+        )
     save_file(tensors, str(ROOT / "expected" / "preprocess.safetensors"))
     (ROOT / "expected" / "preprocess.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
@@ -126,6 +134,7 @@ def make_golden():
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     model = seed_model()
     out = ROOT / "expected" / "golden"
     out.mkdir(parents=True, exist_ok=True)
@@ -148,8 +157,10 @@ def make_golden():
 
 def guided_backprop(model, x, classes):
     """kazuto1011/grad-cam-pytorch's BackPropagation with guided ReLU hooks."""
+
     def hook(module, grad_in, grad_out):
         return (F.relu(grad_in[0]),)
+
     handles = [m.register_full_backward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
     x = x.clone().requires_grad_(True)
     logits = model(x)
@@ -166,8 +177,11 @@ def make_guided():
     xs = torch.stack([seed_input(ROOT / "inputs" / f)[1] for f in ["rgb_odd.png", "photo.jpg"]])
     with torch.no_grad():
         classes = model(xs).argmax(1)
-    tensors = {"seed_cnn.input": xs, "seed_cnn.grad": guided_backprop(model, xs, classes),
-               "seed_cnn.classes": classes.to(torch.int64)}
+    tensors = {
+        "seed_cnn.input": xs,
+        "seed_cnn.grad": guided_backprop(model, xs, classes),
+        "seed_cnn.classes": classes.to(torch.int64),
+    }
     # A residual network: guided ReLUs on both branches, BatchNorm, the shared ReLU module.
     res = prepare(NarrowResNet(BasicBlock, [2, 1, 1, 2]), 0)
     sd = load_file(str(REPO / "tests" / "fixtures" / "resnet_basic_narrow" / "model.safetensors"))
@@ -176,8 +190,9 @@ def make_guided():
     torch.manual_seed(7)
     xr = torch.randn(2, 3, 32, 24)
     cls_r = torch.tensor([3, 8])
-    tensors.update({"resnet.input": xr, "resnet.grad": guided_backprop(res, xr, cls_r),
-                    "resnet.classes": cls_r})
+    tensors.update(
+        {"resnet.input": xr, "resnet.grad": guided_backprop(res, xr, cls_r), "resnet.classes": cls_r}
+    )
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(ROOT / "expected" / "guided.safetensors"))
 
 
@@ -185,7 +200,9 @@ def make_examples():
     ex = REPO / "examples"
     ex.mkdir(exist_ok=True)
     for i, name in enumerate(["shapes1.png", "shapes2.png", "shapes3.jpg"]):
-        Image.fromarray(scene(96, 128, 20 + i)).save(ex / name, **({"quality": 90} if name.endswith("jpg") else {}))
+        Image.fromarray(scene(96, 128, 20 + i)).save(
+            ex / name, **({"quality": 90} if name.endswith("jpg") else {})
+        )
 
 
 def main():

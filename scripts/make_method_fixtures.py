@@ -11,25 +11,22 @@ score. EigenCAM-like maps are stored twice: as pytorch-grad-cam computes them (t
 is arbitrary) and with the projection's sign corrected (|min| > |max| flips it, pytorch-grad-cam's
 own `get_2d_projection_with_sign_correction`), which is what the engine computes.
 """
+
 import json
 import pathlib
 import sys
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torchvision.models.resnet import BasicBlock
 from torchvision.models.vgg import cfgs
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from models import NarrowResNet, SeedCNN, narrow_vgg, prepare  # noqa: E402
-
 import pytorch_grad_cam as pgc  # noqa: E402
 import pytorch_grad_cam.base_cam as base_cam  # noqa: E402
 import pytorch_grad_cam.utils.svd_on_activations as svd  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import (  # noqa: E402
-    ClassifierOutputSoftmaxTarget, ClassifierOutputTarget)
+from models import NarrowResNet, SeedCNN, narrow_vgg, prepare  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -59,8 +56,10 @@ EIGEN = {"eigencam", "eigengradcam"}
 
 def load(name, make):
     model = prepare(make(), 0)
-    sd = {k: v.float() if v.is_floating_point() else v
-          for k, v in load_file(str(ROOT / name / "model.safetensors")).items()}
+    sd = {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in load_file(str(ROOT / name / "model.safetensors")).items()
+    }
     model.load_state_dict(sd)
     model.eval()
     x = load_file(str(ROOT / name / "expected.safetensors"))["input"].float()
@@ -70,18 +69,23 @@ def load(name, make):
 def pgc_cam(model, x, method, layers, targets, sign_fixed=False, **kw):
     """One pytorch-grad-cam call; with `sign_fixed`, its SVD projection sign-corrected."""
     proj = svd.get_2d_projection_with_sign_correction if sign_fixed else svd.get_2d_projection
-    saved = (base_cam.get_2d_projection, pgc.eigen_cam.get_2d_projection,
-             pgc.eigen_grad_cam.get_2d_projection)
-    base_cam.get_2d_projection = pgc.eigen_cam.get_2d_projection = \
-        pgc.eigen_grad_cam.get_2d_projection = proj
+    saved = (
+        base_cam.get_2d_projection,
+        pgc.eigen_cam.get_2d_projection,
+        pgc.eigen_grad_cam.get_2d_projection,
+    )
+    base_cam.get_2d_projection = pgc.eigen_cam.get_2d_projection = pgc.eigen_grad_cam.get_2d_projection = proj
     try:
-        mods = [model.get_submodule(l) for l in layers]
+        mods = [model.get_submodule(layer) for layer in layers]
         smooth = {k: kw.pop(k) for k in ("aug_smooth", "eigen_smooth") if k in kw}
         with CAMS[method](model=model, target_layers=mods, **kw) as cam:
             return torch.from_numpy(cam(input_tensor=x, targets=targets, **smooth)).float()
     finally:
-        (base_cam.get_2d_projection, pgc.eigen_cam.get_2d_projection,
-         pgc.eigen_grad_cam.get_2d_projection) = saved
+        (
+            base_cam.get_2d_projection,
+            pgc.eigen_cam.get_2d_projection,
+            pgc.eigen_grad_cam.get_2d_projection,
+        ) = saved
 
 
 def _basic_forward_module_order(self, x):
@@ -167,13 +171,14 @@ def occlusion(model, x, classes, patch, stride, fill=0.0):
             for gx in range(gw):
                 cy, cx = gy * stride, gx * stride
                 xo = x.clone()
-                xo[:, :, max(cy - half, 0):cy - half + patch, max(cx - half, 0):cx - half + patch] = fill
+                xo[:, :, max(cy - half, 0) : cy - half + patch, max(cx - half, 0) : cx - half + patch] = fill
                 out[:, gy, gx] = model(xo).gather(1, torch.tensor(classes)[:, None])[:, 0] - base
     return out
 
 
 def main():
     from captum.attr import IntegratedGradients
+
     out_root = ROOT / "methods"
     for name, make, layers in MODELS:
         torch.manual_seed(0)
@@ -186,53 +191,111 @@ def main():
         expected = {"input": x.contiguous(), "logits": logits.contiguous()}
         cases = []
 
-        def add(key, tensor, **case):
+        def add(key, tensor, *, expected=expected, cases=cases, **case):
             expected[key] = tensor.float().contiguous()
             cases.append({"key": key, **case})
 
         for layer in layers:
             for method in CAMS:
                 key = f"{method}.{layer}"
-                add(key, pgc_cam(model, x, method, [layer], logit_t, sign_fixed=True),
-                    method=method, layers=[layer], classes=classes)
+                add(
+                    key,
+                    pgc_cam(model, x, method, [layer], logit_t, sign_fixed=True),
+                    method=method,
+                    layers=[layer],
+                    classes=classes,
+                )
                 if method in EIGEN:
-                    add(key + ".pgc", pgc_cam(model, x, method, [layer], logit_t),
-                        method=method, layers=[layer], classes=classes, pgc_sign=True)
+                    add(
+                        key + ".pgc",
+                        pgc_cam(model, x, method, [layer], logit_t),
+                        method=method,
+                        layers=[layer],
+                        classes=classes,
+                        pgc_sign=True,
+                    )
         first = layers[0]
         for method in ["gradcam", "gradcam++", "scorecam"]:
-            add(f"{method}.softmax", pgc_cam(model, x, method, [first],
-                                             [ClassifierOutputSoftmaxTarget(c) for c in classes]),
-                method=method, layers=[first], classes=classes, target="softmax")
+            add(
+                f"{method}.softmax",
+                pgc_cam(model, x, method, [first], [ClassifierOutputSoftmaxTarget(c) for c in classes]),
+                method=method,
+                layers=[first],
+                classes=classes,
+                target="softmax",
+            )
         for method in ["gradcam", "layercam"]:
-            add(f"{method}.second", pgc_cam(model, x, method, [first],
-                                            [ClassifierOutputTarget(c) for c in second]),
-                method=method, layers=[first], classes=second)
+            add(
+                f"{method}.second",
+                pgc_cam(model, x, method, [first], [ClassifierOutputTarget(c) for c in second]),
+                method=method,
+                layers=[first],
+                classes=second,
+            )
         for method in ["gradcam", "hirescam", "gradcam++", "eigencam"]:
-            add(f"{method}.layers", pgc_cam(model, x, method, layers, logit_t, sign_fixed=True),
-                method=method, layers=layers, classes=classes)
+            add(
+                f"{method}.layers",
+                pgc_cam(model, x, method, layers, logit_t, sign_fixed=True),
+                method=method,
+                layers=layers,
+                classes=classes,
+            )
         for method in ["gradcam", "xgradcam", "scorecam"]:
-            add(f"{method}.eigen_smooth",
+            add(
+                f"{method}.eigen_smooth",
                 pgc_cam(model, x, method, [first], logit_t, sign_fixed=True, eigen_smooth=True),
-                method=method, layers=[first], classes=classes, eigen_smooth=True)
+                method=method,
+                layers=[first],
+                classes=classes,
+                eigen_smooth=True,
+            )
         for method in ["gradcam", "gradcam++"]:
             # Fixed targets: the engine keeps the plain input's classes for every augmentation.
-            add(f"{method}.aug_smooth",
+            add(
+                f"{method}.aug_smooth",
                 pgc_cam(model, x, method, [first], logit_t, aug_smooth=True),
-                method=method, layers=[first], classes=classes, aug_smooth=True)
+                method=method,
+                layers=[first],
+                classes=classes,
+                aug_smooth=True,
+            )
         add("fullgrad", fullgrad(model, x, logit_t), method="fullgrad", layers=[], classes=classes)
         add("saliency", input_grad(model, x, classes), method="saliency", layers=[], classes=classes)
-        add("guided-backprop", input_grad(model, x, classes, GuidedReLU), method="guided-backprop",
-            layers=[], classes=classes)
-        add("deconvnet", input_grad(model, x, classes, DeconvReLU), method="deconvnet",
-            layers=[], classes=classes)
+        add(
+            "guided-backprop",
+            input_grad(model, x, classes, GuidedReLU),
+            method="guided-backprop",
+            layers=[],
+            classes=classes,
+        )
+        add(
+            "deconvnet",
+            input_grad(model, x, classes, DeconvReLU),
+            method="deconvnet",
+            layers=[],
+            classes=classes,
+        )
         ig = IntegratedGradients(model)
         for steps in [8, 50]:
-            add(f"integrated-gradients.{steps}",
-                ig.attribute(x, target=classes, n_steps=steps, method="gausslegendre",
-                             internal_batch_size=16).detach(),
-                method="integrated-gradients", layers=[], classes=classes, steps=steps)
-        add("occlusion", occlusion(model, x, classes, patch=7, stride=5), method="occlusion",
-            layers=[], classes=classes, patch=7, stride=5)
+            add(
+                f"integrated-gradients.{steps}",
+                ig.attribute(
+                    x, target=classes, n_steps=steps, method="gausslegendre", internal_batch_size=16
+                ).detach(),
+                method="integrated-gradients",
+                layers=[],
+                classes=classes,
+                steps=steps,
+            )
+        add(
+            "occlusion",
+            occlusion(model, x, classes, patch=7, stride=5),
+            method="occlusion",
+            layers=[],
+            classes=classes,
+            patch=7,
+            stride=5,
+        )
         out = out_root / name
         out.mkdir(parents=True, exist_ok=True)
         save_file(expected, str(out / "expected.safetensors"))

@@ -17,29 +17,35 @@ src/metrics/ against these files:
 Rerunning reproduces every value; only the signs of the zeros scipy returns for the singular
 all-removed systems (case 3 at percentile 10) may change from run to run.
 """
+
 import json
 import pathlib
 
 import numpy as np
+import pytorch_grad_cam.metrics.road as road
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-
-import pytorch_grad_cam.metrics.road as road
-from pytorch_grad_cam.metrics.cam_mult_image import (CamMultImageConfidenceChange, DropInConfidence,
-                                                     IncreaseInConfidence)
-from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
-from pytorch_grad_cam.metrics.road import (NoisyLinearImputer, ROADCombined, ROADLeastRelevantFirst,
-                                           ROADLeastRelevantFirstAverage, ROADMostRelevantFirst,
-                                           ROADMostRelevantFirstAverage)
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
-
 from models import SeedCNN
+from pytorch_grad_cam.metrics.cam_mult_image import (
+    CamMultImageConfidenceChange,
+    DropInConfidence,
+    IncreaseInConfidence,
+)
+from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+from pytorch_grad_cam.metrics.road import (
+    NoisyLinearImputer,
+    ROADCombined,
+    ROADLeastRelevantFirst,
+    ROADLeastRelevantFirstAverage,
+    ROADMostRelevantFirst,
+    ROADMostRelevantFirstAverage,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from safetensors.torch import load_file, save_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 PERCENTILES = [10, 20, 30, 40, 50, 60, 70, 80, 90]
 IMPUTED_PERCENTILES = [10, 50, 90]
-
 
 
 class NoiseFreeImputer(NoisyLinearImputer):
@@ -83,8 +89,12 @@ def main():
         (2, top[2], smooth_cam(gen, h, w, cells=6), "smooth random map"),
         # 4 levels 0.2, 0.4, 0.6, 0.8: wide ties, the lowest and highest each on > 10 % of the
         # pixels, so that MoRF and LeRF at percentile 10 remove every pixel (a singular system)
-        (0, top[0], np.float32(np.clip(np.round(smooth_cam(gen, h, w) * 5) / 5, 0.2, 0.8)),
-         "quantized to 4 levels, ties"),
+        (
+            0,
+            top[0],
+            np.float32(np.clip(np.round(smooth_cam(gen, h, w) * 5) / 5, 0.2, 0.8)),
+            "quantized to 4 levels, ties",
+        ),
         (1, top[1], grad_cams[1].numpy().astype(np.float32), "pytorch-grad-cam GradCAM of conv3"),
     ]
     inputs = torch.stack([x[c[0]] for c in cases])
@@ -125,7 +135,7 @@ def main():
     for kind, target in targets.items():
         t = [target(c[1]) for c in cases]
 
-        def run(metric):
+        def run(metric, t=t):
             return [float(v) for v in metric(inputs, cams, t, model)]
 
         values[kind] = {

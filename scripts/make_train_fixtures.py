@@ -12,6 +12,7 @@ p = 0 (a random mask cannot be reproduced across frameworks), as tests/train.rs 
 --check runs `gradcam train` (cargo run --release) for a fresh seed CNN and a fine-tuned
 narrow VGG11-BN with a replaced head, and loads both with model.load_state_dict(strict=True).
 """
+
 import json
 import pathlib
 import subprocess
@@ -20,10 +21,9 @@ import tempfile
 
 import torch
 import torch.nn as nn
+from models import SeedCNN, narrow_vgg, prepare, save_weights
 from safetensors.torch import load_file, save_file
 from torchvision.models.vgg import cfgs
-
-from models import SeedCNN, narrow_vgg, prepare, save_weights
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ROOT = REPO / "tests" / "fixtures" / "train"
@@ -77,22 +77,49 @@ def check_rust_checkpoints_load():
     with tempfile.TemporaryDirectory() as d:
         d = pathlib.Path(d)
         run = ["cargo", "run", "--release", "--quiet", "--", "train"]
-        common = ["--data", "shapes", "--epochs", "1", "--batch-size", "16", "--lr", "0.01",
-                  "--train-count", "48", "--test-count", "16"]
-        subprocess.run(run + ["--arch", "seed-cnn", "--out", str(d / "seed.safetensors")] + common,
-                       check=True, cwd=REPO)
+        common = [
+            "--data",
+            "shapes",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.01",
+            "--train-count",
+            "48",
+            "--test-count",
+            "16",
+        ]
+        subprocess.run(
+            run + ["--arch", "seed-cnn", "--out", str(d / "seed.safetensors")] + common, check=True, cwd=REPO
+        )
         m = SeedCNN(3)
         m.load_state_dict(load_file(str(d / "seed.safetensors")))
         print("seed-cnn checkpoint loads in PyTorch (strict)")
         vgg = prepare(narrow_vgg(cfgs["A"], batch_norm=True, hidden=32, num_classes=5), 7)
         save_weights(vgg, d / "vgg.safetensors")
-        subprocess.run(run + ["--init", str(d / "vgg.safetensors"), "--replace-head", "3",
-                              "--out", str(d / "vgg3.safetensors")] + common, check=True, cwd=REPO)
+        subprocess.run(
+            run
+            + [
+                "--init",
+                str(d / "vgg.safetensors"),
+                "--replace-head",
+                "3",
+                "--out",
+                str(d / "vgg3.safetensors"),
+            ]
+            + common,
+            check=True,
+            cwd=REPO,
+        )
         vgg3 = narrow_vgg(cfgs["A"], batch_norm=True, hidden=32, num_classes=3)
         sd = load_file(str(d / "vgg3.safetensors"))
         vgg3.load_state_dict(sd)
         before = load_file(str(d / "vgg.safetensors"))
-        assert torch.equal(sd["features.1.running_mean"], before["features.1.running_mean"]), "BN must stay frozen"
+        assert torch.equal(sd["features.1.running_mean"], before["features.1.running_mean"]), (
+            "BN must stay frozen"
+        )
         assert torch.equal(sd["features.1.weight"], before["features.1.weight"]), "BN must stay frozen"
         print("fine-tuned narrow vgg11_bn (head replaced, 3 classes) loads in PyTorch (strict); BN unchanged")
 

@@ -4,14 +4,29 @@ of the speed table), taken from the manifests scripts/make_family_fixtures.py wr
 
     python scripts/make_zoo_shapes.py
 """
+
 import json
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-VARIANTS = ["mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "densenet121",
-            "regnet_y_1_6gf", "resnext50_32x4d", "mobilenet_v2", "shufflenet_v2_x1_0",
-            "squeezenet1_1", "googlenet", "inception_v3", "mnasnet1_0", "regnet_x_1_6gf",
-            "alexnet", "efficientnet_v2_s", "wide_resnet50_2"]
+VARIANTS = [
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "densenet121",
+    "regnet_y_1_6gf",
+    "resnext50_32x4d",
+    "mobilenet_v2",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+    "googlenet",
+    "inception_v3",
+    "mnasnet1_0",
+    "regnet_x_1_6gf",
+    "alexnet",
+    "efficientnet_v2_s",
+    "wide_resnet50_2",
+]
 
 
 def main():

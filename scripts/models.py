@@ -5,6 +5,7 @@ the article this project grew from, with padding 2 so that it runs on 32x32 inpu
 VGG/ResNet builders reuse torchvision's own blocks and forward code at a fraction of the width,
 so that fixtures stay small while exercising exactly torchvision's module layout.
 """
+
 import torch
 import torch.nn as nn
 import torchvision
@@ -122,8 +123,10 @@ def round_to(model, dtype):
 
 def save_weights(model, path, dtype=torch.float32):
     from safetensors.torch import save_file
-    sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
-          for k, v in model.state_dict().items()}
+
+    sd = {
+        k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
+    }
     save_file(sd, str(path))
 
 
@@ -131,6 +134,7 @@ def reference_cams(model, x, layer, cls):
     """pytorch-grad-cam's GradCAM: cams [N, H, W] and the classes it explained."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     target = model.get_submodule(layer)
     with torch.no_grad():
         logits = model(x)
@@ -188,9 +192,18 @@ def narrow_channels(model, div, fixed=None, keep=(3, 10)):
     for parent, name, m in slots:
         if type(m) is nn.Conv2d:
             depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-            new = nn.Conv2d(n(m.in_channels), n(m.out_channels), m.kernel_size, m.stride, m.padding,
-                            m.dilation, n(m.groups) if depthwise else m.groups, m.bias is not None,
-                            m.padding_mode, device="cpu")
+            new = nn.Conv2d(
+                n(m.in_channels),
+                n(m.out_channels),
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                n(m.groups) if depthwise else m.groups,
+                m.bias is not None,
+                m.padding_mode,
+                device="cpu",
+            )
         elif type(m) is nn.BatchNorm2d:
             new = nn.BatchNorm2d(n(m.num_features), eps=m.eps, momentum=m.momentum, device="cpu")
         elif type(m) is nn.Linear:
@@ -254,9 +267,11 @@ def use_out_of_place_forwards():
         (= features.norm5), the default Grad-CAM target layer.
     Values are unchanged; only what a forward hook sees is."""
     import importlib
+
     convnext, densenet, efficientnet, googlenet, inception, mobilenetv3 = (
         importlib.import_module(f"torchvision.models.{m}")  # the modules, not the builder functions
-        for m in ("convnext", "densenet", "efficientnet", "googlenet", "inception", "mobilenetv3"))
+        for m in ("convnext", "densenet", "efficientnet", "googlenet", "inception", "mobilenetv3")
+    )
     convnext.CNBlock.forward = _cnblock_forward
     efficientnet.MBConv.forward = _mbconv_forward
     efficientnet.FusedMBConv.forward = _mbconv_forward

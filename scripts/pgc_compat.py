@@ -3,6 +3,7 @@ machines have PyTorch but maybe not OpenCV, matplotlib, SciPy, scikit-learn or t
 network). Its package __init__ imports every method; GradCAM itself needs only cv2.resize,
 which is replaced here by PyTorch's bilinear interpolation with half-pixel centers (the same
 definition as OpenCV's INTER_LINEAR when upsampling). Every stand-in is reported."""
+
 import importlib
 import importlib.machinery
 import sys
@@ -30,6 +31,7 @@ class _Anything:
 def _cv2_resize(img, size, *a, **k):
     import torch
     import torch.nn.functional as F
+
     w, h = size
     t = torch.from_numpy(img.astype("float32"))[None, None]
     return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
@@ -38,8 +40,19 @@ def _cv2_resize(img, size, *a, **k):
 def import_gradcam():
     """Returns (GradCAM, list of stand-ins used)."""
     used = []
-    for name in ["cv2", "tqdm", "matplotlib", "matplotlib.pyplot", "matplotlib.lines", "scipy", "scipy.ndimage",
-                 "scipy.sparse", "scipy.sparse.linalg", "sklearn", "sklearn.decomposition"]:
+    for name in [
+        "cv2",
+        "tqdm",
+        "matplotlib",
+        "matplotlib.pyplot",
+        "matplotlib.lines",
+        "scipy",
+        "scipy.ndimage",
+        "scipy.sparse",
+        "scipy.sparse.linalg",
+        "sklearn",
+        "sklearn.decomposition",
+    ]:
         try:
             importlib.import_module(name)
         except ImportError:
@@ -50,4 +63,5 @@ def import_gradcam():
             sys.modules[name] = mod
             used.append(name)
     from pytorch_grad_cam import GradCAM
+
     return GradCAM, used

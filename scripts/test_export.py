@@ -3,6 +3,7 @@ exporter's committed outputs in tests/exported.rs instead).
 
     python -m pytest scripts/test_export.py     # or: python scripts/test_export.py
 """
+
 import json
 import pathlib
 import subprocess
@@ -15,11 +16,12 @@ try:
     import torch.nn.functional as F
 except ImportError:  # pragma: no cover
     import pytest
+
     pytest.skip("torch is not installed", allow_module_level=True)
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from export_model import ExportError, export_graph, export_model  # noqa: E402
+from export_model import ExportError, export_graph  # noqa: E402
 from make_exported_fixtures import CustomCNN, TFSameNet  # noqa: E402
 
 
@@ -122,17 +124,33 @@ def test_conv2d_subclass_with_a_padding_child():
 def test_cli_writes_one_file():
     with tempfile.TemporaryDirectory() as d:
         out = pathlib.Path(d) / "r.safetensors"
-        r = subprocess.run([sys.executable, str(HERE / "export_model.py"), "torchvision.models:resnet18",
-                            "--kwargs", '{"num_classes": 10}', "--input-shape", "3,64,64", "--out", str(out)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "export_model.py"),
+                "torchvision.models:resnet18",
+                "--kwargs",
+                '{"num_classes": 10}',
+                "--input-shape",
+                "3,64,64",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         from safetensors import safe_open
+
         with safe_open(str(out), "pt") as f:
             graph = json.loads(f.metadata()["gradcam.graph"])
             assert "layer4.1.bn2.running_var" in f.keys()
         assert graph["default_layer"] == "layer4" and graph["input"]["shape"] == [3, 64, 64]
-        r = subprocess.run([sys.executable, str(HERE / "export_model.py"), "torch.nn:Upsample", "--out", str(out)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, str(HERE / "export_model.py"), "torch.nn:Upsample", "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode != 0 and r.stderr.startswith("error: "), r.stderr
 
 
