@@ -30,10 +30,10 @@ fi
 # (pytorch-grad-cam 1.5.7) and safetensors for the drop-in's comparisons; Ray for gradcam.ray.
 # PyPI's torch wheel brings CUDA's libraries (~3 GB; 2 min 41 s measured). The download runs in
 # the background while cargo compiles, and is waited for before the Python tests.
-PY_PACKAGES=(maturin pytest numpy "torch>=2.0" torchvision "grad-cam==1.5.7" "safetensors>=0.4" "ray[data]>=2.9")
+PY_PACKAGES=(maturin pytest ruff numpy "torch>=2.0" torchvision "grad-cam==1.5.7" "safetensors>=0.4" "ray[data]>=2.9")
 if [ $# -eq 0 ] || [ $PYTHON_ONLY = 1 ]; then
     mkdir -p target
-    if ! "$PY" -c 'import maturin, pytest, torch, torchvision, pytorch_grad_cam, safetensors, ray' 2>/dev/null; then
+    if ! "$PY" -c 'import maturin, pytest, ruff, torch, torchvision, pytorch_grad_cam, safetensors, ray' 2>/dev/null; then
         "${PIP[@]}" "${PY_PACKAGES[@]}" > target/pip.log 2>&1 &
         PIP_PID=$!
     fi
@@ -63,5 +63,8 @@ fi
 rm -rf target/wheels
 "$PY" -m maturin build --profile suite --locked --out target/wheels
 "${PIP[@]}" --force-reinstall --no-deps target/wheels/gradcam-*.whl
+# The Python code is linted and formatted as pyproject.toml says
+"$PY" -m ruff check python scripts examples
+"$PY" -m ruff format --check python scripts examples
 export GRADCAM_BIN="$PWD/target/suite/gradcam"
 "$PY" -m pytest python/tests -q "$@"
