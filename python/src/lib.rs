@@ -82,8 +82,13 @@ fn load_model(
     py: Python<'_>,
     weights: &Bound<'_, PyAny>,
     name: Option<String>,
-    opts: LoadOptions,
+    arch: Option<String>,
+    transform_input: Option<bool>,
 ) -> PyResult<Model> {
+    let opts = LoadOptions {
+        arch,
+        transform_input,
+    };
     if let Ok(bytes) = weights.cast::<PyBytes>() {
         let bytes = bytes.as_bytes();
         let name = name.unwrap_or_else(|| "<bytes>".into());
@@ -264,15 +269,7 @@ impl Explainer {
                 ))
             }
         };
-        let model = load_model(
-            py,
-            weights,
-            name,
-            LoadOptions {
-                arch,
-                transform_input,
-            },
-        )?;
+        let model = load_model(py, weights, name, arch, transform_input)?;
         let transform = model.preprocessing();
         let mut b = Explainer::builder_for(model)
             .backend(backend)
@@ -621,15 +618,7 @@ fn inspect<'py>(
     name: Option<String>,
     size: Option<(usize, usize)>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let model = load_model(
-        py,
-        weights,
-        name,
-        LoadOptions {
-            arch,
-            transform_input,
-        },
-    )?;
+    let model = load_model(py, weights, name, arch, transform_input)?;
     if let Some((h, w)) = size {
         if h == 0 || w == 0 || h > 1 << 16 || w > 1 << 16 {
             return Err(input_error(
