@@ -240,6 +240,12 @@ class Explainer:
         return self._native.preprocessing
 
     @property
+    def input_size(self) -> tuple[int, int]:
+        """The network input's (height, width) that `explain_images` makes: the preprocessing's
+        crop or exact size."""
+        return self._native.input_size
+
+    @property
     def backend(self) -> str:
         """The backend it runs on: "cpu" or the GPU's name."""
         return self._native.backend

@@ -61,7 +61,6 @@ from typing import Any, Callable
 import numpy as np
 
 from . import METHODS, Explainer, Explanation, InputError, OptionError
-from . import inspect as _inspect
 
 __all__ = ["CamPredictor", "output_columns", "spark_return_type"]
 
@@ -140,15 +139,12 @@ class CamPredictor:
         if threads is None:
             threads = _ray_cpus()
         self.explainer = Explainer(weights, layer, method, backend, threads=threads, **options)
-        self._weights = weights
-        self._options = {k: options[k] for k in ("arch", "transform_input", "name") if k in options}
         self.columns: dict[str, str] = _columns(self.explainer.methods)
         self.rgb = rgb
         self.keep_input = keep_input
         pre = self.explainer.preprocessing
         self._mean = np.asarray(pre["mean"], dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(pre["std"], dtype=np.float32).reshape(3, 1, 1)
-        self._input_hw: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"CamPredictor({self.explainer!r}, columns={list(self.columns)})"
@@ -308,10 +304,8 @@ class CamPredictor:
     def _template(self) -> Explanation:
         """An explanation of one zero image of the model's input size: the shapes a batch's maps
         take when none of its rows could be explained."""
-        if self._input_hw is None:
-            _, h, w = _inspect(self._weights, **self._options)["input"]
-            self._input_hw = (h, w)
-        return self.explainer.explain(np.zeros((1, 3) + self._input_hw, dtype=np.float32))
+        h, w = self.explainer.input_size
+        return self.explainer.explain(np.zeros((1, 3, h, w), dtype=np.float32))
 
     def _to_rgb(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed images (N, 3, H, W) back to (N, H, W, 3) uint8 through mean and std."""

@@ -352,6 +352,12 @@ impl Explainer {
         transform_dict(py, &self.transform)
     }
 
+    /// The network input's (height, width) the preprocessing gives.
+    #[getter]
+    fn input_size(&self) -> Option<(usize, usize)> {
+        self.transform.input_size()
+    }
+
     #[getter]
     fn backend(&self) -> String {
         self.inner.backend_name().to_owned()
@@ -570,11 +576,7 @@ fn explanation<'py>(
     d.set_item("probabilities", array(py, &[n], e.probabilities)?)?;
     let maps = PyList::empty(py);
     for m in e.maps {
-        let kind = match m.kind {
-            gradcam::MapKind::Cam => "cam",
-            gradcam::MapKind::Gradient => "gradient",
-            gradcam::MapKind::Signed => "signed",
-        };
+        let kind = kind_name(m.kind);
         maps.append((
             m.method.name(),
             kind,
@@ -650,19 +652,21 @@ fn inspect<'py>(
     Ok(d)
 }
 
+/// What a method's map is, as `gradcam.METHODS` and the explanations name it.
+fn kind_name(kind: gradcam::MapKind) -> &'static str {
+    match kind {
+        gradcam::MapKind::Cam => "cam",
+        gradcam::MapKind::Gradient => "gradient",
+        gradcam::MapKind::Signed => "signed",
+    }
+}
+
 /// Every method name, in the order the command line lists them.
 #[pyfunction]
 fn methods() -> Vec<(&'static str, &'static str, &'static str)> {
     Method::ALL
         .iter()
-        .map(|m| {
-            let kind = match m.kind() {
-                gradcam::MapKind::Cam => "cam",
-                gradcam::MapKind::Gradient => "gradient",
-                gradcam::MapKind::Signed => "signed",
-            };
-            (m.name(), kind, Named::about(*m))
-        })
+        .map(|m| (m.name(), kind_name(m.kind()), Named::about(*m)))
         .collect()
 }
 

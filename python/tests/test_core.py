@@ -73,6 +73,7 @@ def test_explain_images_matches_the_cli_bit_for_bit(tmp_path, seed):
         "resize": (32, 32), "crop": None, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
     }  # fmt: skip
     assert res.images[0].shape == (32, 32, 3) and res.images[0].dtype == np.uint8
+    assert seed.input_size == (32, 32)
 
 
 def test_explain_images_equals_explain_of_the_same_tensor(seed):
