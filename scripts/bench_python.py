@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from compare_speed import median_time  # noqa: E402
 from models import save_weights  # noqa: E402
 
 LAYER = {"resnet50": "layer4", "vgg16": "features.29", "resnet18": "layer4"}
@@ -48,15 +48,6 @@ def cpu_model():
     flags = fields.get("Flags", "")
     simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags.split()]
     return f"{fields.get('Model name', '?').strip()} ({', '.join(simd)}; {os.cpu_count()} cpus)"
-
-
-def median_time(fn, iters):
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def cli_bench(binary, weights, batch, iters, threads):
@@ -82,7 +73,7 @@ def bench(arch, a, tmp):
     cli, pkg = [], []
     for _ in range(2):
         cli.append(cli_bench(a.binary, w, a.batch, a.iters, a.threads))
-        pkg.append(median_time(lambda: ex.explain(x), a.iters))
+        pkg.append(median_time(lambda: ex.explain(x), a.iters, warmup=0))
     row = {"arch": arch, "cli_s": statistics.median(cli), "package_s": statistics.median(pkg)}
     row["overhead"] = row["package_s"] / row["cli_s"] - 1
     if a.no_pgc:
@@ -97,8 +88,8 @@ def bench(arch, a, tmp):
     ours = gt.GradCAM(model=model, target_layers=target)
     pgc(input_tensor=xt, targets=None)
     ours(input_tensor=xt, targets=None)  # exports the model once
-    row["pgc_s"] = median_time(lambda: pgc(input_tensor=xt, targets=None), a.iters)
-    row["dropin_s"] = median_time(lambda: ours(input_tensor=xt, targets=None), a.iters)
+    row["pgc_s"] = median_time(lambda: pgc(input_tensor=xt, targets=None), a.iters, warmup=0)
+    row["dropin_s"] = median_time(lambda: ours(input_tensor=xt, targets=None), a.iters, warmup=0)
     row["dropin_speedup"] = row["pgc_s"] / row["dropin_s"]
     return row
 
