@@ -134,7 +134,8 @@ struct Info {
 /// One request on its way to the worker, and where its answer goes.
 struct Job {
     x: Tensor,
-    targets: Targets,
+    /// `None`: the forward pass only ([`Explainer::predict`]).
+    targets: Option<Targets>,
     reply: mpsc::SyncSender<Result<Explanation>>,
 }
 
@@ -175,7 +176,23 @@ impl Explainer {
         self.run(x, targets)
     }
 
+    /// The forward pass alone: the logits, each image's top-1 class and its probability, and
+    /// the failures, with no maps. A fraction of an explanation's cost (no backward pass).
+    pub fn predict(&self, x: &Tensor) -> Result<Explanation> {
+        self.predict_owned(x.clone())
+    }
+
+    /// [`Explainer::predict`] of a batch the caller hands over (no copy).
+    pub fn predict_owned(&self, x: Tensor) -> Result<Explanation> {
+        self.check(&x, &Targets::Top)?;
+        self.submit(x, None)
+    }
+
     fn run(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
+        self.submit(x, Some(targets))
+    }
+
+    fn submit(&self, x: Tensor, targets: Option<Targets>) -> Result<Explanation> {
         let (reply, answer) = mpsc::sync_channel(1);
         let gone = || Error::Backend {
             backend: self.info.backend.clone(),
@@ -195,6 +212,11 @@ impl Explainer {
     /// Classes of the model's output.
     pub fn num_classes(&self) -> usize {
         self.info.num_classes
+    }
+
+    /// Channels of the model's input.
+    pub fn in_channels(&self) -> usize {
+        self.info.in_channels
     }
 
     /// The methods every explanation has maps of, in order.
@@ -306,19 +328,21 @@ impl Worker {
         for job in queue {
             // A panic is a bug; it answers its request with an error and the worker goes on
             // (the engine's borrows are released as the panic unwinds).
-            let result =
-                std::panic::catch_unwind(AssertUnwindSafe(|| worker.explain(job.x, &job.targets)))
-                    .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        Err(Error::Backend {
-                            backend: worker.engine.backend_name(),
-                            reason: format!("internal error ({what}); please report this as a bug"),
-                        })
-                    });
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| match &job.targets {
+                Some(targets) => worker.explain(job.x, targets),
+                None => worker.predict(job.x),
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(Error::Backend {
+                    backend: worker.engine.backend_name(),
+                    reason: format!("internal error ({what}); please report this as a bug"),
+                })
+            });
             let _ = job.reply.send(result);
         }
     }
@@ -352,24 +376,7 @@ impl Worker {
 
     fn explain(&self, mut x: Tensor, targets: &Targets) -> Result<Explanation> {
         self.engine.check_activations(&x.shape)?;
-        let n = x.shape[0];
-        // An image with a non-finite value runs as zeros, so that the rest of the batch is
-        // explained; its results are then withheld.
-        let per = x.data.len() / n;
-        let mut failures: Vec<Option<String>> = vec![None; n];
-        for (i, img) in x.data.chunks_mut(per).enumerate() {
-            if let Some(k) = img.iter().position(|v| !v.is_finite()) {
-                let plane = x.shape[2] * x.shape[3];
-                failures[i] = Some(format!(
-                    "non-finite input value {} at [{i}, {}, {}, {}]",
-                    img[k],
-                    k / plane,
-                    k % plane / x.shape[3],
-                    k % x.shape[3]
-                ));
-                img.fill(0.0);
-            }
-        }
+        let mut failures = zero_non_finite(&mut x);
         let req = Request {
             methods: &self.config.methods,
             layers: &self.config.layers,
@@ -405,6 +412,62 @@ impl Worker {
         e.withhold_failed();
         Ok(e)
     }
+}
+
+impl Worker {
+    fn predict(&self, mut x: Tensor) -> Result<Explanation> {
+        self.engine.check_activations(&x.shape)?;
+        let mut failures = zero_non_finite(&mut x);
+        let logits = self.engine.forward(&x)?;
+        let k = logits.shape[1];
+        let (mut classes, mut probabilities) = (vec![], vec![]);
+        for (i, row) in logits.data.chunks(k).enumerate() {
+            if failures[i].is_none() {
+                failures[i] = row.iter().position(|v| !v.is_finite()).map(|c| {
+                    format!(
+                        "the network's logit for class {c} is {} (not finite): the input or the \
+                         weights overflow f32",
+                        row[c]
+                    )
+                });
+            }
+            let top = crate::engine::argmax(row);
+            classes.push(top);
+            probabilities.push(crate::engine::softmax_at(row, top));
+        }
+        let mut e = Explanation {
+            logits,
+            classes,
+            probabilities,
+            maps: vec![],
+            failures,
+        };
+        e.withhold_failed();
+        Ok(e)
+    }
+}
+
+/// An image with a non-finite value runs as zeros, so that the rest of the batch is explained;
+/// its results are then withheld. Returns why each image failed, if it did.
+fn zero_non_finite(x: &mut Tensor) -> Vec<Option<String>> {
+    let n = x.shape[0];
+    let per = x.data.len() / n;
+    let plane = x.shape[2] * x.shape[3];
+    let width = x.shape[3];
+    let mut failures: Vec<Option<String>> = vec![None; n];
+    for (i, img) in x.data.chunks_mut(per).enumerate() {
+        if let Some(k) = img.iter().position(|v| !v.is_finite()) {
+            failures[i] = Some(format!(
+                "non-finite input value {} at [{i}, {}, {}, {}]",
+                img[k],
+                k / plane,
+                k % plane / width,
+                k % width
+            ));
+            img.fill(0.0);
+        }
+    }
+    failures
 }
 
 /// One method's maps for a batch.

@@ -29,6 +29,9 @@ pub mod ops;
 pub mod pipeline;
 #[path = "runner.rs"]
 pub mod runner;
+#[cfg(feature = "cli")]
+#[path = "serve/mod.rs"]
+pub mod serve;
 #[path = "storage/mod.rs"]
 pub mod storage;
 #[path = "tensor.rs"]

@@ -33,7 +33,7 @@ pub(crate) use internal::{
     backend, data, engine, imaging, interrupt, limits, model, npy, ops, runner, storage, tensor,
 };
 #[cfg(feature = "cli")]
-pub(crate) use internal::{cli, metrics, pipeline, train};
+pub(crate) use internal::{cli, metrics, pipeline, serve, train};
 
 pub use engine::{MapKind, Method, MethodOptions, Score};
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ pub mod explain;
 mod inspect;
 mod samples;
 mod selftest;
+mod serve;
 mod train;
 
 use crate::named::Named;
@@ -44,6 +45,9 @@ enum Command {
     Bench(bench::Args),
     /// Check every kernel of a backend against naive loops on seeded random inputs.
     Selftest(selftest::Args),
+    /// Serve explanations over HTTP (Open Inference Protocol v2, KServe V1, Prometheus
+    /// metrics), batching concurrent requests.
+    Serve(Box<serve::Args>),
     /// List the CUDA devices and wgpu adapters found, and what --backend auto would use.
     Devices,
     /// Train or fine-tune a model on CIFAR-10 or the synthetic shapes set (CPU or wgpu).
@@ -111,6 +115,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Selftest(a) => selftest::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Serve(a) => serve::run(*a).map(|()| ExitCode::SUCCESS),
         Command::Devices => devices::run().map(|()| ExitCode::SUCCESS),
         Command::Train(a) => train::run(a).map(|()| ExitCode::SUCCESS),
         Command::EvalPointing(a) => eval_pointing::run(a).map(|()| ExitCode::SUCCESS),
