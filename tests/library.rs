@@ -172,6 +172,33 @@ fn a_non_finite_image_is_withheld_and_the_rest_explained() {
     assert!(e.probabilities[1].is_nan());
 }
 
+/// `predict` is the forward pass of `explain`: the same logits, classes and probabilities, no
+/// maps, and the same failures.
+#[test]
+fn predict_gives_explains_logits_without_maps() {
+    let ex = explainer(BackendKind::Cpu);
+    let mut x = input(3, 4);
+    let want = ex.explain(&x, Targets::Top).unwrap();
+    let got = ex.predict(&x).unwrap();
+    common::assert_bits_eq("logits", &got.logits.data, &want.logits.data);
+    assert_eq!(got.classes, want.classes);
+    common::assert_bits_eq("probabilities", &got.probabilities, &want.probabilities);
+    assert!(got.maps.is_empty() && got.failures.iter().all(Option::is_none));
+    x.data[5] = f32::INFINITY;
+    let got = ex.predict_owned(x).unwrap();
+    assert!(got.failures[0]
+        .as_deref()
+        .unwrap()
+        .contains("non-finite input value inf"));
+    assert!(got.logits.data[..got.logits.shape[1]]
+        .iter()
+        .all(|v| v.is_nan()));
+    assert!(got.failures[1].is_none() && got.failures[2].is_none());
+    assert!(ex
+        .predict(&Tensor::new(vec![1, 1, 4, 4], vec![0.0; 16]))
+        .is_err());
+}
+
 #[test]
 fn bad_input_is_an_error() {
     let ex = explainer(BackendKind::Cpu);

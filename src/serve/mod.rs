@@ -104,7 +104,18 @@ pub fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix), and starts the drain.
 async fn shutdown_signal(server: Arc<http::Server>) {
+    let name = stop_signal().await;
+    server.begin_drain();
+    eprintln!(
+        "{name}: draining ({} images queued); no new connections",
+        server.queued()
+    );
+}
+
+#[cfg(unix)]
+async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -113,13 +124,17 @@ async fn shutdown_signal(server: Arc<http::Server>) {
         eprintln!("error: cannot watch for SIGTERM; stop the server with SIGKILL");
         return std::future::pending().await;
     };
-    let name = tokio::select! {
+    tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-    };
-    server.begin_drain();
-    eprintln!(
-        "{name}: draining ({} images queued); no new connections",
-        server.queued()
-    );
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_signal() -> &'static str {
+    if tokio::signal::ctrl_c().await.is_err() {
+        eprintln!("error: cannot watch for Ctrl-C; stop the server by ending its process");
+        std::future::pending::<()>().await;
+    }
+    "Ctrl-C"
 }

@@ -370,7 +370,7 @@ fn element_count(shape: &[i64], max: usize) -> Result<usize, ApiError> {
 }
 
 fn f32_le(b: &[u8]) -> Result<Vec<f32>, ApiError> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(ApiError::bad(format!(
             "{} bytes of FP32 data is not a whole number of values",
             b.len()
@@ -383,7 +383,7 @@ fn f32_le(b: &[u8]) -> Result<Vec<f32>, ApiError> {
 
 fn int_le(b: &[u8], wide: bool) -> Result<Vec<i64>, ApiError> {
     let size = if wide { 8 } else { 4 };
-    if b.len() % size != 0 {
+    if !b.len().is_multiple_of(size) {
         return Err(ApiError::bad(format!(
             "{} bytes of integer data is not a whole number of values",
             b.len()
