@@ -17,6 +17,7 @@ the same machine and takes CPU from the server (its CPU seconds are in the JSON)
 """
 
 import argparse
+import atexit
 import base64
 import http.client
 import io
@@ -26,6 +27,7 @@ import pathlib
 import queue
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -307,6 +309,7 @@ def main():
         flush=True,
     )
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_serve."))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     torch.manual_seed(0)
     weights = tmp / f"{args.arch}.safetensors"
     save_weights(getattr(torchvision.models, args.arch)(weights=None).eval(), weights)
