@@ -16,7 +16,7 @@
 # mobilenet_v3_large, efficientnet_b0, convnext_tiny and densenet121, next to pytorch-grad-cam's
 # GradCAM and PyTorch's forward pass; grouped conv v1 against v2 per kernel; the time per
 # kernel; conv v1's parity
-# and throughput; the wgpu adapters, and wgpu's selftest and throughput when one of them is a
+# and throughput; `gradcam serve` under load; the wgpu adapters, and wgpu's selftest and throughput when one of them is a
 # hardware GPU (bring a Vulkan loader: the device tool's README says how).
 # Exits non-zero if the selftest or the parity check fails.
 set -uo pipefail
@@ -115,6 +115,15 @@ for k in $variants; do
         v2 | v4) timeout 150 "$PY" scripts/gpu_parity.py --bin "$BIN" --backend cuda --conv-kernel "$k" --report-only | tail -1 ;;
     esac
 done
+
+section "gradcam serve on CUDA: load at concurrency 1, 4, 16 against the in-process bench"
+# A pytorch-grad-cam server too when fastapi and uvicorn are installed (carry their wheels in
+# wheels/ to have them); otherwise ours and the in-process bench only.
+pgc=--skip-pgc
+"$PY" -c 'import fastapi, uvicorn' 2>/dev/null && pgc=
+# shellcheck disable=SC2086
+timeout 240 "$PY" scripts/bench_serve.py --device cuda --gradcam-args="--backend cuda" --max-batch 32 \
+    --duration 10 --concurrency 1 4 16 $pgc --out /tmp/bench_serve_cuda.json || status=1
 
 section "wgpu adapters"
 devices=$("$BIN" devices 2>&1)

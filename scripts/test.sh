@@ -16,10 +16,11 @@ if [ "${1:-}" = "--python" ]; then
     PYTHON_ONLY=1
     shift
 fi
-if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+# curl: test_serve.py uses it as a client of `gradcam serve`.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || ! command -v curl >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get update
-    $SUDO apt-get install -y mesa-vulkan-drivers
+    $SUDO apt-get install -y mesa-vulkan-drivers curl
 fi
 PY=$(command -v python3 || command -v python)
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
@@ -27,13 +28,14 @@ if ! "$PY" -c 'import nvidia.cuda_nvrtc' 2>/dev/null; then
     "${PIP[@]}" nvidia-cuda-nvrtc-cu12
 fi
 # The Python tests' packages: maturin builds the wheel; torch, torchvision, grad-cam
-# (pytorch-grad-cam 1.5.7) and safetensors for the drop-in's comparisons; Ray for gradcam.ray.
+# (pytorch-grad-cam 1.5.7) and safetensors for the drop-in's comparisons; Ray for gradcam.ray;
+# tritonclient, the standard Open Inference Protocol client, for `gradcam serve`.
 # PyPI's torch wheel brings CUDA's libraries (~3 GB; 2 min 41 s measured). The download runs in
 # the background while cargo compiles, and is waited for before the Python tests.
-PY_PACKAGES=(maturin pytest ruff numpy "torch>=2.0" torchvision "grad-cam==1.5.7" "safetensors>=0.4" "ray[data]>=2.9")
+PY_PACKAGES=(maturin pytest ruff numpy "torch>=2.0" torchvision "grad-cam==1.5.7" "safetensors>=0.4" "ray[data]>=2.9" "tritonclient[http]")
 if [ $# -eq 0 ] || [ $PYTHON_ONLY = 1 ]; then
     mkdir -p target
-    if ! "$PY" -c 'import maturin, pytest, ruff, torch, torchvision, pytorch_grad_cam, safetensors, ray' 2>/dev/null; then
+    if ! "$PY" -c 'import maturin, pytest, ruff, torch, torchvision, pytorch_grad_cam, safetensors, ray, tritonclient.http' 2>/dev/null; then
         "${PIP[@]}" "${PY_PACKAGES[@]}" > target/pip.log 2>&1 &
         PIP_PID=$!
     fi

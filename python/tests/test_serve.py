@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -249,6 +250,8 @@ def test_overlay_and_other_methods(server, cli_maps):
     assert np.array_equal(output(resp, "cam")[0].astype(np.float32), cli)
     status, err = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES[:1], method="nope"))
     assert status == 400 and "unknown method 'nope'" in err["error"]
+    status, err = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES[:1], method="saliency"))
+    assert status == 400 and "does not give a CAM" in err["error"]
     status, err = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES[:1], layer="conv9"))
     assert status == 400 and "conv9" in err["error"]
     # The server still answers the default after a failed variant.
@@ -309,6 +312,18 @@ def test_curl(server, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr + out.stdout
     assert [o["name"] for o in json.loads(out.stdout)["outputs"]] == ["class", "probability"]
+    assert s.stop() == 0
+
+
+def test_the_example_client(server):
+    s = server()
+    out = subprocess.run(
+        [sys.executable, ROOT / "examples" / "serve_client.py",
+         "--url", f"http://127.0.0.1:{s.port}", "--model", "seed", IMAGES[0]],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "OIP: class" in out.stdout and "same map: True" in out.stdout, out.stdout
     assert s.stop() == 0
 
 

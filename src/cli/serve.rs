@@ -101,7 +101,9 @@ fn parse_model(s: &str) -> Result<ModelSpec, String> {
     for part in parts {
         match part.split_once('=') {
             Some(("layer", l)) => spec.layers.push(l.to_owned()),
-            Some(("method", m)) => spec.method = Method::parse(m).map_err(|e| e.to_string())?,
+            Some(("method", m)) => {
+                spec.method = crate::serve::cam_method(m).map_err(|e| e.message)?
+            }
             Some(("arch", a)) => spec.arch = Some(a.to_owned()),
             Some(("score", v)) => {
                 spec.options.score = Score::parse(v).map_err(|e| e.to_string())?
@@ -135,5 +137,8 @@ mod tests {
             .unwrap_err()
             .contains("gradcam"));
         assert!(parse_model("a=w,colour=red").is_err());
+        assert!(parse_model("a=w,method=saliency")
+            .unwrap_err()
+            .contains("not give a CAM"));
     }
 }

@@ -165,7 +165,7 @@ impl Encoded {
     }
 
     /// Decodes to 8-bit RGB as Pillow's `convert("RGB")` does.
-    pub fn decode(self) -> Result<RgbImage, String> {
+    pub fn decode(&self) -> Result<RgbImage, String> {
         // The decoder's buffer, and as much again for what it allocates on the way.
         let max_alloc = self
             .decoded_bytes

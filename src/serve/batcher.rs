@@ -7,14 +7,18 @@
 //! left are dropped before they run.
 
 use super::error::ApiError;
+use super::inputs;
 use super::stats::Stats;
 use super::ModelSpec;
 use crate::engine::{Method, MethodOptions};
 use crate::error::Result;
 use crate::explainer::{Explainer, Explanation, Targets};
+use crate::image::{RgbImage, Transform};
 use crate::model::{LoadOptions, Model};
 use crate::runner::BackendKind;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,10 +52,18 @@ pub struct TestHooks {
     pub panic: bool,
 }
 
+/// A request's images: a preprocessed tensor, or encoded images whose headers were checked
+/// (decoded by the batcher, in the compute threads, just before their batch).
+pub enum Input {
+    Tensor(Tensor),
+    Encoded(inputs::Encoded),
+}
+
 /// One request's images, checked, on their way to a batch.
 pub struct Job {
-    /// [n, C, H, W], n ≤ max_batch.
-    pub x: Tensor,
+    pub input: Input,
+    /// [n, C, H, W] of the network input, n ≤ max_batch.
+    pub shape: [usize; 4],
     /// One class per image, or each image's top class.
     pub classes: Option<Vec<usize>>,
     pub variant: Variant,
@@ -68,6 +80,8 @@ pub struct Answer {
     pub probabilities: Vec<f32>,
     /// [n, H, W]; `None` for [`Work::Predict`].
     pub cam: Option<Tensor>,
+    /// Encoded inputs: the preprocessed pictures, for the overlays.
+    pub rgb: Vec<RgbImage>,
 }
 
 /// A request's answer, or why it has none.
@@ -83,7 +97,7 @@ struct Queued {
 
 impl Queued {
     fn n(&self) -> usize {
-        self.job.x.shape[0]
+        self.job.shape[0]
     }
 
     fn key(&self) -> Key<'_> {
@@ -92,7 +106,7 @@ impl Queued {
             work: j.work,
             variant: (j.work == Work::Explain).then_some(&j.variant),
             classes: j.classes.is_some(),
-            size: &j.x.shape[1..],
+            size: &j.shape[1..],
             hooks: j.hooks,
         }
     }
@@ -166,6 +180,7 @@ impl ModelQueue {
         let (jobs, queue) = mpsc::channel();
         let batcher = Batcher {
             model: spec.name.clone(),
+            transform: transform.clone(),
             build,
             default: default.clone(),
             explainers: vec![(default.clone(), explainer)],
@@ -212,7 +227,7 @@ impl ModelQueue {
     /// Queues `job`, or refuses it at once: 413 above the batch size, 503 when the queue is
     /// full or closed.
     pub fn submit(&self, job: Job) -> std::result::Result<oneshot::Receiver<Outcome>, ApiError> {
-        let n = job.x.shape[0];
+        let n = job.shape[0];
         if n > self.max_batch {
             return Err(ApiError::too_large(format!(
                 "{n} images in one request; the limit is {} (--max-batch)",
@@ -293,6 +308,7 @@ impl Builder {
 /// The batcher thread's state: the explainers, most recently used last.
 struct Batcher {
     model: String,
+    transform: Transform,
     build: Builder,
     default: Variant,
     explainers: Vec<(Variant, Explainer)>,
@@ -414,8 +430,7 @@ impl Batcher {
         let jobs: Vec<&Job> = batch.iter().map(|q| &q.job).collect();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(&jobs)));
         let answers = match result {
-            Ok(Ok(answers)) => answers,
-            Ok(Err(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
+            Ok(answers) => answers,
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -475,8 +490,10 @@ impl Batcher {
         Ok(&self.explainers.last().expect("just pushed").1)
     }
 
-    /// Runs the batch of `jobs` (all of one key) and splits the results per job.
-    fn compute(&mut self, jobs: &[&Job]) -> std::result::Result<Vec<Outcome>, ApiError> {
+    /// Runs the batch of `jobs` (all of one key): decodes the encoded ones in the compute
+    /// threads, runs those that decoded as one batch, and answers each job with its rows or
+    /// its own error.
+    fn compute(&mut self, jobs: &[&Job]) -> Vec<Outcome> {
         let head = jobs[0];
         if head.hooks.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(head.hooks.sleep_ms));
@@ -484,33 +501,77 @@ impl Batcher {
         if head.hooks.panic {
             panic!("test_panic was asked for");
         }
-        let x = concat(jobs.iter().map(|j| &j.x));
+        let transform = &self.transform;
+        let mut prepared: Vec<std::result::Result<(Cow<[f32]>, Vec<RgbImage>), ApiError>> = jobs
+            .par_iter()
+            .map(|j| match &j.input {
+                Input::Tensor(t) => Ok((Cow::Borrowed(&t.data[..]), vec![])),
+                Input::Encoded(e) => {
+                    inputs::decode(e, transform).map(|(x, rgb)| (Cow::Owned(x), rgb))
+                }
+            })
+            .collect();
+        let ok: Vec<usize> = (0..jobs.len()).filter(|&i| prepared[i].is_ok()).collect();
+        let mut out: Vec<Outcome> = prepared
+            .iter()
+            .map(|p| match p {
+                Err(e) => Err(e.clone()),
+                Ok(_) => Err(ApiError::internal("not run")),
+            })
+            .collect();
+        if ok.is_empty() {
+            return out;
+        }
+        let mut shape = head.shape.to_vec();
+        shape[0] = ok.iter().map(|&i| jobs[i].shape[0]).sum();
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for &i in &ok {
+            if let Ok((x, _)) = &prepared[i] {
+                data.extend_from_slice(x);
+            }
+        }
+        let x = Tensor::new(shape, data);
+        let targets = match head.classes {
+            None => Targets::Top,
+            Some(_) => Targets::PerImage(
+                ok.iter()
+                    .flat_map(|&i| jobs[i].classes.iter().flatten().copied())
+                    .collect(),
+            ),
+        };
+        let ran: Vec<&Job> = ok.iter().map(|&i| jobs[i]).collect();
+        let answers = match self.run_explainer(head, x, targets) {
+            Ok(e) => split(e, &ran),
+            Err(e) => ran.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for (&i, mut answer) in ok.iter().zip(answers) {
+            if let (Ok(a), Ok((_, rgb))) = (&mut answer, &mut prepared[i]) {
+                a.rgb = std::mem::take(rgb);
+            }
+            out[i] = answer;
+        }
+        out
+    }
+
+    fn run_explainer(
+        &mut self,
+        head: &Job,
+        x: Tensor,
+        targets: Targets,
+    ) -> std::result::Result<Explanation, ApiError> {
         let variant = self.variant_of(head).clone();
         let explainer = self.explainer(&variant)?;
         let result = match head.work {
             Work::Predict => explainer.predict_owned(x),
-            Work::Explain => {
-                let targets = match head.classes {
-                    None => Targets::Top,
-                    Some(_) => Targets::PerImage(
-                        jobs.iter()
-                            .flat_map(|j| j.classes.iter().flatten().copied())
-                            .collect(),
-                    ),
-                };
-                explainer.explain_owned(x, targets)
-            }
+            Work::Explain => explainer.explain_owned(x, targets),
         };
-        let e = match result {
-            Ok(e) => e,
-            Err(e @ crate::Error::Backend { .. }) => {
+        result.map_err(|e| {
+            if let crate::Error::Backend { .. } = e {
                 // The explainer's worker may be gone; build a new one next time.
                 self.restart(head);
-                return Err(ApiError::from_library(&e));
             }
-            Err(e) => return Err(ApiError::from_library(&e)),
-        };
-        Ok(split(e, jobs))
+            ApiError::from_library(&e)
+        })
     }
 }
 
@@ -526,7 +587,7 @@ fn split(e: Explanation, jobs: &[&Job]) -> Vec<Outcome> {
     };
     jobs.iter()
         .map(|j| {
-            let (a, b) = (start, start + j.x.shape[0]);
+            let (a, b) = (start, start + j.shape[0]);
             start = b;
             if let Some((i, why)) = (a..b).find_map(|i| e.failures[i].as_ref().map(|f| (i, f))) {
                 let status = if why.starts_with("non-finite input") {
@@ -541,18 +602,8 @@ fn split(e: Explanation, jobs: &[&Job]) -> Vec<Outcome> {
                 classes: e.classes[a..b].to_vec(),
                 probabilities: e.probabilities[a..b].to_vec(),
                 cam: e.maps.first().map(|m| rows(&m.data, a, b)),
+                rgb: vec![],
             })
         })
         .collect()
-}
-
-fn concat<'a>(xs: impl Iterator<Item = &'a Tensor>) -> Tensor {
-    let xs: Vec<&Tensor> = xs.collect();
-    let mut shape = xs[0].shape.clone();
-    shape[0] = xs.iter().map(|x| x.shape[0]).sum();
-    let mut data = Vec::with_capacity(shape.iter().product());
-    for x in xs {
-        data.extend_from_slice(&x.data);
-    }
-    Tensor::new(shape, data)
 }

@@ -1,13 +1,12 @@
 //! The routes, the server's shared state, and what every model endpoint does: read the body
 //! within its limit, check the request, queue it, wait for its batch within its deadline.
 
-use super::batcher::{Answer, Job, ModelQueue, TestHooks, Variant, Work};
+use super::batcher::{Answer, Input, Job, ModelQueue, TestHooks, Variant, Work};
 use super::error::ApiError;
 use super::stats::{RequestLabels, Stats};
 use super::{inputs, kserve_v1, oip, Config};
 use crate::engine::Method;
 use crate::error::Result;
-use crate::image::RgbImage;
 use crate::named::Named;
 use crate::tensor::Tensor;
 use axum::body::{Body, Bytes};
@@ -66,7 +65,7 @@ impl Params {
         let mut out = Params::default();
         if let Some(m) = p.get("method") {
             let m = m.as_str().ok_or_else(|| bad("method", "a method's name"))?;
-            out.method = Some(Method::parse(m).map_err(|e| ApiError::bad(e.to_string()))?);
+            out.method = Some(cam_method(m)?);
         }
         match p.get("layer") {
             None => {}
@@ -103,10 +102,28 @@ impl Params {
     }
 }
 
+/// The method called `name`, if it gives a CAM ([N, H, W] in [0, 1]): gradient images and
+/// occlusion's score grid are not what the `cam` output promises.
+pub fn cam_method(name: &str) -> std::result::Result<Method, ApiError> {
+    let m = Method::parse(name).map_err(|e| ApiError::bad(e.to_string()))?;
+    if m.kind() != crate::engine::MapKind::Cam {
+        let cams: Vec<&str> = Method::ALL
+            .iter()
+            .filter(|m| m.kind() == crate::engine::MapKind::Cam)
+            .map(|m| m.name())
+            .collect();
+        return Err(ApiError::bad(format!(
+            "method {} does not give a CAM; the server serves: {}",
+            m.name(),
+            cams.join(", ")
+        )));
+    }
+    Ok(m)
+}
+
 /// A request's answer, with the pictures its overlays are drawn on.
 pub struct Done {
     pub answer: Answer,
-    pub rgb: Vec<RgbImage>,
 }
 
 impl Done {
@@ -117,7 +134,7 @@ impl Done {
             .cam
             .clone()
             .ok_or_else(|| ApiError::internal("no map was computed"))?;
-        let rgb = self.rgb.clone();
+        let rgb = self.answer.rgb.clone();
         blocking(move || {
             let per = cam.data.len() / cam.shape[0];
             rgb.iter()
@@ -220,29 +237,30 @@ impl Server {
             .timeout
             .map_or(self.config.timeout, |t| t.min(self.config.timeout));
         let deadline = arrived + timeout;
-        let (x, rgb) = match call.pixels {
-            Pixels::Tensor(x) => (x, vec![]),
+        let (input, shape) = match call.pixels {
+            Pixels::Tensor(x) => {
+                let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+                (Input::Tensor(x), shape)
+            }
             Pixels::Encoded(images) => {
+                // Refused before anything is read, when the queue is full.
+                queue.check_room(images.len())?;
                 let transform = queue.transform.clone();
                 let max = self.config.max_image_pixels;
-                if images.len() > queue.max_batch {
-                    return Err(ApiError::too_large(format!(
-                        "{} images in one request; the limit is {} (--max-batch)",
-                        images.len(),
-                        queue.max_batch
-                    )));
-                }
-                let decoded = blocking(move || {
+                let checked = blocking(move || {
                     let refs: Vec<&[u8]> = images.iter().map(|b| &b[..]).collect();
-                    inputs::decode(&refs, &transform, max)
+                    inputs::check_encoded(&refs, &transform, max)
                 });
-                let decoded = tokio::time::timeout_at(deadline.into(), decoded)
+                let checked = tokio::time::timeout_at(deadline.into(), checked)
                     .await
                     .map_err(|_| timed_out(timeout))??;
-                (decoded.x, decoded.rgb)
+                let (h, w) = checked.size;
+                let shape = [checked.images.len(), queue.in_channels, h, w];
+                (Input::Encoded(checked), shape)
             }
         };
-        let n = x.shape[0];
+        let n = shape[0];
+        queue.check_room(n)?;
         let classes = match (&call.classes, call.params.class) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad(
@@ -259,7 +277,8 @@ impl Server {
             ));
         }
         let job = Job {
-            x,
+            input,
+            shape,
             classes,
             variant: Variant {
                 method: call.params.method.unwrap_or(queue.default.method),
@@ -277,7 +296,7 @@ impl Server {
             .await
             .map_err(|_| timed_out(timeout))?
             .map_err(|_| ApiError::internal("the batcher dropped the request"))??;
-        Ok(Done { answer, rgb })
+        Ok(Done { answer })
     }
 
     /// The response of a model endpoint, counted.

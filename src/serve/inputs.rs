@@ -6,29 +6,29 @@ use crate::image::{RgbImage, Transform};
 use crate::imaging::load;
 use crate::tensor::Tensor;
 
-/// Encoded images, decoded and preprocessed with the model's transform: the batch, and the
-/// cropped images the overlays are drawn on.
-pub struct Images {
-    pub x: Tensor,
-    pub rgb: Vec<RgbImage>,
+/// Encoded images whose headers were read: the pixel limits hold, and every one preprocesses
+/// to the same input size.
+pub struct Encoded {
+    pub images: Vec<load::Encoded>,
+    /// The network input's (height, width).
+    pub size: (usize, usize),
 }
 
-/// Decodes and preprocesses `encoded` as `gradcam explain` does each file (the same tensor,
-/// bit for bit). CPU work: call it off the async threads.
-pub fn decode(
+/// Checks encoded images' headers (format, size, the pixel limits, a complete JPEG) without
+/// decoding their pixels: what a request gets wrong here is known before it is queued.
+pub fn check_encoded(
     encoded: &[&[u8]],
     transform: &Transform,
     max_pixels: u64,
-) -> Result<Images, ApiError> {
+) -> Result<Encoded, ApiError> {
     if encoded.is_empty() {
         return Err(ApiError::bad("no images in the request"));
     }
-    let mut x: Vec<f32> = vec![];
-    let mut rgb = Vec::with_capacity(encoded.len());
+    let mut images = Vec::with_capacity(encoded.len());
     let mut size = None;
     for (i, bytes) in encoded.iter().enumerate() {
         let at = |reason: String| format!("image {i}: {reason}");
-        // The header first; the pixel limit is checked here so that its error is a 413.
+        // The pixel limit is checked here, so that its error is a 413.
         let enc = load::check(
             bytes.to_vec(),
             &load::Limits {
@@ -48,24 +48,42 @@ pub fn decode(
             .map_err(|r| {
                 ApiError::too_large(at(r.replace("`max_image_pixels`", "--max-image-pixels")))
             })?;
-        let img = enc.decode().map_err(|r| ApiError::bad(at(r)))?;
-        let p = transform.apply(&img);
-        if *size.get_or_insert(p.geometry.input) != p.geometry.input {
+        let input = transform
+            .crop
+            .unwrap_or_else(|| transform.resized_size(h as usize, w as usize));
+        if *size.get_or_insert(input) != input {
             return Err(ApiError::bad(at(format!(
-                "preprocessed to {:?}, unlike the images before it ({:?}); send images of one \
-                 size, or one per request",
-                p.geometry.input,
+                "preprocessed to {input:?}, unlike the images before it ({:?}); send images of \
+                 one size, or one per request",
                 size.unwrap_or_default()
             ))));
         }
+        images.push(enc);
+    }
+    Ok(Encoded {
+        images,
+        size: size.unwrap_or_default(),
+    })
+}
+
+/// Decodes and preprocesses checked images as `gradcam explain` does each file (the same
+/// tensor, bit for bit): the network input [3·H·W per image] and the cropped pictures the
+/// overlays are drawn on.
+pub fn decode(
+    encoded: &Encoded,
+    transform: &Transform,
+) -> Result<(Vec<f32>, Vec<RgbImage>), ApiError> {
+    let mut x = Vec::new();
+    let mut rgb = Vec::with_capacity(encoded.images.len());
+    for (i, enc) in encoded.images.iter().enumerate() {
+        let img = enc
+            .decode()
+            .map_err(|r| ApiError::bad(format!("image {i}: {r}")))?;
+        let p = transform.apply(&img);
         x.extend_from_slice(&p.tensor);
         rgb.push(p.rgb);
     }
-    let (h, w) = size.unwrap_or_default();
-    Ok(Images {
-        x: Tensor::new(vec![encoded.len(), 3, h, w], x),
-        rgb,
-    })
+    Ok((x, rgb))
 }
 
 /// The shape of a tensor input, checked before its data is read: [N, C, H, W] with the

@@ -154,23 +154,23 @@ pub async fn call(
     };
     let a = &done.answer;
     let k = a.logits.shape[1];
-    let items: Vec<Value> = (0..a.classes.len())
+    // Written straight from the results (a CAM is tens of thousands of numbers: no
+    // serde_json::Value per number).
+    let items: Vec<Item> = (0..a.classes.len())
         .map(|i| {
-            let mut item = json!({ "class": a.classes[i], "probability": a.probabilities[i] });
-            match (work, &a.cam) {
-                (Work::Explain, Some(cam)) => {
-                    let (h, w) = (cam.shape[1], cam.shape[2]);
-                    let rows: Vec<&[f32]> =
-                        cam.data[i * h * w..(i + 1) * h * w].chunks(w).collect();
-                    item["cam"] = json!(rows);
-                    if let Some(png) = overlays.get(i) {
-                        item["overlay"] =
-                            json!(base64::engine::general_purpose::STANDARD.encode(png));
-                    }
-                }
-                _ => item["logits"] = json!(&a.logits.data[i * k..(i + 1) * k]),
+            let cam = a.cam.as_ref().filter(|_| work == Work::Explain).map(|cam| {
+                let (h, w) = (cam.shape[1], cam.shape[2]);
+                cam.data[i * h * w..(i + 1) * h * w].chunks(w).collect()
+            });
+            Item {
+                class: a.classes[i],
+                probability: a.probabilities[i],
+                logits: cam.is_none().then(|| &a.logits.data[i * k..(i + 1) * k]),
+                cam,
+                overlay: overlays
+                    .get(i)
+                    .map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
             }
-            item
         })
         .collect();
     let key = if work == Work::Explain {
@@ -178,7 +178,28 @@ pub async fn call(
     } else {
         "predictions"
     };
-    Ok(Json(json!({ key: items })).into_response())
+    let body = serde_json::to_vec(&std::collections::BTreeMap::from([(key, items)]))
+        .map_err(|e| ApiError::internal(format!("cannot write the response: {e}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// One prediction or explanation.
+#[derive(serde::Serialize)]
+struct Item<'a> {
+    class: usize,
+    probability: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logits: Option<&'a [f32]>,
+    /// Rows of the map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cam: Option<Vec<&'a [f32]>>,
+    /// The overlay PNG, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlay: Option<String>,
 }
 
 /// A nested array's shape and its numbers, row-major; ragged arrays and non-numbers are

@@ -24,6 +24,8 @@ mod kserve_v1;
 mod oip;
 mod stats;
 
+pub use http::cam_method;
+
 use crate::engine::{Method, MethodOptions};
 use crate::error::{Error, Result};
 use crate::runner::BackendKind;
