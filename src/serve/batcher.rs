@@ -224,30 +224,40 @@ impl ModelQueue {
         self.queued.load(Ordering::SeqCst)
     }
 
-    /// Queues `job`, or refuses it at once: 413 above the batch size, 503 when the queue is
-    /// full or closed.
-    pub fn submit(&self, job: Job) -> std::result::Result<oneshot::Receiver<Outcome>, ApiError> {
-        let n = job.shape[0];
+    /// 413 for more images than a batch holds, 503 when the queue has no room for `n` more
+    /// images now.
+    pub fn check_room(&self, n: usize) -> std::result::Result<(), ApiError> {
         if n > self.max_batch {
             return Err(ApiError::too_large(format!(
                 "{n} images in one request; the limit is {} (--max-batch)",
                 self.max_batch
             )));
         }
-        let full = || {
-            self.stats.dropped(&self.name, "queue_full");
-            ApiError::busy(format!(
-                "model '{}' has {} images queued, the limit (--max-queue {}); retry later",
-                self.name,
-                self.queued(),
-                self.max_queue
-            ))
-        };
+        if self.queued() + n > self.max_queue {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> ApiError {
+        self.stats.dropped(&self.name, "queue_full");
+        ApiError::busy(format!(
+            "model '{}' has {} images queued, the limit (--max-queue {}); retry later",
+            self.name,
+            self.queued(),
+            self.max_queue
+        ))
+    }
+
+    /// Queues `job`, or refuses it at once ([`ModelQueue::check_room`]).
+    pub fn submit(&self, job: Job) -> std::result::Result<oneshot::Receiver<Outcome>, ApiError> {
+        let n = job.shape[0];
+        self.check_room(n)?;
         self.queued
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
                 (q + n <= self.max_queue).then_some(q + n)
             })
-            .map_err(|_| full())?;
+            .map_err(|_| self.full())?;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             job,
