@@ -84,6 +84,9 @@ pub struct Answer {
     pub rgb: Vec<RgbImage>,
 }
 
+/// A job's network input and pictures, or why its images do not decode.
+type Prepared<'a> = std::result::Result<(Cow<'a, [f32]>, Vec<RgbImage>), ApiError>;
+
 /// A request's answer, or why it has none.
 pub type Outcome = std::result::Result<Answer, ApiError>;
 
@@ -512,7 +515,7 @@ impl Batcher {
             panic!("test_panic was asked for");
         }
         let transform = &self.transform;
-        let mut prepared: Vec<std::result::Result<(Cow<[f32]>, Vec<RgbImage>), ApiError>> = jobs
+        let mut prepared: Vec<Prepared> = jobs
             .par_iter()
             .map(|j| match &j.input {
                 Input::Tensor(t) => Ok((Cow::Borrowed(&t.data[..]), vec![])),
