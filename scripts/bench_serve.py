@@ -48,6 +48,7 @@ ROOT = SCRIPTS.parent
 LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
 # gradcam serve options that `gradcam bench` also takes: passed to the in-process run too.
 BENCH_SHARED = ("--backend", "--conv-kernel")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def make_images(n=4, size=(320, 240), seed=0):
@@ -78,6 +79,40 @@ def request_bodies(images):
     return [
         json.dumps({"instances": [{"b64": base64.b64encode(im).decode("ascii")}]}).encode() for im in images
     ]
+
+
+def tensor_requests(images):
+    """Open Inference Protocol with binary tensors: each image preprocessed here (resize 256,
+    crop 224, ImageNet normalization) as FP32 [1, 3, 224, 224]; class and cam back in binary.
+    What the in-process bench computes, without decoding: the serving overhead alone."""
+    t = torchvision.transforms
+    prep = t.Compose(
+        [t.Resize(256), t.CenterCrop(224), t.ToTensor(), t.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    out = []
+    for im in images:
+        x = prep(Image.open(io.BytesIO(im)).convert("RGB")).unsqueeze(0).numpy()
+        header = {
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                        "parameters": {"binary_data_size": x.nbytes}}],
+            "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in ("class", "cam")],
+        }  # fmt: skip
+        h = json.dumps(header).encode()
+        out.append((h + x.tobytes(), {"Inference-Header-Content-Length": str(len(h))}))
+    return out
+
+
+def check_tensor_response(status, body, size):
+    if status != 200:
+        return f"HTTP {status}: {body[:200]!r}"
+    try:
+        meta = json.loads(body[: body.index(b"}]}") + 3])
+        cam = [o for o in meta["outputs"] if o["name"] == "cam"][0]
+        if cam["shape"] != [1, size, size]:
+            return f"cam of shape {cam['shape']}"
+    except (ValueError, KeyError, IndexError) as err:
+        return f"unexpected answer ({err!r}): {body[:200]!r}"
+    return None
 
 
 class Server:
@@ -153,15 +188,16 @@ def check_response(status, body, size):
     return None
 
 
-def client(host, port, path, bodies, offset, warmup, start, deadline, size, out):
+def client(host, port, proto, offset, warmup, start, deadline, size, out):
     """One closed-loop client: `warmup` checked requests, then (after the `start` barrier)
     requests back to back until `deadline`. Appends (latencies, end times, errors, messages)."""
-    headers = {"Content-Type": "application/json"}
+    path, requests, check = proto
     conn = http.client.HTTPConnection(host, port, timeout=120)
     lat, ends, errors, messages = [], [], 0, []
 
-    def send(body):
+    def send(request):
         nonlocal conn
+        body, headers = request
         try:
             conn.request("POST", path, body=body, headers=headers)
             r = conn.getresponse()
@@ -172,8 +208,8 @@ def client(host, port, path, bodies, offset, warmup, start, deadline, size, out)
             return None, repr(e).encode()
 
     for i in range(warmup):
-        status, data = send(bodies[(offset + i) % len(bodies)])
-        err = check_response(status, data, size)
+        status, data = send(requests[(offset + i) % len(requests)])
+        err = check(status, data, size)
         if err:
             errors += 1
             messages.append(err)
@@ -183,7 +219,7 @@ def client(host, port, path, bodies, offset, warmup, start, deadline, size, out)
         t = time.perf_counter()
         if t >= deadline[0]:
             break
-        status, data = send(bodies[(offset + i) % len(bodies)])
+        status, data = send(requests[(offset + i) % len(requests)])
         done = time.perf_counter()
         i += 1
         # A cheap check per request; the full one ran on the warm-up answers.
@@ -193,14 +229,13 @@ def client(host, port, path, bodies, offset, warmup, start, deadline, size, out)
         else:
             errors += 1
             if len(messages) < 3:
-                messages.append(check_response(status, data, size) or f"HTTP {status}")
+                messages.append(check(status, data, size) or f"HTTP {status}")
     conn.close()
     out.append((lat, ends, errors, messages))
 
 
-def load(host, port, name, bodies, concurrency, duration, warmup, size):
+def load(host, port, proto, concurrency, duration, warmup, size):
     """Runs `concurrency` clients for `duration` seconds; returns the level's numbers."""
-    path = f"/v1/models/{name}:explain"
     out = []
     deadline, t0, cpu0 = [0.0], [0.0], [0.0]
 
@@ -210,9 +245,7 @@ def load(host, port, name, bodies, concurrency, duration, warmup, size):
 
     start = threading.Barrier(concurrency + 1, action=begin)
     threads = [
-        threading.Thread(
-            target=client, args=(host, port, path, bodies, k, warmup, start, deadline, size, out)
-        )
+        threading.Thread(target=client, args=(host, port, proto, k, warmup, start, deadline, size, out))
         for k in range(concurrency)
     ]
     for t in threads:
@@ -239,14 +272,27 @@ def load(host, port, name, bodies, concurrency, duration, warmup, size):
     }
 
 
-def drive(server, name, bodies, args):
+def drive(server, proto, args, inprocess=None):
+    """The load levels against `server`; with `inprocess`, the in-process bench is run right
+    before and right after each level, and the level is compared with their mean (a shared
+    machine's speed drifts between minutes, so ratios use neighbours)."""
     levels = []
     try:
         for c in args.concurrency:
-            r = load(server.host, server.port, name, bodies, c, args.duration, args.warmup, 224)
+            before = inprocess() if inprocess else None
+            r = load(server.host, server.port, proto, c, args.duration, args.warmup, 224)
+            ref = (before + inprocess()) / 2 if inprocess else None
+            if ref:
+                r["inprocess_images_per_s"] = ref
+                r["vs_inprocess"] = r["images_per_s"] / ref
             print(
                 f"  {server.label} c={c}: {r['images_per_s']:.2f} images/s, p50 {fmt(r['p50_ms'])} "
-                f"ms, p99 {fmt(r['p99_ms'])} ms, {r['errors']} errors",
+                f"ms, p99 {fmt(r['p99_ms'])} ms, {r['errors']} errors"
+                + (
+                    f"; in-process before and after: {ref:.2f} images/s ({r['vs_inprocess']:.2f}x)"
+                    if ref
+                    else ""
+                ),
                 file=sys.stderr,
                 flush=True,
             )
@@ -284,6 +330,7 @@ def main():
     )
     ap.add_argument("--skip-ours", action="store_true")
     ap.add_argument("--skip-pgc", action="store_true")
+    ap.add_argument("--skip-tensor", action="store_true", help="skip our OIP binary-tensor levels")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench_serve.json"))
     args = ap.parse_args()
     name = args.name or args.arch
@@ -313,33 +360,41 @@ def main():
     torch.manual_seed(0)
     weights = tmp / f"{args.arch}.safetensors"
     save_weights(getattr(torchvision.models, args.arch)(weights=None).eval(), weights)
-    bodies = request_bodies(make_images())
+    images = make_images()
+    json_header = {"Content-Type": "application/json"}
+    v1 = (f"/v1/models/{name}:explain", [(b, json_header) for b in request_bodies(images)], check_response)
     result = {"machine": machine, "args": vars(args), "binary": binary, "inprocess": None}
 
     if not args.skip_ours:
         cmd = [binary, "--threads", str(args.threads), "bench", "--weights", str(weights)]
         cmd += ["--batch", str(args.max_batch), "--iters", str(args.bench_iters), "--json", *bench_extra]
         print(f"in-process: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode != 0:
-            sys.exit(f"`gradcam bench` exited with {run.returncode}:\n{run.stderr}")
-        result["inprocess"] = json.loads(run.stdout)
-        result["inprocess"].pop("kernels", None)
-        cmd = [binary, "serve", "--model", f"{name}={weights}", "--port", "0"]
-        cmd += ["--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)]
-        cmd += ["--threads", str(args.threads), *extra]
-        print(f"ours: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-        result["ours"] = drive(Server(cmd, "gradcam serve"), name, bodies, args)
+
+        def inprocess():
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode != 0:
+                sys.exit(f"`gradcam bench` exited with {run.returncode}:\n{run.stderr}")
+            result["inprocess"] = json.loads(run.stdout)
+            result["inprocess"].pop("kernels", None)
+            return result["inprocess"]["gradcam_images_per_s"]
+
+        serve = [binary, "serve", "--model", f"{name}={weights}", "--port", "0"]
+        serve += ["--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)]
+        serve += ["--threads", str(args.threads), *extra]
+        print(f"ours: {shlex.join(serve)}", file=sys.stderr, flush=True)
+        result["ours"] = drive(Server(serve, "gradcam serve"), v1, args, inprocess)
+        if not args.skip_tensor:
+            oip = (f"/v2/models/{name}/infer", tensor_requests(images), check_tensor_response)
+            result["ours_tensor"] = drive(
+                Server(serve, "gradcam serve, OIP FP32 binary"), oip, args, inprocess
+            )
     if not args.skip_pgc:
         cmd = [sys.executable, str(SCRIPTS / "pgc_server.py"), "--arch", args.arch]
         cmd += ["--weights", str(weights), "--layer", DEFAULT_LAYER[args.arch], "--name", name]
         cmd += ["--port", "0", "--threads", str(args.threads), "--device", args.device]
         print(f"pgc: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-        result["pgc"] = drive(Server(cmd, "pgc server"), name, bodies, args)
+        result["pgc"] = drive(Server(cmd, "pgc server"), v1, args)
 
-    inproc = result["inprocess"]["gradcam_images_per_s"] if result["inprocess"] else None
-    if inproc:
-        print(f"in-process `gradcam bench`, batch {args.max_batch}: {inproc:.2f} images/s")
     print(
         f"{'c':>3} {'ours img/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} {'vs in-proc':>10} "
         f"{'pgc img/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} {'vs pgc':>7}"
@@ -350,7 +405,7 @@ def main():
         row = f"{c:3}"
         row += (
             f" {o['images_per_s']:10.2f} {fmt(o['p50_ms']):>8} {fmt(o['p99_ms']):>8} {o['errors']:4}"
-            f" {fmt(o['images_per_s'] / inproc, '.2f') + 'x' if inproc else '-':>10}"
+            f" {fmt(o.get('vs_inprocess'), '.2f') + 'x':>10}"
             if o
             else f" {'-':>10} {'-':>8} {'-':>8} {'-':>4} {'-':>10}"
         )
@@ -363,10 +418,20 @@ def main():
         row += f" {fmt(ratio, '.2f') + 'x' if ratio else '-':>7}"
         if o and p:
             o["vs_pgc"] = ratio
-        if o and inproc:
-            o["vs_inprocess"] = o["images_per_s"] / inproc
         print(row)
-    print("(c: concurrent clients, one 320x240 image per request; latencies per request)")
+    for i, c in enumerate(args.concurrency):
+        t = result["ours_tensor"]["levels"][i] if "ours_tensor" in result else None
+        if t:
+            print(
+                f"{c:3} OIP FP32 binary: {t['images_per_s']:.2f} images/s, p50 {fmt(t['p50_ms'])} ms, p99 "
+                f"{fmt(t['p99_ms'])} ms, {t['errors']} errors, "
+                f"{fmt(t.get('vs_inprocess'), '.2f')}x in-process"
+            )
+    print(
+        "(c: concurrent clients, one 320x240 image per request (KServe V1 JSON, decoded by the "
+        f"server), or one preprocessed FP32 tensor (OIP binary); vs in-proc: against `gradcam bench` "
+        f"at batch {args.max_batch}, the mean of a run just before and one just after the level)"
+    )
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
