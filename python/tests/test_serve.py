@@ -478,6 +478,11 @@ def test_bad_inputs_fail_their_request_only(server):
         "POST", infer, header + bad.tobytes()[:-4], {"Inference-Header-Content-Length": str(len(header))}
     )
     assert status == 400 and b"binary data" in data
+    # Finite input whose result is not (the network overflows f32): an error, never a map.
+    huge = np.full_like(x[:1], 3e38)
+    length = {"Inference-Header-Content-Length": str(len(header))}
+    status, _, data = s.request("POST", infer, header + huge.tobytes(), length)
+    assert status == 422 and b"image 0: the network's logit" in data and b"not finite" in data, data
     # Bad requests sent while good ones run do not touch the good ones' batches.
     good = json.dumps(images_request(IMAGES))
     bad_body = json.dumps(cases[0][0])
