@@ -36,9 +36,8 @@ def infer_binary(url, model, image: bytes, **parameters):
         "parameters": {"binary_data_output": True, **parameters},
     }  # fmt: skip
     header = json.dumps(header).encode()
-    data, headers = post(
-        url, f"/v2/models/{model}/infer", header + element, {"Inference-Header-Content-Length": str(len(header))}
-    )
+    length = {"Inference-Header-Content-Length": str(len(header))}
+    data, headers = post(url, f"/v2/models/{model}/infer", header + element, length)
     n = int(headers["inference-header-content-length"])
     meta, binary = json.loads(data[:n]), data[n:]
     out, at = {}, 0

@@ -4,7 +4,6 @@ Bit for bit: the package and `gradcam explain` run the same library code on the 
 (cpu), so their maps are compared with np.array_equal, not a tolerance. The CLI binary is the one
 `cargo test --profile suite` builds (target/suite/gradcam), or $GRADCAM_BIN."""
 
-import os
 import subprocess
 import threading
 import tracemalloc
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_binary
 
 import gradcam
 
@@ -20,16 +20,6 @@ SEED = ROOT / "examples" / "seed-cnn-shapes.safetensors"
 SEED_INPUT = ROOT / "examples" / "seed_input.npy"
 IMAGES = [ROOT / "examples" / n for n in ("shapes1.png", "shapes2.png", "shapes3.jpg")]
 CUSTOM = ROOT / "tests" / "fixtures" / "exported" / "custom_cnn" / "model.safetensors"
-
-
-def cli_binary():
-    env = os.environ.get("GRADCAM_BIN")
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT / "target" / p / "gradcam" for p in ("suite", "release", "debug")]
-    for c in candidates:
-        if c.is_file():
-            return c
-    pytest.fail("no gradcam binary: run `cargo build --profile suite` or set GRADCAM_BIN")
 
 
 def run_cli(*args):

@@ -12,7 +12,6 @@ import base64
 import concurrent.futures
 import http.client
 import json
-import os
 import re
 import signal
 import socket
@@ -24,22 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed-cnn-shapes.safetensors"
 SEED_INPUT = ROOT / "examples" / "seed_input.npy"
 IMAGES = [ROOT / "examples" / n for n in ("shapes1.png", "shapes2.png", "shapes3.jpg")]
 TIMEOUT = 60
-
-
-def cli_binary():
-    env = os.environ.get("GRADCAM_BIN")
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT / "target" / p / "gradcam" for p in ("suite", "release", "debug")]
-    for c in candidates:
-        if c.is_file():
-            return c
-    pytest.fail("no gradcam binary: run `cargo build --profile suite` or set GRADCAM_BIN")
 
 
 class Server:

@@ -41,6 +41,8 @@ pub struct Call {
     pub classes: Option<Vec<i64>>,
     pub params: Params,
     pub work: Work,
+    /// The overlay PNGs are wanted (encoded images only).
+    pub overlay: bool,
 }
 
 /// A request's parameters, common to both protocols.
@@ -121,29 +123,28 @@ pub fn cam_method(name: &str) -> std::result::Result<Method, ApiError> {
     Ok(m)
 }
 
-/// A request's answer, with the pictures its overlays are drawn on.
+/// A request's answer, and its overlays when it asked for them.
 pub struct Done {
     pub answer: Answer,
+    /// One PNG per image, or none.
+    pub overlays: Vec<Vec<u8>>,
 }
 
-impl Done {
-    /// The overlay PNG of each image (CPU work, off the async threads).
-    pub async fn overlays(self: &Done) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
-        let cam = self
-            .answer
-            .cam
-            .clone()
-            .ok_or_else(|| ApiError::internal("no map was computed"))?;
-        let rgb = self.answer.rgb.clone();
-        blocking(move || {
-            let per = cam.data.len() / cam.shape[0];
-            rgb.iter()
-                .zip(cam.data.chunks(per))
-                .map(|(img, m)| inputs::overlay_png(img, m))
-                .collect()
-        })
-        .await
-    }
+/// The overlay PNG of each image (CPU work, off the async threads).
+async fn overlays(answer: &Answer) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
+    let cam = answer
+        .cam
+        .clone()
+        .ok_or_else(|| ApiError::internal("no map was computed"))?;
+    let rgb = answer.rgb.clone();
+    blocking(move || {
+        let per = cam.data.len() / cam.shape[0];
+        rgb.iter()
+            .zip(cam.data.chunks(per))
+            .map(|(img, m)| inputs::overlay_png(img, m))
+            .collect()
+    })
+    .await
 }
 
 /// Runs CPU work on tokio's blocking pool.
@@ -237,6 +238,11 @@ impl Server {
             .timeout
             .map_or(self.config.timeout, |t| t.min(self.config.timeout));
         let deadline = arrived + timeout;
+        if call.overlay && matches!(call.pixels, Pixels::Tensor(_)) {
+            return Err(ApiError::bad(
+                "the overlay needs encoded images: a preprocessed tensor has no picture to draw on",
+            ));
+        }
         let (input, shape) = match call.pixels {
             Pixels::Tensor(x) => {
                 let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
@@ -296,7 +302,12 @@ impl Server {
             .await
             .map_err(|_| timed_out(timeout))?
             .map_err(|_| ApiError::internal("the batcher dropped the request"))??;
-        Ok(Done { answer })
+        let overlays = if call.overlay {
+            overlays(&answer).await?
+        } else {
+            vec![]
+        };
+        Ok(Done { answer, overlays })
     }
 
     /// The response of a model endpoint, counted.

@@ -132,11 +132,6 @@ pub async fn call(
             ))
         }
     };
-    if overlay && matches!(pixels, Pixels::Tensor(_)) {
-        return Err(ApiError::bad(
-            "overlay needs encoded images (b64 instances)",
-        ));
-    }
     if overlay && work == Work::Predict {
         return Err(ApiError::bad("overlay is an explanation: use :explain"));
     }
@@ -145,13 +140,9 @@ pub async fn call(
         classes: (!classes.is_empty()).then_some(classes),
         params: Params::parse(parameters, server.test_hooks())?,
         work,
+        overlay,
     };
     let done = server.run(queue, call).await?;
-    let overlays = if overlay {
-        done.overlays().await?
-    } else {
-        vec![]
-    };
     let a = &done.answer;
     let k = a.logits.shape[1];
     // Written straight from the results (a CAM is tens of thousands of numbers: no
@@ -167,7 +158,8 @@ pub async fn call(
                 probability: a.probabilities[i],
                 logits: cam.is_none().then(|| &a.logits.data[i * k..(i + 1) * k]),
                 cam,
-                overlay: overlays
+                overlay: done
+                    .overlays
                     .get(i)
                     .map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
             }

@@ -215,12 +215,6 @@ pub async fn infer(
         wanted = OUTPUTS[..4].iter().map(|n| (*n, all_binary)).collect();
     }
     let overlay = wanted.iter().any(|(n, _)| *n == "overlay");
-    if overlay && matches!(pixels, Pixels::Tensor(_)) {
-        return Err(ApiError::bad(
-            "the overlay output needs encoded images (a BYTES input): a preprocessed tensor has \
-             no picture to draw on",
-        ));
-    }
     let work = if wanted.iter().any(|(n, _)| matches!(*n, "cam" | "overlay")) {
         Work::Explain
     } else {
@@ -231,14 +225,10 @@ pub async fn infer(
         classes,
         params: Params::parse(&req.parameters, server.test_hooks())?,
         work,
+        overlay,
     };
     let done = server.run(queue, call).await?;
-    let overlays = if overlay {
-        done.overlays().await?
-    } else {
-        vec![]
-    };
-    respond(model, req.id, &done, &wanted, overlays)
+    respond(model, req.id, &done, &wanted)
 }
 
 fn respond(
@@ -246,8 +236,8 @@ fn respond(
     id: Option<String>,
     done: &Done,
     wanted: &[(&'static str, bool)],
-    overlays: Vec<Vec<u8>>,
 ) -> Result<Response, ApiError> {
+    let overlays = &done.overlays;
     let a = &done.answer;
     let n = a.classes.len();
     let mut outputs = vec![];
@@ -285,7 +275,7 @@ fn respond(
             ),
         };
         let (parameters, data) = if bin {
-            let b = data.to_binary(&overlays);
+            let b = data.to_binary(overlays);
             let size = b.len();
             binary.extend(b);
             (Some(serde_json::json!({ "binary_data_size": size })), None)
