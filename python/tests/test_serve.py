@@ -181,6 +181,24 @@ def test_health_metadata_and_unknown_paths(server):
     assert s.stop() == 0
 
 
+def test_several_models(server):
+    s = server("--model", f"second={SEED},method=hirescam,layer=conv2")
+    assert s.json("GET", "/v1/models") == (200, {"models": ["second", "seed"]})
+    assert s.json("GET", "/v2/models/second")[1]["parameters"]["method"] == "hirescam"
+    a = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES))[1]
+    b = s.json("POST", "/v2/models/second/infer", images_request(IMAGES))[1]
+    c = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES, method="hirescam", layer="conv2"))[1]
+    assert np.array_equal(output(b, "cam"), output(c, "cam"))
+    assert not np.array_equal(output(a, "cam"), output(b, "cam"))
+    assert any("model 'second'" in line for line in s.log)
+    assert s.stop() == 0
+    out = subprocess.run(
+        [str(cli_binary()), "serve", "--model", f"m={SEED}", "--model", f"m={SEED}", "--port", "0"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert out.returncode != 0 and "two models are called 'm'" in out.stderr
+
+
 def test_oip_json_equals_the_cli(server, cli_maps):
     s = server()
     status, resp = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES))
