@@ -178,3 +178,12 @@ pub enum Error {
     #[error("interrupted by {}", crate::interrupt::name(*.0))]
     Interrupted(i32),
 }
+
+/// What a caught panic says (its `&str` or `String` payload), for the error that replaces it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}

@@ -333,11 +333,7 @@ impl Worker {
                 None => worker.predict(job.x),
             }))
             .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let what = crate::error::panic_message(&*panic);
                 Err(Error::Backend {
                     backend: worker.engine.backend_name(),
                     reason: format!("internal error ({what}); please report this as a bug"),

@@ -543,6 +543,10 @@ def test_a_failing_batch_answers_500_and_the_worker_restarts(server):
     status, resp = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES))
     assert status == 200 and output(resp, "cam").shape == (3, 32, 32)
     assert 'gradcam_worker_restarts_total{model="seed"} 1' in s.metrics()
+    # A panic in the HTTP handler (outside any batch) is a 500 too, and the server goes on.
+    status, err = s.json("POST", "/v2/models/seed/infer", images_request(IMAGES[:1], test_panic_handler=True))
+    assert status == 500 and "test_panic_handler" in err["error"]
+    assert s.json("POST", "/v1/models/seed:explain", {"instances": [{"b64": b64(IMAGES[0])}]})[0] == 200
     assert s.stop() == 0
 
 

@@ -445,11 +445,7 @@ impl Batcher {
         let answers = match result {
             Ok(answers) => answers,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let what = crate::error::panic_message(&*panic);
                 self.restart(&batch[0].job);
                 let e = ApiError::internal(format!(
                     "internal error in the batch ({what}); its explainer was restarted"

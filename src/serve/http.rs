@@ -99,6 +99,9 @@ impl Params {
                 .get("test_panic")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
+            if p.contains_key("test_panic_handler") {
+                panic!("test_panic_handler was asked for");
+            }
         }
         Ok(out)
     }
@@ -407,6 +410,16 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // A panic in a handler (a bug) answers 500 instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let what = crate::error::panic_message(&*panic);
+                ApiError::internal(format!(
+                    "internal error ({what}); please report this as a bug"
+                ))
+                .into_response()
+            },
+        ))
         .with_state(server)
 }
 
