@@ -518,7 +518,8 @@ async fn infer(
 ) -> Response {
     let started = Instant::now();
     let result = async {
-        s.model(&model)?;
+        // A full queue refuses before the body is read.
+        s.model(&model)?.check_room(1)?;
         let body = s.body(&headers, body).await?;
         oip::infer(&s, &model, &headers, body).await
     }
@@ -558,7 +559,7 @@ async fn v1_post(
         }
     };
     let result = async {
-        s.model(model)?;
+        s.model(model)?.check_room(1)?;
         let body = s.body(&headers, body).await?;
         kserve_v1::call(&s, model, work, body).await
     }
