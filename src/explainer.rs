@@ -167,13 +167,13 @@ impl Explainer {
     /// are NaN; the rest of the batch is explained as usual.
     pub fn explain(&self, x: &Tensor, targets: Targets) -> Result<Explanation> {
         self.check(x, &targets)?;
-        self.run(x.clone(), targets)
+        self.submit(x.clone(), Some(targets))
     }
 
     /// [`Explainer::explain`] of a batch the caller hands over (no copy).
     pub fn explain_owned(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
         self.check(&x, &targets)?;
-        self.run(x, targets)
+        self.submit(x, Some(targets))
     }
 
     /// The forward pass alone: the logits, each image's top-1 class and its probability, and
@@ -186,10 +186,6 @@ impl Explainer {
     pub fn predict_owned(&self, x: Tensor) -> Result<Explanation> {
         self.check(&x, &Targets::Top)?;
         self.submit(x, None)
-    }
-
-    fn run(&self, x: Tensor, targets: Targets) -> Result<Explanation> {
-        self.submit(x, Some(targets))
     }
 
     fn submit(&self, x: Tensor, targets: Option<Targets>) -> Result<Explanation> {
@@ -408,9 +404,7 @@ impl Worker {
         e.withhold_failed();
         Ok(e)
     }
-}
 
-impl Worker {
     fn predict(&self, mut x: Tensor) -> Result<Explanation> {
         self.engine.check_activations(&x.shape)?;
         let mut failures = zero_non_finite(&mut x);
@@ -419,13 +413,7 @@ impl Worker {
         let (mut classes, mut probabilities) = (vec![], vec![]);
         for (i, row) in logits.data.chunks(k).enumerate() {
             if failures[i].is_none() {
-                failures[i] = row.iter().position(|v| !v.is_finite()).map(|c| {
-                    format!(
-                        "the network's logit for class {c} is {} (not finite): the input or the \
-                         weights overflow f32",
-                        row[c]
-                    )
-                });
+                failures[i] = crate::engine::non_finite_logit(row);
             }
             let top = crate::engine::argmax(row);
             classes.push(top);

@@ -189,12 +189,8 @@ impl Attribution {
     /// non-finite logit, CAM or gradient (the input or the weights overflow f32).
     pub fn non_finite(&self, j: usize) -> Option<String> {
         let classes = self.logits.shape[1];
-        let row = &self.logits.data[j * classes..(j + 1) * classes];
-        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
-            return Some(format!(
-                "the network's logit for class {c} is {} (not finite): the input or the weights overflow f32",
-                row[c]
-            ));
+        if let Some(why) = non_finite_logit(&self.logits.data[j * classes..(j + 1) * classes]) {
+            return Some(why);
         }
         for t in &self.targets {
             for map in &t.maps {
@@ -214,6 +210,15 @@ impl Attribution {
         }
         None
     }
+}
+
+/// Why a row of logits cannot be a result, if it cannot: its first non-finite logit.
+pub fn non_finite_logit(row: &[f32]) -> Option<String> {
+    let c = row.iter().position(|v| !v.is_finite())?;
+    Some(format!(
+        "the network's logit for class {c} is {} (not finite): the input or the weights overflow f32",
+        row[c]
+    ))
 }
 
 pub struct Target {
