@@ -276,10 +276,6 @@ impl ModelQueue {
             self.queued.fetch_sub(n, Ordering::SeqCst);
             return Err(ApiError::busy("the server is shutting down"));
         }
-        self.stats
-            .queue_images
-            .get_or_create(&Stats::model(&self.name))
-            .set(self.queued() as i64);
         Ok(answer)
     }
 
@@ -374,7 +370,7 @@ impl Batcher {
                 }
             }
             let batch = self.take_batch(&mut pending);
-            self.set_queued(batch.iter().map(Queued::n).sum());
+            self.release(batch.iter().map(Queued::n).sum());
             self.run_batch(batch);
         }
     }
@@ -398,16 +394,13 @@ impl Batcher {
         batch
     }
 
-    fn set_queued(&self, left: usize) {
-        let now = self.queued.fetch_sub(left, Ordering::SeqCst) - left;
-        self.stats
-            .queue_images
-            .get_or_create(&Stats::model(&self.model))
-            .set(now as i64);
+    /// `n` images have left the queue.
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::SeqCst);
     }
 
-    /// Answers and removes the requests past their deadline, and removes those whose client
-    /// has gone.
+    /// Removes the requests whose client has gone or whose deadline has passed (their
+    /// handler's own timer has answered them).
     fn drop_stale(&self, pending: &mut VecDeque<Queued>) {
         let now = Instant::now();
         let mut gone = 0;
@@ -423,10 +416,7 @@ impl Batcher {
             gone += q.n();
             false
         });
-        // A request past its deadline is answered by its handler's own timer.
-        if gone > 0 {
-            self.set_queued(gone);
-        }
+        self.release(gone);
     }
 
     fn run_batch(&mut self, batch: Vec<Queued>) {
@@ -585,7 +575,8 @@ impl Batcher {
 }
 
 /// The batch's explanation, cut back into one answer per job; a job with a failed image gets
-/// an error naming it (422: the image was well-formed but its result is not finite).
+/// an error naming it: 422, since inputs are checked finite before they are queued, so a
+/// failure here is a well-formed image whose result is not finite.
 fn split(e: Explanation, jobs: &[&Job]) -> Vec<Outcome> {
     let mut start = 0;
     let rows = |t: &Tensor, a: usize, b: usize| {
@@ -599,12 +590,10 @@ fn split(e: Explanation, jobs: &[&Job]) -> Vec<Outcome> {
             let (a, b) = (start, start + j.shape[0]);
             start = b;
             if let Some((i, why)) = (a..b).find_map(|i| e.failures[i].as_ref().map(|f| (i, f))) {
-                let status = if why.starts_with("non-finite input") {
-                    axum::http::StatusCode::BAD_REQUEST
-                } else {
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY
-                };
-                return Err(ApiError::new(status, format!("image {}: {why}", i - a)));
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("image {}: {why}", i - a),
+                ));
             }
             Ok(Answer {
                 logits: rows(&e.logits, a, b),

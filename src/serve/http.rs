@@ -159,11 +159,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("internal error ({e})")))?
 }
 
-/// The input and body limits, from the configuration.
-pub struct Limits {
-    pub max_image_pixels: u64,
-}
-
 impl Server {
     pub fn start(config: Arc<Config>) -> Result<Arc<Server>> {
         let stats = Arc::new(Stats::new());
@@ -209,10 +204,8 @@ impl Server {
         }
     }
 
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_image_pixels: self.config.max_image_pixels,
-        }
+    pub fn max_image_pixels(&self) -> u64 {
+        self.config.max_image_pixels
     }
 
     pub fn test_hooks(&self) -> bool {
@@ -233,9 +226,14 @@ impl Server {
         self.models.values()
     }
 
-    /// Checks `call`, queues it, and waits for its answer until its deadline.
-    pub async fn run(&self, queue: &ModelQueue, call: Call) -> std::result::Result<Done, ApiError> {
-        let arrived = Instant::now();
+    /// Checks `call`, queues it, and waits for its answer until its deadline (counted from the
+    /// request's arrival, `arrived`, body reading included).
+    pub async fn run(
+        &self,
+        queue: &ModelQueue,
+        call: Call,
+        arrived: Instant,
+    ) -> std::result::Result<Done, ApiError> {
         let timeout = call
             .params
             .timeout
@@ -269,7 +267,6 @@ impl Server {
             }
         };
         let n = shape[0];
-        queue.check_room(n)?;
         let classes = match (&call.classes, call.params.class) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad(
@@ -342,8 +339,14 @@ impl Server {
         response
     }
 
-    /// The body, within `--max-body-bytes` (413 naming it) and the request's deadline.
-    async fn body(&self, headers: &HeaderMap, body: Body) -> std::result::Result<Bytes, ApiError> {
+    /// The body of a request that arrived at `arrived`, within `--max-body-bytes` (413 naming
+    /// it) and `--timeout-ms`.
+    async fn body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        arrived: Instant,
+    ) -> std::result::Result<Bytes, ApiError> {
         let limit = self.config.max_body_bytes;
         let too_large = || {
             ApiError::too_large(format!(
@@ -358,7 +361,7 @@ impl Server {
             return Err(too_large());
         }
         let read = axum::body::to_bytes(body, limit);
-        match tokio::time::timeout(self.config.timeout, read).await {
+        match tokio::time::timeout_at((arrived + self.config.timeout).into(), read).await {
             Err(_) => Err(timed_out(self.config.timeout)),
             Ok(Ok(b)) => Ok(b),
             Ok(Err(e)) => {
@@ -518,10 +521,11 @@ async fn infer(
 ) -> Response {
     let started = Instant::now();
     let result = async {
+        let queue = s.model(&model)?;
         // A full queue refuses before the body is read.
-        s.model(&model)?.check_room(1)?;
-        let body = s.body(&headers, body).await?;
-        oip::infer(&s, &model, &headers, body).await
+        queue.check_room(1)?;
+        let body = s.body(&headers, body, started).await?;
+        oip::infer(&s, queue, &headers, body, started).await
     }
     .await;
     s.finish(&model, "v2_infer", started, result)
@@ -559,9 +563,10 @@ async fn v1_post(
         }
     };
     let result = async {
-        s.model(model)?.check_room(1)?;
-        let body = s.body(&headers, body).await?;
-        kserve_v1::call(&s, model, work, body).await
+        let queue = s.model(model)?;
+        queue.check_room(1)?;
+        let body = s.body(&headers, body, started).await?;
+        kserve_v1::call(&s, queue, work, body, started).await
     }
     .await;
     s.finish(model, endpoint, started, result)

@@ -7,7 +7,7 @@
 //! are the Open Inference Protocol's (`method`, `layer`, `class`, `timeout_ms`), plus
 //! `"overlay": true` for each explanation's overlay PNG (base64).
 
-use super::batcher::Work;
+use super::batcher::{ModelQueue, Work};
 use super::error::ApiError;
 use super::http::{Call, Params, Pixels, Server};
 use axum::body::Bytes;
@@ -17,6 +17,7 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub async fn list(State(s): State<Arc<Server>>) -> Json<Value> {
     let names: Vec<&str> = s.models().map(|q| q.name.as_str()).collect();
@@ -31,11 +32,11 @@ pub async fn status(State(s): State<Arc<Server>>, Path(model): Path<String>) -> 
 
 pub async fn call(
     server: &Server,
-    model: &str,
+    queue: &ModelQueue,
     work: Work,
     body: Bytes,
+    arrived: Instant,
 ) -> Result<Response, ApiError> {
-    let queue = server.model(model)?;
     let req: Map<String, Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("the request is not a JSON object: {e}")))?;
     let instances = req
@@ -121,7 +122,7 @@ pub async fn call(
                 &dims,
                 queue.in_channels,
                 queue.max_batch,
-                server.limits().max_image_pixels,
+                server.max_image_pixels(),
             )?;
             let data = tensors.into_iter().flat_map(|(_, d)| d).collect();
             Pixels::Tensor(super::inputs::tensor(shape, data)?)
@@ -142,7 +143,7 @@ pub async fn call(
         work,
         overlay,
     };
-    let done = server.run(queue, call).await?;
+    let done = server.run(queue, call, arrived).await?;
     let a = &done.answer;
     let k = a.logits.shape[1];
     // Written straight from the results (a CAM is tens of thousands of numbers: no

@@ -8,7 +8,7 @@
 //! `[N]` (PNG) when asked for by name. Request parameters: `method`, `layer`, `class`,
 //! `timeout_ms`, `binary_data_output`.
 
-use super::batcher::Work;
+use super::batcher::{ModelQueue, Work};
 use super::error::ApiError;
 use super::http::{Call, Done, Params, Pixels, Server};
 use axum::body::Bytes;
@@ -18,6 +18,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::time::Instant;
 
 /// The binary extension's header: the length of the JSON part at the body's start.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -102,15 +103,14 @@ const OUTPUTS: [&str; 5] = ["logits", "class", "probability", "cam", "overlay"];
 /// `POST /v2/models/<m>/infer`.
 pub async fn infer(
     server: &Server,
-    model: &str,
+    queue: &ModelQueue,
     headers: &HeaderMap,
     body: Bytes,
+    arrived: Instant,
 ) -> Result<Response, ApiError> {
-    let queue = server.model(model)?;
     let (json, mut binary) = split_body(headers, &body)?;
     let req: InferRequest = serde_json::from_slice(&json)
         .map_err(|e| ApiError::bad(format!("the request is not a valid inference request: {e}")))?;
-    let limits = server.limits();
     let mut pixels = None;
     let mut classes = None;
     for input in &req.inputs {
@@ -143,7 +143,7 @@ pub async fn infer(
                     &input.shape,
                     queue.in_channels,
                     queue.max_batch,
-                    limits.max_image_pixels,
+                    server.max_image_pixels(),
                 )
                 .map_err(named)?;
                 let data = match &raw {
@@ -227,8 +227,8 @@ pub async fn infer(
         work,
         overlay,
     };
-    let done = server.run(queue, call).await?;
-    respond(model, req.id, &done, &wanted)
+    let done = server.run(queue, call, arrived).await?;
+    respond(&queue.name, req.id, &done, &wanted)
 }
 
 fn respond(
