@@ -321,16 +321,9 @@ def method_rows(args, tmp):
             with cls(model=model, target_layers=[layer]) as cam:
                 cam.batch_size = args.mask_batch
                 t_pgc = median_time(lambda x=x: cam(input_tensor=x, targets=None), args.iters, args.warmup)
-            ours = [
-                args.bin,
-                "--threads",
-                str(args.threads),
-                "explain",
-                "--weights",
-                str(weights),
-                "--backend",
-                args.device,
-                "--quiet",
+            ours = explain_cmd(
+                args,
+                weights,
                 "--method",
                 method,
                 "--layer",
@@ -341,7 +334,7 @@ def method_rows(args, tmp):
                 str(xpath),
                 "--out",
                 str(tmp / f"{arch}.{method}"),
-            ]
+            )
             t_ours = median_wall(ours, args.iters, args.warmup)
             print(f"{arch:18} {method:12} {t_pgc:12.2f} {t_ours:16.2f} {t_pgc / t_ours:8.2f}x", flush=True)
     print(
@@ -367,22 +360,21 @@ def process_row(args, arch, weights, tmp):
         out=str(tmp / f"{arch}.pgc.npy"),
     )
     pgc = median_process(["python3", "-c", script], args.iters)
-    ours = [
-        args.bin,
-        "--threads",
-        str(args.threads),
-        "explain",
-        "--weights",
-        str(weights),
-        "--backend",
-        args.device,
-        "--quiet",
+    ours = explain_cmd(
+        args,
+        weights,
         "--input-tensor",
         str(x),
         "--out",
         str(tmp / f"{arch}.ours"),
-    ]
+    )
     return arch, weights.stat().st_size / 2**20, pgc, median_process(ours, args.iters)
+
+
+def explain_cmd(args, weights, *rest):
+    """Our `gradcam explain` command line with the run's threads, weights and backend."""
+    cmd = [args.bin, "--threads", str(args.threads), "explain", "--weights", str(weights)]
+    return [*cmd, "--backend", args.device, "--quiet", *rest]
 
 
 if __name__ == "__main__":
